@@ -1,0 +1,135 @@
+//! One plugin-side state object, and calls on it.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+use spear_plugin_sdk::ffi::abi::{RResult, RSlice};
+use spear_plugin_sdk::ffi::{FfiCallContext, FfiInstance, FfiKv, FfiParam};
+use spear_plugin_sdk::{PluginError, Value};
+
+use super::call::{kv_pairs, sink_for, unix_nanos, CallRequest};
+use super::library::{FunctionHandle, Plugin};
+use crate::error::{Error, Result};
+
+/// A plugin instance: state created by the plugin, owned by the host.
+///
+/// `call` takes `&mut self`, so one call at a time runs on an instance;
+/// concurrency comes from having several. An instance whose call panicked is
+/// [poisoned](PluginInstance::is_poisoned) and must be dropped, not reused.
+#[derive(Debug)]
+pub struct PluginInstance {
+    plugin: Arc<Plugin>,
+    raw: FfiInstance,
+    poisoned: bool,
+}
+
+// SAFETY: the SDK only builds instances from `Instance: Send` types, and the
+// layout check guarantees the plugin was built with our SDK. Moving the
+// handle to another thread moves that `Send` state. No `Sync`: `call` needs
+// `&mut self`, so calls on one instance never overlap.
+unsafe impl Send for PluginInstance {}
+
+impl PluginInstance {
+    /// Creates an instance of `plugin` from the task's configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InstanceCreation`] when the plugin refuses the configuration
+    /// (or panics while creating the instance).
+    pub fn new(plugin: &Arc<Plugin>, config: &[(String, String)]) -> Result<Self> {
+        let pairs: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(config);
+        match (plugin.module().new_instance())(RSlice::from_slice(&pairs)) {
+            RResult::ROk(raw) => Ok(PluginInstance {
+                plugin: Arc::clone(plugin),
+                raw,
+                poisoned: false,
+            }),
+            RResult::RErr(e) => {
+                let e = PluginError::from(e);
+                Err(Error::InstanceCreation {
+                    plugin: plugin.name().to_owned(),
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+        }
+    }
+
+    /// Calls `function` on this instance, on the current thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PluginFailed`] for an error the function returned, and
+    /// [`Error::PluginPanicked`] for a panic (which poisons the instance).
+    pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
+        let params: SmallVec<[FfiParam<'_>; 8]> = request
+            .params
+            .iter()
+            .map(|(name, value)| FfiParam {
+                name: name.as_str().into(),
+                value: value.as_ref().into(),
+            })
+            .collect();
+        let environment: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(request.environment);
+        let headers: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(request.headers);
+        let sink: &dyn super::CallSink = request.sink;
+        let ctx = FfiCallContext {
+            execution_id: request.execution_id.into(),
+            params: RSlice::from_slice(&params),
+            environment: RSlice::from_slice(&environment),
+            headers: RSlice::from_slice(&headers),
+            deadline_unix_nanos: request.deadline.map_or(0, unix_nanos),
+            cancelled: request.cancelled,
+            sink: sink_for(&sink),
+        };
+        // SAFETY: `self.raw` was created by this plugin's `new_instance` and
+        // is dropped only in `Drop`; `&mut self` makes this the only call on
+        // it; `ctx` and everything it borrows (including `sink`, which the
+        // sink's data pointer refers to) outlive the call.
+        let outcome = unsafe { (self.plugin.call)(self.raw, function.index, &ctx) };
+        match outcome {
+            RResult::ROk(value) => Ok(value.into()),
+            RResult::RErr(e) => Err(self.failure(function, e.into())),
+        }
+    }
+
+    fn failure(&mut self, function: FunctionHandle, e: PluginError) -> Error {
+        let name = self
+            .plugin
+            .functions()
+            .get(function.index as usize)
+            .map_or_else(|| format!("#{}", function.index), |f| f.name.clone());
+        if e.code == PluginError::PANIC {
+            self.poisoned = true;
+            Error::PluginPanicked {
+                function: name,
+                message: e.message,
+            }
+        } else {
+            Error::PluginFailed {
+                function: name,
+                code: e.code,
+                message: e.message,
+                retriable: e.retriable,
+            }
+        }
+    }
+
+    /// Whether a call panicked on this instance; it must not be reused.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// The plugin this instance belongs to.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+}
+
+impl Drop for PluginInstance {
+    fn drop(&mut self) {
+        // SAFETY: `self.raw` came from this plugin's `new_instance`, and this
+        // is its last use.
+        unsafe { (self.plugin.module().drop_instance())(self.raw) }
+    }
+}

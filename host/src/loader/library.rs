@@ -1,0 +1,325 @@
+//! A loaded plugin library: identity, function table, entry points.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use spear_plugin_sdk::ffi::abi::RResult;
+use spear_plugin_sdk::ffi::abi::{lib_header_from_path, LibraryError, RootModule};
+use spear_plugin_sdk::ffi::{
+    FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue, PluginModRef,
+    ROOT_MODULE_SYMBOL,
+};
+
+use super::verified::VerifiedFile;
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// Every library the dynamic loader has accepted in this process, by digest:
+/// the loaded plugin, or why it was refused. Libraries are never unloaded, so
+/// neither are these entries.
+static LOADED: LazyLock<Mutex<HashMap<Sha256Digest, Result<Arc<Plugin>>>>> =
+    LazyLock::new(Mutex::default);
+
+pub(super) type CallFn =
+    unsafe extern "C" fn(FfiInstance, u32, &FfiCallContext<'_>) -> RResult<FfiValue, FfiError>;
+
+/// Whether a function returns one value or a stream of chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FunctionKind {
+    /// Returns one value.
+    Unary,
+    /// Emits chunks, then returns.
+    Stream,
+}
+
+impl fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FunctionKind::Unary => "unary",
+            FunctionKind::Stream => "stream",
+        })
+    }
+}
+
+/// One entry of a plugin's function table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// The name clients call it by.
+    pub name: String,
+    /// Unary or stream.
+    pub kind: FunctionKind,
+    /// What it does (may be empty).
+    pub description: String,
+    /// Parameters and output, e.g. `(a: i64, b: i64) -> i64`.
+    pub signature: String,
+}
+
+/// A function resolved once by name; calling it is an index into the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FunctionHandle {
+    pub(super) index: u32,
+    kind: FunctionKind,
+}
+
+impl FunctionHandle {
+    /// Unary or stream.
+    pub fn kind(&self) -> FunctionKind {
+        self.kind
+    }
+}
+
+/// A plugin library, loaded and checked.
+pub struct Plugin {
+    path: PathBuf,
+    digest: Sha256Digest,
+    name: String,
+    version: String,
+    sdk_version: String,
+    abi_version: String,
+    functions: Vec<FunctionInfo>,
+    by_name: HashMap<String, FunctionHandle>,
+    module: PluginModRef,
+    pub(super) call: CallFn,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .field("functions", &self.functions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Plugin {
+    /// Loads the plugin at `path` after hashing the exact bytes that get loaded.
+    ///
+    /// With `expected`, a different digest is refused before anything is
+    /// loaded ([`Error::ChecksumMismatch`]). The returned plugin records the
+    /// digest of what was loaded either way.
+    ///
+    /// # Errors
+    ///
+    /// One distinct variant per reason: [`Error::Io`], [`Error::ChecksumMismatch`],
+    /// [`Error::NotSharedLibrary`], [`Error::NoRootModule`],
+    /// [`Error::IncompatibleSdk`], [`Error::LayoutMismatch`],
+    /// [`Error::RootModuleFailed`], [`Error::NoFunctions`],
+    /// [`Error::DuplicateFunction`].
+    ///
+    /// A digest this process has loaded (or refused) before is answered from
+    /// memory without touching the dynamic loader again; its [`Plugin::path`]
+    /// is the path it was first loaded from.
+    pub fn load_verified(path: &Path, expected: Option<&Sha256Digest>) -> Result<Arc<Plugin>> {
+        let file = VerifiedFile::open(path, expected)?;
+        let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(outcome) = loaded.get(&file.digest()) {
+            return outcome.clone();
+        }
+        let outcome = open_root_module(&file)
+            .and_then(|(module, abi)| Plugin::from_module(&file, module, abi).map(Arc::new));
+        if !matches!(outcome, Err(Error::NotSharedLibrary { .. })) {
+            // The dynamic loader accepted the file, so it stays mapped
+            // (refused or not) under the descriptor's name.
+            loaded.insert(file.digest(), outcome.clone());
+            file.keep_open();
+        }
+        outcome
+    }
+
+    /// The plugin with this digest, if this process has already loaded it.
+    ///
+    /// Lets a caller that knows the digest skip re-reading the file.
+    pub fn already_loaded(digest: &Sha256Digest) -> Option<Arc<Plugin>> {
+        let loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+        loaded
+            .get(digest)
+            .and_then(|outcome| outcome.as_ref().ok().cloned())
+    }
+
+    fn from_module(
+        file: &VerifiedFile,
+        module: PluginModRef,
+        abi_version: String,
+    ) -> Result<Plugin> {
+        let name = module.name().as_str().to_owned();
+        let functions: Vec<FunctionInfo> = module
+            .functions()
+            .iter()
+            .map(|d| FunctionInfo {
+                name: d.name.as_str().to_owned(),
+                kind: match d.kind {
+                    FfiFunctionKind::Unary => FunctionKind::Unary,
+                    FfiFunctionKind::Stream => FunctionKind::Stream,
+                },
+                description: d.description.as_str().to_owned(),
+                signature: d.signature.as_str().to_owned(),
+            })
+            .collect();
+        if functions.is_empty() {
+            return Err(Error::NoFunctions {
+                path: file.path().to_owned(),
+                plugin: name,
+            });
+        }
+        let mut by_name = HashMap::with_capacity(functions.len());
+        for (index, f) in functions.iter().enumerate() {
+            let handle = FunctionHandle {
+                index: u32::try_from(index).expect("function tables are far smaller than u32::MAX"),
+                kind: f.kind,
+            };
+            if by_name.insert(f.name.clone(), handle).is_some() {
+                return Err(Error::DuplicateFunction {
+                    plugin: name,
+                    function: f.name.clone(),
+                });
+            }
+        }
+        Ok(Plugin {
+            path: file.path().to_owned(),
+            digest: file.digest(),
+            version: module.version().as_str().to_owned(),
+            sdk_version: module.sdk_version().as_str().to_owned(),
+            abi_version,
+            name,
+            functions,
+            by_name,
+            call: module.call(),
+            module,
+        })
+    }
+
+    /// Resolves a function by name, once; keep the handle for calls.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FunctionNotFound`], listing the names the plugin does have.
+    pub fn function(&self, name: &str) -> Result<FunctionHandle> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| Error::FunctionNotFound {
+                plugin: self.name.clone(),
+                function: name.to_owned(),
+                available: self
+                    .functions
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's own version.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The `spear-plugin-sdk` version it was built with.
+    pub fn sdk_version(&self) -> &str {
+        &self.sdk_version
+    }
+
+    /// The plugin ABI version the plugin declares (checked against the host's).
+    pub fn abi_version(&self) -> &str {
+        &self.abi_version
+    }
+
+    /// Its function table, in the plugin's order.
+    pub fn functions(&self) -> &[FunctionInfo] {
+        &self.functions
+    }
+
+    /// The file it was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The sha256 of the bytes that were loaded.
+    pub fn digest(&self) -> Sha256Digest {
+        self.digest
+    }
+
+    pub(super) fn module(&self) -> PluginModRef {
+        self.module
+    }
+}
+
+/// dlopen + abi_stable's version and layout checks, with errors mapped.
+fn open_root_module(file: &VerifiedFile) -> Result<(PluginModRef, String)> {
+    let path = file.path();
+    let loader_path = file.loader_path();
+    let header =
+        lib_header_from_path(&loader_path).map_err(|e| library_error(path, &loader_path, e))?;
+    let module = header
+        .init_root_module::<PluginModRef>()
+        .map_err(|e| library_error(path, &loader_path, e))?;
+    Ok((module, header.version_strings().version.as_str().to_owned()))
+}
+
+fn library_error(path: &Path, loader_path: &Path, err: LibraryError) -> Error {
+    let path = path.to_owned();
+    match err {
+        LibraryError::OpenError { err, .. } => Error::NotSharedLibrary {
+            reason: {
+                // dlerror names the /proc/self/fd path; the caller's path is already in the message.
+                let text = err.to_string();
+                let prefix = format!("{}: ", loader_path.display());
+                text.strip_prefix(&prefix)
+                    .map_or(text.clone(), str::to_owned)
+            },
+            path,
+        },
+        LibraryError::GetSymbolError { .. } => Error::NoRootModule {
+            path,
+            symbol: ROOT_MODULE_SYMBOL,
+        },
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => Error::IncompatibleSdk {
+            path,
+            expected: format!("ABI {}.x (>= {expected_version})", expected_version.major),
+            actual: format!("ABI {actual_version}"),
+        },
+        LibraryError::ParseVersionError(e) => Error::IncompatibleSdk {
+            path,
+            expected: format!("ABI {}", PluginModRef::VERSION_STRINGS.version),
+            actual: format!("an unreadable ABI version ({e})"),
+        },
+        LibraryError::InvalidAbiHeader(found) => Error::IncompatibleSdk {
+            path,
+            expected: "a plugin built with abi_stable 0.11".to_owned(),
+            actual: format!("abi_stable header {found:?}"),
+        },
+        LibraryError::AbiInstability(details) => Error::LayoutMismatch {
+            path,
+            details: details.to_string(),
+        },
+        LibraryError::InvalidCAbi { expected, found } => Error::LayoutMismatch {
+            path,
+            details: format!("C ABI differs: expected {expected}, found {found}"),
+        },
+        LibraryError::RootModule { err, .. } => Error::RootModuleFailed {
+            path,
+            details: err.to_string(),
+        },
+        LibraryError::Many(mut errors) if !errors.is_empty() => {
+            library_error(&path, loader_path, errors.remove(0))
+        }
+        other => Error::RootModuleFailed {
+            path,
+            details: other.to_string(),
+        },
+    }
+}

@@ -1,0 +1,86 @@
+//! Hash the bytes that will be loaded, and load exactly those bytes.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::digest::Sha256Digest;
+use crate::error::{Error, Result};
+
+/// An open file whose content has been hashed.
+///
+/// Holding the file open keeps the hashed inode alive, and
+/// [`VerifiedFile::loader_path`] names that open file rather than the
+/// directory entry, which may have been replaced since.
+#[derive(Debug)]
+pub(super) struct VerifiedFile {
+    file: File,
+    path: PathBuf,
+    digest: Sha256Digest,
+}
+
+impl VerifiedFile {
+    /// Opens and hashes `path`; fails if `expected` is given and differs.
+    pub(super) fn open(path: &Path, expected: Option<&Sha256Digest>) -> Result<Self> {
+        let io_err = |source| Error::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        };
+        let file = File::open(path).map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        let digest = if len == 0 {
+            Sha256Digest::of(&[])
+        } else {
+            // SAFETY: the map is read-only and private to this function.
+            // Artifacts are read-only files spearlet owns; if another process
+            // truncated the file while it is mapped, the read would fault —
+            // that is the documented risk of hashing through mmap, accepted
+            // for the throughput (see artifact cache permissions).
+            let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
+            Sha256Digest::of(&map)
+        };
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(Error::ChecksumMismatch {
+                    path: path.to_owned(),
+                    expected: expected.to_hex(),
+                    actual: digest.to_hex(),
+                });
+            }
+        }
+        Ok(VerifiedFile {
+            file,
+            path: path.to_owned(),
+            digest,
+        })
+    }
+
+    /// The digest of the open file's content.
+    pub(super) fn digest(&self) -> Sha256Digest {
+        self.digest
+    }
+
+    /// The path the file was opened from (for messages).
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A path the dynamic loader resolves to this open file.
+    ///
+    /// The dynamic loader recognises an already-loaded library by this name.
+    /// Once it has loaded the file, call [`VerifiedFile::keep_open`] so the
+    /// descriptor number — and with it the name — is never reused for a
+    /// different file.
+    pub(super) fn loader_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
+    }
+
+    /// Keeps the descriptor open for the life of the process (libraries are
+    /// never unloaded, so neither is their name).
+    pub(super) fn keep_open(self) {
+        let _fd = self.file.into_raw_fd();
+    }
+}

@@ -1,0 +1,265 @@
+//! `#[function]`: registers a plain Rust function as a spearlet plugin function.
+//!
+//! Use it through `spear_plugin_sdk` (`use spear_plugin_sdk::prelude::*;`),
+//! whose documentation describes the accepted signatures. Every misuse is a
+//! compile error pointing at the offending tokens.
+
+use proc_macro::TokenStream;
+use proc_macro2::TokenStream as TokenStream2;
+use quote::{format_ident, quote, ToTokens};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
+
+/// Registers a function for `export_plugin!`.
+///
+/// Arguments (all optional): `stream` marks a streaming function;
+/// `name = "..."` publishes it under another name; `description = "..."`
+/// overrides the doc comment as its description.
+#[proc_macro_attribute]
+pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let args = syn::parse_macro_input!(attr as Args);
+    let func = syn::parse_macro_input!(item as ItemFn);
+    expand(args, func)
+        .unwrap_or_else(Error::into_compile_error)
+        .into()
+}
+
+#[derive(Default)]
+struct Args {
+    stream: bool,
+    name: Option<LitStr>,
+    description: Option<LitStr>,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut args = Args::default();
+        let metas = Punctuated::<syn::Meta, Token![,]>::parse_terminated(input)?;
+        for meta in metas {
+            match &meta {
+                syn::Meta::Path(p) if p.is_ident("stream") => args.stream = true,
+                syn::Meta::NameValue(nv) if nv.path.is_ident("name") => {
+                    args.name = Some(lit_str(&nv.value)?);
+                }
+                syn::Meta::NameValue(nv) if nv.path.is_ident("description") => {
+                    args.description = Some(lit_str(&nv.value)?);
+                }
+                other => {
+                    return Err(Error::new_spanned(
+                        other,
+                        "unknown argument; expected `stream`, `name = \"...\"` or `description = \"...\"`",
+                    ))
+                }
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn lit_str(expr: &syn::Expr) -> syn::Result<LitStr> {
+    match expr {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(s),
+            ..
+        }) => Ok(s.clone()),
+        other => Err(Error::new_spanned(other, "expected a string literal")),
+    }
+}
+
+/// How the generated dispatcher fills one parameter.
+enum Role {
+    Context,
+    State(Type),
+    Param { name: String, ty: Type },
+}
+
+fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
+    check_signature(&func)?;
+    let ident = &func.sig.ident;
+    let published = args
+        .name
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| ident.unraw().to_string());
+    if published.is_empty() {
+        return Err(Error::new_spanned(
+            &args.name,
+            "the function name must not be empty",
+        ));
+    }
+
+    let mut bindings = Vec::new();
+    let mut call_args = Vec::new();
+    let mut shown_params = Vec::new();
+    for (i, input) in func.sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pat_ty) = input else {
+            return Err(Error::new_spanned(
+                input,
+                "plugin functions cannot take `self`",
+            ));
+        };
+        let local = format_ident!("__arg{}", i);
+        match role(pat_ty)? {
+            Role::Context => bindings.push(quote! { let #local = __ctx; }),
+            Role::State(ty) => bindings.push(quote! {
+                let #local: &mut #ty = ::spear_plugin_sdk::__private::state::<#ty>(__state, #published)?;
+            }),
+            Role::Param { name, ty } => {
+                shown_params.push(format!("{name}: {}", pretty(&ty)));
+                bindings.push(quote! {
+                    let #local: #ty = ::spear_plugin_sdk::__private::param(__ctx, #name)?;
+                });
+            }
+        }
+        call_args.push(local);
+    }
+
+    let signature = format!(
+        "({}){}",
+        shown_params.join(", "),
+        shown_output(&func.sig.output)
+    );
+    let description = args
+        .description
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| doc_summary(&func.attrs));
+    let stream = args.stream;
+    let vis = &func.vis;
+
+    Ok(quote! {
+        #func
+
+        #[doc(hidden)]
+        #[allow(non_camel_case_types)]
+        #vis struct #ident {
+            _private: (),
+        }
+
+        impl ::spear_plugin_sdk::__private::FunctionDef for #ident {
+            const DESCRIPTOR: ::spear_plugin_sdk::ffi::FfiFunctionDesc =
+                ::spear_plugin_sdk::__private::descriptor(#published, #stream, #description, #signature);
+
+            #[allow(unused_variables)]
+            fn call(
+                __state: &mut dyn ::std::any::Any,
+                __ctx: &::spear_plugin_sdk::Context<'_>,
+            ) -> ::std::result::Result<::spear_plugin_sdk::Value, ::spear_plugin_sdk::PluginError> {
+                #(#bindings)*
+                ::spear_plugin_sdk::__private::IntoOutput::into_output(#ident(#(#call_args),*))
+            }
+        }
+    })
+}
+
+fn check_signature(func: &ItemFn) -> syn::Result<()> {
+    let sig = &func.sig;
+    if let Some(t) = &sig.asyncness {
+        return Err(Error::new_spanned(
+            t,
+            "plugin functions are synchronous: they run on a host worker thread; \
+             poll `ctx.should_stop()` in long loops instead",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(Error::new_spanned(
+            &sig.generics,
+            "plugin functions cannot be generic",
+        ));
+    }
+    if let Some(abi) = &sig.abi {
+        return Err(Error::new_spanned(
+            abi,
+            "write a plain Rust fn; the SDK generates the extern entry point",
+        ));
+    }
+    if let Some(v) = &sig.variadic {
+        return Err(Error::new_spanned(v, "plugin functions cannot be variadic"));
+    }
+    Ok(())
+}
+
+fn role(pat_ty: &syn::PatType) -> syn::Result<Role> {
+    if let Type::Reference(r) = &*pat_ty.ty {
+        let is_context = matches!(&*r.elem, Type::Path(p)
+            if p.path.segments.last().is_some_and(|s| s.ident == "Context"));
+        if is_context {
+            if r.mutability.is_some() {
+                return Err(Error::new_spanned(
+                    &pat_ty.ty,
+                    "take the context as `&Context`",
+                ));
+            }
+            return Ok(Role::Context);
+        }
+        if r.mutability.is_some() {
+            return Ok(Role::State((*r.elem).clone()));
+        }
+    }
+    let name = match &*pat_ty.pat {
+        Pat::Ident(p) => p.ident.unraw().to_string(),
+        other => {
+            return Err(Error::new(
+                other.span(),
+                "plugin function parameters must be plain names: the name is the parameter clients send",
+            ))
+        }
+    };
+    Ok(Role::Param {
+        name,
+        ty: (*pat_ty.ty).clone(),
+    })
+}
+
+fn shown_output(output: &ReturnType) -> String {
+    let ReturnType::Type(_, ty) = output else {
+        return String::new();
+    };
+    // `Result<T, E>` is shown as its success type.
+    if let Type::Path(p) = &**ty {
+        if let Some(last) = p.path.segments.last() {
+            if last.ident == "Result" {
+                if let syn::PathArguments::AngleBracketed(a) = &last.arguments {
+                    if let Some(syn::GenericArgument::Type(ok)) = a.args.first() {
+                        return format!(" -> {}", pretty(ok));
+                    }
+                }
+            }
+        }
+    }
+    format!(" -> {}", pretty(ty))
+}
+
+fn pretty(tokens: &impl ToTokens) -> String {
+    tokens
+        .to_token_stream()
+        .to_string()
+        .replace("& ", "&")
+        .replace(" <", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace("[u8 ]", "[u8]")
+        .replace("[ ", "[")
+}
+
+fn doc_summary(attrs: &[syn::Attribute]) -> String {
+    let mut lines = Vec::new();
+    for attr in attrs.iter().filter(|a| a.path().is_ident("doc")) {
+        if let syn::Meta::NameValue(nv) = &attr.meta {
+            if let Ok(s) = lit_str(&nv.value) {
+                let line = s.value().trim().to_owned();
+                if line.is_empty() && !lines.is_empty() {
+                    break;
+                }
+                if !line.is_empty() {
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    lines.join(" ")
+}

@@ -1,0 +1,123 @@
+//! The plugin side of the boundary: the `extern "C"` entry points that
+//! [`export_plugin!`](crate::export_plugin) wires into a plugin's root module.
+//!
+//! Every entry point runs the author's code inside `catch_unwind`, so a panic
+//! becomes an [`FfiError`] with code `panic` instead of unwinding into the host.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
+use abi_stable::prefix_type::PrefixTypeTrait;
+use abi_stable::std_types::{RResult, RSlice, RStr};
+
+use super::root::{PluginMod, PluginModRef};
+use super::types::{FfiCallContext, FfiError, FfiInstance, FfiKv, FfiValue};
+use crate::registry::PluginDef;
+use crate::{Config, Context, Instance, PluginError};
+
+/// The header a plugin exports under [`ROOT_MODULE_SYMBOL`](super::ROOT_MODULE_SYMBOL).
+///
+/// Used by [`export_plugin!`](crate::export_plugin); not meant to be called by hand.
+pub const fn lib_header<P: PluginDef>() -> LibHeader {
+    // SAFETY: `root_loader::<P>` goes through abi_stable's own
+    // `__call_root_module_loader`, which erases exactly a `PluginModRef`, the
+    // type named here.
+    unsafe { LibHeader::from_constructor::<PluginModRef>(root_loader::<P>, CheckTypeLayout::Yes) }
+}
+
+extern "C" fn root_loader<P: PluginDef>() -> RootModuleResult {
+    abi_stable::library::__call_root_module_loader(build_module::<P>)
+}
+
+fn build_module<P: PluginDef>() -> PluginModRef {
+    PluginMod {
+        sdk_version: RStr::from_str(crate::SDK_VERSION),
+        name: RStr::from_str(P::NAME),
+        version: RStr::from_str(P::VERSION),
+        functions: RSlice::from_slice(P::DESCRIPTORS),
+        new_instance: new_instance_fn_wrapper::<P>,
+        drop_instance: drop_instance_fn_wrapper::<P>,
+        call: call_fn_wrapper::<P>,
+        #[cfg(feature = "abi-next-fixture")]
+        next_fixture_field: 0,
+    }
+    .leak_into_prefix()
+}
+
+extern "C" fn new_instance_fn_wrapper<P: PluginDef>(
+    config: RSlice<'_, FfiKv<'_>>,
+) -> RResult<FfiInstance, FfiError> {
+    guarded(|| {
+        let config = Config::from_pairs(
+            config
+                .iter()
+                .map(|kv| (kv.key.as_str().to_owned(), kv.value.as_str().to_owned())),
+        );
+        let state = <P::Instance as Instance>::new(&config)?;
+        Ok(FfiInstance(Box::into_raw(Box::new(state)).cast()))
+    })
+}
+
+/// # Safety
+///
+/// `instance` must come from this plugin's `new_instance`, and must not be
+/// used again afterwards.
+unsafe extern "C" fn drop_instance_fn_wrapper<P: PluginDef>(instance: FfiInstance) {
+    // A panicking Drop must not unwind into the host; the state is gone either way.
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller guarantees `instance` is a live `Box<P::Instance>`
+        // created by `new_instance_fn_wrapper::<P>` and hands over ownership.
+        drop(unsafe { Box::from_raw(instance.0.cast::<P::Instance>()) });
+    }));
+}
+
+/// # Safety
+///
+/// `instance` must be a live instance from this plugin's `new_instance`, used
+/// by no other call at the same time.
+unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
+    instance: FfiInstance,
+    function: u32,
+    ctx: &FfiCallContext<'_>,
+) -> RResult<FfiValue, FfiError> {
+    // SAFETY: the caller guarantees `instance` points to a live `P::Instance`
+    // with no other reference to it for the duration of this call.
+    let state: &mut P::Instance = unsafe { &mut *instance.0.cast::<P::Instance>() };
+    guarded(|| {
+        let handler = P::HANDLERS.get(function as usize).ok_or_else(|| {
+            PluginError::new(
+                "no_such_function",
+                format!(
+                    "plugin `{}` has no function number {function} (it has {})",
+                    P::NAME,
+                    P::HANDLERS.len()
+                ),
+            )
+        })?;
+        let value = handler(state as &mut dyn Any, &Context::new(ctx))?;
+        Ok(FfiValue::from(value))
+    })
+}
+
+/// Runs `f`, turning a panic into a `panic` error.
+///
+/// `AssertUnwindSafe` is sound here because the host discards an instance
+/// whose call panicked: state a panic left half-updated is never seen again.
+fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, FfiError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => RResult::ROk(value),
+        Ok(Err(err)) => RResult::RErr(err.into()),
+        Err(payload) => RResult::RErr(PluginError::panic(panic_message(payload.as_ref())).into()),
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "the plugin panicked with a non-string payload".to_owned()
+    }
+}

@@ -1,0 +1,38 @@
+//! The binary interface between spearlet and its plugins.
+//!
+//! Everything that crosses the boundary is defined here and nowhere else, and
+//! it is the only place this crate touches `abi_stable`: the rest of the SDK
+//! (and every plugin author) sees plain Rust types. Swapping the ABI crate —
+//! for `stabby`, say — stays local to this module.
+//!
+//! The layout rules:
+//! - the root module ([`PluginMod`]) is a *prefix type*: later SDK versions
+//!   append fields after the last one marked `last_prefix_field`, and a host
+//!   reads such a field as `None` when the plugin predates it;
+//! - the host checks the ABI version and the full type layout of the root
+//!   module before any plugin code runs (`LibHeader::init_root_module`);
+//! - values handed to the plugin are borrowed ([`FfiValueRef`]); values coming
+//!   back are owned ([`FfiValue`]) and freed through their own vtables, so each
+//!   side frees with the allocator that allocated;
+//! - nothing unwinds across: every entry point the SDK exports catches panics.
+
+mod export;
+mod root;
+mod types;
+
+pub use export::lib_header;
+pub use root::{PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
+pub use types::{
+    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionKind, FfiInstance, FfiKv, FfiLogLevel,
+    FfiParam, FfiSink, FfiValue, FfiValueRef,
+};
+
+/// Our names for the `abi_stable` items a host needs to load a plugin.
+///
+/// Hosts (spearlet's loader, conformance fixtures) go through these aliases so
+/// that they never name `abi_stable` directly.
+pub mod abi {
+    pub use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
+    pub use abi_stable::sabi_types::VersionNumber;
+    pub use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
+}

@@ -1,0 +1,173 @@
+//! Write native [spearlet] function plugins in ordinary Rust.
+//!
+//! A plugin is a `cdylib` crate. Its functions are plain Rust functions marked
+//! with [`#[function]`](macro@function); one [`export_plugin!`] line publishes
+//! them in a table the host checks (ABI version and full type layout) before
+//! running any of your code, then calls through directly — no serialisation,
+//! no interpreter, one indirect call.
+//!
+//! # Example
+//!
+//! ```
+//! use spear_plugin_sdk::prelude::*;
+//!
+//! /// Adds two integers.
+//! #[function]
+//! fn add(a: i64, b: i64) -> i64 {
+//!     a + b
+//! }
+//!
+//! /// Divides `a` by `b`.
+//! #[function]
+//! fn divide(a: f64, b: f64) -> Result<f64, PluginError> {
+//!     if b == 0.0 {
+//!         return Err(PluginError::new("division_by_zero", "b must not be 0"));
+//!     }
+//!     Ok(a / b)
+//! }
+//!
+//! /// Per-instance state: the host keeps instances in a pool and runs one
+//! /// call at a time on each.
+//! #[derive(Default)]
+//! struct Calls(i64);
+//!
+//! impl Instance for Calls {
+//!     fn new(_config: &Config) -> Result<Self, PluginError> {
+//!         Ok(Calls::default())
+//!     }
+//! }
+//!
+//! /// Counts the calls made on this instance.
+//! #[function]
+//! fn next(calls: &mut Calls) -> i64 {
+//!     calls.0 += 1;
+//!     calls.0
+//! }
+//!
+//! /// Emits `0..n`, stopping early when the call is cancelled.
+//! #[function(stream)]
+//! fn count(ctx: &Context, n: i64) -> Result<(), PluginError> {
+//!     for i in 0..n {
+//!         if ctx.should_stop() {
+//!             return Err(PluginError::cancelled("stopped by the host"));
+//!         }
+//!         ctx.emit(i)?;
+//!     }
+//!     Ok(())
+//! }
+//!
+//! export_plugin! {
+//!     name: "math",
+//!     instance: Calls,
+//!     functions: [add, divide, next, count],
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! With `crate-type = ["cdylib"]` in its `Cargo.toml`, `cargo build` gives a
+//! `lib<crate>.so` that `spearlet plugin inspect` describes and spearlet runs.
+//!
+//! # Writing functions
+//!
+//! A `#[function]`'s parameters are, by type:
+//! - `&Context` — the call: execution id, environment, headers, deadline,
+//!   cancellation ([`Context::should_stop`]), stream sink ([`Context::emit`])
+//!   and log ([`Context::log`]);
+//! - `&mut State` — the instance state named in `export_plugin!`'s `instance:`;
+//! - anything else — a call parameter of that name, converted by
+//!   [`FromParam`] (`i64` and other integers, `f64`, `bool`, `String`, `&str`,
+//!   `Vec<u8>`, `&[u8]`, [`Value`]; wrap in `Option` when it may be absent).
+//!
+//! It returns anything [`IntoValue`] or `Result<_, E>` with `E:
+//! Into<`[`PluginError`]`>` — every `std::error::Error` qualifies, so `?`
+//! works. `#[function(stream)]` marks a function that emits chunks; its
+//! return value ends the stream. `#[function(name = "...")]` publishes the
+//! function under another name; the doc comment becomes its description.
+//!
+//! # Safety at the boundary
+//!
+//! Every entry point catches panics and reports them as a [`PluginError`] with
+//! code `panic`; the host then discards the instance. The unsafe code lives in
+//! [`ffi`] alone.
+//!
+//! [spearlet]: https://github.com/spearlet/spearlet
+
+#![deny(missing_docs)]
+
+mod config;
+mod context;
+mod error;
+pub mod ffi;
+mod registry;
+mod value;
+
+pub use config::{Config, Instance};
+pub use context::{Context, LogLevel};
+pub use error::PluginError;
+pub use spear_plugin_sdk_macros::function;
+pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};
+
+/// Version of this SDK crate, recorded in every plugin's root module.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything a plugin author needs: `use spear_plugin_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        export_plugin, function, Config, Context, Instance, IntoValue, LogLevel, PluginError,
+        Value, ValueRef,
+    };
+}
+
+/// Used by the code the macros generate. Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{descriptor, param, state, FunctionDef, Handler, PluginDef};
+    pub use crate::IntoOutput;
+}
+
+/// Publishes a plugin: its name, optional version and instance type, and its
+/// functions, in the order given.
+///
+/// ```ignore
+/// export_plugin! {
+///     name: "math",                 // required
+///     version: "1.2.0",             // default: the crate's version
+///     instance: Calls,              // default: `()` (no state)
+///     functions: [add, divide],     // each marked #[function]
+/// }
+/// ```
+///
+/// Use it once per plugin crate, at the crate root.
+#[macro_export]
+macro_rules! export_plugin {
+    (
+        name: $name:expr,
+        $(version: $version:expr,)?
+        $(instance: $instance:ty,)?
+        functions: [$($function:ident),* $(,)?] $(,)?
+    ) => {
+        #[doc(hidden)]
+        struct __SpearPlugin;
+
+        impl $crate::__private::PluginDef for __SpearPlugin {
+            type Instance = $crate::export_plugin!(@instance $($instance)?);
+            const NAME: &'static str = $name;
+            const VERSION: &'static str = $crate::export_plugin!(@version $($version)?);
+            const DESCRIPTORS: &'static [$crate::ffi::FfiFunctionDesc] = &[
+                $(<$function as $crate::__private::FunctionDef>::DESCRIPTOR),*
+            ];
+            const HANDLERS: &'static [$crate::__private::Handler] = &[
+                $(<$function as $crate::__private::FunctionDef>::call),*
+            ];
+        }
+
+        #[doc(hidden)]
+        #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
+        pub static __SPEAR_PLUGIN_HEADER: $crate::ffi::abi::LibHeader =
+            $crate::ffi::lib_header::<__SpearPlugin>();
+    };
+    (@instance) => { () };
+    (@instance $instance:ty) => { $instance };
+    (@version) => { env!("CARGO_PKG_VERSION") };
+    (@version $version:expr) => { $version };
+}

@@ -1,0 +1,75 @@
+//! The compile-time registry the macros fill in. Not part of the public API:
+//! `#[function]` and `export_plugin!` generate the implementations.
+
+use std::any::Any;
+
+use abi_stable::std_types::RStr;
+
+use crate::ffi::{FfiFunctionDesc, FfiFunctionKind};
+use crate::{Context, FromParam, Instance, PluginError, Value};
+
+/// How the dispatcher calls one registered function.
+pub type Handler = fn(&mut dyn Any, &Context<'_>) -> Result<Value, PluginError>;
+
+/// Implemented by `#[function]` for a type named after the function.
+pub trait FunctionDef {
+    /// The function's table entry.
+    const DESCRIPTOR: FfiFunctionDesc;
+    /// Extracts the parameters from `ctx`, calls the function, converts its output.
+    fn call(state: &mut dyn Any, ctx: &Context<'_>) -> Result<Value, PluginError>;
+}
+
+/// Implemented by `export_plugin!`.
+pub trait PluginDef: 'static {
+    /// The per-instance state type.
+    type Instance: Instance;
+    /// The plugin's name.
+    const NAME: &'static str;
+    /// The plugin's version.
+    const VERSION: &'static str;
+    /// The function table, in dispatch order.
+    const DESCRIPTORS: &'static [FfiFunctionDesc];
+    /// The handlers, index for index with `DESCRIPTORS`.
+    const HANDLERS: &'static [Handler];
+}
+
+/// Builds a table entry at compile time.
+pub const fn descriptor(
+    name: &'static str,
+    stream: bool,
+    description: &'static str,
+    signature: &'static str,
+) -> FfiFunctionDesc {
+    FfiFunctionDesc {
+        name: RStr::from_str(name),
+        kind: if stream {
+            FfiFunctionKind::Stream
+        } else {
+            FfiFunctionKind::Unary
+        },
+        description: RStr::from_str(description),
+        signature: RStr::from_str(signature),
+    }
+}
+
+/// Extracts parameter `name` as `T`.
+pub fn param<'a, T: FromParam<'a>>(ctx: &Context<'a>, name: &str) -> Result<T, PluginError> {
+    T::from_param(name, ctx.param(name))
+}
+
+/// Views the instance state as the type a function asked for.
+pub fn state<'s, T: 'static>(
+    state: &'s mut dyn Any,
+    function: &str,
+) -> Result<&'s mut T, PluginError> {
+    state.downcast_mut::<T>().ok_or_else(|| {
+        PluginError::new(
+            "instance_type",
+            format!(
+                "function `{function}` takes `&mut {}`, which is not this plugin's instance type \
+                 (name it in export_plugin!'s `instance:`)",
+                std::any::type_name::<T>()
+            ),
+        )
+    })
+}
