@@ -32,7 +32,7 @@ pub enum Error {
 
     /// The plugin was built against an SDK whose ABI version this host refuses.
     #[error(
-        "{} was built against an incompatible plugin SDK: its ABI is {actual}, this host needs {expected}",
+        "{} was built against an incompatible plugin SDK: its plugin ABI is {actual}, this host needs {expected}",
         path.display()
     )]
     IncompatibleSdk {
@@ -46,14 +46,15 @@ pub enum Error {
 
     /// The plugin's root module does not have the layout this host expects.
     #[error(
-        "{} has a root module whose layout does not match this host's SDK: {}",
-        path.display(),
-        first_line(details)
+        "{} has a root module whose layout does not match this host's SDK: {summary}",
+        path.display()
     )]
     LayoutMismatch {
         /// The file.
         path: PathBuf,
-        /// abi_stable's description of which type differs, and how.
+        /// What differs, in one line.
+        summary: String,
+        /// abi_stable's full report: which type differs, and how.
         details: String,
     },
 
@@ -169,15 +170,6 @@ impl Error {
             Error::Io { .. } => "io",
         }
     }
-}
-
-/// abi_stable's layout reports span many lines; the headline keeps messages on one.
-fn first_line(details: &str) -> &str {
-    details
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("(no details)")
 }
 
 /// Shorthand for results in this crate.

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use spear_plugin_sdk::ffi::abi::RResult;
-use spear_plugin_sdk::ffi::abi::{lib_header_from_path, LibraryError, RootModule};
+use spear_plugin_sdk::ffi::abi::{lib_header_from_path, LibraryError};
 use spear_plugin_sdk::ffi::{
-    FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue, PluginModRef,
-    ROOT_MODULE_SYMBOL,
+    init_root_module, FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue,
+    PluginModRef, ROOT_MODULE_SYMBOL,
 };
 
 use super::verified::VerifiedFile;
@@ -260,9 +260,7 @@ fn open_root_module(file: &VerifiedFile) -> Result<(PluginModRef, String)> {
     let loader_path = file.loader_path();
     let header =
         lib_header_from_path(&loader_path).map_err(|e| library_error(path, &loader_path, e))?;
-    let module = header
-        .init_root_module::<PluginModRef>()
-        .map_err(|e| library_error(path, &loader_path, e))?;
+    let module = init_root_module(header).map_err(|e| library_error(path, &loader_path, e))?;
     Ok((module, header.version_strings().version.as_str().to_owned()))
 }
 
@@ -289,12 +287,12 @@ fn library_error(path: &Path, loader_path: &Path, err: LibraryError) -> Error {
             ..
         } => Error::IncompatibleSdk {
             path,
-            expected: format!("ABI {}.x (>= {expected_version})", expected_version.major),
-            actual: format!("ABI {actual_version}"),
+            expected: format!("{}.x (>= {expected_version})", expected_version.major),
+            actual: actual_version.to_string(),
         },
         LibraryError::ParseVersionError(e) => Error::IncompatibleSdk {
             path,
-            expected: format!("ABI {}", PluginModRef::VERSION_STRINGS.version),
+            expected: spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
             actual: format!("an unreadable ABI version ({e})"),
         },
         LibraryError::InvalidAbiHeader(found) => Error::IncompatibleSdk {
@@ -302,13 +300,18 @@ fn library_error(path: &Path, loader_path: &Path, err: LibraryError) -> Error {
             expected: "a plugin built with abi_stable 0.11".to_owned(),
             actual: format!("abi_stable header {found:?}"),
         },
-        LibraryError::AbiInstability(details) => Error::LayoutMismatch {
-            path,
-            details: details.to_string(),
-        },
+        LibraryError::AbiInstability(details) => {
+            let details = details.to_string();
+            Error::LayoutMismatch {
+                path,
+                summary: summarize_layout_report(&details),
+                details,
+            }
+        }
         LibraryError::InvalidCAbi { expected, found } => Error::LayoutMismatch {
             path,
-            details: format!("C ABI differs: expected {expected}, found {found}"),
+            summary: "the C ABI differs".to_owned(),
+            details: format!("expected {expected}, found {found}"),
         },
         LibraryError::RootModule { err, .. } => Error::RootModuleFailed {
             path,
@@ -321,5 +324,45 @@ fn library_error(path: &Path, loader_path: &Path, err: LibraryError) -> Error {
             path,
             details: other.to_string(),
         },
+    }
+}
+
+/// Boils abi_stable's layout report (a page per type compared) down to its
+/// `Error:` entries, e.g. `mismatched package (expected: a, found: b)`.
+fn summarize_layout_report(report: &str) -> String {
+    let lines: Vec<&str> = report.lines().map(str::trim).collect();
+    let mut entries = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(what) = line.strip_prefix("Error:") else {
+            continue;
+        };
+        let mut entry = what.trim().to_owned();
+        let mut rest = lines[i + 1..].iter().filter(|l| !l.is_empty());
+        if let (Some(&"Expected:"), Some(expected), Some(&"Found:"), Some(found)) =
+            (rest.next(), rest.next(), rest.next(), rest.next())
+        {
+            entry.push_str(&format!(" (expected: {expected}, found: {found})"));
+        }
+        entries.push(entry);
+    }
+    if entries.is_empty() {
+        "see the full report (`spearlet plugin inspect --verbose`)".to_owned()
+    } else {
+        entries.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_report_is_summarised_to_its_errors() {
+        let report = "Compared <this>:\n  --- Type Layout ---\n\nError:mismatched package\nExpected:\n    spear-plugin-sdk\nFound:\n    other\n";
+        assert_eq!(
+            summarize_layout_report(report),
+            "mismatched package (expected: spear-plugin-sdk, found: other)"
+        );
+        assert!(summarize_layout_report("nothing useful").contains("--verbose"));
     }
 }

@@ -21,7 +21,7 @@ mod root;
 mod types;
 
 pub use export::lib_header;
-pub use root::{PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
+pub use root::{init_root_module, PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
 pub use types::{
     FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionKind, FfiInstance, FfiKv, FfiLogLevel,
     FfiParam, FfiSink, FfiValue, FfiValueRef,

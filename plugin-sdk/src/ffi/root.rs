@@ -1,6 +1,6 @@
 //! The root module every plugin exports, and its identity for `abi_stable`.
 
-use abi_stable::library::RootModule;
+use abi_stable::library::{LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use abi_stable::StableAbi;
@@ -61,6 +61,101 @@ impl RootModule for PluginModRef {
     const BASE_NAME: &'static str = "spear_plugin";
     const NAME: &'static str = "spear_plugin";
     const VERSION_STRINGS: VersionStrings = VersionStrings::new(ABI_VERSION);
+}
+
+/// Checks a library's ABI version and root-module layout, returning its root
+/// module. No plugin code runs before both checks pass.
+///
+/// abi_stable on its own accepts only libraries at least as new as the host
+/// (the expected layout must be a prefix of the found one). A spearlet host
+/// also accepts older 1.x plugins: the layout is checked against the fields
+/// of ABI 1.0, then against the full current layout when the plugin has all
+/// of its fields; otherwise the fields the plugin predates read as `None`.
+///
+/// # Errors
+///
+/// abi_stable's own: incompatible version, layout mismatch, or a failing
+/// root-module constructor.
+pub fn init_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
+    let base = header.init_root_module::<base::PluginModRef>()?;
+    base::upgrade(header, base)
+}
+
+/// The ABI 1.0 root module and how to widen it to the current one.
+#[cfg(not(feature = "abi-next-fixture"))]
+mod base {
+    pub(super) use super::PluginModRef;
+    use abi_stable::library::{LibHeader, LibraryError};
+
+    /// The current layout is ABI 1.0: there is nothing to widen.
+    pub(super) fn upgrade(
+        _header: &LibHeader,
+        module: PluginModRef,
+    ) -> Result<PluginModRef, LibraryError> {
+        Ok(module)
+    }
+}
+
+/// The ABI 1.0 root module, frozen, as the next SDK version will keep it.
+#[cfg(feature = "abi-next-fixture")]
+mod base {
+    use abi_stable::library::{LibHeader, LibraryError, RootModule};
+    use abi_stable::sabi_types::VersionStrings;
+    use abi_stable::std_types::{RResult, RSlice, RStr};
+    use abi_stable::StableAbi;
+
+    use crate::ffi::types::{
+        FfiCallContext, FfiError, FfiFunctionDesc, FfiInstance, FfiKv, FfiValue,
+    };
+
+    /// ABI 1.0's fields, exactly (read through `PluginModRef`'s accessors).
+    #[allow(dead_code)]
+    #[repr(C)]
+    #[derive(StableAbi, Debug)]
+    #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+    #[sabi(missing_field(option))]
+    pub struct PluginMod {
+        pub sdk_version: RStr<'static>,
+        pub name: RStr<'static>,
+        pub version: RStr<'static>,
+        pub functions: RSlice<'static, FfiFunctionDesc>,
+        pub new_instance:
+            extern "C" fn(config: RSlice<'_, FfiKv<'_>>) -> RResult<FfiInstance, FfiError>,
+        pub drop_instance: unsafe extern "C" fn(instance: FfiInstance),
+        #[sabi(last_prefix_field)]
+        pub call: unsafe extern "C" fn(
+            instance: FfiInstance,
+            function: u32,
+            ctx: &FfiCallContext<'_>,
+        ) -> RResult<FfiValue, FfiError>,
+    }
+
+    impl RootModule for PluginModRef {
+        abi_stable::declare_root_module_statics! {PluginModRef}
+        const BASE_NAME: &'static str = "spear_plugin";
+        const NAME: &'static str = "spear_plugin";
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
+    }
+
+    const CURRENT_FIELDS: usize = 8;
+
+    pub(super) fn upgrade(
+        header: &LibHeader,
+        module: PluginModRef,
+    ) -> Result<super::PluginModRef, LibraryError> {
+        let access = module.0.field_accessibility();
+        let library_fields = (0..64)
+            .take_while(|&i| access.at(i).is_accessible())
+            .count();
+        if library_fields >= CURRENT_FIELDS {
+            return header.check_layout::<super::PluginModRef>();
+        }
+        // SAFETY: the library's layout was checked against ABI 1.0's fields,
+        // which the current `PluginMod` starts with, in order and unchanged.
+        // The fields it lacks are marked inaccessible in the metadata it
+        // carries, so their accessors return `None` instead of reading them.
+        Ok(super::PluginModRef(unsafe { module.0.cast() }))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,67 @@
+//! Paths of the sample plugins and ABI conformance fixtures, built from
+//! source by this crate's build script.
+
+use std::path::Path;
+
+/// A sample plugin or conformance fixture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// `echo(input)`, `upper(input)`, `nop()`.
+    Echo,
+    /// `add(a, b)`, `divide(a, b)`.
+    Math,
+    /// `next()` — per-instance call count.
+    Counter,
+    /// `count(n)` — streams `0..n`.
+    Stream,
+    /// `sleep(ms)` — honours cancellation and deadlines.
+    Sleepy,
+    /// `panic()`, `flaky(fail_times)`.
+    Faulty,
+    /// A shared library without a root module.
+    NoRoot,
+    /// A root module declaring plugin ABI 2.0.0.
+    BadVersion,
+    /// A root module with another layout.
+    BadLayout,
+    /// A plugin with an empty function table.
+    NoFunctions,
+    /// A plugin declaring one function name twice.
+    DuplicateFunctions,
+}
+
+impl Artifact {
+    /// Every sample plugin (the ones that must load).
+    pub const SAMPLES: [Artifact; 6] = [
+        Artifact::Echo,
+        Artifact::Math,
+        Artifact::Counter,
+        Artifact::Stream,
+        Artifact::Sleepy,
+        Artifact::Faulty,
+    ];
+
+    /// The built library's path.
+    pub fn path(self) -> &'static Path {
+        Path::new(match self {
+            Artifact::Echo => env!("SPEARLET_ARTIFACT_SAMPLE_ECHO"),
+            Artifact::Math => env!("SPEARLET_ARTIFACT_SAMPLE_MATH"),
+            Artifact::Counter => env!("SPEARLET_ARTIFACT_SAMPLE_COUNTER"),
+            Artifact::Stream => env!("SPEARLET_ARTIFACT_SAMPLE_STREAM"),
+            Artifact::Sleepy => env!("SPEARLET_ARTIFACT_SAMPLE_SLEEPY"),
+            Artifact::Faulty => env!("SPEARLET_ARTIFACT_SAMPLE_FAULTY"),
+            Artifact::NoRoot => env!("SPEARLET_ARTIFACT_FIXTURE_NO_ROOT"),
+            Artifact::BadVersion => env!("SPEARLET_ARTIFACT_FIXTURE_BAD_VERSION"),
+            Artifact::BadLayout => env!("SPEARLET_ARTIFACT_FIXTURE_BAD_LAYOUT"),
+            Artifact::NoFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_NO_FUNCTIONS"),
+            Artifact::DuplicateFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_DUPLICATE_FUNCTIONS"),
+        })
+    }
+}
+
+/// A host binary built against the next SDK (one more root-module field).
+///
+/// Run it with a plugin path; it prints `key=value` lines.
+pub fn abi_next_host() -> &'static Path {
+    Path::new(env!("SPEARLET_ARTIFACT_ABI_NEXT_HOST"))
+}

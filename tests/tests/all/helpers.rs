@@ -1,0 +1,80 @@
+//! Shared helpers: loading sample plugins and calling them.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use spearlet::loader::{CallRequest, CallSink, Plugin, PluginInstance};
+use spearlet::{LogLevel, Value};
+use spearlet_test_artifacts::Artifact;
+
+pub fn load(artifact: Artifact) -> Arc<Plugin> {
+    Plugin::load_verified(artifact.path(), None)
+        .unwrap_or_else(|e| panic!("{} should load: {e}", artifact.path().display()))
+}
+
+pub fn instance(plugin: &Arc<Plugin>) -> PluginInstance {
+    PluginInstance::new(plugin, &[]).expect("instance")
+}
+
+pub fn params(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// Calls `function` with `params` on `instance`, no deadline, nothing streamed.
+pub fn call(
+    instance: &mut PluginInstance,
+    function: &str,
+    params: &[(&str, Value)],
+) -> spearlet::Result<Value> {
+    let handle = instance.plugin().function(function)?;
+    let cancelled = AtomicBool::new(false);
+    let params = self::params(params);
+    instance.call(
+        handle,
+        &CallRequest::new("test-exec", &cancelled).with_params(&params),
+    )
+}
+
+/// Collects what a call emits; refuses chunks after `capacity` of them.
+#[derive(Default)]
+pub struct Collect {
+    pub chunks: Mutex<Vec<Value>>,
+    pub logs: Mutex<Vec<(LogLevel, String)>>,
+    pub capacity: Option<usize>,
+}
+
+impl CallSink for Collect {
+    fn emit(&self, chunk: Value) -> bool {
+        let mut chunks = self.chunks.lock().unwrap();
+        if self.capacity.is_some_and(|c| chunks.len() >= c) {
+            return false;
+        }
+        chunks.push(chunk);
+        true
+    }
+
+    fn log(&self, level: LogLevel, line: &str) {
+        self.logs.lock().unwrap().push((level, line.to_owned()));
+    }
+}
+
+/// Calls with everything a request can carry.
+pub fn call_with(
+    instance: &mut PluginInstance,
+    function: &str,
+    params: &[(&str, Value)],
+    cancelled: &AtomicBool,
+    deadline: Option<SystemTime>,
+    sink: &dyn CallSink,
+) -> spearlet::Result<Value> {
+    let handle = instance.plugin().function(function)?;
+    let params = self::params(params);
+    let mut request = CallRequest::new("test-exec", cancelled).with_params(&params);
+    request.deadline = deadline;
+    request.sink = sink;
+    instance.call(handle, &request)
+}

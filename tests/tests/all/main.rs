@@ -1,0 +1,6 @@
+//! One integration-test binary, one module per area (see STYLE.md).
+
+mod abi_conformance;
+mod helpers;
+mod loader;
+mod samples;
