@@ -84,6 +84,13 @@
 //! return value ends the stream. `#[function(name = "...")]` publishes the
 //! function under another name; the doc comment becomes its description.
 //!
+//! # Testing
+//!
+//! With the `testing` feature, [`testing::MockCall`] calls a function the way
+//! the host does — parameters, environment, headers, deadline, cancellation —
+//! and records what it emits and logs, so plain `#[test]`s cover a plugin
+//! without building or loading a library.
+//!
 //! # Safety at the boundary
 //!
 //! Every entry point catches panics and reports them as a [`PluginError`] with
@@ -106,6 +113,12 @@ pub use context::{Context, LogLevel};
 pub use error::PluginError;
 pub use spear_plugin_sdk_macros::function;
 pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};
+
+/// A mock host for unit-testing plugin functions (feature `testing`).
+#[cfg(feature = "testing")]
+pub mod testing {
+    pub use crate::ffi::testing::MockCall;
+}
 
 /// Version of this SDK crate, recorded in every plugin's root module.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use smallvec::SmallVec;
-use spear_plugin_sdk::ffi::abi::RStr;
+use spear_plugin_sdk::ffi::abi::{RSlice, RStr};
 use spear_plugin_sdk::ffi::{FfiKv, FfiLogLevel, FfiSink, FfiValue};
 use spear_plugin_sdk::{LogLevel, Value};
 
@@ -92,6 +92,21 @@ pub(super) fn kv_pairs<'a>(pairs: &'a [(String, String)]) -> SmallVec<[FfiKv<'a>
             value: v.as_str().into(),
         })
         .collect()
+}
+
+/// `pairs` as an FFI slice, converted into `storage` only when non-empty.
+pub(super) fn kv_slice<'a>(
+    pairs: &'a [(String, String)],
+    storage: &'a mut Vec<FfiKv<'a>>,
+) -> RSlice<'a, FfiKv<'a>> {
+    if pairs.is_empty() {
+        return RSlice::EMPTY;
+    }
+    storage.extend(pairs.iter().map(|(k, v)| FfiKv {
+        key: k.as_str().into(),
+        value: v.as_str().into(),
+    }));
+    RSlice::from_slice(storage)
 }
 
 pub(super) fn unix_nanos(t: SystemTime) -> u64 {

@@ -7,7 +7,7 @@ use spear_plugin_sdk::ffi::abi::{RResult, RSlice};
 use spear_plugin_sdk::ffi::{FfiCallContext, FfiInstance, FfiKv, FfiParam};
 use spear_plugin_sdk::{PluginError, Value};
 
-use super::call::{kv_pairs, sink_for, unix_nanos, CallRequest};
+use super::call::{kv_pairs, kv_slice, sink_for, unix_nanos, CallRequest};
 use super::library::{FunctionHandle, Plugin};
 use crate::error::{Error, Result};
 
@@ -62,22 +62,22 @@ impl PluginInstance {
     /// [`Error::PluginFailed`] for an error the function returned, and
     /// [`Error::PluginPanicked`] for a panic (which poisons the instance).
     pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
-        let params: SmallVec<[FfiParam<'_>; 8]> = request
-            .params
-            .iter()
-            .map(|(name, value)| FfiParam {
+        // Built in place: these run on every call, and moving inline
+        // buffers around costs more than the call itself.
+        let mut params = SmallVec::<[FfiParam<'_>; 4]>::new();
+        for (name, value) in request.params {
+            params.push(FfiParam {
                 name: name.as_str().into(),
                 value: value.as_ref().into(),
-            })
-            .collect();
-        let environment: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(request.environment);
-        let headers: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(request.headers);
+            });
+        }
+        let (mut env_storage, mut header_storage) = (Vec::new(), Vec::new());
         let sink: &dyn super::CallSink = request.sink;
         let ctx = FfiCallContext {
             execution_id: request.execution_id.into(),
             params: RSlice::from_slice(&params),
-            environment: RSlice::from_slice(&environment),
-            headers: RSlice::from_slice(&headers),
+            environment: kv_slice(request.environment, &mut env_storage),
+            headers: kv_slice(request.headers, &mut header_storage),
             deadline_unix_nanos: request.deadline.map_or(0, unix_nanos),
             cancelled: request.cancelled,
             sink: sink_for(&sink),

@@ -6,7 +6,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::TokenStream as TokenStream2;
-use quote::{format_ident, quote, ToTokens};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
@@ -109,7 +109,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
             }),
             Role::Param { name, ty } => {
                 shown_params.push(format!("{name}: {}", pretty(&ty)));
-                bindings.push(quote! {
+                // Spanned at the type, so an unsupported type is reported there.
+                bindings.push(quote_spanned! {ty.span()=>
                     let #local: #ty = ::spear_plugin_sdk::__private::param(__ctx, #name)?;
                 });
             }

@@ -18,6 +18,8 @@
 
 mod export;
 mod root;
+#[cfg(feature = "testing")]
+pub(crate) mod testing;
 mod types;
 
 pub use export::lib_header;

@@ -1,0 +1,154 @@
+//! Everything the host hands a call reaches the function, through the same
+//! FFI context a real host builds.
+
+use std::time::{Duration, SystemTime};
+
+use spear_plugin_sdk::prelude::*;
+use spear_plugin_sdk::testing::MockCall;
+
+/// Reports what it sees of the call.
+#[function]
+fn describe(ctx: &Context, tag: Option<String>) -> String {
+    format!(
+        "{} env={:?} header={:?} tag={:?} params={}",
+        ctx.execution_id(),
+        ctx.env("REGION"),
+        ctx.header("x-trace"),
+        tag,
+        ctx.params().count()
+    )
+}
+
+#[test]
+fn execution_id_env_headers_and_params_reach_the_function() {
+    let out = MockCall::new()
+        .execution_id("exec-42")
+        .env("REGION", "eu")
+        .header("X-Trace", "t-1")
+        .param("tag", "blue")
+        .call::<describe>(&mut ());
+    assert_eq!(
+        out.unwrap(),
+        Value::String(
+            r#"exec-42 env=Some("eu") header=Some("t-1") tag=Some("blue") params=1"#.into()
+        )
+    );
+    let bare = MockCall::new().call::<describe>(&mut ()).unwrap();
+    assert_eq!(
+        bare,
+        Value::String("mock-execution env=None header=None tag=None params=0".into())
+    );
+}
+
+/// Emits until stopped.
+#[function(stream)]
+fn ticks(ctx: &Context, n: i64) -> Result<(), PluginError> {
+    ctx.info("starting");
+    for i in 0..n {
+        if ctx.should_stop() {
+            return Err(PluginError::cancelled("stopped"));
+        }
+        ctx.emit(i)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn stream_chunks_logs_and_a_departed_consumer() {
+    let call = MockCall::new().param("n", 4);
+    assert_eq!(call.call::<ticks>(&mut ()), Ok(Value::Unit));
+    assert_eq!(call.chunks(), (0..4).map(Value::I64).collect::<Vec<_>>());
+    assert_eq!(call.logs(), [(LogLevel::Info, "starting".to_owned())]);
+
+    let limited = MockCall::new().param("n", 10).consumer_capacity(2);
+    let err = limited.call::<ticks>(&mut ()).unwrap_err();
+    assert_eq!(err.code, PluginError::CONSUMER_GONE);
+    assert_eq!(limited.chunks().len(), 2);
+}
+
+#[test]
+fn cancellation_and_deadlines_are_visible() {
+    let err = MockCall::new()
+        .param("n", 3)
+        .cancelled()
+        .call::<ticks>(&mut ())
+        .unwrap_err();
+    assert_eq!(err.code, PluginError::CANCELLED);
+
+    let past = SystemTime::now() - Duration::from_secs(1);
+    let err = MockCall::new()
+        .param("n", 3)
+        .deadline(past)
+        .call::<ticks>(&mut ())
+        .unwrap_err();
+    assert_eq!(err.code, PluginError::CANCELLED);
+}
+
+struct Tally(i64);
+
+/// Adds to the instance's tally.
+#[function]
+fn bump(tally: &mut Tally, by: i64) -> i64 {
+    tally.0 += by;
+    tally.0
+}
+
+#[test]
+fn instance_state_is_the_one_passed_in() {
+    let mut tally = Tally(10);
+    assert_eq!(
+        MockCall::new().param("by", 5).call::<bump>(&mut tally),
+        Ok(Value::I64(15))
+    );
+    assert_eq!(tally.0, 15);
+    let err = MockCall::new()
+        .param("by", 1)
+        .call::<bump>(&mut ())
+        .unwrap_err();
+    assert_eq!(err.code, "instance_type");
+}
+
+/// Fails through `?` on an ordinary error.
+#[function]
+fn parse(text: &str) -> Result<i64, PluginError> {
+    Ok(text.parse::<i64>()?)
+}
+
+#[test]
+fn std_errors_convert_with_question_mark() {
+    assert_eq!(
+        MockCall::new().param("text", "12").call::<parse>(&mut ()),
+        Ok(Value::I64(12))
+    );
+    let err = MockCall::new()
+        .param("text", "x")
+        .call::<parse>(&mut ())
+        .unwrap_err();
+    assert_eq!(err.code, "error");
+    assert!(err.message.contains("invalid digit"), "{}", err.message);
+}
+
+/// Published under another name, with an explicit description.
+#[function(name = "renamed", description = "explicit")]
+fn original() {}
+
+#[test]
+fn descriptors_carry_name_kind_description_and_signature() {
+    use spear_plugin_sdk::__private::FunctionDef;
+    use spear_plugin_sdk::ffi::FfiFunctionKind;
+    let d = <original as FunctionDef>::DESCRIPTOR;
+    assert_eq!(
+        (
+            d.name.as_str(),
+            d.description.as_str(),
+            d.signature.as_str()
+        ),
+        ("renamed", "explicit", "()")
+    );
+    let t = <ticks as FunctionDef>::DESCRIPTOR;
+    assert_eq!(t.kind, FfiFunctionKind::Stream);
+    assert_eq!(t.signature.as_str(), "(n: i64) -> ()");
+    assert_eq!(t.description.as_str(), "Emits until stopped.");
+    let d = <describe as FunctionDef>::DESCRIPTOR;
+    assert_eq!(d.signature.as_str(), "(tag: Option<String>) -> String");
+}
