@@ -30,7 +30,9 @@ fn calls(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("nop");
     let local: fn() -> Value = local_nop;
-    group.bench_function("local_fn_pointer", |b| b.iter(|| black_box(black_box(local)())));
+    group.bench_function("local_fn_pointer", |b| {
+        b.iter(|| black_box(black_box(local)()))
+    });
     let request = CallRequest::new("bench", &cancelled);
     group.bench_function("plugin_table", |b| {
         b.iter(|| black_box(instance.call(nop, black_box(&request)).unwrap()))
