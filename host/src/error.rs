@@ -140,6 +140,99 @@ pub enum Error {
         actual: String,
     },
 
+    /// The bytes are not a shared object this host can load.
+    #[error("{} is not a loadable plugin library: {reason}", path.display())]
+    ArtifactFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The artifact's declared type is not a native shared library.
+    #[error(
+        "artifact_type `{artifact_type}` is not supported: spearlet runs native plugins \
+         (shared libraries); accepted types are {accepted}"
+    )]
+    UnsupportedArtifactType {
+        /// The type given.
+        artifact_type: String,
+        /// The accepted types, comma-separated.
+        accepted: &'static str,
+    },
+
+    /// The location is not one spearlet can fetch from.
+    #[error("unsupported artifact location `{location}`: {reason}")]
+    UnsupportedLocation {
+        /// The location given.
+        location: String,
+        /// Why, and what is accepted.
+        reason: String,
+    },
+
+    /// The location is outside what the configuration allows.
+    #[error("permission denied for artifact `{location}`: {reason}")]
+    PermissionDenied {
+        /// The location given.
+        location: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A checksum is required for this artifact and none was given.
+    #[error("artifact `{location}` needs a sha256 checksum: {reason}")]
+    ChecksumRequired {
+        /// The location given.
+        location: String,
+        /// Why it is required here.
+        reason: &'static str,
+    },
+
+    /// The checksum given is not a sha256 digest.
+    #[error(transparent)]
+    InvalidChecksum(#[from] crate::digest::ParseDigestError),
+
+    /// Downloading failed after every attempt allowed.
+    #[error("downloading {url} failed after {} attempt(s): {}", attempts.len(), attempts.join("; "))]
+    DownloadFailed {
+        /// What was fetched.
+        url: String,
+        /// What each attempt ran into, in order.
+        attempts: Vec<String>,
+    },
+
+    /// The artifact is larger than the configured limit.
+    #[error("artifact `{location}` is too large: {size} bytes, the limit is {limit}")]
+    ArtifactTooLarge {
+        /// The location given.
+        location: String,
+        /// Its size as far as it was read (or as announced).
+        size: u64,
+        /// The configured limit.
+        limit: u64,
+    },
+
+    /// An `sms+file://` location was given but no SMS HTTP address is configured.
+    #[error(
+        "artifact `{location}` is served by the SMS file API, but no SMS HTTP address \
+         is configured (set `artifacts.sms_http`)"
+    )]
+    SmsNotConfigured {
+        /// The location given.
+        location: String,
+    },
+
+    /// The loaded plugin is not the one the artifact spec names.
+    #[error("artifact declares plugin {field} `{expected}`, but the library says `{actual}`")]
+    PluginIdentityMismatch {
+        /// `name` or `version`.
+        field: &'static str,
+        /// What the spec says.
+        expected: String,
+        /// What the plugin says.
+        actual: String,
+    },
+
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
@@ -167,7 +260,26 @@ impl Error {
             Error::PluginFailed { .. } => "plugin_error",
             Error::PluginPanicked { .. } => "plugin_panic",
             Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::ArtifactFormat { .. } => "artifact_format",
+            Error::UnsupportedArtifactType { .. } => "unsupported_artifact_type",
+            Error::UnsupportedLocation { .. } => "unsupported_location",
+            Error::PermissionDenied { .. } => "permission_denied",
+            Error::ChecksumRequired { .. } => "checksum_required",
+            Error::InvalidChecksum(_) => "invalid_checksum",
+            Error::DownloadFailed { .. } => "download_failed",
+            Error::ArtifactTooLarge { .. } => "artifact_too_large",
+            Error::SmsNotConfigured { .. } => "sms_not_configured",
+            Error::PluginIdentityMismatch { .. } => "plugin_identity_mismatch",
             Error::Io { .. } => "io",
+        }
+    }
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source: Arc::new(source),
         }
     }
 }

@@ -24,10 +24,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod artifact;
+pub mod config;
 pub mod digest;
 mod error;
 #[allow(unsafe_code)]
 pub mod loader;
 
+pub use config::Config;
 pub use error::{Error, Result};
 pub use spear_plugin_sdk::{LogLevel, Value};

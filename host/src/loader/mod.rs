@@ -4,7 +4,8 @@
 //! crate allowed `unsafe`. The path from file to call:
 //!
 //! 1. [`Plugin::load_verified`] opens the file, hashes the open file's bytes
-//!    through a memory map, and hands the dynamic loader *that same open
+//!    through a memory map, checks its ELF header (a shared object for this
+//!    machine, not truncated), and hands the dynamic loader *that same open
 //!    file* (`/proc/self/fd/N`), so the bytes verified are the bytes loaded;
 //! 2. abi_stable checks the plugin's ABI version and the full layout of its
 //!    root module before any plugin code runs; the library header is taken
@@ -19,6 +20,7 @@
 //! a changed artifact must come from a new path.
 
 mod call;
+mod elf;
 mod instance;
 mod library;
 mod verified;

@@ -1,12 +1,13 @@
-//! Hash the bytes that will be loaded, and load exactly those bytes.
+//! Hash the bytes that will be loaded, check they are a shared object for
+//! this host, and load exactly those bytes.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::Mmap;
 
+use super::elf;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
@@ -23,25 +24,25 @@ pub(super) struct VerifiedFile {
 }
 
 impl VerifiedFile {
-    /// Opens and hashes `path`; fails if `expected` is given and differs.
+    /// Opens and hashes `path`; fails if `expected` is given and differs, or
+    /// if the bytes are not a shared object for this machine.
     pub(super) fn open(path: &Path, expected: Option<&Sha256Digest>) -> Result<Self> {
-        let io_err = |source| Error::Io {
-            path: path.to_owned(),
-            source: Arc::new(source),
-        };
+        let io_err = |e| Error::io(path, e);
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        let digest = if len == 0 {
-            Sha256Digest::of(&[])
+        // An empty file cannot be mapped; it is simply zero bytes.
+        let map = if len == 0 {
+            None
         } else {
             // SAFETY: the map is read-only and private to this function.
             // Artifacts are read-only files spearlet owns; if another process
             // truncated the file while it is mapped, the read would fault —
             // that is the documented risk of hashing through mmap, accepted
             // for the throughput (see artifact cache permissions).
-            let map = unsafe { Mmap::map(&file) }.map_err(io_err)?;
-            Sha256Digest::of(&map)
+            Some(unsafe { Mmap::map(&file) }.map_err(io_err)?)
         };
+        let bytes: &[u8] = map.as_deref().unwrap_or_default();
+        let digest = Sha256Digest::of(bytes);
         if let Some(expected) = expected {
             if *expected != digest {
                 return Err(Error::ChecksumMismatch {
@@ -51,6 +52,10 @@ impl VerifiedFile {
                 });
             }
         }
+        elf::check_shared_object(bytes).map_err(|reason| Error::ArtifactFormat {
+            path: path.to_owned(),
+            reason,
+        })?;
         Ok(VerifiedFile {
             file,
             path: path.to_owned(),

@@ -100,13 +100,19 @@ fn an_unknown_function_names_the_ones_that_exist() {
 }
 
 #[test]
-fn files_that_are_not_shared_libraries_are_refused() {
+fn files_that_are_not_shared_libraries_are_refused_before_dlopen() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.so");
     std::fs::write(&text, "not an ELF file").unwrap();
+    match Plugin::load_verified(&text, None) {
+        Err(Error::ArtifactFormat { reason, .. }) => assert_eq!(reason, "not an ELF file"),
+        other => panic!("expected ArtifactFormat, got {other:?}"),
+    }
+    let empty = dir.path().join("empty.so");
+    std::fs::write(&empty, "").unwrap();
     assert!(matches!(
-        Plugin::load_verified(&text, None),
-        Err(Error::NotSharedLibrary { .. })
+        Plugin::load_verified(&empty, None),
+        Err(Error::ArtifactFormat { .. })
     ));
     assert!(matches!(
         Plugin::load_verified(&dir.path().join("missing.so"), None),

@@ -1,6 +1,8 @@
 //! One integration-test binary, one module per area (see STYLE.md).
 
 mod abi_conformance;
+mod artifacts;
+mod file_server;
 mod helpers;
 mod loader;
 mod samples;

@@ -1,0 +1,106 @@
+//! spearlet's configuration: one serde tree with documented defaults.
+//!
+//! Every field has a default, so an empty file (or none) is a working
+//! configuration; unknown keys are refused so a typo is not silently ignored.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where spearlet keeps state, e.g. the artifact cache.
+    /// Default: `$XDG_DATA_HOME/spearlet`, else `~/.local/share/spearlet`.
+    pub data_dir: PathBuf,
+    /// Where plugins may come from and how they are fetched.
+    pub artifacts: ArtifactConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: default_data_dir(),
+            artifacts: ArtifactConfig::default(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("spearlet");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/spearlet"),
+        None => PathBuf::from(".spearlet"),
+    }
+}
+
+/// Artifact locations, integrity rules, downloads and the cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactConfig {
+    /// Directories local artifacts (absolute paths, `file://`) may come from,
+    /// checked after resolving `..` and symlinks. Default: none, so local
+    /// artifacts are refused until a root is configured.
+    pub roots: Vec<PathBuf>,
+    /// Refuse local artifacts that come without a checksum. Default: `false`
+    /// (the file is hashed and its digest recorded). Remote artifacts always
+    /// need one.
+    pub require_local_checksum: bool,
+    /// The largest artifact accepted, in bytes. Default: 256 MiB.
+    pub max_size_bytes: u64,
+    /// Size bound of the download cache, in bytes; least recently used
+    /// artifacts no task uses are removed beyond it. Default: 2 GiB.
+    pub cache_max_bytes: u64,
+    /// Download attempts in all (connect errors and 5xx are retried, 4xx
+    /// not). Default: 4.
+    pub download_attempts: u32,
+    /// Delay before the first retry; it doubles per attempt, with full
+    /// jitter, capped at 10 s. Default: 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    /// Time allowed for one download attempt. Default: 60 s.
+    #[serde(with = "humantime_serde")]
+    pub download_timeout: Duration,
+    /// Base URL of the SMS HTTP API, for `sms+file://ID` / `smsfile://ID`
+    /// locations (`GET {sms_http}/api/v1/files/{ID}`). Default: none.
+    pub sms_http: Option<Url>,
+}
+
+impl Default for ArtifactConfig {
+    fn default() -> Self {
+        ArtifactConfig {
+            roots: Vec::new(),
+            require_local_checksum: false,
+            max_size_bytes: 256 * 1024 * 1024,
+            cache_max_bytes: 2 * 1024 * 1024 * 1024,
+            download_attempts: 4,
+            retry_base_delay: Duration::from_millis(200),
+            download_timeout: Duration::from_secs(60),
+            sms_http: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_the_default_and_typos_are_refused() {
+        let empty: Config = toml::from_str("").unwrap();
+        assert_eq!(empty.artifacts, ArtifactConfig::default());
+        let parsed: Config = toml::from_str(
+            "[artifacts]\nroots = [\"/srv/plugins\"]\nretry_base_delay = \"50ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.artifacts.roots, [PathBuf::from("/srv/plugins")]);
+        assert_eq!(parsed.artifacts.retry_base_delay, Duration::from_millis(50));
+        let typo = toml::from_str::<Config>("[artifacts]\nroot = [\"/srv\"]\n").unwrap_err();
+        assert!(typo.to_string().contains("unknown field `root`"), "{typo}");
+    }
+}
