@@ -3,7 +3,7 @@
 use std::process::{Command, Output};
 
 use sha2::{Digest, Sha256};
-use spearlet_test_artifacts::Artifact;
+use spearlet_test_artifacts::{Artifact, FileServer};
 
 fn spearlet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_spearlet"))
@@ -135,4 +135,50 @@ fn help_describes_every_subcommand() {
         inspect.contains("--checksum") && inspect.contains("--verbose"),
         "{inspect}"
     );
+}
+
+#[test]
+fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(FileServer::start());
+    let mut bytes = std::fs::read(Artifact::Echo.path()).unwrap();
+    bytes.extend_from_slice(b"cli-download");
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/echo.so", bytes);
+    let url = server.url("/echo.so");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+
+    for run in 1..=2 {
+        let out = spearlet(&[
+            "plugin",
+            "inspect",
+            &url,
+            "--checksum",
+            &sha,
+            "--data-dir",
+            data_dir,
+        ]);
+        assert!(out.status.success(), "run {run}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("plugin:    echo"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("artifacts/sha256/{sha}.so")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(
+        server.requests("/echo.so"),
+        1,
+        "the second run is a cache hit"
+    );
+
+    let out = spearlet(&["plugin", "inspect", &url, "--data-dir", data_dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("refused [checksum_required]: "),
+        "{}",
+        text(&out.stderr)
+    );
+    runtime.block_on(server.stop());
 }

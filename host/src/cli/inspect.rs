@@ -1,23 +1,34 @@
 //! `spearlet plugin inspect`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use spearlet::artifact::{ArtifactSpec, ArtifactStore};
 use spearlet::digest::Sha256Digest;
 use spearlet::loader::Plugin;
+use spearlet::Config;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Plugin files (shared libraries) to inspect.
-    #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    /// Plugin files (shared libraries), or http(s):// URLs to download them
+    /// from (URLs need --checksum).
+    #[arg(required = true, value_name = "FILE|URL")]
+    sources: Vec<String>,
 
-    /// Refuse the file unless its sha256 is this (64 hex digits, optionally
-    /// prefixed `sha256:`).
+    /// Refuse the artifact unless its sha256 is this (64 hex digits,
+    /// optionally prefixed `sha256:`).
     #[arg(long, value_name = "SHA256")]
     checksum: Option<Sha256Digest>,
+
+    /// Where downloads are cached (content-addressed; a second inspect of the
+    /// same digest does not download again). Default: the data directory
+    /// spearlet uses ($XDG_DATA_HOME/spearlet or ~/.local/share/spearlet).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 
     /// On refusal, print the loader's full report (e.g. abi_stable's
     /// description of a layout difference) after the one-line reason.
@@ -27,12 +38,22 @@ pub struct InspectArgs {
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
+    let mut downloads = None;
     let mut refused = 0;
-    for (i, file) in args.files.iter().enumerate() {
+    for (i, source) in args.sources.iter().enumerate() {
         if i > 0 {
             writeln!(out)?;
         }
-        match Plugin::load_verified(file, args.checksum.as_ref()) {
+        let loaded = if is_url(source) {
+            let downloads = match &mut downloads {
+                Some(d) => d,
+                None => downloads.insert(Downloads::new(args)?),
+            };
+            downloads.load(source, args.checksum)
+        } else {
+            Plugin::load_verified(source.as_ref(), args.checksum.as_ref())
+        };
+        match loaded {
             Ok(plugin) => describe(&mut out, &plugin)?,
             Err(err) => {
                 refused += 1;
@@ -51,6 +72,64 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// The artifact store and a runtime to drive it, made on first use.
+struct Downloads {
+    runtime: tokio::runtime::Runtime,
+    store: ArtifactStore,
+}
+
+impl Downloads {
+    fn new(args: &InspectArgs) -> anyhow::Result<Self> {
+        let mut config = Config::default();
+        if let Some(dir) = &args.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(Downloads {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            store: ArtifactStore::new(&config)?,
+        })
+    }
+
+    fn load(&self, url: &str, checksum: Option<Sha256Digest>) -> spearlet::Result<Arc<Plugin>> {
+        let spec =
+            ArtifactSpec::at(url).with_checksum(checksum.map(|d| d.to_hex()).unwrap_or_default());
+        let bar = progress_bar(url);
+        let report = |received: u64, total: Option<u64>| {
+            if let Some(total) = total {
+                bar.set_length(total);
+            }
+            bar.set_position(received);
+        };
+        let result = self
+            .runtime
+            .block_on(self.store.load_with_progress(&spec, Some(&report)));
+        bar.finish_and_clear();
+        result
+    }
+}
+
+/// A download bar on a terminal; nothing when stderr is redirected.
+fn progress_bar(url: &str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(None, target);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("downloading {url}"));
+    bar
 }
 
 fn describe(out: &mut impl Write, plugin: &Plugin) -> std::io::Result<()> {

@@ -28,3 +28,4 @@ mod verified;
 pub use call::{CallRequest, CallSink, NullSink};
 pub use instance::PluginInstance;
 pub use library::{FunctionHandle, FunctionInfo, FunctionKind, Plugin};
+pub use verified::sha256_file;

@@ -11,6 +11,30 @@ use super::elf;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
+/// The sha256 of a file's content, read through a memory map.
+///
+/// # Errors
+///
+/// [`Error::Io`] when the file cannot be opened or mapped.
+pub fn sha256_file(path: &Path) -> Result<Sha256Digest> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let map = map_file(&file).map_err(|e| Error::io(path, e))?;
+    Ok(Sha256Digest::of(map.as_deref().unwrap_or_default()))
+}
+
+/// Maps `file` read-only; `None` for an empty file, which cannot be mapped.
+fn map_file(file: &File) -> std::io::Result<Option<Mmap>> {
+    if file.metadata()?.len() == 0 {
+        return Ok(None);
+    }
+    // SAFETY: the map is read-only and lives no longer than its caller's
+    // use of the bytes. Artifacts are read-only files spearlet owns; if
+    // another process truncated one while it is mapped, reading would fault —
+    // the accepted cost of hashing through mmap (see the artifact cache's
+    // read-only files).
+    unsafe { Mmap::map(file) }.map(Some)
+}
+
 /// An open file whose content has been hashed.
 ///
 /// Holding the file open keeps the hashed inode alive, and
@@ -29,18 +53,7 @@ impl VerifiedFile {
     pub(super) fn open(path: &Path, expected: Option<&Sha256Digest>) -> Result<Self> {
         let io_err = |e| Error::io(path, e);
         let file = File::open(path).map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        // An empty file cannot be mapped; it is simply zero bytes.
-        let map = if len == 0 {
-            None
-        } else {
-            // SAFETY: the map is read-only and private to this function.
-            // Artifacts are read-only files spearlet owns; if another process
-            // truncated the file while it is mapped, the read would fault —
-            // that is the documented risk of hashing through mmap, accepted
-            // for the throughput (see artifact cache permissions).
-            Some(unsafe { Mmap::map(&file) }.map_err(io_err)?)
-        };
+        let map = map_file(&file).map_err(io_err)?;
         let bytes: &[u8] = map.as_deref().unwrap_or_default();
         let digest = Sha256Digest::of(bytes);
         if let Some(expected) = expected {

@@ -1,7 +1,12 @@
-//! Paths of the sample plugins and ABI conformance fixtures, built from
-//! source by this crate's build script.
+//! Test support: paths of the sample plugins and ABI conformance fixtures
+//! (built from source by this crate's build script), and a real HTTP file
+//! server for download tests.
 
 use std::path::Path;
+
+pub mod file_server;
+
+pub use file_server::FileServer;
 
 /// A sample plugin or conformance fixture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

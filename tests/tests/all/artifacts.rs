@@ -8,10 +8,9 @@ use spearlet::artifact::{ArtifactSpec, ArtifactStore};
 use spearlet::config::ArtifactConfig;
 use spearlet::digest::Sha256Digest;
 use spearlet::{Config, Error, Value};
-use spearlet_test_artifacts::Artifact;
+use spearlet_test_artifacts::{Artifact, FileServer};
 use tempfile::TempDir;
 
-use crate::file_server::FileServer;
 use crate::helpers::{call, instance};
 
 /// A plugin's bytes with `tag` appended: loads like the original, but has a

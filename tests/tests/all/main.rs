@@ -2,7 +2,6 @@
 
 mod abi_conformance;
 mod artifacts;
-mod file_server;
 mod helpers;
 mod loader;
 mod samples;

@@ -15,7 +15,7 @@ use axum::Router;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Shared {
     files: Mutex<HashMap<String, Vec<u8>>>,
     requests: Mutex<HashMap<String, usize>>,
@@ -23,6 +23,8 @@ struct Shared {
     gate: Option<watch::Receiver<bool>>,
 }
 
+/// The server; [`FileServer::stop`] shuts it down cleanly.
+#[derive(Debug)]
 pub struct FileServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -32,6 +34,7 @@ pub struct FileServer {
 }
 
 impl FileServer {
+    /// Starts serving on `127.0.0.1:0`.
     pub async fn start() -> Self {
         let (gate, gate_rx) = watch::channel(true);
         let shared = Arc::new(Shared {
@@ -61,6 +64,7 @@ impl FileServer {
         }
     }
 
+    /// Serves `bytes` at `path`.
     pub fn serve(&self, path: &str, bytes: Vec<u8>) {
         self.shared
             .files
@@ -69,14 +73,17 @@ impl FileServer {
             .insert(path.to_owned(), bytes);
     }
 
+    /// The URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
+    /// `http://host:port`.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// Requests received for `path` so far.
     pub fn requests(&self, path: &str) -> usize {
         self.shared
             .requests
@@ -97,10 +104,12 @@ impl FileServer {
         self.gate.send_replace(false);
     }
 
+    /// Releases held responses and stops holding new ones.
     pub fn open_gate(&self) {
         self.gate.send_replace(true);
     }
 
+    /// Shuts down gracefully and waits for the server task.
     pub async fn stop(mut self) {
         self.open_gate();
         if let Some(tx) = self.shutdown.take() {
