@@ -3,6 +3,7 @@
 //! Every field has a default, so an empty file (or none) is a working
 //! configuration; unknown keys are refused so a typo is not silently ignored.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,15 +17,92 @@ pub struct Config {
     /// Where spearlet keeps state, e.g. the artifact cache.
     /// Default: `$XDG_DATA_HOME/spearlet`, else `~/.local/share/spearlet`.
     pub data_dir: PathBuf,
+    /// The gRPC server.
+    pub server: ServerConfig,
     /// Where plugins may come from and how they are fetched.
     pub artifacts: ArtifactConfig,
+    /// Instance pools.
+    pub pool: PoolConfig,
+    /// Execution records and limits.
+    pub executions: ExecutionConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: default_data_dir(),
+            server: ServerConfig::default(),
             artifacts: ArtifactConfig::default(),
+            pool: PoolConfig::default(),
+            executions: ExecutionConfig::default(),
+        }
+    }
+}
+
+/// The gRPC server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default: `127.0.0.1:50052`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+        }
+    }
+}
+
+/// Instance pools (per task; a task's invocation metadata may override
+/// `spearlet.pool.min` and `spearlet.pool.max`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Instances created with the task and kept when idle. Default: 1.
+    pub min_instances: usize,
+    /// Instances (and so concurrent calls) per task at most. Default: 8.
+    pub max_instances: usize,
+    /// Idle instances above the minimum are destroyed after this. Default: 5 min.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// How long a call without a deadline waits for a free instance before
+    /// RESOURCE_EXHAUSTED. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            min_instances: 1,
+            max_instances: 8,
+            idle_timeout: Duration::from_secs(300),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Execution records and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecutionConfig {
+    /// Records kept for status queries and listings. Default: 10000.
+    pub max_records: usize,
+    /// How long a finished execution's record is kept. Default: 1 h.
+    #[serde(with = "humantime_serde")]
+    pub record_ttl: Duration,
+    /// ASYNC executions accepted but not finished, at most. Default: 1024.
+    pub max_pending: usize,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            max_records: 10_000,
+            record_ttl: Duration::from_secs(3600),
+            max_pending: 1024,
         }
     }
 }

@@ -233,6 +233,98 @@ pub enum Error {
         actual: String,
     },
 
+    /// The request is malformed: a required field is missing or a value is invalid.
+    #[error("invalid request: {field}: {reason}")]
+    InvalidRequest {
+        /// The offending field, as named on the wire.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// No task has this id (locally, or in the SMS when one is configured).
+    #[error("task `{task_id}` not found (and create_if_not_exists is false)")]
+    TaskNotFound {
+        /// The id asked for.
+        task_id: String,
+    },
+
+    /// `create_if_not_exists` was set for an unknown task, without an artifact to create it from.
+    #[error("task `{task_id}` does not exist and cannot be created without an artifact_spec")]
+    ArtifactSpecRequired {
+        /// The id asked for.
+        task_id: String,
+    },
+
+    /// A task name is taken by another task.
+    #[error("task name `{name}` is already used by task `{existing}`")]
+    TaskNameTaken {
+        /// The name.
+        name: String,
+        /// The task that has it.
+        existing: String,
+    },
+
+    /// A parameter the client marked required has no value.
+    #[error("parameter `{name}` is marked required but has no value")]
+    MissingParameter {
+        /// The parameter.
+        name: String,
+    },
+
+    /// Every instance of the task stayed busy until the call's deadline.
+    #[error("task `{task_id}` has all {max} instances busy; try again later")]
+    PoolExhausted {
+        /// The task.
+        task_id: String,
+        /// Its instance limit.
+        max: usize,
+    },
+
+    /// The call did not finish before its deadline.
+    #[error("execution `{execution_id}` timed out after {elapsed_ms} ms")]
+    DeadlineExceeded {
+        /// The execution.
+        execution_id: String,
+        /// How long it ran.
+        elapsed_ms: u64,
+    },
+
+    /// STREAM mode was asked of InvokeFunction.
+    #[error(
+        "execution_mode STREAM must be called through the StreamFunction RPC, not InvokeFunction"
+    )]
+    UseStreamFunction,
+
+    /// No execution has this id.
+    #[error("execution `{execution_id}` not found")]
+    ExecutionNotFound {
+        /// The id asked for.
+        execution_id: String,
+    },
+
+    /// The task has executions running and the request did not force it.
+    #[error("task `{task_id}` has {running} execution(s) running; pass force to delete it anyway")]
+    TaskBusy {
+        /// The task.
+        task_id: String,
+        /// Executions in progress.
+        running: usize,
+    },
+
+    /// Too many executions are waiting to run.
+    #[error("{pending} executions are already pending (limit {limit}); try again later")]
+    TooManyPending {
+        /// Executions pending now.
+        pending: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// Something inside spearlet failed that the caller cannot fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Io {
@@ -270,6 +362,18 @@ impl Error {
             Error::ArtifactTooLarge { .. } => "artifact_too_large",
             Error::SmsNotConfigured { .. } => "sms_not_configured",
             Error::PluginIdentityMismatch { .. } => "plugin_identity_mismatch",
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::TaskNotFound { .. } => "task_not_found",
+            Error::ArtifactSpecRequired { .. } => "artifact_spec_required",
+            Error::TaskNameTaken { .. } => "task_name_taken",
+            Error::MissingParameter { .. } => "missing_parameter",
+            Error::PoolExhausted { .. } => "pool_exhausted",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::UseStreamFunction => "use_stream_function",
+            Error::ExecutionNotFound { .. } => "execution_not_found",
+            Error::TaskBusy { .. } => "task_busy",
+            Error::TooManyPending { .. } => "too_many_pending",
+            Error::Internal(_) => "internal",
             Error::Io { .. } => "io",
         }
     }

@@ -24,13 +24,21 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod artifact;
 pub mod config;
 pub mod digest;
 mod error;
+pub mod exec;
+mod host;
+pub mod invoke;
 #[allow(unsafe_code)]
 pub mod loader;
+pub mod pool;
+pub mod registry;
+pub mod server;
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use host::{Deleted, Host, HostStats};
 pub use spear_plugin_sdk::{LogLevel, Value};

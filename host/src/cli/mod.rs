@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod client;
 mod inspect;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -10,16 +12,35 @@ use clap::{Parser, Subcommand};
 ///
 /// Plugins are shared libraries built with `spear-plugin-sdk`. spearlet
 /// verifies each one's sha256 on the bytes it loads and checks its ABI
-/// before running any of its code.
+/// before running any of its code. `serve` runs the gRPC server; the other
+/// commands are its client (or work on plugin files directly).
 #[derive(Debug, Parser)]
 #[command(name = "spearlet", version, about, long_about)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    #[command(flatten)]
+    endpoint: client::Endpoint,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the gRPC server (spearlet.FunctionService, grpc.health.v1, reflection).
+    Serve(serve::ServeArgs),
+    /// Invoke a function: on a new task from an artifact, or an existing task.
+    Invoke(client::InvokeArgs),
+    /// List tasks.
+    Tasks(client::TasksArgs),
+    /// Show or delete a task.
+    #[command(subcommand)]
+    Task(client::TaskCommand),
+    /// List executions.
+    Executions(client::ExecutionsArgs),
+    /// Show an execution's status, result and (with --logs) log lines.
+    Status(client::StatusArgs),
+    /// Cancel an execution.
+    Cancel(client::CancelArgs),
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -27,8 +48,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
-    /// Load plugin files through the full ABI checks and describe them:
-    /// sha256, name and version, SDK and ABI version, function table.
+    /// Load plugin files (or URLs) through the full integrity and ABI checks
+    /// and describe them: sha256, name and version, SDK and ABI version,
+    /// function table.
     ///
     /// A refused file gets one line naming the error kind; the exit status
     /// is then 2.
@@ -37,7 +59,17 @@ enum PluginCommand {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let endpoint = &cli.endpoint;
     match cli.command {
+        Command::Serve(args) => serve::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Invoke(args) => client::invoke(endpoint, &args),
+        Command::Tasks(args) => client::tasks(endpoint, &args).map(|()| ExitCode::SUCCESS),
+        Command::Task(command) => client::task(endpoint, &command),
+        Command::Executions(args) => {
+            client::executions(endpoint, &args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Status(args) => client::status(endpoint, &args),
+        Command::Cancel(args) => client::cancel(endpoint, &args),
         Command::Plugin(PluginCommand::Inspect(args)) => inspect::run(&args),
     }
 }

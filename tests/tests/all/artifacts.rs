@@ -47,6 +47,7 @@ impl Fixture {
                 download_attempts: 3,
                 ..ArtifactConfig::default()
             },
+            ..Config::default()
         }
     }
 

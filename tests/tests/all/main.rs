@@ -2,6 +2,8 @@
 
 mod abi_conformance;
 mod artifacts;
+mod function_service;
+mod grpc_util;
 mod helpers;
 mod loader;
 mod samples;

@@ -1,0 +1,400 @@
+//! Protobuf ⇄ domain: request validation (the seed's rules) and the
+//! response shapes of the wire contract.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use spearlet_proto::spearlet as pb;
+
+use super::value::{from_any, to_any};
+use crate::artifact::ArtifactSpec;
+use crate::error::{Error, Result};
+use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::invoke::{InvokeRequest, Target};
+use crate::registry::Task;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
+    Error::InvalidRequest {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Validates an `InvokeFunctionRequest` as the seed prescribes and turns it
+/// into a domain request. `transport_timeout` is the gRPC deadline, if any;
+/// the sooner of it and `context.timeout_ms` applies.
+pub(super) fn invoke_request(
+    req: pb::InvokeFunctionRequest,
+    transport_timeout: Option<Duration>,
+) -> Result<InvokeRequest> {
+    let invocation =
+        pb::InvocationType::try_from(req.invocation_type).unwrap_or(pb::InvocationType::Unknown);
+    let target = match invocation {
+        pb::InvocationType::NewTask => {
+            if req.task_name.trim().is_empty() {
+                return Err(invalid("task_name", "task_name is required for new task creation"));
+            }
+            let Some(spec) = req.artifact_spec else {
+                return Err(invalid("artifact_spec", "artifact_spec is required for new task creation"));
+            };
+            Target::NewTask {
+                name: req.task_name,
+                description: req.task_description,
+                artifact: artifact_spec(spec),
+            }
+        }
+        pb::InvocationType::ExistingTask => {
+            if req.task_id.trim().is_empty() {
+                return Err(invalid("task_id", "task_id is required for existing task invocation"));
+            }
+            Target::ExistingTask {
+                task_id: req.task_id,
+                create_if_not_exists: req.create_if_not_exists,
+                artifact: req.artifact_spec.map(artifact_spec),
+                name: req.task_name,
+                description: req.task_description,
+            }
+        }
+        pb::InvocationType::Unknown => {
+            return Err(invalid(
+                "invocation_type",
+                format!(
+                    "invocation_type {} is not valid: use INVOCATION_TYPE_NEW_TASK or INVOCATION_TYPE_EXISTING_TASK",
+                    req.invocation_type
+                ),
+            ))
+        }
+    };
+    if req.function_name.trim().is_empty() {
+        return Err(invalid("function_name", "function_name is required"));
+    }
+    let mode = match pb::ExecutionMode::try_from(req.execution_mode) {
+        Ok(pb::ExecutionMode::Sync) => ExecutionMode::Sync,
+        Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
+        Ok(pb::ExecutionMode::Stream) => ExecutionMode::Stream,
+        _ => return Err(invalid(
+            "execution_mode",
+            format!(
+                "execution_mode {} is not supported: use EXECUTION_MODE_SYNC, _ASYNC or _STREAM",
+                req.execution_mode
+            ),
+        )),
+    };
+    let params = parameters(req.parameters)?;
+    let context = req.context.unwrap_or_default();
+    if context.timeout_ms < 0 {
+        return Err(invalid("context.timeout_ms", "must not be negative"));
+    }
+    let max_retries = u32::try_from(context.max_retries)
+        .map_err(|_| invalid("context.max_retries", "must not be negative"))?;
+    let context_timeout =
+        (context.timeout_ms > 0).then(|| Duration::from_millis(context.timeout_ms.unsigned_abs()));
+    let timeout = match (context_timeout, transport_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let execution_id = match (
+        req.execution_id.filter(|s| !s.is_empty()),
+        non_empty(context.execution_id),
+    ) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(invalid(
+                "execution_id",
+                format!("execution_id `{a}` and context.execution_id `{b}` differ"),
+            ))
+        }
+        (a, b) => a.or(b),
+    };
+    Ok(InvokeRequest {
+        target,
+        function: req.function_name,
+        params,
+        mode,
+        execution_id,
+        environment: sorted(context.environment),
+        headers: sorted(context.headers),
+        timeout,
+        max_retries,
+        force_new_instance: req.force_new_instance,
+        metadata: req.invocation_metadata.into_iter().collect(),
+    })
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.trim().is_empty()).then_some(s)
+}
+
+fn sorted(map: std::collections::HashMap<String, String>) -> Vec<(String, String)> {
+    let mut pairs: Vec<_> = map.into_iter().collect();
+    pairs.sort();
+    pairs
+}
+
+fn parameters(params: Vec<pb::FunctionParameter>) -> Result<Vec<(String, crate::Value)>> {
+    let mut out: Vec<(String, crate::Value)> = Vec::with_capacity(params.len());
+    for (i, p) in params.into_iter().enumerate() {
+        if p.name.trim().is_empty() {
+            return Err(invalid("parameters", format!("parameter #{i} has no name")));
+        }
+        if out.iter().any(|(n, _)| *n == p.name) {
+            return Err(invalid(
+                "parameters",
+                format!("parameter `{}` is given twice", p.name),
+            ));
+        }
+        match p.value {
+            Some(any) => {
+                let value = from_any(&p.name, any)?;
+                out.push((p.name, value));
+            }
+            None if p.required => return Err(Error::MissingParameter { name: p.name }),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn artifact_spec(spec: pb::ArtifactSpec) -> ArtifactSpec {
+    ArtifactSpec {
+        artifact_id: spec.artifact_id,
+        artifact_type: spec.artifact_type,
+        location: spec.location,
+        version: spec.version,
+        checksum: spec.checksum,
+        metadata: spec.metadata.into_iter().collect(),
+    }
+}
+
+fn artifact_spec_pb(spec: &ArtifactSpec) -> pb::ArtifactSpec {
+    pb::ArtifactSpec {
+        artifact_id: spec.artifact_id.clone(),
+        artifact_type: spec.artifact_type.clone(),
+        location: spec.location.clone(),
+        version: spec.version.clone(),
+        checksum: spec.checksum.clone(),
+        metadata: spec.metadata.clone().into_iter().collect(),
+    }
+}
+
+pub(super) fn status(status: ExecutionStatus) -> pb::ExecutionStatus {
+    match status {
+        ExecutionStatus::Pending => pb::ExecutionStatus::Pending,
+        ExecutionStatus::Running => pb::ExecutionStatus::Running,
+        ExecutionStatus::Completed => pb::ExecutionStatus::Completed,
+        ExecutionStatus::Failed => pb::ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled => pb::ExecutionStatus::Cancelled,
+        ExecutionStatus::Timeout => pb::ExecutionStatus::Timeout,
+    }
+}
+
+pub(super) fn status_filter(raw: i32) -> Result<Option<ExecutionStatus>> {
+    Ok(match pb::ExecutionStatus::try_from(raw) {
+        Ok(pb::ExecutionStatus::Unknown) => None,
+        Ok(pb::ExecutionStatus::Pending) => Some(ExecutionStatus::Pending),
+        Ok(pb::ExecutionStatus::Running) => Some(ExecutionStatus::Running),
+        Ok(pb::ExecutionStatus::Completed) => Some(ExecutionStatus::Completed),
+        Ok(pb::ExecutionStatus::Failed) => Some(ExecutionStatus::Failed),
+        Ok(pb::ExecutionStatus::Cancelled) => Some(ExecutionStatus::Cancelled),
+        Ok(pb::ExecutionStatus::Timeout) => Some(ExecutionStatus::Timeout),
+        Err(_) => {
+            return Err(invalid(
+                "status_filter",
+                format!("{raw} is not an ExecutionStatus"),
+            ))
+        }
+    })
+}
+
+fn mode(mode: ExecutionMode) -> pb::ExecutionMode {
+    match mode {
+        ExecutionMode::Sync => pb::ExecutionMode::Sync,
+        ExecutionMode::Async => pb::ExecutionMode::Async,
+        ExecutionMode::Stream => pb::ExecutionMode::Stream,
+    }
+}
+
+pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn execution_result(e: &ExecutionSnapshot, include_output: bool) -> pb::ExecutionResult {
+    let (error_code, error_message) = e
+        .error
+        .as_ref()
+        .map(|err| (err.code.clone(), err.message.clone()))
+        .unwrap_or_default();
+    let mut metrics = std::collections::HashMap::new();
+    metrics.insert("attempts".to_owned(), e.attempts.to_string());
+    if !e.instance_id.is_empty() {
+        metrics.insert("instance_id".to_owned(), e.instance_id.clone());
+    }
+    metrics.insert(
+        "execution_time_us".to_owned(),
+        e.execution_time.as_micros().to_string(),
+    );
+    pb::ExecutionResult {
+        status: status(e.status).into(),
+        result: if include_output {
+            e.output.clone().map(to_any)
+        } else {
+            None
+        },
+        error_message,
+        error_code,
+        execution_time_ms: millis(e.execution_time),
+        memory_used_bytes: 0,
+        metrics,
+        started_at: e.started_at.map(timestamp),
+        completed_at: e.completed_at.map(timestamp),
+    }
+}
+
+pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("attempts".to_owned(), e.attempts.to_string());
+    if !e.instance_id.is_empty() {
+        metadata.insert("instance_id".to_owned(), e.instance_id.clone());
+    }
+    pb::ExecutionInfo {
+        execution_id: e.execution_id.clone(),
+        task_id: e.task_id.clone(),
+        function_name: e.function.clone(),
+        execution_mode: mode(e.mode).into(),
+        status: status(e.status).into(),
+        started_at: e.started_at.map(timestamp),
+        completed_at: e.completed_at.map(timestamp),
+        execution_time_ms: millis(e.execution_time),
+        memory_used_bytes: 0,
+        error_message: e
+            .error
+            .as_ref()
+            .map(|err| err.message.clone())
+            .unwrap_or_default(),
+        metadata,
+    }
+}
+
+pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
+    let activity = task.activity();
+    let mut metadata: std::collections::HashMap<String, String> =
+        task.metadata.clone().into_iter().collect();
+    metadata.insert("plugin".to_owned(), task.plugin.name().to_owned());
+    metadata.insert(
+        "plugin_version".to_owned(),
+        task.plugin.version().to_owned(),
+    );
+    metadata.insert("digest".to_owned(), task.plugin.digest().to_hex());
+    metadata.insert(
+        "functions".to_owned(),
+        task.plugin
+            .functions()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    if !task.description.is_empty() {
+        metadata.insert("description".to_owned(), task.description.clone());
+    }
+    let pool = task.pool.stats();
+    metadata.insert("instances".to_owned(), pool.live.to_string());
+    pb::TaskInfo {
+        task_id: task.id.clone(),
+        task_name: task.name.clone(),
+        artifact_spec: Some(artifact_spec_pb(&task.artifact)),
+        created_at: unix_seconds(task.created_at),
+        updated_at: unix_seconds(activity.updated_at),
+        execution_count: i32::try_from(activity.execution_count).unwrap_or(i32::MAX),
+        last_status: activity
+            .last_status
+            .map_or(pb::ExecutionStatus::Unknown, status)
+            .into(),
+        metadata,
+    }
+}
+
+/// Page sizes: 0 means the default, larger than the cap means the cap.
+pub(super) fn page_limit(limit: i32) -> usize {
+    match usize::try_from(limit) {
+        Ok(0) | Err(_) => 100,
+        Ok(n) => n.min(1000),
+    }
+}
+
+pub(super) fn string_map(map: BTreeMap<String, usize>) -> std::collections::HashMap<String, i32> {
+    map.into_iter()
+        .map(|(k, v)| (k, i32::try_from(v).unwrap_or(i32::MAX)))
+        .collect()
+}
+
+/// The gRPC deadline from the `grpc-timeout` header (`<digits><unit>`).
+pub(super) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut m = tonic::metadata::MetadataMap::new();
+        assert_eq!(grpc_timeout(&m), None);
+        m.insert("grpc-timeout", "250m".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_millis(250)));
+        m.insert("grpc-timeout", "3S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), Some(Duration::from_secs(3)));
+        m.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+
+    #[test]
+    fn the_sooner_timeout_wins_and_ids_must_agree() {
+        let base = pb::InvokeFunctionRequest {
+            invocation_type: pb::InvocationType::ExistingTask.into(),
+            task_id: "t".into(),
+            function_name: "f".into(),
+            execution_mode: pb::ExecutionMode::Sync.into(),
+            context: Some(pb::ExecutionContext {
+                timeout_ms: 5000,
+                execution_id: "a".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let req = invoke_request(base.clone(), Some(Duration::from_millis(100))).unwrap();
+        assert_eq!(req.timeout, Some(Duration::from_millis(100)));
+        assert_eq!(req.execution_id.as_deref(), Some("a"));
+        let clash = pb::InvokeFunctionRequest {
+            execution_id: Some("b".into()),
+            ..base
+        };
+        assert!(matches!(
+            invoke_request(clash, None),
+            Err(Error::InvalidRequest {
+                field: "execution_id",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,447 @@
+//! The gRPC adapter: `spearlet.FunctionService` over [`Host`]. It converts,
+//! validates and maps errors; it holds no business logic.
+
+mod convert;
+mod status;
+mod value;
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use spearlet_proto::spearlet as pb;
+use spearlet_proto::spearlet::function_service_server::FunctionService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+pub use status::{code, ERROR_KIND_KEY};
+
+use crate::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};
+use crate::host::Host;
+use crate::Value;
+
+/// Chunks buffered between a streaming plugin and its client, per stage: a
+/// slower client makes the plugin's `emit` block once these fill.
+pub const STREAM_BUFFER: usize = 16;
+
+/// `spearlet.FunctionService`, served by a [`Host`].
+#[derive(Debug, Clone)]
+pub struct FunctionApi {
+    host: Host,
+}
+
+impl FunctionApi {
+    /// The service for `host`.
+    pub fn new(host: Host) -> Self {
+        FunctionApi { host }
+    }
+}
+
+type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamExecutionResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FunctionService for FunctionApi {
+    async fn invoke_function(
+        &self,
+        request: Request<pb::InvokeFunctionRequest>,
+    ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
+        let timeout = convert::grpc_timeout(request.metadata());
+        let req = convert::invoke_request(request.into_inner(), timeout)?;
+        let sync = req.mode == ExecutionMode::Sync;
+        let outcome = self.host.invoke(req).await?;
+        let e = &outcome.execution;
+        if sync && e.status == ExecutionStatus::Timeout {
+            let message = e
+                .error
+                .as_ref()
+                .map_or("timed out", |err| err.message.as_str());
+            let mut status = Status::deadline_exceeded(message);
+            status
+                .metadata_mut()
+                .insert(ERROR_KIND_KEY, "deadline_exceeded".parse().expect("ascii"));
+            return Err(status);
+        }
+        let (success, message) = match e.status {
+            ExecutionStatus::Completed => (true, "completed".to_owned()),
+            ExecutionStatus::Pending | ExecutionStatus::Running => {
+                (true, format!("accepted: {}", e.status))
+            }
+            other => (
+                false,
+                e.error.as_ref().map_or_else(
+                    || other.to_string(),
+                    |err| format!("{other}: {}: {}", err.code, err.message),
+                ),
+            ),
+        };
+        let estimated = if e.status.is_final() {
+            0
+        } else {
+            i64::try_from(
+                self.host
+                    .estimated_duration(&outcome.task_id, &e.function)
+                    .as_millis(),
+            )
+            .unwrap_or(i64::MAX)
+        };
+        Ok(Response::new(pb::InvokeFunctionResponse {
+            success,
+            message,
+            execution_id: e.execution_id.clone(),
+            task_id: outcome.task_id.clone(),
+            instance_id: e.instance_id.clone(),
+            result: Some(convert::execution_result(e, true)),
+            status_endpoint: format!(
+                "/spearlet.FunctionService/GetExecutionStatus?execution_id={}",
+                e.execution_id
+            ),
+            estimated_completion_ms: estimated,
+        }))
+    }
+
+    async fn get_execution_status(
+        &self,
+        request: Request<pb::GetExecutionStatusRequest>,
+    ) -> Result<Response<pb::GetExecutionStatusResponse>, Status> {
+        let req = request.into_inner();
+        let reply = match self.host.execution(&req.execution_id) {
+            Ok(e) => pb::GetExecutionStatusResponse {
+                found: true,
+                result: Some(convert::execution_result(&e, req.include_result)),
+                logs: if req.include_logs {
+                    e.logs.clone()
+                } else {
+                    Vec::new()
+                },
+                message: e.status.to_string(),
+            },
+            Err(err) => pb::GetExecutionStatusResponse {
+                found: false,
+                result: None,
+                logs: Vec::new(),
+                message: err.to_string(),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn cancel_execution(
+        &self,
+        request: Request<pb::CancelExecutionRequest>,
+    ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
+        let req = request.into_inner();
+        let (success, status) = self.host.cancel(&req.execution_id, req.force)?;
+        let message = if success {
+            match status {
+                ExecutionStatus::Cancelled => "cancelled".to_owned(),
+                s => {
+                    format!("cancellation requested; the execution is {s} until the plugin returns")
+                }
+            }
+        } else {
+            format!("the execution already ended: {status}")
+        };
+        Ok(Response::new(pb::CancelExecutionResponse {
+            success,
+            message,
+            final_status: convert::status(status).into(),
+        }))
+    }
+
+    type StreamFunctionStream = StreamResult;
+
+    async fn stream_function(
+        &self,
+        request: Request<pb::InvokeFunctionRequest>,
+    ) -> Result<Response<Self::StreamFunctionStream>, Status> {
+        let timeout = convert::grpc_timeout(request.metadata());
+        let mut req = convert::invoke_request(request.into_inner(), timeout)?;
+        req.mode = ExecutionMode::Stream;
+        let execution_id = req
+            .execution_id
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .clone();
+        let (chunk_tx, chunk_rx) = mpsc::channel::<Value>(STREAM_BUFFER);
+        let (out_tx, out_rx) = mpsc::channel(STREAM_BUFFER);
+        let host = self.host.clone();
+        tokio::spawn(relay_stream(
+            host,
+            req,
+            execution_id,
+            chunk_tx,
+            chunk_rx,
+            out_tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let start_after = (!req.start_after.is_empty()).then_some(req.start_after.as_str());
+        let (tasks, has_more) =
+            self.host
+                .tasks()
+                .list(&req.prefix, start_after, convert::page_limit(req.limit));
+        Ok(Response::new(pb::ListTasksResponse {
+            next_start_after: if has_more {
+                tasks.last().map(|t| t.name.clone()).unwrap_or_default()
+            } else {
+                String::new()
+            },
+            tasks: tasks.iter().map(|t| convert::task_info(t)).collect(),
+            has_more,
+        }))
+    }
+
+    async fn get_task(
+        &self,
+        request: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::GetTaskResponse>, Status> {
+        let req = request.into_inner();
+        let Some(task) = self.host.task(&req.task_id) else {
+            return Ok(Response::new(pb::GetTaskResponse {
+                found: false,
+                task: None,
+                executions: Vec::new(),
+                message: format!("task `{}` not found", req.task_id),
+            }));
+        };
+        let executions = if req.include_executions {
+            let (mut all, _) = self.host.executions(&ExecutionQuery {
+                task_id: Some(task.id.clone()),
+                limit: usize::MAX,
+                ..ExecutionQuery::default()
+            });
+            all.reverse();
+            let limit = match usize::try_from(req.execution_limit) {
+                Ok(0) | Err(_) => 10,
+                Ok(n) => n,
+            };
+            all.iter()
+                .take(limit)
+                .map(convert::execution_info)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Response::new(pb::GetTaskResponse {
+            found: true,
+            task: Some(convert::task_info(&task)),
+            executions,
+            message: String::new(),
+        }))
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<pb::DeleteTaskRequest>,
+    ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
+        let req = request.into_inner();
+        let deleted = self
+            .host
+            .delete_task(&req.task_id, req.force, req.cleanup_executions)?;
+        Ok(Response::new(pb::DeleteTaskResponse {
+            success: true,
+            message: if deleted.cancelled_running > 0 {
+                format!(
+                    "deleted; {} running execution(s) asked to stop",
+                    deleted.cancelled_running
+                )
+            } else {
+                "deleted".to_owned()
+            },
+            deleted: true,
+            cleaned_executions: i32::try_from(deleted.cleaned_executions).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn list_executions(
+        &self,
+        request: Request<pb::ListExecutionsRequest>,
+    ) -> Result<Response<pb::ListExecutionsResponse>, Status> {
+        let req = request.into_inner();
+        let query = ExecutionQuery {
+            task_id: (!req.task_id.is_empty()).then_some(req.task_id),
+            status: convert::status_filter(req.status_filter)?,
+            start_after: (!req.start_after.is_empty()).then_some(req.start_after),
+            limit: convert::page_limit(req.limit),
+        };
+        let (page, has_more) = self.host.executions(&query);
+        Ok(Response::new(pb::ListExecutionsResponse {
+            next_start_after: if has_more {
+                page.last()
+                    .map(|e| e.execution_id.clone())
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            },
+            executions: page.iter().map(convert::execution_info).collect(),
+            has_more,
+        }))
+    }
+
+    async fn get_health(
+        &self,
+        request: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+        let stats = self.host.stats();
+        let details = request.into_inner().include_details.then(|| {
+            let mut system_info = std::collections::HashMap::new();
+            system_info.insert("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
+            system_info.insert(
+                "plugin_abi".to_owned(),
+                spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
+            );
+            system_info.insert(
+                "artifact_cache_hits".to_owned(),
+                stats.cache.hits.to_string(),
+            );
+            system_info.insert(
+                "artifact_cache_misses".to_owned(),
+                stats.cache.misses.to_string(),
+            );
+            pb::HealthDetails {
+                active_tasks: clamp(stats.tasks),
+                running_executions: clamp(stats.running),
+                pending_executions: clamp(stats.pending),
+                total_memory_used: 0,
+                total_executions: i64::try_from(stats.total_executions).unwrap_or(i64::MAX),
+                system_info,
+            }
+        });
+        Ok(Response::new(pb::GetHealthResponse {
+            status: "healthy".to_owned(),
+            message: format!(
+                "{} task(s), {} execution(s) running",
+                stats.tasks, stats.running
+            ),
+            uptime_seconds: i64::try_from(stats.uptime.as_secs()).unwrap_or(i64::MAX),
+            details,
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let req = request.into_inner();
+        let stats = self.host.stats();
+        let count =
+            |s: ExecutionStatus| clamp(stats.by_status.get(&s.to_string()).copied().unwrap_or(0));
+        let task_stats = req.include_task_stats.then(|| {
+            let mut tasks = self.host.tasks().all();
+            tasks.sort_by_key(|t| std::cmp::Reverse(t.activity().execution_count));
+            let mut by_plugin = std::collections::BTreeMap::new();
+            for t in &tasks {
+                *by_plugin.entry(t.plugin.name().to_owned()).or_insert(0) += 1;
+            }
+            pb::TaskStats {
+                active_tasks: clamp(stats.active_tasks),
+                idle_tasks: clamp(stats.tasks - stats.active_tasks),
+                tasks_by_type: convert::string_map(by_plugin),
+                most_active_tasks: tasks
+                    .iter()
+                    .take(5)
+                    .map(|t| convert::task_info(t))
+                    .collect(),
+            }
+        });
+        let execution_stats = req.include_execution_stats.then(|| pb::ExecutionStats {
+            running_executions: count(ExecutionStatus::Running),
+            pending_executions: count(ExecutionStatus::Pending),
+            completed_executions: count(ExecutionStatus::Completed),
+            failed_executions: count(ExecutionStatus::Failed),
+            average_execution_time_ms: stats.average_execution_time.as_secs_f64() * 1000.0,
+            success_rate_percent: stats.success_rate_percent,
+            executions_by_function: convert::string_map(stats.by_function.clone()),
+        });
+        Ok(Response::new(pb::GetStatsResponse {
+            service_stats: Some(pb::ServiceStats {
+                uptime_seconds: i64::try_from(stats.uptime.as_secs()).unwrap_or(i64::MAX),
+                total_tasks: clamp(stats.tasks),
+                total_executions: i32::try_from(stats.total_executions).unwrap_or(i32::MAX),
+                total_memory_used: 0,
+                cpu_usage_percent: 0.0,
+                memory_usage_percent: 0.0,
+            }),
+            task_stats,
+            execution_stats,
+        }))
+    }
+}
+
+fn clamp(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Runs a STREAM execution, forwarding its chunks, then one final message.
+/// A client that goes away cancels the execution.
+async fn relay_stream(
+    host: Host,
+    req: crate::invoke::InvokeRequest,
+    execution_id: String,
+    chunk_tx: mpsc::Sender<Value>,
+    mut chunk_rx: mpsc::Receiver<Value>,
+    out: mpsc::Sender<Result<pb::StreamExecutionResult, Status>>,
+) {
+    let chunk_message = |value: Value| pb::StreamExecutionResult {
+        execution_id: execution_id.clone(),
+        status: pb::ExecutionStatus::Running.into(),
+        chunk_data: Some(value::to_any(value)),
+        is_final: false,
+        error_message: String::new(),
+        metadata: Default::default(),
+    };
+    let run = host.stream(req, chunk_tx);
+    tokio::pin!(run);
+    let mut client_gone = false;
+    let outcome = loop {
+        tokio::select! {
+            chunk = chunk_rx.recv(), if !client_gone => {
+                if let Some(value) = chunk {
+                    if out.send(Ok(chunk_message(value))).await.is_err() {
+                        client_gone = true;
+                        // The client went away: stop the plugin, and stop
+                        // accepting its chunks.
+                        let _ = host.cancel(&execution_id, false);
+                        chunk_rx.close();
+                    }
+                }
+            }
+            outcome = &mut run => break outcome,
+        }
+    };
+    if client_gone {
+        return;
+    }
+    while let Ok(value) = chunk_rx.try_recv() {
+        if out.send(Ok(chunk_message(value))).await.is_err() {
+            return;
+        }
+    }
+    let last = match outcome {
+        Ok(outcome) => {
+            let e = outcome.execution;
+            let mut metadata = std::collections::HashMap::new();
+            metadata.insert("task_id".to_owned(), outcome.task_id);
+            metadata.insert("instance_id".to_owned(), e.instance_id.clone());
+            if let Some(err) = &e.error {
+                metadata.insert("error_code".to_owned(), err.code.clone());
+            }
+            Ok(pb::StreamExecutionResult {
+                execution_id: e.execution_id.clone(),
+                status: convert::status(e.status).into(),
+                // A unary function's result is the final message's payload.
+                chunk_data: e.output.filter(|v| *v != Value::Unit).map(value::to_any),
+                is_final: true,
+                error_message: e.error.map(|err| err.message).unwrap_or_default(),
+                metadata,
+            })
+        }
+        Err(error) => Err(Status::from(error)),
+    };
+    let _ = out.send(last).await;
+}

@@ -1,0 +1,59 @@
+//! The one mapping from spearlet errors to gRPC statuses.
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+/// Metadata key carrying [`Error::kind`] on every error status.
+pub const ERROR_KIND_KEY: &str = "spearlet-error-kind";
+
+/// The gRPC code for each error.
+pub fn code(error: &Error) -> Code {
+    match error {
+        Error::InvalidRequest { .. }
+        | Error::ArtifactSpecRequired { .. }
+        | Error::MissingParameter { .. }
+        | Error::UseStreamFunction
+        | Error::UnsupportedArtifactType { .. }
+        | Error::UnsupportedLocation { .. }
+        | Error::InvalidChecksum(_)
+        | Error::ChecksumRequired { .. } => Code::InvalidArgument,
+        Error::TaskNotFound { .. }
+        | Error::FunctionNotFound { .. }
+        | Error::ExecutionNotFound { .. } => Code::NotFound,
+        Error::PermissionDenied { .. } => Code::PermissionDenied,
+        Error::ChecksumMismatch { .. }
+        | Error::ArtifactFormat { .. }
+        | Error::NotSharedLibrary { .. }
+        | Error::NoRootModule { .. }
+        | Error::IncompatibleSdk { .. }
+        | Error::LayoutMismatch { .. }
+        | Error::RootModuleFailed { .. }
+        | Error::NoFunctions { .. }
+        | Error::DuplicateFunction { .. }
+        | Error::PluginIdentityMismatch { .. }
+        | Error::InstanceCreation { .. }
+        | Error::TaskNameTaken { .. }
+        | Error::TaskBusy { .. }
+        | Error::SmsNotConfigured { .. } => Code::FailedPrecondition,
+        Error::PoolExhausted { .. }
+        | Error::ArtifactTooLarge { .. }
+        | Error::TooManyPending { .. } => Code::ResourceExhausted,
+        Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
+        Error::DownloadFailed { .. } => Code::Unavailable,
+        Error::PluginFailed { .. }
+        | Error::PluginPanicked { .. }
+        | Error::Io { .. }
+        | Error::Internal(_) => Code::Internal,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let mut status = Status::new(code(&error), error.to_string());
+        if let Ok(kind) = error.kind().parse() {
+            status.metadata_mut().insert(ERROR_KIND_KEY, kind);
+        }
+        status
+    }
+}

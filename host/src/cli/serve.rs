@@ -1,0 +1,96 @@
+//! `spearlet serve`: the gRPC server.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use spearlet::{Config, Host};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [config: server.listen; default 127.0.0.1:50052].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+
+    /// State directory, e.g. for the artifact cache [config: data_dir].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// A directory local artifacts may come from; repeat for several
+    /// [config: artifacts.roots, which this adds to].
+    #[arg(long = "artifact-root", value_name = "DIR")]
+    artifact_roots: Vec<PathBuf>,
+
+    /// A TOML configuration file. Every key is optional; environment
+    /// variables `SPEARLET_<SECTION>__<KEY>` (e.g. `SPEARLET_POOL__MAX_INSTANCES=4`)
+    /// override it, and these flags override both.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Top-level configuration keys; other `SPEARLET_*` variables (such as the
+/// client's `SPEARLET_ENDPOINT`) are not configuration.
+const SECTIONS: [&str; 5] = ["data_dir", "server", "artifacts", "pool", "executions"];
+
+pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = &args.config {
+        anyhow::ensure!(
+            file.exists(),
+            "config file {} does not exist",
+            file.display()
+        );
+        figment = figment.merge(Toml::file(file));
+    }
+    figment = figment.merge(
+        Env::prefixed("SPEARLET_")
+            .split("__")
+            .filter(|key| SECTIONS.iter().any(|s| key.as_str().starts_with(s))),
+    );
+    let mut config: Config = figment.extract().context("invalid configuration")?;
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    config
+        .artifacts
+        .roots
+        .extend(args.artifact_roots.iter().cloned());
+    Ok(config)
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(args)?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let listen = config.server.listen;
+            let roots = config.artifacts.roots.clone();
+            let data_dir = config.data_dir.clone();
+            let host = Host::new(config)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let addr = listener.local_addr()?;
+            eprintln!("spearlet {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+            eprintln!("  data dir:       {}", data_dir.display());
+            if roots.is_empty() {
+                eprintln!("  artifact roots: none (local artifacts refused; pass --artifact-root)");
+            }
+            for root in &roots {
+                eprintln!("  artifact root:  {}", root.display());
+            }
+            spearlet::server::serve(host, listener, async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("shutting down");
+            })
+            .await?;
+            Ok(())
+        })
+}

@@ -1,0 +1,235 @@
+//! Running an execution: on a blocking thread, within its deadline, retried
+//! when retrying can help, with every attempt recorded.
+
+mod records;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+
+pub use records::{
+    ExecutionError, ExecutionMode, ExecutionQuery, ExecutionRecord, ExecutionSnapshot,
+    ExecutionStatus, ExecutionStore,
+};
+
+use crate::error::Error;
+use crate::loader::{CallRequest, CallSink, FunctionHandle};
+use crate::pool::Lease;
+use crate::registry::Task;
+use crate::{LogLevel, Value};
+
+/// What one execution needs, owned so it can move to a blocking thread.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub task: Arc<Task>,
+    pub function: FunctionHandle,
+    pub record: Arc<ExecutionRecord>,
+    pub params: Vec<(String, Value)>,
+    pub environment: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    /// When the whole execution (all attempts) must be done.
+    pub deadline: Option<Instant>,
+    /// How long to wait for a free instance when there is no deadline.
+    pub acquire_timeout: Duration,
+    pub max_retries: u32,
+    pub fresh_instance: bool,
+    /// Where stream chunks go (STREAM mode).
+    pub chunks: Option<mpsc::Sender<Value>>,
+}
+
+/// Why a call attempt ended.
+enum Attempt {
+    Done(Result<Value, Error>),
+    TimedOut,
+}
+
+const RETRY_BASE: Duration = Duration::from_millis(10);
+const RETRY_CAP: Duration = Duration::from_secs(1);
+
+/// Runs `job` to its end, recording everything on its record. `lease` is the
+/// instance for the first attempt, if one was acquired already.
+pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
+    let _running = job.task.begin_execution();
+    let record = Arc::clone(&job.record);
+    let job = Arc::new(job);
+    let mut fresh = job.fresh_instance;
+    let mut attempt = 0;
+    let status = loop {
+        if record
+            .cancel_flag()
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
+            break ExecutionStatus::Cancelled;
+        }
+        let lease = match lease.take() {
+            Some(lease) => lease,
+            None => {
+                let wait_until = job
+                    .deadline
+                    .unwrap_or_else(|| Instant::now() + job.acquire_timeout);
+                match job.task.pool.acquire(fresh, wait_until).await {
+                    Ok(lease) => lease,
+                    Err(e) => break fail(&record, &e),
+                }
+            }
+        };
+        if !record.start_attempt(lease.instance_id()) {
+            break record.status();
+        }
+        let outcome = call_once(&job, lease).await;
+        let past_deadline = job.deadline.is_some_and(|d| Instant::now() >= d);
+        let cancelled = record
+            .cancel_flag()
+            .load(std::sync::atomic::Ordering::Acquire);
+        match outcome {
+            // A plugin that noticed the deadline itself has timed out too.
+            Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
+                record.request_cancel();
+                let elapsed = record.snapshot().execution_time;
+                let error = Error::DeadlineExceeded {
+                    execution_id: record.id().to_owned(),
+                    elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                };
+                record.finish(ExecutionStatus::Timeout, None, Some(error_of(&error)));
+                break ExecutionStatus::Timeout;
+            }
+            Attempt::TimedOut => {
+                record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
+                break ExecutionStatus::Cancelled;
+            }
+            Attempt::Done(Ok(value)) => {
+                record.finish(ExecutionStatus::Completed, Some(value), None);
+                break ExecutionStatus::Completed;
+            }
+            Attempt::Done(Err(error)) => {
+                if cancelled {
+                    record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
+                    break ExecutionStatus::Cancelled;
+                }
+                let retriable = match &error {
+                    Error::PluginFailed { retriable, .. } => *retriable,
+                    Error::PluginPanicked { .. } => true,
+                    _ => false,
+                };
+                if !retriable || attempt >= job.max_retries {
+                    break fail(&record, &error);
+                }
+                // A panicked instance is gone; the retry needs a new one anyway.
+                fresh = fresh || matches!(error, Error::PluginPanicked { .. });
+                attempt += 1;
+                let pause = backoff(attempt);
+                if job.deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                    break fail(&record, &error);
+                }
+                tracing::debug!(execution = record.id(), attempt, error = %error, "retrying");
+                tokio::time::sleep(pause).await;
+            }
+        }
+    };
+    job.task.record_outcome(status);
+    status
+}
+
+/// One attempt on `lease`, on a blocking thread. On timeout the thread runs
+/// on; the instance returns to the pool when the plugin returns.
+async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
+    let job_for_call = Arc::clone(job);
+    let call = tokio::task::spawn_blocking(move || {
+        let job = job_for_call;
+        let sink = RecordSink {
+            record: &job.record,
+            chunks: job.chunks.as_ref(),
+        };
+        let request = CallRequest {
+            execution_id: job.record.id(),
+            params: &job.params,
+            environment: &job.environment,
+            headers: &job.headers,
+            deadline: job
+                .deadline
+                .map(|d| SystemTime::now() + d.saturating_duration_since(Instant::now())),
+            cancelled: job.record.cancel_flag(),
+            sink: &sink,
+        };
+        lease.call(job.function, &request)
+    });
+    let joined = match job.deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline.into(), call).await {
+            Ok(joined) => joined,
+            Err(_) => return Attempt::TimedOut,
+        },
+        None => call.await,
+    };
+    Attempt::Done(
+        joined.unwrap_or_else(|e| Err(Error::Internal(format!("the call's thread failed: {e}")))),
+    )
+}
+
+fn fail(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
+    record.finish(ExecutionStatus::Failed, None, Some(error_of(error)));
+    ExecutionStatus::Failed
+}
+
+/// The code and message an execution reports for `error`: the plugin's own
+/// code for function failures, spearlet's error kind otherwise.
+pub(crate) fn error_of(error: &Error) -> ExecutionError {
+    match error {
+        Error::PluginFailed { code, message, .. } => ExecutionError {
+            code: code.clone(),
+            message: message.clone(),
+        },
+        Error::PluginPanicked { message, .. } => ExecutionError {
+            code: "panic".to_owned(),
+            message: message.clone(),
+        },
+        other => ExecutionError {
+            code: other.kind().to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn cancelled_error() -> ExecutionError {
+    ExecutionError {
+        code: "cancelled".to_owned(),
+        message: "the execution was cancelled".to_owned(),
+    }
+}
+
+/// Exponential backoff with full jitter.
+fn backoff(retry: u32) -> Duration {
+    let ceiling = RETRY_BASE
+        .saturating_mul(
+            1u32.checked_shl(retry.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+        .min(RETRY_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+/// Routes a call's log lines to its record and its chunks to the stream.
+struct RecordSink<'a> {
+    record: &'a ExecutionRecord,
+    chunks: Option<&'a mpsc::Sender<Value>>,
+}
+
+impl CallSink for RecordSink<'_> {
+    fn emit(&self, chunk: Value) -> bool {
+        // Blocks while the consumer's buffer is full: backpressure.
+        self.chunks
+            .is_some_and(|tx| tx.blocking_send(chunk).is_ok())
+    }
+
+    fn log(&self, level: LogLevel, line: &str) {
+        let level = match level {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        };
+        self.record.log(format!("{level} {line}"));
+    }
+}

@@ -1,0 +1,247 @@
+//! The seed's routing: which task an invocation runs on, creating it when
+//! the request says so (flows 2 and 3 of the invocation logic).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::artifact::ArtifactSpec;
+use crate::error::{Error, Result};
+use crate::exec::{ExecutionMode, ExecutionSnapshot};
+use crate::host::Host;
+use crate::pool::{InstancePool, PoolLimits};
+use crate::registry::{CreationKey, NewTask, Task};
+use crate::Value;
+
+/// Which task an invocation is for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// INVOCATION_TYPE_NEW_TASK: the task called `name`, created from
+    /// `artifact` unless it exists.
+    NewTask {
+        /// Task name (unique).
+        name: String,
+        /// Task description.
+        description: String,
+        /// Where its plugin comes from.
+        artifact: ArtifactSpec,
+    },
+    /// INVOCATION_TYPE_EXISTING_TASK: the task with `task_id`.
+    ExistingTask {
+        /// The task's id.
+        task_id: String,
+        /// Create it (under `task_id`) from `artifact` when it does not exist.
+        create_if_not_exists: bool,
+        /// The artifact to create it from.
+        artifact: Option<ArtifactSpec>,
+        /// Name for a task created here (default: its id).
+        name: String,
+        /// Description for a task created here.
+        description: String,
+    },
+}
+
+/// One invocation, as the host sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokeRequest {
+    /// The task.
+    pub target: Target,
+    /// The function to call.
+    pub function: String,
+    /// Named parameters.
+    pub params: Vec<(String, Value)>,
+    /// Sync, async or stream.
+    pub mode: ExecutionMode,
+    /// A client-chosen execution id: a second request with an id that exists
+    /// gets that execution's state instead of running again.
+    pub execution_id: Option<String>,
+    /// Environment variables for the call.
+    pub environment: Vec<(String, String)>,
+    /// Request headers for the call.
+    pub headers: Vec<(String, String)>,
+    /// Time allowed for the whole execution, retries included.
+    pub timeout: Option<Duration>,
+    /// Attempts after the first, for retriable failures.
+    pub max_retries: u32,
+    /// Run on a new instance rather than a pooled one.
+    pub force_new_instance: bool,
+    /// Invocation metadata; when this invocation creates its task, it becomes
+    /// the task's metadata and its instances' configuration.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl InvokeRequest {
+    /// A SYNC call of `function` on the task `target`, nothing else set.
+    pub fn new(target: Target, function: impl Into<String>) -> Self {
+        InvokeRequest {
+            target,
+            function: function.into(),
+            params: Vec::new(),
+            mode: ExecutionMode::Sync,
+            execution_id: None,
+            environment: Vec::new(),
+            headers: Vec::new(),
+            timeout: None,
+            max_retries: 0,
+            force_new_instance: false,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// The same request with one more parameter.
+    pub fn param(mut self, name: impl Into<String>, value: Value) -> Self {
+        self.params.push((name.into(), value));
+        self
+    }
+}
+
+/// What an invocation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvokeOutcome {
+    /// The task it ran on.
+    pub task_id: String,
+    /// Whether this invocation created that task.
+    pub created_task: bool,
+    /// The execution: final for SYNC, PENDING (or later) for ASYNC.
+    pub execution: ExecutionSnapshot,
+}
+
+/// Metadata keys that override the pool size of the task they create.
+pub const POOL_MIN_KEY: &str = "spearlet.pool.min";
+/// See [`POOL_MIN_KEY`].
+pub const POOL_MAX_KEY: &str = "spearlet.pool.max";
+
+impl Host {
+    /// Finds or creates the task `request` is for: flow 2 (NEW_TASK) or 3
+    /// (EXISTING_TASK) of the seed. Returns the task and whether it was
+    /// created here.
+    pub(crate) async fn resolve_task(&self, request: &InvokeRequest) -> Result<(Arc<Task>, bool)> {
+        match &request.target {
+            Target::NewTask {
+                name,
+                description,
+                artifact,
+            } => {
+                if let Some(task) = self.tasks().by_name(name) {
+                    return Ok((task, false));
+                }
+                let id = uuid::Uuid::new_v4().to_string();
+                self.create_task(
+                    CreationKey::Name(name.clone()),
+                    id,
+                    name,
+                    description,
+                    artifact,
+                    request,
+                )
+                .await
+            }
+            Target::ExistingTask {
+                task_id,
+                create_if_not_exists,
+                artifact,
+                name,
+                description,
+            } => {
+                if let Some(task) = self.tasks().get(task_id) {
+                    return Ok((task, false));
+                }
+                if let Some(task) = self.lookup_remote_task(task_id).await? {
+                    return Ok((task, false));
+                }
+                if !create_if_not_exists {
+                    return Err(Error::TaskNotFound {
+                        task_id: task_id.clone(),
+                    });
+                }
+                let artifact = artifact
+                    .as_ref()
+                    .ok_or_else(|| Error::ArtifactSpecRequired {
+                        task_id: task_id.clone(),
+                    })?;
+                let name = if name.is_empty() { task_id } else { name };
+                self.create_task(
+                    CreationKey::Id(task_id.clone()),
+                    task_id.clone(),
+                    name,
+                    description,
+                    artifact,
+                    request,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The seam where a task unknown locally is looked up in the SMS (the
+    /// metadata server) before giving up. No SMS client is wired in yet, so
+    /// nothing is found there.
+    async fn lookup_remote_task(&self, _task_id: &str) -> Result<Option<Arc<Task>>> {
+        Ok(None)
+    }
+
+    async fn create_task(
+        &self,
+        key: CreationKey,
+        id: String,
+        name: &str,
+        description: &str,
+        artifact: &ArtifactSpec,
+        request: &InvokeRequest,
+    ) -> Result<(Arc<Task>, bool)> {
+        let mut created = false;
+        let task = self
+            .tasks()
+            .get_or_create(key, async {
+                created = true;
+                let plugin = self.artifacts().load(artifact).await?;
+                let limits = self.pool_limits(&request.metadata)?;
+                let config: Vec<(String, String)> = request
+                    .metadata
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with("spearlet."))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                let pool = InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits).await?;
+                tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
+                Ok(NewTask {
+                    pin: Some(self.artifacts().cache().pin(&plugin.digest())),
+                    id: id.clone(),
+                    name: name.to_owned(),
+                    description: description.to_owned(),
+                    artifact: artifact.clone(),
+                    plugin,
+                    metadata: request.metadata.clone(),
+                    pool,
+                })
+            })
+            .await?;
+        Ok((task, created))
+    }
+
+    fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {
+        let defaults = &self.config().pool;
+        let read = |key: &'static str, default: usize| -> Result<usize> {
+            metadata.get(key).map_or(Ok(default), |v| {
+                v.trim().parse().map_err(|_| Error::InvalidRequest {
+                    field: "invocation_metadata",
+                    reason: format!("`{key}` must be a whole number, got `{v}`"),
+                })
+            })
+        };
+        let limits = PoolLimits {
+            min: read(POOL_MIN_KEY, defaults.min_instances)?,
+            max: read(POOL_MAX_KEY, defaults.max_instances)?,
+        };
+        if limits.max == 0 || limits.min > limits.max {
+            return Err(Error::InvalidRequest {
+                field: "invocation_metadata",
+                reason: format!(
+                    "pool limits need 1 <= max and min <= max, got min {} max {}",
+                    limits.min, limits.max
+                ),
+            });
+        }
+        Ok(limits)
+    }
+}

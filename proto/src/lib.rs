@@ -1,0 +1,24 @@
+//! spearlet's gRPC contract, generated at build time from `proto/`.
+//!
+//! - [`spearlet`]: `spearlet.FunctionService`, the API clients call —
+//!   wire-compatible with the SPEAR project's spearlet;
+//! - [`sms`]: the SPEAR metadata server's `sms.TaskService`, which spearlet
+//!   calls as a client.
+//!
+//! Only spearlet's API layer and CLI client use these types; the host works
+//! on plain Rust domain types.
+
+#![allow(missing_docs, clippy::doc_markdown)]
+
+/// `package spearlet`.
+pub mod spearlet {
+    tonic::include_proto!("spearlet");
+}
+
+/// `package sms`.
+pub mod sms {
+    tonic::include_proto!("sms");
+}
+
+/// The encoded `FileDescriptorSet` of both packages, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -1,0 +1,704 @@
+//! spearlet.FunctionService end to end: one test per branch of the seed's
+//! flows 2 and 3, every validation error, pools, task management, health.
+
+use prost::Message;
+use spearlet_proto::spearlet as pb;
+use spearlet_test_artifacts::Artifact;
+use tonic::Code;
+
+use crate::grpc_util::*;
+
+#[tokio::test]
+async fn new_task_is_created_and_its_function_runs() {
+    let server = TestServer::start().await;
+    let req = with_params(
+        new_task("math", Artifact::Math, "add"),
+        &[("a", any_i64(2)), ("b", any_i64(40))],
+    );
+    let resp = server.invoke(req).await.unwrap();
+    assert!(resp.success, "{}", resp.message);
+    assert!(
+        !resp.execution_id.is_empty() && !resp.task_id.is_empty() && !resp.instance_id.is_empty()
+    );
+    assert_eq!(status_of(&resp), pb::ExecutionStatus::Completed);
+    assert_eq!(result_i64(&resp), 42);
+    let result = resp.result.unwrap();
+    let (start, end) = (result.started_at.unwrap(), result.completed_at.unwrap());
+    assert!(
+        (end.seconds, end.nanos) > (start.seconds, start.nanos),
+        "distinct, ordered timestamps"
+    );
+    assert!(result.execution_time_ms >= 0);
+    let task = server.host.task(&resp.task_id).expect("registered");
+    assert_eq!(task.name, "math");
+    assert_eq!(task.plugin.name(), "math");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn new_task_with_an_existing_name_uses_that_task_and_its_pooled_instance() {
+    let server = TestServer::start().await;
+    let first = server
+        .invoke(new_task("ctr", Artifact::Counter, "next"))
+        .await
+        .unwrap();
+    let second = server
+        .invoke(new_task("ctr", Artifact::Counter, "next"))
+        .await
+        .unwrap();
+    assert_eq!(first.task_id, second.task_id);
+    assert_eq!(
+        (result_i64(&first), result_i64(&second)),
+        (1, 2),
+        "the same instance served both"
+    );
+    assert_eq!(first.instance_id, second.instance_id);
+    assert_eq!(server.host.tasks().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn force_new_instance_runs_on_a_fresh_instance_of_the_same_task() {
+    let server = TestServer::start().await;
+    let first = server
+        .invoke(new_task("ctr", Artifact::Counter, "next"))
+        .await
+        .unwrap();
+    let mut again = new_task("ctr", Artifact::Counter, "next");
+    again.force_new_instance = true;
+    let fresh = server.invoke(again).await.unwrap();
+    assert_eq!(first.task_id, fresh.task_id);
+    assert_ne!(first.instance_id, fresh.instance_id);
+    assert_eq!(
+        result_i64(&fresh),
+        1,
+        "a fresh instance starts counting at 1"
+    );
+
+    let mut existing_fresh = existing(&first.task_id, "next");
+    existing_fresh.force_new_instance = true;
+    assert_eq!(result_i64(&server.invoke(existing_fresh).await.unwrap()), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn existing_task_is_found_by_id() {
+    let server = TestServer::start().await;
+    let created = server
+        .invoke(new_task("ctr", Artifact::Counter, "next"))
+        .await
+        .unwrap();
+    let resp = server
+        .invoke(existing(&created.task_id, "next"))
+        .await
+        .unwrap();
+    assert_eq!(resp.task_id, created.task_id);
+    assert_eq!(result_i64(&resp), 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_task_is_not_found_unless_creation_is_asked_for() {
+    let server = TestServer::start().await;
+    let err = server
+        .invoke(existing("no-such-task", "next"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(kind(&err), "task_not_found");
+    assert!(err.message().contains("no-such-task"), "{}", err.message());
+
+    let mut no_spec = existing("no-such-task", "next");
+    no_spec.create_if_not_exists = true;
+    let err = server.invoke(no_spec).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(kind(&err), "artifact_spec_required");
+
+    let mut create = existing("my-counter", "next");
+    create.create_if_not_exists = true;
+    create.artifact_spec = Some(spec(Artifact::Counter));
+    let resp = server.invoke(create).await.unwrap();
+    assert_eq!(resp.task_id, "my-counter", "created under the requested id");
+    assert_eq!(result_i64(&resp), 1);
+    assert_eq!(
+        result_i64(&server.invoke(existing("my-counter", "next")).await.unwrap()),
+        2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_validation_error_names_its_field() {
+    let server = TestServer::start().await;
+    let base = new_task("v", Artifact::Echo, "upper");
+    let cases: Vec<(pb::InvokeFunctionRequest, &str)> = vec![
+        (
+            pb::InvokeFunctionRequest {
+                invocation_type: 0,
+                ..base.clone()
+            },
+            "invocation_type",
+        ),
+        (
+            pb::InvokeFunctionRequest {
+                invocation_type: 99,
+                ..base.clone()
+            },
+            "invocation_type",
+        ),
+        (
+            pb::InvokeFunctionRequest {
+                task_name: String::new(),
+                ..base.clone()
+            },
+            "task_name is required",
+        ),
+        (
+            pb::InvokeFunctionRequest {
+                artifact_spec: None,
+                ..base.clone()
+            },
+            "artifact_spec is required",
+        ),
+        (
+            pb::InvokeFunctionRequest {
+                function_name: String::new(),
+                ..base.clone()
+            },
+            "function_name is required",
+        ),
+        (existing("", "upper"), "task_id is required"),
+        (
+            pb::InvokeFunctionRequest {
+                execution_mode: 0,
+                ..base.clone()
+            },
+            "execution_mode",
+        ),
+        (with_context(base.clone(), -1, 0), "timeout_ms"),
+    ];
+    for (req, expected) in cases {
+        let err = server.invoke(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{expected}: {err:?}");
+        assert!(
+            err.message().contains(expected),
+            "{expected}: {}",
+            err.message()
+        );
+    }
+
+    let stream_mode = pb::InvokeFunctionRequest {
+        execution_mode: pb::ExecutionMode::Stream.into(),
+        ..base.clone()
+    };
+    let err = server.invoke(stream_mode).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("StreamFunction"),
+        "{}",
+        err.message()
+    );
+
+    let mut missing_value = base.clone();
+    missing_value.parameters = vec![pb::FunctionParameter {
+        name: "input".into(),
+        required: true,
+        ..Default::default()
+    }];
+    let err = server.invoke(missing_value).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(kind(&err), "missing_parameter");
+    assert!(
+        server.host.tasks().is_empty(),
+        "no request above created anything"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refused_artifacts_map_to_their_codes() {
+    let server = TestServer::start_with(|c| c.artifacts.roots = vec![std::env::temp_dir()]).await;
+    let err = server
+        .invoke(new_task("outside", Artifact::Echo, "echo"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    server.stop().await;
+
+    let server = TestServer::start().await;
+    let mut bad = new_task("bad", Artifact::BadVersion, "x");
+    bad.artifact_spec.as_mut().unwrap().artifact_type = String::new();
+    let err = server.invoke(bad).await.unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::FailedPrecondition, "incompatible_sdk")
+    );
+
+    let mut wasm = new_task("wasm", Artifact::Echo, "echo");
+    wasm.artifact_spec.as_mut().unwrap().artifact_type = "wasm".into();
+    let err = server.invoke(wasm).await.unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::InvalidArgument, "unsupported_artifact_type")
+    );
+
+    let mut mismatch = new_task("mm", Artifact::Echo, "echo");
+    mismatch.artifact_spec.as_mut().unwrap().checksum = "00".repeat(32);
+    let err = server.invoke(mismatch).await.unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::FailedPrecondition, "checksum_mismatch")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_function_is_not_found_and_a_plugin_error_is_a_failed_result() {
+    let server = TestServer::start().await;
+    let err = server
+        .invoke(new_task("math", Artifact::Math, "multiply"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("add, divide"), "{}", err.message());
+
+    let req = with_params(
+        new_task("math", Artifact::Math, "divide"),
+        &[("a", any_f64(1.0)), ("b", any_f64(0.0))],
+    );
+    let resp = server.invoke(req).await.unwrap();
+    assert!(!resp.success);
+    let result = resp.result.unwrap();
+    assert_eq!(result.status, pb::ExecutionStatus::Failed as i32);
+    assert_eq!(result.error_code, "division_by_zero");
+    assert!(result.error_message.contains("zero"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn values_cross_as_well_known_wrappers() {
+    let server = TestServer::start().await;
+    for value in [
+        any_str("héllo"),
+        any_i64(-9),
+        any_f64(0.25),
+        any_bool(true),
+        any_bytes(&[0, 1, 2]),
+    ] {
+        let resp = server
+            .invoke(with_params(
+                new_task("echo", Artifact::Echo, "echo"),
+                &[("input", value.clone())],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(resp.result.unwrap().result.unwrap(), value);
+    }
+    // Narrower integers widen to Int64Value; unknown messages pass raw.
+    let resp = server
+        .invoke(with_params(
+            new_task("echo", Artifact::Echo, "echo"),
+            &[("input", any_i32(7))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result_i64(&resp), 7);
+    let raw = prost_types::Any {
+        type_url: "type.googleapis.com/acme.Point".into(),
+        value: vec![8, 3, 16, 4],
+    };
+    let resp = server
+        .invoke(with_params(
+            new_task("echo", Artifact::Echo, "echo"),
+            &[("input", raw.clone())],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.result.unwrap().result.unwrap(), raw);
+    let resp = server
+        .invoke(with_params(
+            new_task("echo", Artifact::Echo, "upper"),
+            &[("input", any_str("abc"))],
+        ))
+        .await
+        .unwrap();
+    let out = resp.result.unwrap().result.unwrap();
+    assert_eq!(String::decode(out.value.as_slice()).unwrap(), "ABC");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_new_task_requests_create_one_task() {
+    let server = TestServer::start().await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = server.client.clone();
+            tokio::spawn(async move {
+                client
+                    .invoke_function(new_task("once", Artifact::Echo, "nop"))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        ids.push(call.await.unwrap().unwrap().into_inner().task_id);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(server.host.tasks().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_answers_resource_exhausted_at_the_deadline() {
+    let server = TestServer::start().await;
+    let hold = with_metadata(
+        with_params(
+            new_task("one", Artifact::Sleepy, "sleep"),
+            &[("ms", any_i64(600_000))],
+        ),
+        &[("spearlet.pool.max", "1")],
+    );
+    let hold = pb::InvokeFunctionRequest {
+        execution_mode: pb::ExecutionMode::Async.into(),
+        ..hold
+    };
+    let accepted = server.invoke(hold).await.unwrap();
+    assert_eq!(status_of(&accepted), pb::ExecutionStatus::Pending);
+    // Wait (without sleeping) until the long call holds the only instance.
+    while server
+        .host
+        .execution(&accepted.execution_id)
+        .unwrap()
+        .status
+        != spearlet::exec::ExecutionStatus::Running
+    {
+        tokio::task::yield_now().await;
+    }
+    let blocked = with_context(
+        with_params(existing(&accepted.task_id, "sleep"), &[("ms", any_i64(1))]),
+        200,
+        0,
+    );
+    let err = server.invoke(blocked).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(kind(&err), "pool_exhausted");
+    let (cancelled, _) = server.host.cancel(&accepted.execution_id, false).unwrap();
+    assert!(cancelled);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panic_is_a_failed_result_and_the_server_keeps_serving() {
+    let server = TestServer::start().await;
+    let resp = server
+        .invoke(new_task("faulty", Artifact::Faulty, "panic"))
+        .await
+        .unwrap();
+    assert!(!resp.success);
+    let result = resp.result.unwrap();
+    assert_eq!(result.status, pb::ExecutionStatus::Failed as i32);
+    assert_eq!(result.error_code, "panic");
+    let ok = server
+        .invoke(with_params(
+            new_task("faulty", Artifact::Faulty, "flaky"),
+            &[("fail_times", any_i64(0))],
+        ))
+        .await
+        .unwrap();
+    assert!(ok.success, "{}", ok.message);
+    assert_eq!(
+        server
+            .host
+            .task(&ok.task_id)
+            .unwrap()
+            .pool
+            .stats()
+            .discarded,
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_sync_call_past_its_deadline_is_deadline_exceeded() {
+    let server = TestServer::start().await;
+    let req = with_context(
+        with_params(
+            new_task("sleepy", Artifact::Sleepy, "sleep"),
+            &[("ms", any_i64(60_000))],
+        ),
+        100,
+        0,
+    );
+    let err = server.invoke(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn tasks_are_listed_in_pages_fetched_and_deleted() {
+    let server = TestServer::start().await;
+    for name in ["job-a", "job-b", "job-c", "other"] {
+        server
+            .invoke(new_task(name, Artifact::Echo, "nop"))
+            .await
+            .unwrap();
+    }
+    let mut client = server.client.clone();
+    let page = client
+        .list_tasks(pb::ListTasksRequest {
+            prefix: "job-".into(),
+            limit: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = page.tasks.iter().map(|t| t.task_name.as_str()).collect();
+    assert_eq!(names, ["job-a", "job-b"]);
+    assert!(page.has_more);
+    let rest = client
+        .list_tasks(pb::ListTasksRequest {
+            prefix: "job-".into(),
+            limit: 2,
+            start_after: page.next_start_after.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rest.tasks
+            .iter()
+            .map(|t| t.task_name.as_str())
+            .collect::<Vec<_>>(),
+        ["job-c"]
+    );
+    assert!(!rest.has_more);
+
+    let target = page.tasks[0].task_id.clone();
+    let got = client
+        .get_task(pb::GetTaskRequest {
+            task_id: target.clone(),
+            include_executions: true,
+            execution_limit: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(got.found);
+    let info = got.task.unwrap();
+    assert_eq!(
+        (info.execution_count, info.last_status),
+        (1, pb::ExecutionStatus::Completed as i32)
+    );
+    assert_eq!(got.executions.len(), 1);
+    assert_eq!(got.executions[0].function_name, "nop");
+
+    let digest = server.host.task(&target).unwrap().plugin.digest();
+    let deleted = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: target.clone(),
+            force: false,
+            cleanup_executions: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.success && deleted.deleted);
+    assert_eq!(deleted.cleaned_executions, 1);
+    let err = server.invoke(existing(&target, "nop")).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(
+        spearlet::loader::Plugin::already_loaded(&digest).is_some(),
+        "the artifact stays loaded"
+    );
+    let missing = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: target,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_task_is_deleted_only_with_force() {
+    let server = TestServer::start().await;
+    let hold = pb::InvokeFunctionRequest {
+        execution_mode: pb::ExecutionMode::Async.into(),
+        ..with_params(
+            new_task("busy", Artifact::Sleepy, "sleep"),
+            &[("ms", any_i64(600_000))],
+        )
+    };
+    let accepted = server.invoke(hold).await.unwrap();
+    while server
+        .host
+        .execution(&accepted.execution_id)
+        .unwrap()
+        .status
+        != spearlet::exec::ExecutionStatus::Running
+    {
+        tokio::task::yield_now().await;
+    }
+    let mut client = server.client.clone();
+    let err = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: accepted.task_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::FailedPrecondition, "task_busy")
+    );
+    let forced = client
+        .delete_task(pb::DeleteTaskRequest {
+            task_id: accepted.task_id.clone(),
+            force: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(forced.deleted);
+    // The running call was asked to stop; it ends cancelled once the plugin returns.
+    let record = server.host.execution(&accepted.execution_id).unwrap();
+    assert_eq!(server.host.tasks().len(), 0);
+    let _ = record;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn executions_are_listed_in_pages_and_filtered_by_status() {
+    let server = TestServer::start().await;
+    let math = |a: f64, b: f64| {
+        with_params(
+            new_task("math", Artifact::Math, "divide"),
+            &[("a", any_f64(a)), ("b", any_f64(b))],
+        )
+    };
+    for (a, b) in [(1.0, 1.0), (1.0, 0.0), (2.0, 1.0), (3.0, 0.0), (4.0, 1.0)] {
+        server.invoke(math(a, b)).await.unwrap();
+    }
+    let mut client = server.client.clone();
+    let first = client
+        .list_executions(pb::ListExecutionsRequest {
+            limit: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.executions.len(), 3);
+    assert!(first.has_more);
+    let rest = client
+        .list_executions(pb::ListExecutionsRequest {
+            limit: 3,
+            start_after: first.next_start_after,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.executions.len(), 2);
+    assert!(!rest.has_more);
+    let failed = client
+        .list_executions(pb::ListExecutionsRequest {
+            status_filter: pb::ExecutionStatus::Failed.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(failed.executions.len(), 2);
+    assert!(failed
+        .executions
+        .iter()
+        .all(|e| e.error_message.contains("zero")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_stats_and_the_standard_services_answer() {
+    let server = TestServer::start().await;
+    server
+        .invoke(new_task("echo", Artifact::Echo, "nop"))
+        .await
+        .unwrap();
+    let mut client = server.client.clone();
+    let health = client
+        .get_health(pb::GetHealthRequest {
+            include_details: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, "healthy");
+    let details = health.details.unwrap();
+    assert_eq!((details.active_tasks, details.total_executions), (1, 1));
+
+    let stats = client
+        .get_stats(pb::GetStatsRequest {
+            include_task_stats: true,
+            include_execution_stats: true,
+            time_range_hours: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.service_stats.unwrap().total_tasks, 1);
+    let exec = stats.execution_stats.unwrap();
+    assert_eq!(exec.completed_executions, 1);
+    assert_eq!(exec.executions_by_function.get("nop"), Some(&1));
+    assert_eq!(
+        stats.task_stats.unwrap().tasks_by_type.get("echo"),
+        Some(&1)
+    );
+
+    let channel = tonic::transport::Channel::from_shared(server.channel_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc_health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let serving = grpc_health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "spearlet.FunctionService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply: {reply:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"spearlet.FunctionService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    server.stop().await;
+}
