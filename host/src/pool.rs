@@ -43,6 +43,7 @@ struct Shared {
     next_id: AtomicU64,
     closed: AtomicBool,
     discarded: AtomicU64,
+    quarantined: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -63,6 +64,9 @@ pub struct PoolStats {
     pub busy: usize,
     /// Instances discarded after a panic.
     pub discarded: u64,
+    /// Instances still running a call that was abandoned (timed out or
+    /// force-cancelled); they no longer count against the maximum.
+    pub quarantined: usize,
     /// The pool's limits.
     pub limits: PoolLimits,
 }
@@ -74,7 +78,35 @@ pub struct Lease {
     instance: Option<PluginInstance>,
     id: String,
     shared: Arc<Shared>,
-    _permit: OwnedSemaphorePermit,
+    permit: Slot,
+}
+
+/// The lease's claim on pool capacity, which an abandoned call gives up early.
+type Slot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+
+/// Lets the side waiting for a call give its capacity back if it stops
+/// waiting (see [`Quarantine::quarantine`]).
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    permit: Slot,
+    shared: Arc<Shared>,
+}
+
+impl Quarantine {
+    /// The call is abandoned but its instance is still busy: release its slot
+    /// so the pool can make a replacement, and count the instance as
+    /// quarantined until its call returns.
+    pub fn quarantine(&self) {
+        let released = self
+            .permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if released.is_some() {
+            self.shared.quarantined.fetch_add(1, Ordering::AcqRel);
+            tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");
+        }
+    }
 }
 
 impl InstancePool {
@@ -106,6 +138,7 @@ impl InstancePool {
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 discarded: AtomicU64::new(0),
+                quarantined: AtomicUsize::new(0),
             }),
         };
         for _ in 0..limits.min {
@@ -144,7 +177,9 @@ impl InstancePool {
             if let Some(idle) = self.shared.idle().pop() {
                 return Ok(self.lease(idle.instance, idle.id, permit));
             }
-        } else if self.shared.live.load(Ordering::Acquire) >= self.shared.limits.max {
+        } else if self.shared.live.load(Ordering::Acquire)
+            >= self.shared.limits.max + self.shared.quarantined.load(Ordering::Acquire)
+        {
             // Make room: a fresh instance replaces the longest-idle one.
             let oldest = {
                 let mut idle = self.shared.idle();
@@ -163,7 +198,7 @@ impl InstancePool {
             instance: Some(instance),
             id,
             shared: Arc::clone(&self.shared),
-            _permit: permit,
+            permit: Arc::new(Mutex::new(Some(permit))),
         }
     }
 
@@ -219,8 +254,10 @@ impl InstancePool {
         PoolStats {
             idle,
             live: self.shared.live.load(Ordering::Acquire),
-            busy: self.shared.limits.max - self.shared.permits.available_permits(),
+            busy: self.shared.limits.max - self.shared.permits.available_permits()
+                + self.shared.quarantined.load(Ordering::Acquire),
             discarded: self.shared.discarded.load(Ordering::Relaxed),
+            quarantined: self.shared.quarantined.load(Ordering::Acquire),
             limits: self.shared.limits,
         }
     }
@@ -230,6 +267,14 @@ impl Lease {
     /// The instance's id (`<task id>-<n>`).
     pub fn instance_id(&self) -> &str {
         &self.id
+    }
+
+    /// A handle to give this lease's capacity back early.
+    pub fn quarantine_handle(&self) -> Quarantine {
+        Quarantine {
+            permit: Arc::clone(&self.permit),
+            shared: Arc::clone(&self.shared),
+        }
     }
 
     /// Calls `function` on the leased instance, on this thread.
@@ -250,10 +295,23 @@ impl Drop for Lease {
         let Some(instance) = self.instance.take() else {
             return;
         };
+        let permit = self
+            .permit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let was_quarantined = permit.is_none();
+        if was_quarantined {
+            self.shared.quarantined.fetch_sub(1, Ordering::AcqRel);
+        }
         if instance.is_poisoned() {
             self.shared.discarded.fetch_add(1, Ordering::Relaxed);
             self.shared.destroy(instance);
-        } else if self.shared.closed.load(Ordering::Acquire) {
+        } else if self.shared.closed.load(Ordering::Acquire)
+            || (was_quarantined
+                && self.shared.live.load(Ordering::Acquire) > self.shared.limits.max)
+        {
+            // A quarantined instance whose replacement exists is surplus.
             self.shared.destroy(instance);
         } else {
             self.shared.idle().push(Idle {

@@ -20,6 +20,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("fixture-bad-layout", "fixture_bad_layout"),
     ("fixture-no-functions", "fixture_no_functions"),
     ("fixture-duplicate-functions", "fixture_duplicate_functions"),
+    ("fixture-probe", "fixture_probe"),
 ];
 
 fn main() {

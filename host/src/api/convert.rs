@@ -72,13 +72,15 @@ pub(super) fn invoke_request(
         Ok(pb::ExecutionMode::Sync) => ExecutionMode::Sync,
         Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
         Ok(pb::ExecutionMode::Stream) => ExecutionMode::Stream,
-        _ => return Err(invalid(
-            "execution_mode",
-            format!(
+        _ => {
+            return Err(invalid(
+                "execution_mode",
+                format!(
                 "execution_mode {} is not supported: use EXECUTION_MODE_SYNC, _ASYNC or _STREAM",
                 req.execution_mode
             ),
-        )),
+            ))
+        }
     };
     let params = parameters(req.parameters)?;
     let context = req.context.unwrap_or_default();

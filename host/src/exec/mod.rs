@@ -42,6 +42,8 @@ pub(crate) struct Job {
 enum Attempt {
     Done(Result<Value, Error>),
     TimedOut,
+    /// The execution was ended from outside (forced cancel) mid-call.
+    Abandoned,
 }
 
 const RETRY_BASE: Duration = Duration::from_millis(10);
@@ -99,6 +101,7 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
                 record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
                 break ExecutionStatus::Cancelled;
             }
+            Attempt::Abandoned => break record.status(),
             Attempt::Done(Ok(value)) => {
                 record.finish(ExecutionStatus::Completed, Some(value), None);
                 break ExecutionStatus::Completed;
@@ -132,9 +135,11 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
     status
 }
 
-/// One attempt on `lease`, on a blocking thread. On timeout the thread runs
-/// on; the instance returns to the pool when the plugin returns.
+/// One attempt on `lease`, on a blocking thread. If the wait is abandoned
+/// (deadline, forced cancel) the thread runs on: the instance is quarantined
+/// and rejoins the pool only when the plugin returns.
 async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
+    let quarantine = lease.quarantine_handle();
     let job_for_call = Arc::clone(job);
     let call = tokio::task::spawn_blocking(move || {
         let job = job_for_call;
@@ -155,12 +160,23 @@ async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
         };
         lease.call(job.function, &request)
     });
-    let joined = match job.deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline.into(), call).await {
-            Ok(joined) => joined,
-            Err(_) => return Attempt::TimedOut,
-        },
-        None => call.await,
+    let deadline = async {
+        match job.deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let joined = tokio::select! {
+        joined = call => joined,
+        () = deadline => {
+            quarantine.quarantine();
+            return Attempt::TimedOut;
+        }
+        _ = job.record.finished() => {
+            // Ended from outside while running: a forced cancel.
+            quarantine.quarantine();
+            return Attempt::Abandoned;
+        }
     };
     Attempt::Done(
         joined.unwrap_or_else(|e| Err(Error::Internal(format!("the call's thread failed: {e}")))),

@@ -33,6 +33,8 @@ pub enum Artifact {
     NoFunctions,
     /// A plugin declaring one function name twice.
     DuplicateFunctions,
+    /// `context()` reports what a call carries; `spin(ms)` ignores cancellation.
+    Probe,
 }
 
 impl Artifact {
@@ -60,6 +62,7 @@ impl Artifact {
             Artifact::BadLayout => env!("SPEARLET_ARTIFACT_FIXTURE_BAD_LAYOUT"),
             Artifact::NoFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_NO_FUNCTIONS"),
             Artifact::DuplicateFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_DUPLICATE_FUNCTIONS"),
+            Artifact::Probe => env!("SPEARLET_ARTIFACT_FIXTURE_PROBE"),
         })
     }
 }

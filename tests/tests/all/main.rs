@@ -2,6 +2,7 @@
 
 mod abi_conformance;
 mod artifacts;
+mod execution;
 mod function_service;
 mod grpc_util;
 mod helpers;

@@ -1,0 +1,551 @@
+//! The execution engine end to end: async status transitions, streaming,
+//! cancellation, timeouts, retries, idempotency, record bounds, limits.
+
+use std::time::Duration;
+
+use prost::Message;
+use spearlet::exec::ExecutionStatus;
+use spearlet_proto::spearlet as pb;
+use spearlet_test_artifacts::Artifact;
+use tokio::sync::mpsc;
+use tonic::Code;
+
+use crate::grpc_util::*;
+
+fn asynchronous(mut req: pb::InvokeFunctionRequest) -> pb::InvokeFunctionRequest {
+    req.execution_mode = pb::ExecutionMode::Async.into();
+    req
+}
+
+/// Waits (yielding, never sleeping) until the execution reaches `status`.
+async fn until(server: &TestServer, id: &str, status: ExecutionStatus) {
+    loop {
+        let now = server.host.execution(id).unwrap().status;
+        if now == status {
+            return;
+        }
+        assert!(
+            !now.is_final() || !status.is_final() || now == status,
+            "{id} ended {now}, expected {status}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn until_final(server: &TestServer, id: &str) -> spearlet::exec::ExecutionSnapshot {
+    loop {
+        let e = server.host.execution(id).unwrap();
+        if e.status.is_final() {
+            return e;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn status_rpc(server: &TestServer, id: &str) -> pb::GetExecutionStatusResponse {
+    server
+        .client
+        .clone()
+        .get_execution_status(pb::GetExecutionStatusRequest {
+            execution_id: id.into(),
+            include_result: true,
+            include_logs: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn sleep_req(name: &str, ms: i64) -> pb::InvokeFunctionRequest {
+    with_params(
+        new_task(name, Artifact::Sleepy, "sleep"),
+        &[("ms", any_i64(ms))],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_executions_go_pending_running_completed_with_result_and_logs() {
+    let server = TestServer::start().await;
+    let accepted = server
+        .invoke(asynchronous(sleep_req("z", 5)))
+        .await
+        .unwrap();
+    assert!(accepted.success);
+    assert_eq!(status_of(&accepted), pb::ExecutionStatus::Pending);
+    assert!(accepted.status_endpoint.contains(&accepted.execution_id));
+    let done = until_final(&server, &accepted.execution_id).await;
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    let reply = status_rpc(&server, &accepted.execution_id).await;
+    assert!(reply.found);
+    let result = reply.result.unwrap();
+    assert_eq!(result.status, pb::ExecutionStatus::Completed as i32);
+    assert_eq!(
+        String::decode(result.result.unwrap().value.as_slice()).unwrap(),
+        "slept 5 ms"
+    );
+    assert_eq!(reply.logs, ["INFO sleeping 5 ms"]);
+    let missing = status_rpc(&server, "no-such-execution").await;
+    assert!(!missing.found);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_estimate_comes_from_recent_run_times() {
+    let server = TestServer::start().await;
+    for _ in 0..3 {
+        server.invoke(sleep_req("z", 20)).await.unwrap();
+    }
+    let accepted = server
+        .invoke(asynchronous(sleep_req("z", 20)))
+        .await
+        .unwrap();
+    assert!(
+        accepted.estimated_completion_ms >= 20,
+        "{}",
+        accepted.estimated_completion_ms
+    );
+    until_final(&server, &accepted.execution_id).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_execution_is_cancelled_when_the_plugin_stops() {
+    let server = TestServer::start().await;
+    let accepted = server
+        .invoke(asynchronous(sleep_req("z", 600_000)))
+        .await
+        .unwrap();
+    until(&server, &accepted.execution_id, ExecutionStatus::Running).await;
+    let mut client = server.client.clone();
+    let reply = client
+        .cancel_execution(pb::CancelExecutionRequest {
+            execution_id: accepted.execution_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.success);
+    let done = until_final(&server, &accepted.execution_id).await;
+    assert_eq!(done.status, ExecutionStatus::Cancelled);
+    assert!(
+        done.logs
+            .iter()
+            .any(|l| l.starts_with("WARN stopped after")),
+        "{:?}",
+        done.logs
+    );
+
+    let again = client
+        .cancel_execution(pb::CancelExecutionRequest {
+            execution_id: accepted.execution_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!again.success, "already finished");
+    assert_eq!(again.final_status, pb::ExecutionStatus::Cancelled as i32);
+    let unknown = client
+        .cancel_execution(pb::CancelExecutionRequest {
+            execution_id: "nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_execution_is_cancelled_at_once() {
+    let server = TestServer::start().await;
+    let hold = with_metadata(sleep_req("one", 600_000), &[("spearlet.pool.max", "1")]);
+    let first = server.invoke(asynchronous(hold)).await.unwrap();
+    until(&server, &first.execution_id, ExecutionStatus::Running).await;
+    let queued = server
+        .invoke(asynchronous(sleep_req("one", 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        server.host.execution(&queued.execution_id).unwrap().status,
+        ExecutionStatus::Pending
+    );
+    let (ok, status) = server.host.cancel(&queued.execution_id, false).unwrap();
+    assert!(ok);
+    assert_eq!(status, ExecutionStatus::Cancelled);
+    server.host.cancel(&first.execution_id, false).unwrap();
+    until_final(&server, &first.execution_id).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_cancel_ends_at_once_and_quarantines_the_busy_instance() {
+    let server = TestServer::start().await;
+    let spin = |ms: i64| {
+        with_metadata(
+            with_params(
+                new_task("stubborn", Artifact::Probe, "spin"),
+                &[("ms", any_i64(ms))],
+            ),
+            &[("spearlet.pool.max", "1")],
+        )
+    };
+    let stuck = server.invoke(asynchronous(spin(1_500))).await.unwrap();
+    until(&server, &stuck.execution_id, ExecutionStatus::Running).await;
+    let (ok, status) = server.host.cancel(&stuck.execution_id, true).unwrap();
+    assert!(ok);
+    assert_eq!(status, ExecutionStatus::Cancelled);
+    let task = server.host.task(&stuck.task_id).unwrap();
+    while task.pool.stats().quarantined != 1 {
+        tokio::task::yield_now().await;
+    }
+    // The pool's only slot was given back: a replacement instance serves.
+    let next = server.invoke(spin(0)).await.unwrap();
+    assert!(next.success, "{}", next.message);
+    let stuck_instance = server
+        .host
+        .execution(&stuck.execution_id)
+        .unwrap()
+        .instance_id;
+    assert_ne!(
+        next.instance_id, stuck_instance,
+        "the busy instance is not reused"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_returns_promptly_and_the_stuck_instance_is_not_reused() {
+    let server = TestServer::start().await;
+    let spin = |ms: i64| {
+        with_metadata(
+            with_params(
+                new_task("stubborn", Artifact::Probe, "spin"),
+                &[("ms", any_i64(ms))],
+            ),
+            &[("spearlet.pool.max", "1")],
+        )
+    };
+    let err = server
+        .invoke(with_context(spin(1_500), 100, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded);
+    let (executions, _) = server.host.executions(&Default::default());
+    let timed_out = &executions[0];
+    assert_eq!(timed_out.status, ExecutionStatus::Timeout);
+    let next = server.invoke(spin(0)).await.unwrap();
+    assert!(next.success);
+    assert_ne!(next.instance_id, timed_out.instance_id);
+    assert_eq!(
+        server
+            .host
+            .task(&next.task_id)
+            .unwrap()
+            .pool
+            .stats()
+            .quarantined,
+        1
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retriable_failures_are_retried_within_max_retries() {
+    let server = TestServer::start().await;
+    let flaky = |fail: i64, retries: i32| {
+        with_context(
+            with_params(
+                new_task(
+                    &format!("flaky-{fail}-{retries}"),
+                    Artifact::Faulty,
+                    "flaky",
+                ),
+                &[("fail_times", any_i64(fail))],
+            ),
+            0,
+            retries,
+        )
+    };
+    let ok = server.invoke(flaky(2, 2)).await.unwrap();
+    assert!(ok.success, "{}", ok.message);
+    assert_eq!(ok.result.unwrap().metrics["attempts"], "3");
+
+    let exhausted = server.invoke(flaky(3, 2)).await.unwrap();
+    assert!(!exhausted.success);
+    let result = exhausted.result.unwrap();
+    assert_eq!(
+        (
+            result.error_code.as_str(),
+            result.metrics["attempts"].as_str()
+        ),
+        ("flaky", "3")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_retriable_error_is_not_retried() {
+    let server = TestServer::start().await;
+    let req = with_context(
+        with_params(
+            new_task("math", Artifact::Math, "divide"),
+            &[("a", any_f64(1.0)), ("b", any_f64(0.0))],
+        ),
+        0,
+        5,
+    );
+    let resp = server.invoke(req).await.unwrap();
+    assert_eq!(resp.result.unwrap().metrics["attempts"], "1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_panic_is_retried_on_a_fresh_instance() {
+    let server = TestServer::start().await;
+    let resp = server
+        .invoke(with_context(
+            new_task("faulty", Artifact::Faulty, "panic"),
+            0,
+            1,
+        ))
+        .await
+        .unwrap();
+    let result = resp.result.unwrap();
+    assert_eq!(
+        (
+            result.error_code.as_str(),
+            result.metrics["attempts"].as_str()
+        ),
+        ("panic", "2")
+    );
+    assert_eq!(
+        server
+            .host
+            .task(&resp.task_id)
+            .unwrap()
+            .pool
+            .stats()
+            .discarded,
+        2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_execution_id_names_one_execution() {
+    let server = TestServer::start().await;
+    let mut req = new_task("ctr", Artifact::Counter, "next");
+    req.execution_id = Some("exec-once".into());
+    let first = server.invoke(req.clone()).await.unwrap();
+    let repeat = server.invoke(req).await.unwrap();
+    assert_eq!(first.execution_id, "exec-once");
+    assert_eq!(
+        (result_i64(&first), result_i64(&repeat)),
+        (1, 1),
+        "not run again"
+    );
+    let mut by_context = new_task("ctr", Artifact::Counter, "next");
+    by_context.context = Some(pb::ExecutionContext {
+        execution_id: "exec-once".into(),
+        ..Default::default()
+    });
+    assert_eq!(result_i64(&server.invoke(by_context).await.unwrap()), 1);
+    assert_eq!(
+        result_i64(
+            &server
+                .invoke(new_task("ctr", Artifact::Counter, "next"))
+                .await
+                .unwrap()
+        ),
+        2
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn environment_and_headers_reach_the_plugin() {
+    let server = TestServer::start().await;
+    let mut req = new_task("probe", Artifact::Probe, "context");
+    req.execution_id = Some("exec-ctx".into());
+    req.context = Some(pb::ExecutionContext {
+        environment: [("REGION".to_owned(), "eu-west".to_owned())].into(),
+        headers: [("X-Trace".to_owned(), "t-42".to_owned())].into(),
+        ..Default::default()
+    });
+    let resp = server.invoke(req).await.unwrap();
+    let text = String::decode(resp.result.unwrap().result.unwrap().value.as_slice()).unwrap();
+    assert_eq!(text, "execution=exec-ctx region=eu-west trace=t-42");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn records_are_evicted_by_count_and_by_age() {
+    let server = TestServer::start_with(|c| c.executions.max_records = 2).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            server
+                .invoke(new_task("e", Artifact::Echo, "nop"))
+                .await
+                .unwrap()
+                .execution_id,
+        );
+    }
+    assert!(!status_rpc(&server, &ids[0]).await.found);
+    assert!(status_rpc(&server, &ids[2]).await.found);
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.executions.record_ttl = Duration::ZERO).await;
+    let id = server
+        .invoke(new_task("e", Artifact::Echo, "nop"))
+        .await
+        .unwrap()
+        .execution_id;
+    assert!(!status_rpc(&server, &id).await.found);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_async_executions_are_bounded() {
+    let server = TestServer::start_with(|c| c.executions.max_pending = 1).await;
+    let first = server
+        .invoke(asynchronous(sleep_req("z", 600_000)))
+        .await
+        .unwrap();
+    let err = server
+        .invoke(asynchronous(sleep_req("z", 1)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::ResourceExhausted, "too_many_pending")
+    );
+    server.host.cancel(&first.execution_id, false).unwrap();
+    until_final(&server, &first.execution_id).await;
+    server.stop().await;
+}
+
+async fn stream_messages(
+    server: &TestServer,
+    req: pb::InvokeFunctionRequest,
+) -> Vec<pb::StreamExecutionResult> {
+    let mut stream = server
+        .client
+        .clone()
+        .stream_function(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+#[tokio::test]
+async fn stream_function_streams_chunks_in_order_then_a_final_message() {
+    let server = TestServer::start().await;
+    let req = with_params(
+        new_task("s", Artifact::Stream, "count"),
+        &[("n", any_i64(100))],
+    );
+    let messages = stream_messages(&server, req).await;
+    assert_eq!(messages.len(), 101);
+    for (i, m) in messages[..100].iter().enumerate() {
+        assert!(!m.is_final);
+        assert_eq!(
+            i64::decode(m.chunk_data.as_ref().unwrap().value.as_slice()).unwrap(),
+            i as i64
+        );
+    }
+    let last = &messages[100];
+    assert!(last.is_final);
+    assert_eq!(last.status, pb::ExecutionStatus::Completed as i32);
+
+    // A unary function's result is the final message.
+    let unary = with_params(
+        new_task("m", Artifact::Math, "add"),
+        &[("a", any_i64(1)), ("b", any_i64(2))],
+    );
+    let messages = stream_messages(&server, unary).await;
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].is_final);
+    assert_eq!(
+        i64::decode(messages[0].chunk_data.as_ref().unwrap().value.as_slice()).unwrap(),
+        3
+    );
+
+    // Errors arrive on the final message too.
+    let bad = with_params(
+        new_task("s", Artifact::Stream, "count"),
+        &[("n", any_i64(-1))],
+    );
+    let messages = stream_messages(&server, bad).await;
+    assert_eq!(
+        messages.last().unwrap().status,
+        pb::ExecutionStatus::Failed as i32
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_holds_the_plugin_back() {
+    // In-process, with a two-chunk buffer: every chunk still arrives, in
+    // order, so the plugin must have waited for the consumer each time the
+    // buffer was full rather than dropping or piling up chunks.
+    let server = TestServer::start().await;
+    let host = server.host.clone();
+    let (tx, mut rx) = mpsc::channel(2);
+    let spec = spearlet::artifact::ArtifactSpec::at(Artifact::Stream.path().to_str().unwrap());
+    let request = spearlet::invoke::InvokeRequest::new(
+        spearlet::invoke::Target::NewTask {
+            name: "s".into(),
+            description: String::new(),
+            artifact: spec,
+        },
+        "count",
+    )
+    .param("n", spearlet::Value::I64(5_000));
+    let run = tokio::spawn(async move { host.stream(request, tx).await });
+    let mut next = 0;
+    while let Some(chunk) = rx.recv().await {
+        assert!(rx.len() <= 2);
+        assert_eq!(chunk, spearlet::Value::I64(next));
+        next += 1;
+        if next % 1000 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert_eq!(next, 5_000);
+    assert_eq!(
+        run.await.unwrap().unwrap().execution.status,
+        ExecutionStatus::Completed
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_disconnects_cancels_the_stream() {
+    let server = TestServer::start().await;
+    let mut req = with_params(
+        new_task("s", Artifact::Stream, "count"),
+        &[("n", any_i64(i64::MAX))],
+    );
+    req.execution_id = Some("stream-gone".into());
+    let mut stream = server
+        .client
+        .clone()
+        .stream_function(req)
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.execution_id, "stream-gone");
+    drop(stream);
+    let done = until_final(&server, "stream-gone").await;
+    assert_eq!(done.status, ExecutionStatus::Cancelled);
+    server.stop().await;
+}
