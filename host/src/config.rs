@@ -146,6 +146,7 @@ pub struct ArtifactConfig {
     pub download_timeout: Duration,
     /// Base URL of the SMS HTTP API, for `sms+file://ID` / `smsfile://ID`
     /// locations (`GET {sms_http}/api/v1/files/{ID}`). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sms_http: Option<Url>,
 }
 

@@ -182,3 +182,239 @@ fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
     );
     runtime.block_on(server.stop());
 }
+
+/// `spearlet serve` as a child process, stopped with SIGINT on drop.
+struct Served {
+    child: std::process::Child,
+    endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Served {
+    fn start(extra_config: &str) -> Served {
+        use std::io::{BufRead, BufReader};
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("spearlet.toml");
+        let root = Artifact::Echo.path().parent().unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[artifacts]\nroots = [{:?}]\n{extra_config}",
+                data.path().join("state"),
+                root
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").unwrap();
+        let addr = first.rsplit(' ').next().unwrap().to_owned();
+        assert!(first.contains("listening on"), "{first}");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Served {
+            child,
+            endpoint: format!("http://{addr}"),
+            _data: data,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--endpoint", &self.endpoint];
+        all.extend_from_slice(args);
+        spearlet(&all)
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    /// A test that failed half-way must not leave a server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn serve_and_the_client_commands_work_together() {
+    let served = Served::start("[pool]\nmax_instances = 2\n");
+    let math = path(Artifact::Math);
+
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "math",
+        "--artifact",
+        math,
+        "add",
+        "-p",
+        "a=2",
+        "-p",
+        "b=40",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("result     42 (i64)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "math",
+        "--artifact",
+        math,
+        "divide",
+        "-p",
+        "a=1",
+        "-p",
+        "b=0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("failed: division_by_zero"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "s",
+        "--artifact",
+        path(Artifact::Stream),
+        "count",
+        "-p",
+        "n=3",
+        "--stream",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.matches("chunk ").count(), 3, "{stdout}");
+    assert!(stdout.contains("completed"), "{stdout}");
+
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "z",
+        "--artifact",
+        path(Artifact::Sleepy),
+        "sleep",
+        "-p",
+        "ms=1",
+        "--async",
+        "--execution-id",
+        "cli-async",
+    ]);
+    assert!(
+        text(&out.stdout).contains("follow     spearlet status cli-async"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = served.run(&["status", "cli-async", "--logs"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("execution  cli-async"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = served.run(&["tasks"]);
+    let stdout = text(&out.stdout);
+    for name in ["math", "s", "z"] {
+        assert!(stdout.lines().any(|l| l.starts_with(name)), "{stdout}");
+    }
+    let out = served.run(&["executions", "--status", "failed"]);
+    assert_eq!(
+        text(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("divide"))
+            .count(),
+        1
+    );
+
+    let out = served.run(&["cancel", "no-such-execution"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("NotFound"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = served.run(&["invoke", "--task-id", "missing", "next"]);
+    assert!(
+        text(&out.stderr).contains("[task_not_found]"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    assert!(served.stop().success(), "a clean shutdown on SIGINT");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[pool]\nmax_instancez = 3\n").unwrap();
+    let out = spearlet(&[
+        "serve",
+        "--check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("max_instancez"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let with_env = |value: &str| {
+        Command::new(env!("CARGO_BIN_EXE_spearlet"))
+            .args([
+                "serve",
+                "--check-config",
+                "--listen",
+                "127.0.0.1:7000",
+                "--artifact-root",
+                "/srv/plugins",
+            ])
+            .env("SPEARLET_POOL__MAX_INSTANCES", value)
+            .env("SPEARLET_ENDPOINT", "http://ignored")
+            .output()
+            .unwrap()
+    };
+    let out = with_env("many");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("invalid configuration"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = with_env("3");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let effective = text(&out.stdout);
+    assert!(effective.contains("max_instances = 3"), "{effective}");
+    assert!(
+        effective.contains("listen = \"127.0.0.1:7000\""),
+        "{effective}"
+    );
+    assert!(effective.contains("/srv/plugins"), "{effective}");
+}

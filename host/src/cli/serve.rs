@@ -29,6 +29,11 @@ pub struct ServeArgs {
     /// override it, and these flags override both.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+
+    /// Print the effective configuration (file, environment and flags
+    /// combined) as TOML and exit, without serving.
+    #[arg(long)]
+    check_config: bool,
 }
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
@@ -45,11 +50,10 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         );
         figment = figment.merge(Toml::file(file));
     }
-    figment = figment.merge(
-        Env::prefixed("SPEARLET_")
-            .split("__")
-            .filter(|key| SECTIONS.iter().any(|s| key.as_str().starts_with(s))),
-    );
+    figment = figment.merge(Env::prefixed("SPEARLET_").split("__").filter(|key| {
+        let key = key.as_str().to_ascii_lowercase();
+        SECTIONS.iter().any(|s| key.starts_with(s))
+    }));
     let mut config: Config = figment.extract().context("invalid configuration")?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -66,6 +70,13 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = load_config(args)?;
+    if args.check_config {
+        print!(
+            "{}",
+            toml::to_string_pretty(&config).context("cannot show the configuration")?
+        );
+        return Ok(());
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
