@@ -217,7 +217,9 @@ async fn every_validation_error_names_its_field() {
 
 #[tokio::test]
 async fn refused_artifacts_map_to_their_codes() {
-    let server = TestServer::start_with(|c| c.artifacts.roots = vec![std::env::temp_dir()]).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let root = elsewhere.path().to_owned();
+    let server = TestServer::start_with(|c| c.artifacts.roots = vec![root]).await;
     let err = server
         .invoke(new_task("outside", Artifact::Echo, "echo"))
         .await
