@@ -704,3 +704,64 @@ async fn health_stats_and_the_standard_services_answer() {
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pools_prewarm_their_minimum_and_reap_idle_instances_above_it() {
+    let server = TestServer::start_with(|c| c.pool.idle_timeout = std::time::Duration::ZERO).await;
+    let first = server
+        .invoke(with_metadata(
+            new_task("warm", Artifact::Counter, "next"),
+            &[("spearlet.pool.min", "3")],
+        ))
+        .await
+        .unwrap();
+    let task = server.host.task(&first.task_id).unwrap();
+    assert_eq!(task.pool.stats().live, 3, "pre-warmed to the minimum");
+    for _ in 0..2 {
+        let mut fresh = existing(&first.task_id, "next");
+        fresh.force_new_instance = true;
+        server.invoke(fresh).await.unwrap();
+    }
+    assert_eq!(task.pool.stats().live, 5);
+    assert_eq!(server.host.reap_idle(), 2);
+    let stats = task.pool.stats();
+    assert_eq!((stats.live, stats.idle), (3, 3), "the minimum stays");
+
+    let bad = with_metadata(
+        new_task("bad", Artifact::Counter, "next"),
+        &[("spearlet.pool.max", "0")],
+    );
+    let err = server.invoke(bad).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("spearlet.pool") || err.message().contains("pool limits"),
+        "{}",
+        err.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn task_config_reaches_instances() {
+    let server = TestServer::start().await;
+    let resp = server
+        .invoke(with_metadata(
+            new_task("from-ten", Artifact::Counter, "next"),
+            &[("start", "10")],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result_i64(&resp), 11);
+    let err = server
+        .invoke(with_metadata(
+            new_task("broken", Artifact::Counter, "next"),
+            &[("start", "ten")],
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::FailedPrecondition, "instance_creation")
+    );
+    server.stop().await;
+}
