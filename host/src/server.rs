@@ -5,7 +5,7 @@ use std::future::Future;
 
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::FunctionApi;
 use crate::error::{Error, Result};
@@ -35,7 +35,11 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(FunctionServiceServer::new(FunctionApi::new(host)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Small unary replies must not wait out Nagle's algorithm.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
     maintenance.abort();

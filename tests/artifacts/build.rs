@@ -52,7 +52,11 @@ fn main() {
     let mut build = nested_cargo(&workspace);
     build.arg("build").arg("--target-dir").arg(&target_root);
     if release {
-        build.arg("--release");
+        // Deployed plugins are stripped; hashing debug info would only
+        // inflate what the benchmarks measure.
+        build
+            .arg("--release")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
     }
     for (package, _) in PLUGINS {
         build.args(["-p", package]);

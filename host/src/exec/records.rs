@@ -338,8 +338,12 @@ impl ExecutionStore {
     /// The record with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
         let mut records = self.records();
-        self.evict(&mut records);
-        records.get(id).cloned()
+        let record = records.get(id)?;
+        if record.created.elapsed() >= self.ttl && record.status().is_final() {
+            records.remove(id);
+            return None;
+        }
+        Some(Arc::clone(record))
     }
 
     /// Records matching `query`, in id order, and whether more follow.
@@ -402,19 +406,23 @@ impl ExecutionStore {
 
     /// Drops finished records past their TTL, then the oldest finished ones
     /// beyond the count bound. Unfinished records are never dropped.
+    ///
+    /// Ids are time-ordered (UUIDv7), so the oldest records are at the
+    /// front: the scan stops at the first record that must stay and is young,
+    /// which keeps this O(evicted) on the hot path rather than O(records).
     fn evict(&self, records: &mut BTreeMap<String, Arc<ExecutionRecord>>) {
-        let ttl = self.ttl;
-        records.retain(|_, r| r.created.elapsed() < ttl || !r.status().is_final());
-        if records.len() <= self.max_records {
-            return;
+        let mut victims = Vec::new();
+        let mut over = records.len().saturating_sub(self.max_records);
+        for (id, r) in records.iter() {
+            let expired = r.created.elapsed() >= self.ttl;
+            if !expired && over == 0 {
+                break;
+            }
+            if r.status().is_final() {
+                victims.push(id.clone());
+                over = over.saturating_sub(1);
+            }
         }
-        let excess = records.len() - self.max_records;
-        let victims: Vec<String> = records
-            .iter()
-            .filter(|(_, r)| r.status().is_final())
-            .take(excess)
-            .map(|(id, _)| id.clone())
-            .collect();
         for id in victims {
             records.remove(&id);
         }

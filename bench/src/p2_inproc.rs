@@ -1,0 +1,97 @@
+//! P2: in process. The cost of a call through a loaded plugin's function
+//! table over a local function pointer, and a full `Host` invoke (task
+//! lookup, instance lease, call on a blocking thread, execution record).
+
+use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use spearlet::invoke::{InvokeRequest, Target};
+use spearlet::loader::{CallRequest, Plugin, PluginInstance};
+use spearlet::{Host, Value};
+use spearlet_test_artifacts::Artifact;
+
+use crate::stats::{micros, summary};
+
+pub struct P2 {
+    pub table_call_ns: f64,
+    pub local_call_ns: f64,
+    /// Per round: table call minus local call, ns.
+    pub overheads_ns: Vec<f64>,
+    /// Per block of calls: Host::invoke p50, ns.
+    pub invoke_p50s_ns: Vec<f64>,
+}
+
+fn local_nop() -> Value {
+    Value::Unit
+}
+
+pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> {
+    let plugin = Plugin::load_verified(Artifact::Echo.path(), None)?;
+    let nop = plugin.function("nop")?;
+    let mut instance = PluginInstance::new(&plugin, &[])?;
+    let cancelled = AtomicBool::new(false);
+    let request = CallRequest::new("bench", &cancelled);
+    let local: fn() -> Value = local_nop;
+    let n = if quick { 200_000 } else { 2_000_000 };
+    let (mut table, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..if quick { 5 } else { 15 } {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(instance.call(nop, black_box(&request))?);
+        }
+        table.push(start.elapsed().as_nanos() as f64 / n as f64);
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(black_box(local)());
+        }
+        direct.push(start.elapsed().as_nanos() as f64 / n as f64);
+    }
+    let overheads_ns = table.iter().zip(&direct).map(|(t, d)| t - d).collect();
+
+    let host = Host::new(crate::host_config(
+        data_dir,
+        Artifact::Echo.path().parent().unwrap(),
+    ))?;
+    let spec = spearlet::artifact::ArtifactSpec::at(Artifact::Echo.path().to_string_lossy());
+    let created = host
+        .invoke(InvokeRequest::new(
+            Target::NewTask {
+                name: "p2".into(),
+                description: String::new(),
+                artifact: spec,
+            },
+            "nop",
+        ))
+        .await?;
+    let call = InvokeRequest::new(
+        Target::ExistingTask {
+            task_id: created.task_id,
+            create_if_not_exists: false,
+            artifact: None,
+            name: String::new(),
+            description: String::new(),
+        },
+        "nop",
+    );
+    let mut latencies = Vec::new();
+    for i in 0..if quick { 20_000 } else { 200_000 } {
+        let start = Instant::now();
+        let out = host.invoke(call.clone()).await?;
+        let elapsed = start.elapsed();
+        if i >= 1_000 {
+            latencies.push(micros(elapsed) * 1000.0);
+        }
+        black_box(out);
+    }
+    let invoke_p50s_ns = latencies
+        .chunks(latencies.len().div_ceil(10).max(1))
+        .map(|block| crate::stats::percentile(block, 50.0))
+        .collect();
+    Ok(P2 {
+        table_call_ns: summary(&table).median,
+        local_call_ns: summary(&direct).median,
+        overheads_ns,
+        invoke_p50s_ns,
+    })
+}

@@ -1,0 +1,117 @@
+//! P3: creating a task from a local artifact — cold (evicted from the page
+//! cache), warm, and a second task on an already-loaded digest — and the
+//! verified plugin load against a bare `libloading` dlopen + dlsym.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use spearlet::artifact::ArtifactSpec;
+use spearlet::digest::Sha256Digest;
+use spearlet::invoke::{InvokeRequest, Target};
+use spearlet::loader::Plugin;
+use spearlet::Host;
+use spearlet_test_artifacts::Artifact;
+
+use crate::stats::{micros, summary};
+
+pub struct P3 {
+    pub cold_ms: Vec<f64>,
+    pub warm_us: Vec<f64>,
+    pub same_digest_us: Vec<f64>,
+    pub load_us: f64,
+    pub bare_load_us: f64,
+    /// Per iteration: verified load / bare dlopen.
+    pub load_ratios: Vec<f64>,
+}
+
+/// The echo plugin with `tag` appended: a new digest, a new file, loadable.
+fn variant(dir: &Path, tag: &str) -> anyhow::Result<PathBuf> {
+    let mut bytes = std::fs::read(Artifact::Echo.path())?;
+    bytes.extend_from_slice(format!("spearlet-bench:{tag}").as_bytes());
+    let path = dir.join(format!("{tag}.so"));
+    let mut f = std::fs::File::create(&path)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    Ok(path)
+}
+
+fn evict(path: &Path) -> anyhow::Result<()> {
+    let f = std::fs::File::open(path)?;
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed)?;
+    Ok(())
+}
+
+fn new_task(name: &str, path: &Path, checksum: Option<Sha256Digest>) -> InvokeRequest {
+    let spec = ArtifactSpec::at(path.to_string_lossy())
+        .with_checksum(checksum.map(|d| d.to_hex()).unwrap_or_default());
+    InvokeRequest::new(
+        Target::NewTask {
+            name: name.into(),
+            description: String::new(),
+            artifact: spec,
+        },
+        "nop",
+    )
+}
+
+pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P3> {
+    let files = tempfile::tempdir()?;
+    let host = Host::new(crate::host_config(data_dir, files.path()))?;
+    let n = if quick { 8 } else { 30 };
+    let (mut cold, mut warm, mut same, mut load, mut bare) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..n {
+        let cold_file = variant(files.path(), &format!("cold-{i}"))?;
+        evict(&cold_file)?;
+        let start = Instant::now();
+        host.invoke(new_task(&format!("cold-{i}"), &cold_file, None))
+            .await?;
+        cold.push(micros(start.elapsed()) / 1000.0);
+
+        let warm_file = variant(files.path(), &format!("warm-{i}"))?;
+        let digest = Sha256Digest::of(&std::fs::read(&warm_file)?);
+        let start = Instant::now();
+        host.invoke(new_task(&format!("warm-{i}"), &warm_file, Some(digest)))
+            .await?;
+        warm.push(micros(start.elapsed()));
+
+        let start = Instant::now();
+        host.invoke(new_task(&format!("again-{i}"), &warm_file, Some(digest)))
+            .await?;
+        same.push(micros(start.elapsed()));
+
+        // Verified load vs bare dlopen, on equal-sized fresh files (one file
+        // is loaded once per process), alternating.
+        let ours = variant(files.path(), &format!("ours-{i}"))?;
+        let theirs = variant(files.path(), &format!("bare-{i}"))?;
+        let start = Instant::now();
+        Plugin::load_verified(&ours, None)?;
+        load.push(micros(start.elapsed()));
+        let start = Instant::now();
+        bare_load(&theirs)?;
+        bare.push(micros(start.elapsed()));
+    }
+    Ok(P3 {
+        load_ratios: load.iter().zip(&bare).map(|(a, b)| a / b).collect(),
+        cold_ms: cold,
+        warm_us: warm,
+        same_digest_us: same,
+        load_us: summary(&load).median,
+        bare_load_us: summary(&bare).median,
+    })
+}
+
+/// dlopen + dlsym of the plugin's root symbol, nothing checked or hashed.
+fn bare_load(path: &Path) -> anyhow::Result<()> {
+    // SAFETY: the file is a copy of the echo sample plugin, whose
+    // initialisers are the Rust runtime's own; loading it runs no
+    // unknown code. The library is leaked, as spearlet's loader does.
+    let library = unsafe { libloading::Library::new(path)? };
+    let symbol = spear_plugin_sdk::ffi::ROOT_MODULE_SYMBOL;
+    // SAFETY: only the symbol's address is read, never dereferenced.
+    let found = unsafe { library.get::<*const u8>(symbol.as_bytes()) }.is_ok();
+    anyhow::ensure!(found, "{} has no {symbol}", path.display());
+    std::mem::forget(library);
+    Ok(())
+}
