@@ -10,6 +10,7 @@ use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
 use url::Url;
 
+use crate::backoff::full_jitter;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
@@ -50,7 +51,7 @@ pub(super) async fn download(client: &reqwest::Client, d: &Download<'_>) -> Resu
     let mut log = Vec::new();
     for attempt in 1..=d.attempts.max(1) {
         if attempt > 1 {
-            tokio::time::sleep(backoff(d.base_delay, attempt - 1)).await;
+            tokio::time::sleep(full_jitter(d.base_delay, MAX_DELAY, attempt - 1)).await;
         }
         let outcome = match tokio::time::timeout(d.timeout, attempt_once(client, d)).await {
             Ok(outcome) => outcome,
@@ -77,17 +78,6 @@ pub(super) async fn download(client: &reqwest::Client, d: &Download<'_>) -> Resu
         url: d.url.to_string(),
         attempts: log,
     })
-}
-
-/// Exponential backoff with full jitter: uniform in `[0, base * 2^(n-1)]`, capped.
-fn backoff(base: Duration, retry: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(
-            1u32.checked_shl(retry.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        )
-        .min(MAX_DELAY);
-    ceiling.mul_f64(fastrand::f64())
 }
 
 async fn attempt_once(client: &reqwest::Client, d: &Download<'_>) -> Result<Downloaded, Failure> {
@@ -160,25 +150,4 @@ fn describe(err: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_is_jittered_and_capped() {
-        let base = Duration::from_millis(100);
-        for retry in 1..=20 {
-            let ceiling = (base * 2u32.pow((retry - 1).min(20))).min(MAX_DELAY);
-            for _ in 0..50 {
-                assert!(backoff(base, retry) <= ceiling);
-            }
-        }
-        let samples: Vec<Duration> = (0..50).map(|_| backoff(base, 3)).collect();
-        assert!(
-            samples.iter().any(|s| *s != samples[0]),
-            "jitter varies the delay"
-        );
-    }
 }

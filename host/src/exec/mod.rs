@@ -13,6 +13,7 @@ pub use records::{
     ExecutionStatus, ExecutionStore,
 };
 
+use crate::backoff::full_jitter;
 use crate::error::Error;
 use crate::loader::{CallRequest, CallSink, FunctionHandle};
 use crate::pool::Lease;
@@ -122,7 +123,7 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
                 // A panicked instance is gone; the retry needs a new one anyway.
                 fresh = fresh || matches!(error, Error::PluginPanicked { .. });
                 attempt += 1;
-                let pause = backoff(attempt);
+                let pause = full_jitter(RETRY_BASE, RETRY_CAP, attempt);
                 if job.deadline.is_some_and(|d| Instant::now() + pause >= d) {
                     break fail(&record, &error);
                 }
@@ -212,17 +213,6 @@ fn cancelled_error() -> ExecutionError {
         code: "cancelled".to_owned(),
         message: "the execution was cancelled".to_owned(),
     }
-}
-
-/// Exponential backoff with full jitter.
-fn backoff(retry: u32) -> Duration {
-    let ceiling = RETRY_BASE
-        .saturating_mul(
-            1u32.checked_shl(retry.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        )
-        .min(RETRY_CAP);
-    ceiling.mul_f64(fastrand::f64())
 }
 
 /// Routes a call's log lines to its record and its chunks to the stream.
