@@ -1,0 +1,316 @@
+//! `spearlet invoke`: build an InvokeFunctionRequest from flags, print the outcome.
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use prost::Message;
+use spearlet_proto::spearlet as pb;
+use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
+use tonic::transport::Channel;
+
+use super::present::{describe_status, show_any, status_name, WRAPPER};
+use super::{connect, runtime, status_error, Endpoint};
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function to call.
+    function: String,
+
+    /// Parameters: `name=value` (the type is inferred: integer, float,
+    /// true/false, else string) or `name:type=value` with type one of
+    /// str, i64, f64, bool, bytes (`@FILE` reads the bytes from a file).
+    #[arg(short = 'p', long = "param", value_name = "NAME[:TYPE]=VALUE")]
+    params: Vec<String>,
+
+    /// Run on the task with this name, creating it from --artifact if it
+    /// does not exist (NEW_TASK).
+    #[arg(long, conflicts_with = "task_id")]
+    task_name: Option<String>,
+
+    /// Run on the task with this id (EXISTING_TASK).
+    #[arg(long)]
+    task_id: Option<String>,
+
+    /// With --task-id: create the task under that id if it does not exist.
+    #[arg(long, requires = "task_id")]
+    create: bool,
+
+    /// The plugin: a file path (made absolute) or an http(s):// URL.
+    #[arg(long, value_name = "PATH|URL")]
+    artifact: Option<String>,
+
+    /// The artifact's sha256 (required for URLs).
+    #[arg(long, value_name = "SHA256")]
+    checksum: Option<String>,
+
+    /// Return at once with an execution id (ASYNC).
+    #[arg(long = "async", conflicts_with = "stream")]
+    run_async: bool,
+
+    /// Print the chunks the function emits as they arrive (StreamFunction).
+    #[arg(long)]
+    stream: bool,
+
+    /// Time allowed for the execution, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    timeout: Option<u64>,
+
+    /// Attempts after the first, for retriable failures.
+    #[arg(long, default_value_t = 0)]
+    retries: u32,
+
+    /// Run on a new instance rather than a pooled one.
+    #[arg(long)]
+    fresh: bool,
+
+    /// Name the execution (a repeated id returns the first run's state).
+    #[arg(long)]
+    execution_id: Option<String>,
+
+    /// Environment for the call, `KEY=VALUE`; repeatable.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    environment: Vec<String>,
+
+    /// Invocation metadata, `KEY=VALUE`; repeatable. When the call creates
+    /// its task, this becomes the instances' configuration.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+}
+
+pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
+    let request = build_request(args)?;
+    runtime()?.block_on(async {
+        let mut client = connect(endpoint).await?;
+        if args.stream {
+            return stream(&mut client, request).await;
+        }
+        let reply = client
+            .invoke_function(request)
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let result = reply.result.unwrap_or_default();
+        let status = pb::ExecutionStatus::try_from(result.status).unwrap_or_default();
+        println!(
+            "execution  {}  {}  (task {}, instance {})",
+            reply.execution_id,
+            describe_status(status, result.execution_time_ms, &result),
+            reply.task_id,
+            if reply.instance_id.is_empty() {
+                "-"
+            } else {
+                &reply.instance_id
+            }
+        );
+        if let Some(value) = result.result {
+            println!("result     {}", show_any(&value));
+        }
+        if status == pb::ExecutionStatus::Pending || status == pb::ExecutionStatus::Running {
+            println!(
+                "follow     spearlet status {} (estimated {} ms)",
+                reply.execution_id, reply.estimated_completion_ms
+            );
+        }
+        Ok(if reply.success {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        })
+    })
+}
+
+async fn stream(
+    client: &mut FunctionServiceClient<Channel>,
+    request: pb::InvokeFunctionRequest,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut chunks = client
+        .stream_function(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut ok = false;
+    while let Some(message) = chunks.message().await.map_err(status_error)? {
+        if message.is_final {
+            let status = pb::ExecutionStatus::try_from(message.status).unwrap_or_default();
+            if let Some(value) = &message.chunk_data {
+                println!("result     {}", show_any(value));
+            }
+            let error = if message.error_message.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", message.error_message)
+            };
+            println!(
+                "execution  {}  {}{error}",
+                message.execution_id,
+                status_name(status)
+            );
+            ok = status == pb::ExecutionStatus::Completed;
+        } else if let Some(value) = &message.chunk_data {
+            println!("chunk      {}", show_any(value));
+        }
+    }
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest> {
+    let artifact_spec = args
+        .artifact
+        .as_deref()
+        .map(|a| -> anyhow::Result<pb::ArtifactSpec> {
+            let location = if a.contains("://") || a.starts_with('/') {
+                a.to_owned()
+            } else {
+                std::fs::canonicalize(a)
+                    .with_context(|| format!("artifact {a}"))?
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            Ok(pb::ArtifactSpec {
+                location,
+                artifact_type: "native".to_owned(),
+                checksum: args.checksum.clone().unwrap_or_default(),
+                ..Default::default()
+            })
+        })
+        .transpose()?;
+    let (invocation_type, task_name, task_id) = match (&args.task_name, &args.task_id) {
+        (Some(name), None) => (pb::InvocationType::NewTask, name.clone(), String::new()),
+        (None, Some(id)) => (pb::InvocationType::ExistingTask, String::new(), id.clone()),
+        (None, None) => bail!("name the task: --task-name NAME (with --artifact) or --task-id ID"),
+        (Some(_), Some(_)) => unreachable!("clap rejects --task-name with --task-id"),
+    };
+    let mode = if args.stream {
+        pb::ExecutionMode::Stream
+    } else if args.run_async {
+        pb::ExecutionMode::Async
+    } else {
+        pb::ExecutionMode::Sync
+    };
+    Ok(pb::InvokeFunctionRequest {
+        invocation_type: invocation_type.into(),
+        task_name,
+        task_id,
+        artifact_spec,
+        function_name: args.function.clone(),
+        parameters: args
+            .params
+            .iter()
+            .map(|p| parse_param(p))
+            .collect::<anyhow::Result<_>>()?,
+        execution_mode: mode.into(),
+        context: Some(pb::ExecutionContext {
+            timeout_ms: args
+                .timeout
+                .map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+            max_retries: i32::try_from(args.retries).unwrap_or(i32::MAX),
+            environment: pairs(&args.environment, "--env")?,
+            ..Default::default()
+        }),
+        create_if_not_exists: args.create,
+        force_new_instance: args.fresh,
+        invocation_metadata: pairs(&args.metadata, "--meta")?,
+        execution_id: args.execution_id.clone(),
+        ..Default::default()
+    })
+}
+
+fn pairs(raw: &[String], flag: &str) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    raw.iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("{flag} takes KEY=VALUE, got `{kv}`"))
+        })
+        .collect()
+}
+
+/// `name=value` or `name:type=value` as a typed parameter.
+fn parse_param(raw: &str) -> anyhow::Result<pb::FunctionParameter> {
+    let (key, value) = raw
+        .split_once('=')
+        .with_context(|| format!("-p takes NAME=VALUE or NAME:TYPE=VALUE, got `{raw}`"))?;
+    let (name, ty) = match key.split_once(':') {
+        Some((name, ty)) => (name, Some(ty)),
+        None => (key, None),
+    };
+    let bad = |ty: &str| anyhow::anyhow!("parameter `{name}`: `{value}` is not a valid {ty}");
+    let (kind, bytes) = match ty {
+        Some("str" | "string") => ("StringValue", value.to_owned().encode_to_vec()),
+        Some("i64" | "int") => (
+            "Int64Value",
+            value
+                .parse::<i64>()
+                .map_err(|_| bad("i64"))?
+                .encode_to_vec(),
+        ),
+        Some("f64" | "float") => (
+            "DoubleValue",
+            value
+                .parse::<f64>()
+                .map_err(|_| bad("f64"))?
+                .encode_to_vec(),
+        ),
+        Some("bool") => (
+            "BoolValue",
+            value
+                .parse::<bool>()
+                .map_err(|_| bad("bool"))?
+                .encode_to_vec(),
+        ),
+        Some("bytes") => {
+            let data = match value.strip_prefix('@') {
+                Some(path) => {
+                    std::fs::read(path).with_context(|| format!("parameter `{name}`: {path}"))?
+                }
+                None => value.as_bytes().to_vec(),
+            };
+            ("BytesValue", data.encode_to_vec())
+        }
+        Some(other) => {
+            bail!("parameter `{name}`: unknown type `{other}` (use str, i64, f64, bool or bytes)")
+        }
+        None => {
+            if let Ok(i) = value.parse::<i64>() {
+                ("Int64Value", i.encode_to_vec())
+            } else if let Ok(f) = value.parse::<f64>() {
+                ("DoubleValue", f.encode_to_vec())
+            } else if let Ok(b) = value.parse::<bool>() {
+                ("BoolValue", b.encode_to_vec())
+            } else {
+                ("StringValue", value.to_owned().encode_to_vec())
+            }
+        }
+    };
+    Ok(pb::FunctionParameter {
+        name: name.to_owned(),
+        value: Some(prost_types::Any {
+            type_url: format!("{WRAPPER}{kind}"),
+            value: bytes,
+        }),
+        required: true,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_are_typed_by_inference_or_annotation() {
+        let url = |raw: &str| parse_param(raw).unwrap().value.unwrap().type_url;
+        assert!(url("a=5").ends_with("Int64Value"));
+        assert!(url("a=2.5").ends_with("DoubleValue"));
+        assert!(url("a=true").ends_with("BoolValue"));
+        assert!(url("a=hello").ends_with("StringValue"));
+        assert!(url("a:str=5").ends_with("StringValue"));
+        assert!(url("a:bytes=xyz").ends_with("BytesValue"));
+        assert!(parse_param("a:i64=x").is_err());
+        assert!(parse_param("novalue").is_err());
+        assert!(parse_param("a:weird=1").is_err());
+    }
+}

@@ -1,0 +1,265 @@
+//! `spearlet tasks`, `task`, `executions`, `status`, `cancel`.
+
+use clap::{Args, Subcommand};
+use spearlet_proto::spearlet as pb;
+
+use super::present::{describe_status, parse_status, print_execution, show_any, status_name};
+use super::{connect, runtime, status_error, Endpoint};
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    /// Only tasks whose name starts with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: i32,
+    /// Continue after this task name.
+    #[arg(long)]
+    start_after: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Show a task and its recent executions.
+    Get {
+        /// The task's id.
+        task_id: String,
+        /// How many recent executions to show.
+        #[arg(long, default_value_t = 10)]
+        executions: i32,
+    },
+    /// Delete a task (its artifact stays cached).
+    Delete {
+        /// The task's id.
+        task_id: String,
+        /// Delete even while executions run (they are asked to stop).
+        #[arg(long)]
+        force: bool,
+        /// Also remove its finished execution records.
+        #[arg(long)]
+        cleanup: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExecutionsArgs {
+    /// Only this task's executions.
+    #[arg(long)]
+    task_id: Option<String>,
+    /// Only executions with this status (pending, running, completed,
+    /// failed, cancelled, timeout).
+    #[arg(long)]
+    status: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: i32,
+    /// Continue after this execution id.
+    #[arg(long)]
+    start_after: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The execution's id.
+    execution_id: String,
+    /// Include the plugin's log lines.
+    #[arg(long)]
+    logs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// The execution's id.
+    execution_id: String,
+    /// Mark it cancelled now, without waiting for the plugin to return.
+    #[arg(long)]
+    force: bool,
+    /// Why (recorded by the server).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let reply = connect(endpoint)
+            .await?
+            .list_tasks(pb::ListTasksRequest {
+                prefix: args.prefix.clone(),
+                limit: args.limit,
+                start_after: args.start_after.clone().unwrap_or_default(),
+                include_details: true,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        println!(
+            "{:<24} {:<36} {:<10} {:>10}  LAST",
+            "NAME", "ID", "PLUGIN", "EXECUTIONS"
+        );
+        for t in &reply.tasks {
+            let last = pb::ExecutionStatus::try_from(t.last_status).unwrap_or_default();
+            println!(
+                "{:<24} {:<36} {:<10} {:>10}  {}",
+                t.task_name,
+                t.task_id,
+                t.metadata.get("plugin").map_or("-", String::as_str),
+                t.execution_count,
+                if last == pb::ExecutionStatus::Unknown {
+                    "-"
+                } else {
+                    status_name(last)
+                }
+            );
+        }
+        if reply.has_more {
+            println!("(more: --start-after {})", reply.next_start_after);
+        }
+        Ok(())
+    })
+}
+
+pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::process::ExitCode> {
+    runtime()?.block_on(async {
+        let mut client = connect(endpoint).await?;
+        match command {
+            TaskCommand::Get {
+                task_id,
+                executions,
+            } => {
+                let reply = client
+                    .get_task(pb::GetTaskRequest {
+                        task_id: task_id.clone(),
+                        include_executions: true,
+                        execution_limit: *executions,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                let Some(t) = reply.task.filter(|_| reply.found) else {
+                    eprintln!("{}", reply.message);
+                    return Ok(std::process::ExitCode::FAILURE);
+                };
+                println!("task        {} ({})", t.task_name, t.task_id);
+                let spec = t.artifact_spec.unwrap_or_default();
+                println!("artifact    {}", spec.location);
+                let meta = |k: &str| t.metadata.get(k).cloned().unwrap_or_default();
+                println!(
+                    "plugin      {} {} sha256:{}",
+                    meta("plugin"),
+                    meta("plugin_version"),
+                    meta("digest")
+                );
+                println!("functions   {}", meta("functions"));
+                println!("instances   {}", meta("instances"));
+                println!("executions  {}", t.execution_count);
+                for e in &reply.executions {
+                    print_execution(e);
+                }
+            }
+            TaskCommand::Delete {
+                task_id,
+                force,
+                cleanup,
+            } => {
+                let reply = client
+                    .delete_task(pb::DeleteTaskRequest {
+                        task_id: task_id.clone(),
+                        force: *force,
+                        cleanup_executions: *cleanup,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                println!(
+                    "{} ({} execution records removed)",
+                    reply.message, reply.cleaned_executions
+                );
+            }
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<()> {
+    let status_filter = args
+        .status
+        .as_deref()
+        .map(parse_status)
+        .transpose()?
+        .unwrap_or_default();
+    runtime()?.block_on(async {
+        let reply = connect(endpoint)
+            .await?
+            .list_executions(pb::ListExecutionsRequest {
+                task_id: args.task_id.clone().unwrap_or_default(),
+                limit: args.limit,
+                start_after: args.start_after.clone().unwrap_or_default(),
+                status_filter: status_filter.into(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        for e in &reply.executions {
+            print_execution(e);
+        }
+        if reply.has_more {
+            println!("(more: --start-after {})", reply.next_start_after);
+        }
+        Ok(())
+    })
+}
+
+pub fn status(endpoint: &Endpoint, args: &StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+    runtime()?.block_on(async {
+        let reply = connect(endpoint)
+            .await?
+            .get_execution_status(pb::GetExecutionStatusRequest {
+                execution_id: args.execution_id.clone(),
+                include_result: true,
+                include_logs: args.logs,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if !reply.found {
+            eprintln!("{}", reply.message);
+            return Ok(std::process::ExitCode::FAILURE);
+        }
+        let result = reply.result.unwrap_or_default();
+        let status = pb::ExecutionStatus::try_from(result.status).unwrap_or_default();
+        println!(
+            "execution  {}  {}",
+            args.execution_id,
+            describe_status(status, result.execution_time_ms, &result)
+        );
+        if let Some(value) = &result.result {
+            println!("result     {}", show_any(value));
+        }
+        for line in &reply.logs {
+            println!("log        {line}");
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+pub fn cancel(endpoint: &Endpoint, args: &CancelArgs) -> anyhow::Result<std::process::ExitCode> {
+    runtime()?.block_on(async {
+        let reply = connect(endpoint)
+            .await?
+            .cancel_execution(pb::CancelExecutionRequest {
+                execution_id: args.execution_id.clone(),
+                reason: args.reason.clone(),
+                force: args.force,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        println!("{}", reply.message);
+        Ok(if reply.success {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        })
+    })
+}

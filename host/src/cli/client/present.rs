@@ -1,0 +1,112 @@
+//! How results, statuses and executions are shown.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use prost::Message;
+use spearlet_proto::spearlet as pb;
+
+pub(super) const WRAPPER: &str = "type.googleapis.com/google.protobuf.";
+
+/// A result value, readably: `5 (i64)`, `"text" (string)`.
+pub(super) fn show_any(any: &prost_types::Any) -> String {
+    let v = any.value.as_slice();
+    match any.type_url.strip_prefix(WRAPPER) {
+        Some("StringValue") => {
+            String::decode(v).map_or_else(|_| "?".into(), |s| format!("{s:?} (string)"))
+        }
+        Some("Int64Value") => i64::decode(v).map_or_else(|_| "?".into(), |n| format!("{n} (i64)")),
+        Some("DoubleValue") => f64::decode(v).map_or_else(|_| "?".into(), |n| format!("{n} (f64)")),
+        Some("BoolValue") => bool::decode(v).map_or_else(|_| "?".into(), |b| format!("{b} (bool)")),
+        Some("BytesValue") => Vec::<u8>::decode(v).map_or_else(
+            |_| "?".into(),
+            |b| match std::str::from_utf8(&b) {
+                Ok(text) => format!("{text:?} ({} bytes)", b.len()),
+                Err(_) => format!("{} bytes", b.len()),
+            },
+        ),
+        Some("Empty") => "(none)".to_owned(),
+        _ => format!("{} bytes of {}", any.value.len(), any.type_url),
+    }
+}
+
+pub(super) fn status_name(status: pb::ExecutionStatus) -> &'static str {
+    match status {
+        pb::ExecutionStatus::Unknown => "unknown",
+        pb::ExecutionStatus::Pending => "pending",
+        pb::ExecutionStatus::Running => "running",
+        pb::ExecutionStatus::Completed => "completed",
+        pb::ExecutionStatus::Failed => "failed",
+        pb::ExecutionStatus::Cancelled => "cancelled",
+        pb::ExecutionStatus::Timeout => "timeout",
+    }
+}
+
+pub(super) fn describe_status(
+    status: pb::ExecutionStatus,
+    ms: i64,
+    result: &pb::ExecutionResult,
+) -> String {
+    let micros = result
+        .metrics
+        .get("execution_time_us")
+        .and_then(|m| m.parse::<u64>().ok())
+        .map_or_else(
+            || format!("{ms} ms"),
+            |us| format!("{:.3} ms", us as f64 / 1000.0),
+        );
+    match status {
+        pb::ExecutionStatus::Completed => format!("completed in {micros}"),
+        pb::ExecutionStatus::Pending | pb::ExecutionStatus::Running => {
+            status_name(status).to_owned()
+        }
+        other => format!(
+            "{}: {}: {}",
+            status_name(other),
+            result.error_code,
+            result.error_message
+        ),
+    }
+}
+
+pub(super) fn parse_status(s: &str) -> anyhow::Result<pb::ExecutionStatus> {
+    Ok(match s {
+        "pending" => pb::ExecutionStatus::Pending,
+        "running" => pb::ExecutionStatus::Running,
+        "completed" => pb::ExecutionStatus::Completed,
+        "failed" => pb::ExecutionStatus::Failed,
+        "cancelled" => pb::ExecutionStatus::Cancelled,
+        "timeout" => pb::ExecutionStatus::Timeout,
+        other => bail!("unknown status `{other}`"),
+    })
+}
+
+fn time(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.map_or_else(
+        || "-".to_owned(),
+        |t| {
+            let secs = u64::try_from(t.seconds).unwrap_or(0);
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::new(secs, u32::try_from(t.nanos).unwrap_or(0)),
+            )
+            .to_string()
+        },
+    )
+}
+
+pub(super) fn print_execution(e: &pb::ExecutionInfo) {
+    let status = pb::ExecutionStatus::try_from(e.status).unwrap_or_default();
+    println!(
+        "  {}  {:<10} {:<10} {:>6} ms  {}{}",
+        e.execution_id,
+        e.function_name,
+        status_name(status),
+        e.execution_time_ms,
+        time(e.started_at.as_ref()),
+        if e.error_message.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", e.error_message)
+        }
+    );
+}
