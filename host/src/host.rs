@@ -183,6 +183,7 @@ impl Host {
             acquire_timeout: self.inner.config.pool.acquire_timeout,
             max_retries: request.max_retries,
             fresh_instance: request.force_new_instance,
+            mode: request.mode,
             chunks,
         };
         match request.mode {

@@ -35,6 +35,7 @@ pub(crate) struct Job {
     pub acquire_timeout: Duration,
     pub max_retries: u32,
     pub fresh_instance: bool,
+    pub mode: ExecutionMode,
     /// Where stream chunks go (STREAM mode).
     pub chunks: Option<mpsc::Sender<Value>>,
 }
@@ -104,8 +105,9 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
             }
             Attempt::Abandoned => break record.status(),
             Attempt::Done(Ok(value)) => {
+                // A forced cancel may have ended the record while the call ran.
                 record.finish(ExecutionStatus::Completed, Some(value), None);
-                break ExecutionStatus::Completed;
+                break record.status();
             }
             Attempt::Done(Err(error)) => {
                 if cancelled {
@@ -140,27 +142,18 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
 /// (deadline, forced cancel) the thread runs on: the instance is quarantined
 /// and rejoins the pool only when the plugin returns.
 async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
+    if job.mode == ExecutionMode::Sync && job.deadline.is_none() && on_multi_thread_runtime() {
+        // Nothing to watch while the call runs (no deadline; a SYNC caller
+        // waits for the end anyway): give this worker's duties to another
+        // thread and run the call here, sparing a thread hand-off each way.
+        // The plugin still never runs on a thread serving as an async worker.
+        return Attempt::Done(tokio::task::block_in_place(|| {
+            call_blocking(job, &mut lease)
+        }));
+    }
     let quarantine = lease.quarantine_handle();
     let job_for_call = Arc::clone(job);
-    let call = tokio::task::spawn_blocking(move || {
-        let job = job_for_call;
-        let sink = RecordSink {
-            record: &job.record,
-            chunks: job.chunks.as_ref(),
-        };
-        let request = CallRequest {
-            execution_id: job.record.id(),
-            params: &job.params,
-            environment: &job.environment,
-            headers: &job.headers,
-            deadline: job
-                .deadline
-                .map(|d| SystemTime::now() + d.saturating_duration_since(Instant::now())),
-            cancelled: job.record.cancel_flag(),
-            sink: &sink,
-        };
-        lease.call(job.function, &request)
-    });
+    let call = tokio::task::spawn_blocking(move || call_blocking(&job_for_call, &mut lease));
     let deadline = async {
         match job.deadline {
             Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -182,6 +175,31 @@ async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
     Attempt::Done(
         joined.unwrap_or_else(|e| Err(Error::Internal(format!("the call's thread failed: {e}")))),
     )
+}
+
+/// The plugin call itself, on the current (non-worker) thread.
+fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
+    let sink = RecordSink {
+        record: &job.record,
+        chunks: job.chunks.as_ref(),
+    };
+    let request = CallRequest {
+        execution_id: job.record.id(),
+        params: &job.params,
+        environment: &job.environment,
+        headers: &job.headers,
+        deadline: job
+            .deadline
+            .map(|d| SystemTime::now() + d.saturating_duration_since(Instant::now())),
+        cancelled: job.record.cancel_flag(),
+        sink: &sink,
+    };
+    lease.call(job.function, &request)
+}
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn fail(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
