@@ -130,6 +130,13 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
                     break fail(&record, &error);
                 }
                 tracing::debug!(execution = record.id(), attempt, error = %error, "retrying");
+                let failed = error_of(&error);
+                record.log(format!(
+                    "RETRY attempt {attempt} failed: {}: {} (retrying in {} ms)",
+                    failed.code,
+                    failed.message,
+                    pause.as_millis()
+                ));
                 tokio::time::sleep(pause).await;
             }
         }

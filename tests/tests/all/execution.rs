@@ -271,6 +271,15 @@ async fn retriable_failures_are_retried_within_max_retries() {
     let ok = server.invoke(flaky(2, 2)).await.unwrap();
     assert!(ok.success, "{}", ok.message);
     assert_eq!(ok.result.unwrap().metrics["attempts"], "3");
+    let logs = server.host.execution(&ok.execution_id).unwrap().logs;
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.starts_with("RETRY attempt"))
+            .count(),
+        2,
+        "{logs:?}"
+    );
+    assert!(logs[0].contains("flaky: failure 1 of 2"), "{logs:?}");
 
     let exhausted = server.invoke(flaky(3, 2)).await.unwrap();
     assert!(!exhausted.success);
