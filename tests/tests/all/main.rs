@@ -8,3 +8,5 @@ mod grpc_util;
 mod helpers;
 mod loader;
 mod samples;
+mod streaming;
+mod task_management;
