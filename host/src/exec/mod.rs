@@ -2,6 +2,7 @@
 //! when retrying can help, with every attempt recorded.
 
 mod records;
+mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 pub use records::{
-    ExecutionError, ExecutionMode, ExecutionQuery, ExecutionRecord, ExecutionSnapshot,
-    ExecutionStatus, ExecutionStore,
+    ExecutionError, ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus,
 };
+pub use store::{ExecutionQuery, ExecutionStore};
 
 use crate::backoff::full_jitter;
 use crate::error::Error;
