@@ -397,11 +397,11 @@ async fn relay_stream(
     };
     let run = host.stream(req, chunk_tx);
     tokio::pin!(run);
-    let mut client_gone = false;
+    let (mut client_gone, mut chunks_done) = (false, false);
     let outcome = loop {
         tokio::select! {
-            chunk = chunk_rx.recv(), if !client_gone => {
-                if let Some(value) = chunk {
+            chunk = chunk_rx.recv(), if !client_gone && !chunks_done => match chunk {
+                Some(value) => {
                     if out.send(Ok(chunk_message(value))).await.is_err() {
                         client_gone = true;
                         // The client went away: stop the plugin, and stop
@@ -410,7 +410,9 @@ async fn relay_stream(
                         chunk_rx.close();
                     }
                 }
-            }
+                // The execution dropped its sender: it is about to finish.
+                None => chunks_done = true,
+            },
             outcome = &mut run => break outcome,
         }
     };
