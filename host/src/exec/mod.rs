@@ -17,7 +17,7 @@ pub use store::{ExecutionQuery, ExecutionStore};
 use crate::backoff::full_jitter;
 use crate::error::Error;
 use crate::loader::{CallRequest, CallSink, FunctionHandle};
-use crate::pool::Lease;
+use crate::pool::{Lease, Quarantine};
 use crate::registry::Task;
 use crate::{LogLevel, Value};
 
@@ -160,6 +160,11 @@ async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
         }));
     }
     let quarantine = lease.quarantine_handle();
+    let mut waiting = Waiting {
+        job,
+        quarantine: &quarantine,
+        armed: true,
+    };
     let job_for_call = Arc::clone(job);
     let call = tokio::task::spawn_blocking(move || call_blocking(&job_for_call, &mut lease));
     let deadline = async {
@@ -172,17 +177,60 @@ async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
         joined = call => joined,
         () = deadline => {
             quarantine.quarantine();
+            waiting.armed = false;
             return Attempt::TimedOut;
         }
         _ = job.record.finished() => {
             // Ended from outside while running: a forced cancel.
             quarantine.quarantine();
+            waiting.armed = false;
             return Attempt::Abandoned;
         }
     };
+    waiting.armed = false;
     Attempt::Done(
         joined.unwrap_or_else(|e| Err(Error::Internal(format!("the call's thread failed: {e}")))),
     )
+}
+
+/// Armed while a caller awaits a call running elsewhere. If the awaiting
+/// future is dropped instead — the gRPC layer gave up at the deadline, or
+/// the client went away — the plugin is told to stop, its instance is
+/// quarantined until it returns, and the execution ends rather than staying
+/// RUNNING with nobody to stop it.
+struct Waiting<'a> {
+    job: &'a Job,
+    quarantine: &'a Quarantine,
+    armed: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let record = &self.job.record;
+        record.request_cancel();
+        self.quarantine.quarantine();
+        if self.job.deadline.is_some_and(|d| Instant::now() >= d) {
+            let error = Error::DeadlineExceeded {
+                execution_id: record.id().to_owned(),
+                elapsed_ms: u64::try_from(record.snapshot().execution_time.as_millis())
+                    .unwrap_or(u64::MAX),
+            };
+            record.finish(ExecutionStatus::Timeout, None, Some(error_of(&error)));
+        } else {
+            record.finish(
+                ExecutionStatus::Cancelled,
+                None,
+                Some(ExecutionError {
+                    code: "cancelled".to_owned(),
+                    message: "the caller stopped waiting".to_owned(),
+                }),
+            );
+        }
+        self.job.task.record_outcome(record.status());
+    }
 }
 
 /// The plugin call itself, on the current (non-worker) thread.

@@ -431,3 +431,46 @@ async fn pending_async_executions_are_bounded() {
     until_final(&server, &first.execution_id).await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_deadline_bounds_the_execution_too() {
+    let server = TestServer::start().await;
+    let mut request = tonic::Request::new(sleep_req("z", 600_000));
+    request.set_timeout(Duration::from_millis(150));
+    let err = server
+        .client
+        .clone()
+        .invoke_function(request)
+        .await
+        .unwrap_err();
+    // The client's own timer and the server's reply race; either way the call failed on time.
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
+    // The server saw the deadline as well: its execution timed out (and the
+    // plugin was told to stop) instead of sleeping on for ten minutes.
+    let id = loop {
+        let (all, _) = server.host.executions(&Default::default());
+        if let Some(e) = all.iter().find(|e| e.function == "sleep") {
+            break e.execution_id.clone();
+        }
+        tokio::task::yield_now().await;
+    };
+    let done = until_final(&server, &id).await;
+    // Whether the server's deadline or the transport's (which drops the
+    // handler) fired first, the execution ended and the plugin was stopped.
+    assert!(
+        matches!(
+            done.status,
+            ExecutionStatus::Timeout | ExecutionStatus::Cancelled
+        ),
+        "{:?}",
+        done.status
+    );
+    let task = server.host.task(&done.task_id).unwrap();
+    while task.activity().running > 0 || task.pool.stats().quarantined > 0 {
+        tokio::task::yield_now().await;
+    }
+    server.stop().await;
+}
