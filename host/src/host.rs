@@ -398,27 +398,11 @@ impl Host {
         }
     }
 
-    /// How long `function` of `task_id` is expected to take: the mean of its
-    /// recent completed executions (zero when there are none yet).
+    /// How long `function` of `task_id` is expected to take, from its recent
+    /// completed runs (zero when there are none yet, or no such task).
     pub fn estimated_duration(&self, task_id: &str, function: &str) -> Duration {
-        let (recent, _) = self.inner.executions.list(&ExecutionQuery {
-            task_id: Some(task_id.to_owned()),
-            status: Some(ExecutionStatus::Completed),
-            limit: usize::MAX,
-            ..ExecutionQuery::default()
-        });
-        let times: Vec<Duration> = recent
-            .iter()
-            .rev()
-            .filter(|e| e.function == function)
-            .take(20)
-            .map(|e| e.execution_time)
-            .collect();
-        if times.is_empty() {
-            Duration::ZERO
-        } else {
-            times.iter().sum::<Duration>() / u32::try_from(times.len()).unwrap_or(u32::MAX)
-        }
+        self.task(task_id)
+            .map_or(Duration::ZERO, |t| t.expected_duration(function))
     }
 
     /// When the host started (wall clock), for reporting.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::OnceCell;
 
@@ -37,6 +37,7 @@ pub struct Task {
     activity: Mutex<Activity>,
     executions: AtomicU64,
     running: AtomicUsize,
+    durations: Mutex<HashMap<String, Duration>>,
     _pin: Option<CachePin>,
 }
 
@@ -98,6 +99,7 @@ impl Task {
             }),
             executions: AtomicU64::new(0),
             running: AtomicUsize::new(0),
+            durations: Mutex::default(),
             _pin: t.pin,
         }
     }
@@ -116,6 +118,31 @@ impl Task {
         let mut activity = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
         activity.updated_at = SystemTime::now();
         activity.last_status = Some(status);
+    }
+
+    /// Folds a completed execution's run time into the function's estimate
+    /// (an exponentially weighted mean: recent runs count most).
+    pub(crate) fn record_duration(&self, function: &str, took: Duration) {
+        let mut durations = self
+            .durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match durations.get_mut(function) {
+            Some(mean) => *mean = mean.mul_f64(0.8) + took.mul_f64(0.2),
+            None => {
+                durations.insert(function.to_owned(), took);
+            }
+        }
+    }
+
+    /// How long `function` is expected to take, from its recent completed
+    /// runs (zero before the first).
+    pub fn expected_duration(&self, function: &str) -> Duration {
+        let durations = self
+            .durations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        durations.get(function).copied().unwrap_or(Duration::ZERO)
     }
 
     /// The task's counters now.

@@ -143,6 +143,10 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
         }
     };
     job.task.record_outcome(status);
+    if status == ExecutionStatus::Completed {
+        job.task
+            .record_duration(record.function(), record.execution_time());
+    }
     status
 }
 

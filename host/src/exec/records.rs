@@ -244,6 +244,20 @@ impl ExecutionRecord {
         }
     }
 
+    /// Time from start to end (so far, while running).
+    pub fn execution_time(&self) -> Duration {
+        let state = self.state();
+        state
+            .elapsed
+            .or_else(|| state.started.map(|s| s.elapsed()))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The function this execution calls.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
     /// A copy of the record as it is now.
     pub fn snapshot(&self) -> ExecutionSnapshot {
         let state = self.state();
