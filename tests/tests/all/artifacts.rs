@@ -437,7 +437,7 @@ async fn concurrent_requests_for_one_digest_download_once() {
     // Both have missed the cache (and so joined the download) while the
     // server holds the one response back.
     while store.cache().stats().misses < 2 || server.requests("/stream.so") < 1 {
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("both fetches to join one download").await;
     }
     server.open_gate();
     let (a, b) = (

@@ -27,7 +27,7 @@ async fn until(server: &TestServer, id: &str, status: ExecutionStatus) {
             !now.is_final() || !status.is_final() || now == status,
             "{id} ended {now}, expected {status}"
         );
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the execution to reach the status").await;
     }
 }
 
@@ -40,7 +40,7 @@ pub(crate) async fn until_final(
         if e.status.is_final() {
             return e;
         }
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the execution to end").await;
     }
 }
 
@@ -203,7 +203,7 @@ async fn force_cancel_ends_at_once_and_quarantines_the_busy_instance() {
     assert_eq!(status, ExecutionStatus::Cancelled);
     let task = server.host.task(&stuck.task_id).unwrap();
     while task.pool.stats().quarantined != 1 {
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the instance to be quarantined").await;
     }
     // The pool's only slot was given back: a replacement instance serves.
     let next = server.invoke(spin(0)).await.unwrap();
@@ -455,7 +455,7 @@ async fn the_grpc_deadline_bounds_the_execution_too() {
         if let Some(e) = all.iter().find(|e| e.function == "sleep") {
             break e.execution_id.clone();
         }
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the execution to be recorded").await;
     };
     let done = until_final(&server, &id).await;
     // Whether the server's deadline or the transport's (which drops the
@@ -470,7 +470,7 @@ async fn the_grpc_deadline_bounds_the_execution_too() {
     );
     let task = server.host.task(&done.task_id).unwrap();
     while task.activity().running > 0 || task.pool.stats().quarantined > 0 {
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the plugin to stop").await;
     }
     server.stop().await;
 }

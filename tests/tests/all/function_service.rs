@@ -376,7 +376,7 @@ async fn an_exhausted_pool_answers_resource_exhausted_at_the_deadline() {
         .status
         != spearlet::exec::ExecutionStatus::Running
     {
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the long call to start running").await;
     }
     let blocked = with_context(
         with_params(existing(&accepted.task_id, "sleep"), &[("ms", any_i64(1))]),

@@ -78,3 +78,20 @@ pub fn call_with(
     request.sink = sink;
     instance.call(handle, &request)
 }
+
+thread_local! {
+    static YIELDS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Yields to the runtime while a test waits for a condition. No sleeping:
+/// the wait ends as soon as the condition holds. A watchdog turns a wait
+/// that can never end (a regression) into a failure instead of a hang.
+pub async fn yield_waiting(what: &str) {
+    const GIVE_UP_AFTER: u64 = 50_000_000;
+    let n = YIELDS.with(|c| {
+        c.set(c.get() + 1);
+        c.get()
+    });
+    assert!(n < GIVE_UP_AFTER, "gave up waiting for {what}");
+    tokio::task::yield_now().await;
+}

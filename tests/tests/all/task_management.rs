@@ -114,7 +114,7 @@ async fn a_busy_task_is_deleted_only_with_force() {
         .status
         != spearlet::exec::ExecutionStatus::Running
     {
-        tokio::task::yield_now().await;
+        crate::helpers::yield_waiting("the long call to start running").await;
     }
     let mut client = server.client.clone();
     let err = client
