@@ -92,12 +92,7 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
             // A plugin that noticed the deadline itself has timed out too.
             Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
                 record.request_cancel();
-                let elapsed = record.snapshot().execution_time;
-                let error = Error::DeadlineExceeded {
-                    execution_id: record.id().to_owned(),
-                    elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                };
-                record.finish(ExecutionStatus::Timeout, None, Some(error_of(&error)));
+                time_out(&record);
                 break ExecutionStatus::Timeout;
             }
             Attempt::TimedOut => {
@@ -217,12 +212,7 @@ impl Drop for Waiting<'_> {
         record.request_cancel();
         self.quarantine.quarantine();
         if self.job.deadline.is_some_and(|d| Instant::now() >= d) {
-            let error = Error::DeadlineExceeded {
-                execution_id: record.id().to_owned(),
-                elapsed_ms: u64::try_from(record.snapshot().execution_time.as_millis())
-                    .unwrap_or(u64::MAX),
-            };
-            record.finish(ExecutionStatus::Timeout, None, Some(error_of(&error)));
+            time_out(record);
         } else {
             record.finish(
                 ExecutionStatus::Cancelled,
@@ -260,6 +250,15 @@ fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
 fn on_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Ends `record` as TIMEOUT, with how long it ran.
+fn time_out(record: &ExecutionRecord) {
+    let error = Error::DeadlineExceeded {
+        execution_id: record.id().to_owned(),
+        elapsed_ms: u64::try_from(record.execution_time().as_millis()).unwrap_or(u64::MAX),
+    };
+    record.finish(ExecutionStatus::Timeout, None, Some(error_of(&error)));
 }
 
 fn fail(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
