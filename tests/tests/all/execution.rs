@@ -234,16 +234,7 @@ async fn a_timeout_returns_promptly_and_the_stuck_instance_is_not_reused() {
     let next = server.invoke(spin(0)).await.unwrap();
     assert!(next.success);
     assert_ne!(next.instance_id, timed_out.instance_id);
-    assert_eq!(
-        server
-            .host
-            .task(&next.task_id)
-            .unwrap()
-            .pool
-            .stats()
-            .quarantined,
-        1
-    );
+    assert_eq!(server.pool(&next.task_id).quarantined, 1);
     server.stop().await;
 }
 
@@ -325,16 +316,7 @@ async fn a_panic_is_retried_on_a_fresh_instance() {
         ),
         ("panic", "2")
     );
-    assert_eq!(
-        server
-            .host
-            .task(&resp.task_id)
-            .unwrap()
-            .pool
-            .stats()
-            .discarded,
-        2
-    );
+    assert_eq!(server.pool(&resp.task_id).discarded, 2);
     server.stop().await;
 }
 

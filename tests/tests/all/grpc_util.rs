@@ -82,6 +82,15 @@ impl TestServer {
         }
     }
 
+    /// The instance pool counters of a task.
+    pub fn pool(&self, task_id: &str) -> spearlet::pool::PoolStats {
+        self.host
+            .task(task_id)
+            .expect("the task exists")
+            .pool
+            .stats()
+    }
+
     pub async fn invoke(
         &self,
         req: pb::InvokeFunctionRequest,

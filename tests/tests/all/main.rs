@@ -7,6 +7,7 @@ mod function_service;
 mod grpc_util;
 mod helpers;
 mod loader;
+mod pools;
 mod samples;
 mod streaming;
 mod task_management;
