@@ -16,34 +16,6 @@ fn asynchronous(mut req: pb::InvokeFunctionRequest) -> pb::InvokeFunctionRequest
     req
 }
 
-/// Waits (yielding, never sleeping) until the execution reaches `status`.
-async fn until(server: &TestServer, id: &str, status: ExecutionStatus) {
-    loop {
-        let now = server.host.execution(id).unwrap().status;
-        if now == status {
-            return;
-        }
-        assert!(
-            !now.is_final() || !status.is_final() || now == status,
-            "{id} ended {now}, expected {status}"
-        );
-        crate::helpers::yield_waiting("the execution to reach the status").await;
-    }
-}
-
-pub(crate) async fn until_final(
-    server: &TestServer,
-    id: &str,
-) -> spearlet::exec::ExecutionSnapshot {
-    loop {
-        let e = server.host.execution(id).unwrap();
-        if e.status.is_final() {
-            return e;
-        }
-        crate::helpers::yield_waiting("the execution to end").await;
-    }
-}
-
 async fn status_rpc(server: &TestServer, id: &str) -> pb::GetExecutionStatusResponse {
     server
         .client

@@ -240,3 +240,27 @@ pub fn kind(status: &tonic::Status) -> &str {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
 }
+
+/// Waits (yielding, never sleeping) until the execution reaches `status`;
+/// fails if it ends in another one.
+pub async fn until(server: &TestServer, id: &str, status: spearlet::exec::ExecutionStatus) {
+    loop {
+        let now = server.host.execution(id).unwrap().status;
+        if now == status {
+            return;
+        }
+        assert!(!now.is_final(), "{id} ended {now}, expected {status}");
+        crate::helpers::yield_waiting("the execution to reach the status").await;
+    }
+}
+
+/// Waits (yielding, never sleeping) until the execution ends.
+pub async fn until_final(server: &TestServer, id: &str) -> spearlet::exec::ExecutionSnapshot {
+    loop {
+        let e = server.host.execution(id).unwrap();
+        if e.status.is_final() {
+            return e;
+        }
+        crate::helpers::yield_waiting("the execution to end").await;
+    }
+}

@@ -24,15 +24,12 @@ async fn an_exhausted_pool_answers_resource_exhausted_at_the_deadline() {
     let accepted = server.invoke(hold).await.unwrap();
     assert_eq!(status_of(&accepted), pb::ExecutionStatus::Pending);
     // Wait (without sleeping) until the long call holds the only instance.
-    while server
-        .host
-        .execution(&accepted.execution_id)
-        .unwrap()
-        .status
-        != spearlet::exec::ExecutionStatus::Running
-    {
-        crate::helpers::yield_waiting("the long call to start running").await;
-    }
+    until(
+        &server,
+        &accepted.execution_id,
+        spearlet::exec::ExecutionStatus::Running,
+    )
+    .await;
     let blocked = with_context(
         with_params(existing(&accepted.task_id, "sleep"), &[("ms", any_i64(1))]),
         200,

@@ -6,7 +6,6 @@ use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;
 use tokio::sync::mpsc;
 
-use crate::execution::until_final;
 use crate::grpc_util::*;
 
 async fn stream_messages(

@@ -107,15 +107,12 @@ async fn a_busy_task_is_deleted_only_with_force() {
         )
     };
     let accepted = server.invoke(hold).await.unwrap();
-    while server
-        .host
-        .execution(&accepted.execution_id)
-        .unwrap()
-        .status
-        != spearlet::exec::ExecutionStatus::Running
-    {
-        crate::helpers::yield_waiting("the long call to start running").await;
-    }
+    until(
+        &server,
+        &accepted.execution_id,
+        spearlet::exec::ExecutionStatus::Running,
+    )
+    .await;
     let mut client = server.client.clone();
     let err = client
         .delete_task(pb::DeleteTaskRequest {
