@@ -66,7 +66,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         .await?;
     let call = InvokeRequest::new(
         Target::ExistingTask {
-            task_id: created.task_id,
+            task_id: created.task_id.to_string(),
             create_if_not_exists: false,
             artifact: None,
             name: String::new(),

@@ -65,7 +65,7 @@ pub async fn child(quick: bool) -> anyhow::Result<()> {
             ))
             .await?;
         if i == 0 {
-            first_task = out.task_id;
+            first_task = out.task_id.to_string();
         }
     }
     let with_tasks = rss_mib()?;

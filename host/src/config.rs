@@ -25,6 +25,8 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Execution records and limits.
     pub executions: ExecutionConfig,
+    /// Where plugin code runs: the inline tier.
+    pub exec: ExecConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,42 @@ impl Default for Config {
             artifacts: ArtifactConfig::default(),
             pool: PoolConfig::default(),
             executions: ExecutionConfig::default(),
+            exec: ExecConfig::default(),
+        }
+    }
+}
+
+/// Where plugin code runs. SYNC calls of a function whose last
+/// `inline_warm_up` runs each took at most `inline_budget` run on the
+/// calling thread, with no thread hand-off; one slower run sends the
+/// function back off the async workers (and doubles the warm-up it needs
+/// to return).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExecConfig {
+    /// The longest run that counts as short. `0` turns the inline tier off.
+    /// Default: 100 µs.
+    #[serde(with = "humantime_serde")]
+    pub inline_budget: Duration,
+    /// Short runs in a row before a function is promoted. Default: 32.
+    pub inline_warm_up: u32,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            inline_budget: Duration::from_micros(100),
+            inline_warm_up: 32,
+        }
+    }
+}
+
+impl ExecConfig {
+    /// The inline tier's policy.
+    pub fn tier_policy(&self) -> crate::tier::TierPolicy {
+        crate::tier::TierPolicy {
+            budget: self.inline_budget,
+            warm_up: self.inline_warm_up.max(1),
         }
     }
 }
@@ -71,6 +109,13 @@ pub struct PoolConfig {
     /// RESOURCE_EXHAUSTED. Default: 30 s.
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// Abandoned calls (timed out or force-cancelled while their plugin runs
+    /// on, ignoring cancellation) each pin an instance and a thread. Past
+    /// this many in one task, new calls to it are refused
+    /// (RESOURCE_EXHAUSTED) until one returns. Default: 8.
+    pub max_quarantined: usize,
+    /// The same bound across all tasks. Default: 128.
+    pub max_quarantined_total: usize,
 }
 
 impl Default for PoolConfig {
@@ -80,6 +125,8 @@ impl Default for PoolConfig {
             max_instances: 8,
             idle_timeout: Duration::from_secs(300),
             acquire_timeout: Duration::from_secs(30),
+            max_quarantined: 8,
+            max_quarantined_total: 128,
         }
     }
 }

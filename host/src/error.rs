@@ -149,6 +149,37 @@ pub enum Error {
         reason: String,
     },
 
+    /// The artifact is not a regular file (a FIFO, device, directory, or a
+    /// symlink where none may be).
+    #[error("{} is a {kind}, not a regular file", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+
+    /// Loading the library would load code spearlet did not verify: it needs
+    /// a library beyond the C runtime, or sets a library search path.
+    #[error("{} is refused: {reason}", path.display())]
+    UnverifiedDependency {
+        /// The file.
+        path: PathBuf,
+        /// Which dependency or search path, and why.
+        reason: String,
+    },
+
+    /// The library's header opts out of abi_stable's layout check.
+    #[error(
+        "{} exports a root module without layout information (built with \
+         CheckTypeLayout::No), so its layout cannot be checked; build it with the spearlet SDK",
+        path.display()
+    )]
+    LayoutUnchecked {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// The artifact's declared type is not a native shared library.
     #[error(
         "artifact_type `{artifact_type}` is not supported: spearlet runs native plugins \
@@ -321,6 +352,30 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The task was deleted while the call waited for one of its instances.
+    #[error("task `{task_id}` was deleted; its queued executions are cancelled")]
+    TaskDeleted {
+        /// The task.
+        task_id: String,
+    },
+
+    /// Too many abandoned calls (timed out or force-cancelled, their plugins
+    /// still running) pin instances and threads; new calls wait for them.
+    #[error(
+        "task `{task_id}` refuses new calls: {quarantined} abandoned call(s) still run in the \
+         {scope}'s quarantine (limit {limit}); their plugin ignores cancellation"
+    )]
+    QuarantineFull {
+        /// The task.
+        task_id: String,
+        /// `task` or `host`: which bound was reached.
+        scope: &'static str,
+        /// Instances quarantined in that scope.
+        quarantined: usize,
+        /// The bound.
+        limit: usize,
+    },
+
     /// Something inside spearlet failed that the caller cannot fix.
     #[error("internal error: {0}")]
     Internal(String),
@@ -353,6 +408,9 @@ impl Error {
             Error::PluginPanicked { .. } => "plugin_panic",
             Error::ChecksumMismatch { .. } => "checksum_mismatch",
             Error::ArtifactFormat { .. } => "artifact_format",
+            Error::NotRegularFile { .. } => "not_regular_file",
+            Error::UnverifiedDependency { .. } => "unverified_dependency",
+            Error::LayoutUnchecked { .. } => "layout_unchecked",
             Error::UnsupportedArtifactType { .. } => "unsupported_artifact_type",
             Error::UnsupportedLocation { .. } => "unsupported_location",
             Error::PermissionDenied { .. } => "permission_denied",
@@ -373,6 +431,8 @@ impl Error {
             Error::ExecutionNotFound { .. } => "execution_not_found",
             Error::TaskBusy { .. } => "task_busy",
             Error::TooManyPending { .. } => "too_many_pending",
+            Error::TaskDeleted { .. } => "task_deleted",
+            Error::QuarantineFull { .. } => "quarantine_full",
             Error::Internal(_) => "internal",
             Error::Io { .. } => "io",
         }

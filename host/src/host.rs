@@ -1,21 +1,25 @@
 //! [`Host`]: spearlet as a library. The gRPC service is a thin adapter over it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
 use crate::artifact::ArtifactStore;
 use crate::config::Config;
+use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::exec::{
-    self, ExecutionMode, ExecutionQuery, ExecutionSnapshot, ExecutionStatus, ExecutionStore, Job,
+    self, CancelOutcome, Ending, ExecutionError, ExecutionMode, ExecutionQuery, ExecutionSnapshot,
+    ExecutionStatus, ExecutionStore, Job,
 };
 use crate::invoke::{InvokeOutcome, InvokeRequest};
-use crate::loader::FunctionKind;
+use crate::loader::{FunctionKind, Plugin};
+use crate::pool::QuarantineLimits;
 use crate::registry::{Task, TaskRegistry};
+use crate::tier::{PluginProfile, TierCounts, TierPolicy};
 use crate::Value;
 
 /// An embeddable spearlet: tasks, instance pools, executions.
@@ -29,17 +33,22 @@ pub struct Host {
 #[derive(Debug)]
 struct Inner {
     config: Config,
+    policy: TierPolicy,
     artifacts: ArtifactStore,
     tasks: TaskRegistry,
     executions: ExecutionStore,
     started: Instant,
     pending_async: Arc<AtomicUsize>,
+    quarantine: Arc<QuarantineLimits>,
+    /// What the inline tier learnt, per loaded plugin: tasks of one plugin share it.
+    profiles: Mutex<HashMap<Sha256Digest, Arc<PluginProfile>>>,
 }
 
 /// How deleting a task went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deleted {
-    /// Executions that were still running (and were asked to stop).
+    /// Executions that were running (and were asked to stop) or queued
+    /// (and were cancelled).
     pub cancelled_running: usize,
     /// Finished execution records removed with it.
     pub cleaned_executions: usize,
@@ -61,13 +70,18 @@ pub struct HostStats {
     /// Executions started since the host started.
     pub total_executions: u64,
     /// Records currently held, by status.
-    pub by_status: BTreeMap<String, usize>,
-    /// Records currently held, by function.
-    pub by_function: BTreeMap<String, usize>,
-    /// Mean execution time of the finished records held.
+    pub by_status: BTreeMap<ExecutionStatus, usize>,
+    /// Executions started since the host started, by function name (over
+    /// the tasks registered now).
+    pub by_function: BTreeMap<String, u64>,
+    /// Mean run time of the executions ended since the host started.
     pub average_execution_time: Duration,
-    /// Share of finished records that completed, in percent.
+    /// Share of the executions ended since the host started that completed, in percent.
     pub success_rate_percent: f64,
+    /// The inline tier: promotions, demotions and calls run inline.
+    pub tier: TierCounts,
+    /// Instances quarantined now (abandoned calls whose plugin runs on).
+    pub quarantined: usize,
     /// Artifact cache counters.
     pub cache: crate::artifact::CacheStats,
 }
@@ -87,10 +101,16 @@ impl Host {
             inner: Arc::new(Inner {
                 artifacts,
                 executions,
+                policy: config.exec.tier_policy(),
+                quarantine: Arc::new(QuarantineLimits::new(
+                    config.pool.max_quarantined,
+                    config.pool.max_quarantined_total,
+                )),
                 config,
                 tasks: TaskRegistry::default(),
                 started: Instant::now(),
                 pending_async: Arc::new(AtomicUsize::new(0)),
+                profiles: Mutex::default(),
             }),
         })
     }
@@ -110,18 +130,45 @@ impl Host {
         &self.inner.tasks
     }
 
+    pub(crate) fn tier_policy(&self) -> TierPolicy {
+        self.inner.policy
+    }
+
+    pub(crate) fn quarantine_limits(&self) -> &Arc<QuarantineLimits> {
+        &self.inner.quarantine
+    }
+
+    /// The inline tier's profile of `plugin`, shared by all its tasks.
+    pub(crate) fn profile_of(&self, plugin: &Plugin) -> Arc<PluginProfile> {
+        let mut profiles = self
+            .inner
+            .profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(profiles.entry(plugin.digest()).or_insert_with(|| {
+            Arc::new(PluginProfile::new(
+                plugin.functions().iter().map(|f| f.blocking),
+                &self.inner.policy,
+            ))
+        }))
+    }
+
     /// Invokes a function (SYNC or ASYNC; STREAM goes through [`Host::stream`]).
     ///
     /// A function-level failure (the plugin returned an error, panicked, or
     /// the call timed out) is a successful return whose execution says so;
     /// `Err` is for requests that could not be served at all.
     ///
+    /// Dropping the returned future before it completes ends the execution
+    /// (CANCELLED, or TIMEOUT past its deadline) and asks the plugin to stop.
+    ///
     /// # Errors
     ///
     /// [`Error::UseStreamFunction`] for STREAM mode; the task resolution
     /// errors ([`Error::TaskNotFound`], [`Error::ArtifactSpecRequired`], the
     /// artifact pipeline's); [`Error::FunctionNotFound`];
-    /// [`Error::PoolExhausted`]; [`Error::TooManyPending`].
+    /// [`Error::PoolExhausted`]; [`Error::QuarantineFull`];
+    /// [`Error::TooManyPending`].
     pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutcome> {
         if request.mode == ExecutionMode::Stream {
             return Err(Error::UseStreamFunction);
@@ -158,20 +205,21 @@ impl Host {
             tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
         }
         let (record, fresh) = self.inner.executions.create(
-            request.execution_id.clone(),
+            request.execution_id.as_deref(),
             &task.id,
-            &request.function,
+            task.plugin.function_name(function),
             request.mode,
         );
-        let outcome = |execution: ExecutionSnapshot| InvokeOutcome {
-            task_id: task.id.clone(),
-            created_task,
-            execution,
-        };
         if !fresh {
             // Idempotent retry of a known execution: report, don't rerun.
-            return Ok(outcome(record.snapshot()));
+            return Ok(InvokeOutcome {
+                task_id: Arc::clone(&task.id),
+                created_task,
+                execution: record.snapshot(),
+            });
         }
+        // From here on the record ends whatever happens to this future.
+        let ending = Ending::new(Arc::clone(&record), Arc::clone(&task), deadline);
         let job = Job {
             task: Arc::clone(&task),
             function,
@@ -185,41 +233,49 @@ impl Host {
             fresh_instance: request.force_new_instance,
             mode: request.mode,
             chunks,
+            policy: self.inner.policy,
         };
         match request.mode {
             ExecutionMode::Sync | ExecutionMode::Stream => {
                 // Claim the instance first so an exhausted pool is an error
                 // of the request, as the seed has it, not a failed execution.
-                let wait = deadline.unwrap_or_else(|| Instant::now() + job.acquire_timeout);
-                let lease = match task.pool.acquire(job.fresh_instance, wait).await {
+                let lease = match task
+                    .pool
+                    .acquire(job.fresh_instance, job.acquire_deadline())
+                    .await
+                {
                     Ok(lease) => lease,
                     Err(e) => {
-                        record.finish(ExecutionStatus::Failed, None, Some(exec::error_of(&e)));
+                        exec::end_unserved(&record, &e);
                         return Err(e);
                     }
                 };
-                exec::run(job, Some(lease)).await;
-                Ok(outcome(record.snapshot()))
+                exec::run(job, Some(lease), ending).await;
             }
             ExecutionMode::Async => {
-                let limit = self.inner.config.executions.max_pending;
-                let pending = Arc::clone(&self.inner.pending_async);
-                if pending.fetch_add(1, Ordering::AcqRel) >= limit {
-                    pending.fetch_sub(1, Ordering::AcqRel);
+                let Some(slot) = PendingSlot::claim(
+                    &self.inner.pending_async,
+                    self.inner.config.executions.max_pending,
+                ) else {
+                    let limit = self.inner.config.executions.max_pending;
                     let e = Error::TooManyPending {
                         pending: limit,
                         limit,
                     };
-                    record.finish(ExecutionStatus::Failed, None, Some(exec::error_of(&e)));
+                    exec::end_unserved(&record, &e);
                     return Err(e);
-                }
+                };
                 tokio::spawn(async move {
-                    exec::run(job, None).await;
-                    pending.fetch_sub(1, Ordering::AcqRel);
+                    let _slot = slot;
+                    exec::run(job, None, ending).await;
                 });
-                Ok(outcome(record.snapshot()))
             }
         }
+        Ok(InvokeOutcome {
+            task_id: Arc::clone(&task.id),
+            created_task,
+            execution: record.snapshot(),
+        })
     }
 
     /// An execution's current state.
@@ -238,10 +294,10 @@ impl Host {
     }
 
     /// Asks an execution to stop: PENDING ones are cancelled at once; for
-    /// running ones the cancellation flag is raised and they become CANCELLED
-    /// when the plugin returns — or at once with `force` (the instance stays
-    /// out of the pool until its call returns). Returns whether the request
-    /// took effect, and the status right after it.
+    /// running ones the cancellation flag is raised and they end when the
+    /// plugin returns — or at once with `force` (the instance stays out of
+    /// the pool until its call returns). Returns whether the request took
+    /// effect, and the status right after it.
     ///
     /// # Errors
     ///
@@ -254,29 +310,33 @@ impl Host {
                 .ok_or_else(|| Error::ExecutionNotFound {
                     execution_id: execution_id.to_owned(),
                 })?;
-        let status = record.status();
-        if status.is_final() {
-            return Ok((false, status));
-        }
-        record.request_cancel();
-        let error = exec::ExecutionError {
-            code: "cancelled".to_owned(),
-            message: "cancelled on request".to_owned(),
-        };
-        if status == ExecutionStatus::Pending || force {
-            record.finish(ExecutionStatus::Cancelled, None, Some(error));
-            return Ok((true, ExecutionStatus::Cancelled));
-        }
-        Ok((true, record.status()))
+        let error = ExecutionError::new("cancelled", "cancelled on request");
+        Ok(match record.cancel(force, error) {
+            CancelOutcome::AlreadyEnded(status) => (false, status),
+            CancelOutcome::Cancelled => (true, ExecutionStatus::Cancelled),
+            CancelOutcome::Requested => (true, record.status()),
+        })
     }
 
-    /// Executions matching `query`, and whether more follow.
-    pub fn executions(&self, query: &ExecutionQuery) -> (Vec<ExecutionSnapshot>, bool) {
+    /// Executions matching `query`, oldest first, and whether more follow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`] when `query.start_after` names an
+    /// execution no longer held.
+    pub fn executions(&self, query: &ExecutionQuery) -> Result<(Vec<ExecutionSnapshot>, bool)> {
         self.inner.executions.list(query)
     }
 
+    /// The `limit` most recent executions of a task, newest first (without logs).
+    pub fn recent_executions(&self, task_id: &str, limit: usize) -> Vec<ExecutionSnapshot> {
+        self.inner.executions.recent(task_id, limit)
+    }
+
     /// Deletes a task: its instances are drained (idle ones now, busy ones
-    /// when their calls return) and its artifact stays cached.
+    /// when their calls return), executions waiting for an instance end
+    /// CANCELLED, running ones are asked to stop, and its artifact stays
+    /// cached.
     ///
     /// # Errors
     ///
@@ -304,9 +364,10 @@ impl Host {
         self.tasks().remove(task_id);
         task.pool.close();
         let mut cancelled_running = 0;
-        for record in self.inner.executions.unfinished() {
-            if record.task_id() == task_id {
-                record.request_cancel();
+        for record in self.inner.executions.unfinished(Some(task_id)) {
+            let error =
+                ExecutionError::new("task_deleted", format!("task `{task_id}` was deleted"));
+            if !matches!(record.cancel(false, error), CancelOutcome::AlreadyEnded(_)) {
                 cancelled_running += 1;
             }
         }
@@ -355,45 +416,55 @@ impl Host {
         })
     }
 
-    /// Health and counters, from the live registry and records.
+    /// Health and counters, from counters kept as executions change: no
+    /// walk over the execution records.
     pub fn stats(&self) -> HostStats {
         let tasks = self.tasks().all();
-        let (records, _) = self.inner.executions.list(&ExecutionQuery {
-            limit: usize::MAX,
-            ..ExecutionQuery::default()
-        });
-        let mut by_status = BTreeMap::new();
+        let counts = self.inner.executions.counts();
+        let by_status = ExecutionStatus::ALL
+            .iter()
+            .map(|s| (*s, counts.held(*s)))
+            .collect();
         let mut by_function = BTreeMap::new();
-        let (mut finished, mut completed, mut total_time) = (0usize, 0usize, Duration::ZERO);
-        for r in &records {
-            *by_status.entry(r.status.to_string()).or_insert(0) += 1;
-            *by_function.entry(r.function.clone()).or_insert(0) += 1;
-            if r.status.is_final() {
-                finished += 1;
-                total_time += r.execution_time;
-                completed += usize::from(r.status == ExecutionStatus::Completed);
+        for task in &tasks {
+            for (f, info) in task.plugin.functions().iter().enumerate() {
+                let n = task.function_calls(f);
+                if n > 0 {
+                    *by_function.entry(info.name.clone()).or_insert(0) += n;
+                }
             }
         }
-        let count = |s: ExecutionStatus| by_status.get(&s.to_string()).copied().unwrap_or(0);
+        let mut tier = TierCounts::default();
+        for profile in self
+            .inner
+            .profiles
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
+            tier += profile.counts();
+        }
         HostStats {
             uptime: self.inner.started.elapsed(),
             active_tasks: tasks.iter().filter(|t| t.activity().running > 0).count(),
             tasks: tasks.len(),
-            running: count(ExecutionStatus::Running),
-            pending: count(ExecutionStatus::Pending),
+            running: counts.held(ExecutionStatus::Running),
+            pending: counts.held(ExecutionStatus::Pending),
             total_executions: tasks.iter().map(|t| t.activity().execution_count).sum(),
-            average_execution_time: if finished == 0 {
+            average_execution_time: if counts.ended == 0 {
                 Duration::ZERO
             } else {
-                total_time / u32::try_from(finished).unwrap_or(u32::MAX)
+                counts.run_time / u32::try_from(counts.ended).unwrap_or(u32::MAX)
             },
-            success_rate_percent: if finished == 0 {
+            success_rate_percent: if counts.ended == 0 {
                 100.0
             } else {
-                completed as f64 * 100.0 / finished as f64
+                counts.completed as f64 * 100.0 / counts.ended as f64
             },
             by_status,
             by_function,
+            tier,
+            quarantined: self.inner.quarantine.quarantined(),
             cache: self.artifacts().cache().stats(),
         }
     }
@@ -408,5 +479,27 @@ impl Host {
     /// When the host started (wall clock), for reporting.
     pub fn started_at(&self) -> SystemTime {
         SystemTime::now() - self.inner.started.elapsed()
+    }
+}
+
+/// One of the limited places for ASYNC executions accepted and not yet
+/// ended; given back when dropped, however the execution's task ends.
+#[derive(Debug)]
+struct PendingSlot(Arc<AtomicUsize>);
+
+impl PendingSlot {
+    fn claim(pending: &Arc<AtomicUsize>, limit: usize) -> Option<PendingSlot> {
+        pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| PendingSlot(Arc::clone(pending)))
+    }
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -9,7 +9,7 @@ use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot};
 use crate::host::Host;
-use crate::pool::{InstancePool, PoolLimits};
+use crate::pool::{InstancePool, PoolContext, PoolLimits};
 use crate::registry::{CreationKey, NewTask, Task};
 use crate::Value;
 
@@ -99,7 +99,7 @@ impl InvokeRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InvokeOutcome {
     /// The task it ran on.
-    pub task_id: String,
+    pub task_id: Arc<str>,
     /// Whether this invocation created that task.
     pub created_task: bool,
     /// The execution: final for SYNC, PENDING (or later) for ASYNC.
@@ -125,7 +125,7 @@ impl Host {
                 if let Some(task) = self.tasks().by_name(name) {
                     return Ok((task, false));
                 }
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = crate::exec::new_id();
                 self.create_task(
                     CreationKey::Name(name.clone()),
                     id,
@@ -162,7 +162,7 @@ impl Host {
                 let name = if name.is_empty() { task_id } else { name };
                 self.create_task(
                     CreationKey::Id(task_id.clone()),
-                    task_id.clone(),
+                    Arc::from(task_id.as_str()),
                     name,
                     description,
                     artifact,
@@ -183,7 +183,7 @@ impl Host {
     async fn create_task(
         &self,
         key: CreationKey,
-        id: String,
+        id: Arc<str>,
         name: &str,
         description: &str,
         artifact: &ArtifactSpec,
@@ -202,7 +202,15 @@ impl Host {
                     .filter(|(k, _)| !k.starts_with("spearlet."))
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
-                let pool = InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits).await?;
+                let profile = self.profile_of(&plugin);
+                let context = PoolContext {
+                    policy: self.tier_policy(),
+                    profile: Arc::clone(&profile),
+                    quarantine: Arc::clone(self.quarantine_limits()),
+                };
+                let pool =
+                    InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context)
+                        .await?;
                 tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
                 Ok(NewTask {
                     pin: Some(self.artifacts().cache().pin(&plugin.digest())),
@@ -213,6 +221,7 @@ impl Host {
                     plugin,
                     metadata: request.metadata.clone(),
                     pool,
+                    profile,
                 })
             })
             .await?;

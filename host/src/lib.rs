@@ -38,6 +38,7 @@ pub mod loader;
 pub mod pool;
 pub mod registry;
 pub mod server;
+pub mod tier;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -3,17 +3,28 @@
 //!
 //! Capacity is a semaphore with `max` permits: a lease holds one, so at most
 //! `max` calls run on a task at once and a caller past that waits — up to
-//! its deadline — for a permit. Plugin code (instance constructors and
-//! destructors included) only ever runs on blocking threads.
+//! its deadline — for a permit. Deleting the task closes the semaphore, so
+//! queued callers stop waiting at once.
+//!
+//! A call that is abandoned while its plugin runs on (deadline, forced
+//! cancel) *quarantines* its instance: the slot is given back so the pool
+//! can serve others, and the instance rejoins the pool when the plugin
+//! returns. Each quarantined instance pins a thread, so quarantine is
+//! bounded per task and across the host; past either bound, new calls to
+//! the task are refused until a quarantined call returns.
+//!
+//! Plugin code (constructors, destructors) runs off the async workers,
+//! except constructors the inline tier has seen to be short.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
 use crate::loader::{CallRequest, FunctionHandle, Plugin, PluginInstance};
+use crate::tier::{PluginProfile, TierPolicy};
 use crate::Value;
 
 /// Sizing of one pool.
@@ -25,6 +36,44 @@ pub struct PoolLimits {
     pub max: usize,
 }
 
+/// How many abandoned calls may pin an instance and a thread: per task, and
+/// across every task of a host (shared by the pools).
+#[derive(Debug)]
+pub struct QuarantineLimits {
+    /// Per task.
+    pub per_task: usize,
+    /// Across the host.
+    pub total: usize,
+    quarantined: AtomicUsize,
+}
+
+impl QuarantineLimits {
+    /// Limits of `per_task` and `total` quarantined instances.
+    pub fn new(per_task: usize, total: usize) -> Self {
+        QuarantineLimits {
+            per_task,
+            total,
+            quarantined: AtomicUsize::new(0),
+        }
+    }
+
+    /// Instances quarantined across the host now.
+    pub fn quarantined(&self) -> usize {
+        self.quarantined.load(Ordering::Acquire)
+    }
+}
+
+/// What a pool needs besides its plugin and limits.
+#[derive(Debug, Clone)]
+pub struct PoolContext {
+    /// The inline tier's settings.
+    pub policy: TierPolicy,
+    /// What the tier knows of this plugin (its constructor's profile is used here).
+    pub profile: Arc<PluginProfile>,
+    /// The host-wide quarantine bounds.
+    pub quarantine: Arc<QuarantineLimits>,
+}
+
 /// The instance pool of one task (cheap to clone; clones share the pool).
 #[derive(Debug, Clone)]
 pub struct InstancePool {
@@ -33,23 +82,31 @@ pub struct InstancePool {
 
 #[derive(Debug)]
 struct Shared {
-    task_id: String,
+    task_id: Arc<str>,
     plugin: Arc<Plugin>,
     config: Vec<(String, String)>,
     limits: PoolLimits,
+    context: PoolContext,
     permits: Arc<Semaphore>,
-    idle: Mutex<Vec<Idle>>,
-    live: AtomicUsize,
+    state: Mutex<PoolState>,
     next_id: AtomicU64,
     closed: AtomicBool,
     discarded: AtomicU64,
-    quarantined: AtomicUsize,
+    created: AtomicU64,
+}
+
+/// Instances and their counts, under one lock so they always agree.
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Idle>,
+    live: usize,
+    quarantined: usize,
 }
 
 #[derive(Debug)]
 struct Idle {
     instance: PluginInstance,
-    id: String,
+    id: Arc<str>,
     since: Instant,
 }
 
@@ -62,6 +119,8 @@ pub struct PoolStats {
     pub live: usize,
     /// Calls holding an instance.
     pub busy: usize,
+    /// Instances created since the pool was.
+    pub created: u64,
     /// Instances discarded after a panic.
     pub discarded: u64,
     /// Instances still running a call that was abandoned (timed out or
@@ -76,19 +135,27 @@ pub struct PoolStats {
 #[derive(Debug)]
 pub struct Lease {
     instance: Option<PluginInstance>,
-    id: String,
+    id: Arc<str>,
     shared: Arc<Shared>,
-    permit: Slot,
+    permit: Option<OwnedSemaphorePermit>,
+    slot: Option<Slot>,
 }
 
-/// The lease's claim on pool capacity, which an abandoned call gives up early.
-type Slot = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+/// The lease's claim on pool capacity, once a waiter may abandon the call.
+type Slot = Arc<Mutex<SlotState>>;
+
+#[derive(Debug)]
+enum SlotState {
+    Held(OwnedSemaphorePermit),
+    Quarantined,
+    Returned,
+}
 
 /// Lets the side waiting for a call give its capacity back if it stops
 /// waiting (see [`Quarantine::quarantine`]).
 #[derive(Debug, Clone)]
 pub struct Quarantine {
-    permit: Slot,
+    slot: Slot,
     shared: Arc<Shared>,
 }
 
@@ -97,30 +164,41 @@ impl Quarantine {
     /// so the pool can make a replacement, and count the instance as
     /// quarantined until its call returns.
     pub fn quarantine(&self) {
-        let released = self
-            .permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if released.is_some() {
-            self.shared.quarantined.fetch_add(1, Ordering::AcqRel);
-            tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");
+        let mut slot = lock(&self.slot);
+        if !matches!(*slot, SlotState::Held(_)) {
+            return;
         }
+        // Counted while the slot is locked: the lease's return, which
+        // uncounts it, takes the same lock first, so the count never goes
+        // below zero whatever the interleaving.
+        let mut state = self.shared.state();
+        state.quarantined += 1;
+        self.shared
+            .context
+            .quarantine
+            .quarantined
+            .fetch_add(1, Ordering::AcqRel);
+        drop(state);
+        let permit = std::mem::replace(&mut *slot, SlotState::Quarantined);
+        drop(permit);
+        tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");
     }
 }
 
 impl InstancePool {
     /// A pool for `plugin`, whose instances are built from `config`; it
-    /// creates `limits.min` instances now (on a blocking thread).
+    /// creates `limits.min` instances now (off the async workers unless the
+    /// constructor has proven short).
     ///
     /// # Errors
     ///
     /// [`Error::InstanceCreation`] when the plugin refuses the configuration.
     pub async fn prewarmed(
-        task_id: &str,
+        task_id: &Arc<str>,
         plugin: Arc<Plugin>,
         config: Vec<(String, String)>,
         limits: PoolLimits,
+        context: PoolContext,
     ) -> Result<Self> {
         let limits = PoolLimits {
             min: limits.min.min(limits.max.max(1)),
@@ -128,22 +206,22 @@ impl InstancePool {
         };
         let pool = InstancePool {
             shared: Arc::new(Shared {
-                task_id: task_id.to_owned(),
+                task_id: Arc::clone(task_id),
                 permits: Arc::new(Semaphore::new(limits.max)),
                 plugin,
                 config,
                 limits,
-                idle: Mutex::default(),
-                live: AtomicUsize::new(0),
+                context,
+                state: Mutex::default(),
                 next_id: AtomicU64::new(1),
                 closed: AtomicBool::new(false),
                 discarded: AtomicU64::new(0),
-                quarantined: AtomicUsize::new(0),
+                created: AtomicU64::new(0),
             }),
         };
         for _ in 0..limits.min {
             let (instance, id) = pool.create().await?;
-            pool.shared.idle().push(Idle {
+            pool.shared.state().idle.push(Idle {
                 instance,
                 id,
                 since: Instant::now(),
@@ -157,74 +235,127 @@ impl InstancePool {
     ///
     /// # Errors
     ///
-    /// [`Error::PoolExhausted`] when no slot frees up before the deadline;
-    /// [`Error::InstanceCreation`] when a new instance cannot be made.
+    /// [`Error::TaskDeleted`] once the pool is closed;
+    /// [`Error::QuarantineFull`] while too many abandoned calls pin
+    /// instances; [`Error::PoolExhausted`] when no slot frees up before the
+    /// deadline; [`Error::InstanceCreation`] when a new instance cannot be made.
     pub async fn acquire(&self, fresh: bool, deadline: Instant) -> Result<Lease> {
-        let permits = Arc::clone(&self.shared.permits);
-        let permit = tokio::time::timeout_at(deadline.into(), permits.acquire_owned())
-            .await
-            .map_err(|_| Error::PoolExhausted {
-                task_id: self.shared.task_id.clone(),
-                max: self.shared.limits.max,
-            })?
-            .map_err(|_| {
-                Error::Internal(format!(
-                    "the pool of task `{}` is closed",
-                    self.shared.task_id
-                ))
-            })?;
+        self.check_quarantine()?;
+        let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(self.deleted()),
+            Err(TryAcquireError::NoPermits) => {
+                let permits = Arc::clone(&self.shared.permits);
+                tokio::time::timeout_at(deadline.into(), permits.acquire_owned())
+                    .await
+                    .map_err(|_| Error::PoolExhausted {
+                        task_id: self.shared.task_id.to_string(),
+                        max: self.shared.limits.max,
+                    })?
+                    .map_err(|_| self.deleted())?
+            }
+        };
         if !fresh {
-            if let Some(idle) = self.shared.idle().pop() {
+            if let Some(idle) = self.shared.state().idle.pop() {
                 return Ok(self.lease(idle.instance, idle.id, permit));
             }
-        } else if self.shared.live.load(Ordering::Acquire)
-            >= self.shared.limits.max + self.shared.quarantined.load(Ordering::Acquire)
-        {
-            // Make room: a fresh instance replaces the longest-idle one.
+        } else {
             let oldest = {
-                let mut idle = self.shared.idle();
-                (!idle.is_empty()).then(|| idle.remove(0))
+                let mut state = self.shared.state();
+                // Make room: a fresh instance replaces the longest-idle one.
+                (state.live >= self.shared.limits.max + state.quarantined && !state.idle.is_empty())
+                    .then(|| state.idle.remove(0))
             };
             if let Some(oldest) = oldest {
                 self.shared.destroy(oldest.instance);
             }
         }
         let (instance, id) = self.create().await?;
+        if self.shared.closed.load(Ordering::Acquire) {
+            self.shared.destroy(instance);
+            return Err(self.deleted());
+        }
         Ok(self.lease(instance, id, permit))
     }
 
-    fn lease(&self, instance: PluginInstance, id: String, permit: OwnedSemaphorePermit) -> Lease {
+    fn check_quarantine(&self) -> Result<()> {
+        let limits = &self.shared.context.quarantine;
+        let here = self.shared.state().quarantined;
+        let total = limits.quarantined();
+        let (count, limit, scope) = if here >= limits.per_task {
+            (here, limits.per_task, "task")
+        } else if total >= limits.total {
+            (total, limits.total, "host")
+        } else {
+            return Ok(());
+        };
+        Err(Error::QuarantineFull {
+            task_id: self.shared.task_id.to_string(),
+            scope,
+            quarantined: count,
+            limit,
+        })
+    }
+
+    fn deleted(&self) -> Error {
+        Error::TaskDeleted {
+            task_id: self.shared.task_id.to_string(),
+        }
+    }
+
+    fn lease(&self, instance: PluginInstance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
         Lease {
             instance: Some(instance),
             id,
             shared: Arc::clone(&self.shared),
-            permit: Arc::new(Mutex::new(Some(permit))),
+            permit: Some(permit),
+            slot: None,
         }
     }
 
-    async fn create(&self) -> Result<(PluginInstance, String)> {
-        let plugin = Arc::clone(&self.shared.plugin);
-        let config = self.shared.config.clone();
-        let instance = tokio::task::spawn_blocking(move || PluginInstance::new(&plugin, &config))
+    async fn create(&self) -> Result<(PluginInstance, Arc<str>)> {
+        let shared = &self.shared;
+        let profile = &shared.context.profile.constructor;
+        let policy = shared.context.policy;
+        let instance = if policy.enabled() && profile.is_inline() {
+            let start = Instant::now();
+            let instance = PluginInstance::new(&shared.plugin, &shared.config);
+            profile
+                .inline_run(start.elapsed(), &policy)
+                .log(shared.plugin.name(), "constructor");
+            instance?
+        } else {
+            let plugin = Arc::clone(&shared.plugin);
+            let config = shared.config.clone();
+            let (instance, took) = tokio::task::spawn_blocking(move || {
+                let start = Instant::now();
+                let instance = PluginInstance::new(&plugin, &config);
+                (instance, start.elapsed())
+            })
             .await
-            .map_err(|e| Error::Internal(format!("instance creation did not finish: {e}")))??;
-        self.shared.live.fetch_add(1, Ordering::AcqRel);
-        let n = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok((instance, format!("{}-{n}", self.shared.task_id)))
+            .map_err(|e| Error::Internal(format!("instance creation did not finish: {e}")))?;
+            profile
+                .off_worker_run(took, &policy)
+                .log(shared.plugin.name(), "constructor");
+            instance?
+        };
+        shared.state().live += 1;
+        shared.created.fetch_add(1, Ordering::Relaxed);
+        let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        Ok((instance, Arc::from(format!("{}-{n}", shared.task_id))))
     }
 
     /// Destroys instances idle since before `now - idle_for`, keeping the
     /// minimum; returns how many went.
     pub fn reap_idle(&self, idle_for: Duration) -> usize {
         let expired: Vec<Idle> = {
-            let mut idle = self.shared.idle();
-            let live = self.shared.live.load(Ordering::Acquire);
-            let removable = live.saturating_sub(self.shared.limits.min);
+            let mut state = self.shared.state();
+            let removable = state.live.saturating_sub(self.shared.limits.min);
             let mut taken = Vec::new();
             let mut i = 0;
-            while i < idle.len() && taken.len() < removable {
-                if idle[i].since.elapsed() >= idle_for {
-                    taken.push(idle.remove(i));
+            while i < state.idle.len() && taken.len() < removable {
+                if state.idle[i].since.elapsed() >= idle_for {
+                    taken.push(state.idle.remove(i));
                 } else {
                     i += 1;
                 }
@@ -238,26 +369,41 @@ impl InstancePool {
         n
     }
 
-    /// Stops lending: idle instances are destroyed now, leased ones when
-    /// their calls return.
+    /// Stops lending: callers waiting for a slot get [`Error::TaskDeleted`],
+    /// idle instances are destroyed now, leased ones when their calls return.
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let idle: Vec<Idle> = std::mem::take(&mut *self.shared.idle());
+        self.shared.permits.close();
+        let idle = std::mem::take(&mut self.shared.state().idle);
         for i in idle {
             self.shared.destroy(i.instance);
         }
     }
 
+    /// Whether [`InstancePool::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
     /// Counts describing the pool now.
     pub fn stats(&self) -> PoolStats {
-        let idle = self.shared.idle().len();
+        let state = self.shared.state();
+        let held = self
+            .shared
+            .limits
+            .max
+            .saturating_sub(self.shared.permits.available_permits());
         PoolStats {
-            idle,
-            live: self.shared.live.load(Ordering::Acquire),
-            busy: self.shared.limits.max - self.shared.permits.available_permits()
-                + self.shared.quarantined.load(Ordering::Acquire),
+            idle: state.idle.len(),
+            live: state.live,
+            busy: if self.is_closed() {
+                state.live - state.idle.len()
+            } else {
+                held + state.quarantined
+            },
+            created: self.shared.created.load(Ordering::Relaxed),
             discarded: self.shared.discarded.load(Ordering::Relaxed),
-            quarantined: self.shared.quarantined.load(Ordering::Acquire),
+            quarantined: state.quarantined,
             limits: self.shared.limits,
         }
     }
@@ -265,14 +411,26 @@ impl InstancePool {
 
 impl Lease {
     /// The instance's id (`<task id>-<n>`).
-    pub fn instance_id(&self) -> &str {
+    pub fn instance_id(&self) -> &Arc<str> {
         &self.id
     }
 
     /// A handle to give this lease's capacity back early.
-    pub fn quarantine_handle(&self) -> Quarantine {
+    pub fn quarantine_handle(&mut self) -> Quarantine {
+        let slot = match &self.slot {
+            Some(slot) => Arc::clone(slot),
+            None => {
+                let state = match self.permit.take() {
+                    Some(permit) => SlotState::Held(permit),
+                    None => SlotState::Returned,
+                };
+                let slot = Arc::new(Mutex::new(state));
+                self.slot = Some(Arc::clone(&slot));
+                slot
+            }
+        };
         Quarantine {
-            permit: Arc::clone(&self.permit),
+            slot,
             shared: Arc::clone(&self.shared),
         }
     }
@@ -295,28 +453,41 @@ impl Drop for Lease {
         let Some(instance) = self.instance.take() else {
             return;
         };
-        let permit = self
-            .permit
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let was_quarantined = permit.is_none();
-        if was_quarantined {
-            self.shared.quarantined.fetch_sub(1, Ordering::AcqRel);
+        // Released after the instance is back, so a waiter woken by it finds
+        // the instance idle rather than making another.
+        let mut _permit = self.permit.take();
+        let mut state_of_slot = self.slot.as_ref().map(lock);
+        let was_quarantined = state_of_slot
+            .as_deref()
+            .is_some_and(|s| matches!(s, SlotState::Quarantined));
+        if let Some(slot) = state_of_slot.as_deref_mut() {
+            if let SlotState::Held(permit) = std::mem::replace(slot, SlotState::Returned) {
+                _permit = Some(permit);
+            }
         }
+        let mut state = self.shared.state();
+        if was_quarantined {
+            state.quarantined -= 1;
+            self.shared
+                .context
+                .quarantine
+                .quarantined
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        drop(state_of_slot);
+        let surplus = was_quarantined && state.live > self.shared.limits.max;
         if instance.is_poisoned() {
+            drop(state);
             self.shared.discarded.fetch_add(1, Ordering::Relaxed);
             self.shared.destroy(instance);
-        } else if self.shared.closed.load(Ordering::Acquire)
-            || (was_quarantined
-                && self.shared.live.load(Ordering::Acquire) > self.shared.limits.max)
-        {
+        } else if self.shared.closed.load(Ordering::Acquire) || surplus {
             // A quarantined instance whose replacement exists is surplus.
+            drop(state);
             self.shared.destroy(instance);
         } else {
-            self.shared.idle().push(Idle {
+            state.idle.push(Idle {
                 instance,
-                id: std::mem::take(&mut self.id),
+                id: Arc::clone(&self.id),
                 since: Instant::now(),
             });
         }
@@ -324,19 +495,38 @@ impl Drop for Lease {
 }
 
 impl Shared {
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Drops an instance; its destructor is plugin code, so off the async
     /// workers when there is a runtime.
     fn destroy(&self, instance: PluginInstance) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || drop(instance));
-            }
-            Err(_) => drop(instance),
+        self.state().live -= 1;
+        dispose(instance);
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // A pool dropped on an async worker (a task whose creation failed or
+        // was abandoned) must not run destructors there.
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        for idle in state.idle.drain(..) {
+            dispose(idle.instance);
         }
     }
+}
+
+fn dispose(instance: PluginInstance) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || drop(instance));
+        }
+        Err(_) => drop(instance),
+    }
+}
+
+fn lock(slot: &Slot) -> MutexGuard<'_, SlotState> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }

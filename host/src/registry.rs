@@ -3,23 +3,24 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::OnceCell;
 
 use crate::artifact::{ArtifactSpec, CachePin};
 use crate::error::{Error, Result};
 use crate::exec::ExecutionStatus;
-use crate::loader::Plugin;
+use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
+use crate::tier::{PluginProfile, Profile};
 
 /// A task: a loaded plugin, its instance pool, and its history.
 #[derive(Debug)]
 pub struct Task {
     /// Unique id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Unique name.
     pub name: String,
     /// What it is for.
@@ -34,17 +35,19 @@ pub struct Task {
     pub created_at: SystemTime,
     /// Its instances.
     pub pool: InstancePool,
-    activity: Mutex<Activity>,
+    /// What the inline tier knows of its plugin (shared by every task of
+    /// the same plugin).
+    pub profile: Arc<PluginProfile>,
+    /// Unix nanoseconds of the last execution's end (or creation).
+    updated_at: AtomicU64,
+    /// The last execution's final status, as an index into
+    /// [`ExecutionStatus::ALL`] plus one; zero: none yet.
+    last_status: AtomicU8,
     executions: AtomicU64,
+    /// Executions started, per function (index for index with the table).
+    calls: Box<[AtomicU64]>,
     running: AtomicUsize,
-    durations: Mutex<HashMap<String, Duration>>,
     _pin: Option<CachePin>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Activity {
-    updated_at: SystemTime,
-    last_status: Option<ExecutionStatus>,
 }
 
 /// A task's counters at one moment.
@@ -64,7 +67,7 @@ pub struct TaskActivity {
 #[derive(Debug)]
 pub struct NewTask {
     /// Unique id.
-    pub id: String,
+    pub id: Arc<str>,
     /// Unique name.
     pub name: String,
     /// What it is for.
@@ -77,6 +80,8 @@ pub struct NewTask {
     pub metadata: BTreeMap<String, String>,
     /// Its pool, pre-warmed.
     pub pool: InstancePool,
+    /// The inline tier's profile of its plugin.
+    pub profile: Arc<PluginProfile>,
     /// Keeps the artifact in the cache while the task lives.
     pub pin: Option<CachePin>,
 }
@@ -84,7 +89,14 @@ pub struct NewTask {
 impl Task {
     fn new(t: NewTask) -> Self {
         let now = SystemTime::now();
+        let calls = t
+            .plugin
+            .functions()
+            .iter()
+            .map(|_| AtomicU64::new(0))
+            .collect();
         Task {
+            calls,
             id: t.id,
             name: t.name,
             description: t.description,
@@ -93,20 +105,19 @@ impl Task {
             metadata: t.metadata,
             created_at: now,
             pool: t.pool,
-            activity: Mutex::new(Activity {
-                updated_at: now,
-                last_status: None,
-            }),
+            profile: t.profile,
+            updated_at: AtomicU64::new(unix_nanos(now)),
+            last_status: AtomicU8::new(0),
             executions: AtomicU64::new(0),
             running: AtomicUsize::new(0),
-            durations: Mutex::default(),
             _pin: t.pin,
         }
     }
 
     /// Counts an execution starting; the guard counts it ending.
-    pub(crate) fn begin_execution(self: &Arc<Self>) -> RunningGuard {
+    pub(crate) fn begin_execution(self: &Arc<Self>, function: FunctionHandle) -> RunningGuard {
         self.executions.fetch_add(1, Ordering::Relaxed);
+        self.calls[function.index()].fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::AcqRel);
         RunningGuard {
             task: Arc::clone(self),
@@ -115,46 +126,53 @@ impl Task {
 
     /// Records how an execution ended.
     pub(crate) fn record_outcome(&self, status: ExecutionStatus) {
-        let mut activity = self.activity.lock().unwrap_or_else(PoisonError::into_inner);
-        activity.updated_at = SystemTime::now();
-        activity.last_status = Some(status);
+        self.updated_at
+            .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+        let index = ExecutionStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .expect("every status is in ALL");
+        self.last_status.store(
+            u8::try_from(index + 1).expect("six statuses"),
+            Ordering::Relaxed,
+        );
     }
 
-    /// Folds a completed execution's run time into the function's estimate
-    /// (an exponentially weighted mean: recent runs count most).
-    pub(crate) fn record_duration(&self, function: &str, took: Duration) {
-        let mut durations = self
-            .durations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match durations.get_mut(function) {
-            Some(mean) => *mean = mean.mul_f64(0.8) + took.mul_f64(0.2),
-            None => {
-                durations.insert(function.to_owned(), took);
-            }
-        }
+    /// Executions of function number `index` started on this task.
+    pub fn function_calls(&self, index: usize) -> u64 {
+        self.calls
+            .get(index)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The inline tier's profile of `function`.
+    pub fn profile(&self, function: FunctionHandle) -> &Profile {
+        &self.profile.functions[function.index()]
     }
 
     /// How long `function` is expected to take, from its recent completed
-    /// runs (zero before the first).
+    /// runs (zero before the first, or for a name the plugin lacks).
     pub fn expected_duration(&self, function: &str) -> Duration {
-        let durations = self
-            .durations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        durations.get(function).copied().unwrap_or(Duration::ZERO)
+        self.plugin
+            .function(function)
+            .map_or(Duration::ZERO, |f| self.profile(f).expected_duration())
     }
 
     /// The task's counters now.
     pub fn activity(&self) -> TaskActivity {
-        let activity = *self.activity.lock().unwrap_or_else(PoisonError::into_inner);
+        let last = usize::from(self.last_status.load(Ordering::Relaxed));
         TaskActivity {
-            updated_at: activity.updated_at,
+            updated_at: UNIX_EPOCH + Duration::from_nanos(self.updated_at.load(Ordering::Relaxed)),
             execution_count: self.executions.load(Ordering::Relaxed),
             running: self.running.load(Ordering::Acquire),
-            last_status: activity.last_status,
+            last_status: last.checked_sub(1).map(|i| ExecutionStatus::ALL[i]),
         }
     }
+}
+
+fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Counts one running execution of a task until dropped.
@@ -189,8 +207,8 @@ pub struct TaskRegistry {
 
 #[derive(Debug, Default)]
 struct Tables {
-    by_id: HashMap<String, Arc<Task>>,
-    by_name: BTreeMap<String, String>,
+    by_id: HashMap<Arc<str>, Arc<Task>>,
+    by_name: BTreeMap<String, Arc<str>>,
 }
 
 impl TaskRegistry {
@@ -203,7 +221,7 @@ impl TaskRegistry {
     pub fn by_name(&self, name: &str) -> Option<Arc<Task>> {
         let tables = self.tables();
         let id = tables.by_name.get(name)?;
-        tables.by_id.get(id).cloned()
+        tables.by_id.get(&**id).cloned()
     }
 
     /// The task for `key`: existing, or created once by `create` however
@@ -254,11 +272,13 @@ impl TaskRegistry {
         if let Some(existing) = tables.by_name.get(&task.name) {
             return Err(Error::TaskNameTaken {
                 name: task.name.clone(),
-                existing: existing.clone(),
+                existing: existing.to_string(),
             });
         }
-        tables.by_name.insert(task.name.clone(), task.id.clone());
-        tables.by_id.insert(task.id.clone(), task);
+        tables
+            .by_name
+            .insert(task.name.clone(), Arc::clone(&task.id));
+        tables.by_id.insert(Arc::clone(&task.id), task);
         Ok(())
     }
 
@@ -294,7 +314,7 @@ impl TaskRegistry {
             if page.len() == limit.max(1) {
                 return (page, true);
             }
-            if let Some(task) = tables.by_id.get(id) {
+            if let Some(task) = tables.by_id.get(&**id) {
                 page.push(Arc::clone(task));
             }
         }

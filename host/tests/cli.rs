@@ -31,12 +31,33 @@ fn inspect_describes_a_plugin() {
     assert!(stdout.contains(&format!("sha256:    {sha}\n")), "{stdout}");
     assert!(stdout.contains("plugin:    math 0.1.0\n"), "{stdout}");
     assert!(
-        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.0.0)\n"),
+        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.1.0)\n"),
         "{stdout}"
     );
     assert!(stdout.contains("add(a: i64, b: i64) -> i64"), "{stdout}");
     assert!(stdout.contains("divide(a: f64, b: f64) -> f64"), "{stdout}");
     assert!(stdout.contains("Adds two integers."), "{stdout}");
+    assert!(!stdout.contains("blocking"), "{stdout}");
+    assert!(
+        stdout.contains("needs:     ") && stdout.contains("libc.so.6"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn inspect_marks_blocking_functions() {
+    let out = spearlet(&["plugin", "inspect", path(Artifact::Probe)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` line in {stdout}"))
+            .to_owned()
+    };
+    assert!(line("wait(").contains("unary   blocking"), "{stdout}");
+    assert!(!line("spin(").contains("blocking"), "{stdout}");
 }
 
 #[test]

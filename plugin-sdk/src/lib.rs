@@ -134,7 +134,7 @@ pub mod prelude {
 /// Used by the code the macros generate. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{descriptor, param, state, FunctionDef, Handler, PluginDef};
+    pub use crate::registry::{descriptor, hints, param, state, FunctionDef, Handler, PluginDef};
     pub use crate::IntoOutput;
 }
 
@@ -171,6 +171,9 @@ macro_rules! export_plugin {
             ];
             const HANDLERS: &'static [$crate::__private::Handler] = &[
                 $(<$function as $crate::__private::FunctionDef>::call),*
+            ];
+            const HINTS: &'static [$crate::ffi::FfiFunctionHints] = &[
+                $(<$function as $crate::__private::FunctionDef>::HINTS),*
             ];
         }
 

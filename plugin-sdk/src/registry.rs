@@ -5,7 +5,7 @@ use std::any::Any;
 
 use abi_stable::std_types::RStr;
 
-use crate::ffi::{FfiFunctionDesc, FfiFunctionKind};
+use crate::ffi::{FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind};
 use crate::{Context, FromParam, Instance, PluginError, Value};
 
 /// How the dispatcher calls one registered function.
@@ -15,6 +15,8 @@ pub type Handler = fn(&mut dyn Any, &Context<'_>) -> Result<Value, PluginError>;
 pub trait FunctionDef {
     /// The function's table entry.
     const DESCRIPTOR: FfiFunctionDesc;
+    /// How the host may run it.
+    const HINTS: FfiFunctionHints;
     /// Extracts the parameters from `ctx`, calls the function, converts its output.
     fn call(state: &mut dyn Any, ctx: &Context<'_>) -> Result<Value, PluginError>;
 }
@@ -31,6 +33,8 @@ pub trait PluginDef: 'static {
     const DESCRIPTORS: &'static [FfiFunctionDesc];
     /// The handlers, index for index with `DESCRIPTORS`.
     const HANDLERS: &'static [Handler];
+    /// How each may be run, index for index with `DESCRIPTORS`.
+    const HINTS: &'static [FfiFunctionHints];
 }
 
 /// Builds a table entry at compile time.
@@ -50,6 +54,11 @@ pub const fn descriptor(
         description: RStr::from_str(description),
         signature: RStr::from_str(signature),
     }
+}
+
+/// Builds a function's hints at compile time.
+pub const fn hints(blocking: bool) -> FfiFunctionHints {
+    FfiFunctionHints { blocking }
 }
 
 /// Extracts parameter `name` as `T`.

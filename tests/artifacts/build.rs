@@ -21,6 +21,8 @@ const PLUGINS: &[(&str, &str)] = &[
     ("fixture-no-functions", "fixture_no_functions"),
     ("fixture-duplicate-functions", "fixture_duplicate_functions"),
     ("fixture-probe", "fixture_probe"),
+    ("fixture-rpath", "fixture_rpath"),
+    ("fixture-unchecked-layout", "fixture_unchecked_layout"),
 ];
 
 fn main() {

@@ -229,15 +229,32 @@ fn millis(d: Duration) -> i64 {
 }
 
 pub(super) fn execution_result(e: &ExecutionSnapshot, include_output: bool) -> pb::ExecutionResult {
+    result_of(
+        e,
+        if include_output {
+            e.output.clone()
+        } else {
+            None
+        },
+    )
+}
+
+/// As [`execution_result`] with the output, moving it rather than copying.
+pub(super) fn into_execution_result(mut e: ExecutionSnapshot) -> pb::ExecutionResult {
+    let output = e.output.take();
+    result_of(&e, output)
+}
+
+fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::ExecutionResult {
     let (error_code, error_message) = e
         .error
         .as_ref()
         .map(|err| (err.code.clone(), err.message.clone()))
         .unwrap_or_default();
-    let mut metrics = std::collections::HashMap::new();
+    let mut metrics = std::collections::HashMap::with_capacity(3);
     metrics.insert("attempts".to_owned(), e.attempts.to_string());
-    if !e.instance_id.is_empty() {
-        metrics.insert("instance_id".to_owned(), e.instance_id.clone());
+    if let Some(instance) = &e.instance_id {
+        metrics.insert("instance_id".to_owned(), instance.to_string());
     }
     metrics.insert(
         "execution_time_us".to_owned(),
@@ -245,11 +262,7 @@ pub(super) fn execution_result(e: &ExecutionSnapshot, include_output: bool) -> p
     );
     pb::ExecutionResult {
         status: status(e.status).into(),
-        result: if include_output {
-            e.output.clone().map(to_any)
-        } else {
-            None
-        },
+        result: output.map(to_any),
         error_message,
         error_code,
         execution_time_ms: millis(e.execution_time),
@@ -263,13 +276,13 @@ pub(super) fn execution_result(e: &ExecutionSnapshot, include_output: bool) -> p
 pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {
     let mut metadata = std::collections::HashMap::new();
     metadata.insert("attempts".to_owned(), e.attempts.to_string());
-    if !e.instance_id.is_empty() {
-        metadata.insert("instance_id".to_owned(), e.instance_id.clone());
+    if let Some(instance) = &e.instance_id {
+        metadata.insert("instance_id".to_owned(), instance.to_string());
     }
     pb::ExecutionInfo {
-        execution_id: e.execution_id.clone(),
-        task_id: e.task_id.clone(),
-        function_name: e.function.clone(),
+        execution_id: e.execution_id.to_string(),
+        task_id: e.task_id.to_string(),
+        function_name: e.function.to_string(),
         execution_mode: mode(e.mode).into(),
         status: status(e.status).into(),
         started_at: e.started_at.map(timestamp),
@@ -310,7 +323,7 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     let pool = task.pool.stats();
     metadata.insert("instances".to_owned(), pool.live.to_string());
     pb::TaskInfo {
-        task_id: task.id.clone(),
+        task_id: task.id.to_string(),
         task_name: task.name.clone(),
         artifact_spec: Some(artifact_spec_pb(&task.artifact)),
         created_at: unix_seconds(task.created_at),
@@ -332,9 +345,11 @@ pub(super) fn page_limit(limit: i32) -> usize {
     }
 }
 
-pub(super) fn string_map(map: BTreeMap<String, usize>) -> std::collections::HashMap<String, i32> {
+pub(super) fn string_map<N: TryInto<i32>>(
+    map: BTreeMap<String, N>,
+) -> std::collections::HashMap<String, i32> {
     map.into_iter()
-        .map(|(k, v)| (k, i32::try_from(v).unwrap_or(i32::MAX)))
+        .map(|(k, v)| (k, v.try_into().unwrap_or(i32::MAX)))
         .collect()
 }
 

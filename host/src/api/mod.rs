@@ -49,7 +49,7 @@ impl FunctionService for FunctionApi {
         let req = convert::invoke_request(request.into_inner(), timeout)?;
         let sync = req.mode == ExecutionMode::Sync;
         let outcome = self.host.invoke(req).await?;
-        let e = &outcome.execution;
+        let e = outcome.execution;
         if sync && e.status == ExecutionStatus::Timeout {
             let message = e
                 .error
@@ -74,28 +74,27 @@ impl FunctionService for FunctionApi {
                 ),
             ),
         };
-        let estimated = if e.status.is_final() {
-            0
+        let (estimated, status_endpoint) = if e.status.is_final() {
+            (0, String::new())
         } else {
-            i64::try_from(
-                self.host
-                    .estimated_duration(&outcome.task_id, &e.function)
-                    .as_millis(),
+            let estimate = self.host.estimated_duration(&outcome.task_id, &e.function);
+            (
+                i64::try_from(estimate.as_millis()).unwrap_or(i64::MAX),
+                format!(
+                    "/spearlet.FunctionService/GetExecutionStatus?execution_id={}",
+                    e.execution_id
+                ),
             )
-            .unwrap_or(i64::MAX)
         };
         Ok(Response::new(pb::InvokeFunctionResponse {
             success,
             message,
-            execution_id: e.execution_id.clone(),
-            task_id: outcome.task_id.clone(),
-            instance_id: e.instance_id.clone(),
-            result: Some(convert::execution_result(e, true)),
-            status_endpoint: format!(
-                "/spearlet.FunctionService/GetExecutionStatus?execution_id={}",
-                e.execution_id
-            ),
+            execution_id: e.execution_id.to_string(),
+            task_id: outcome.task_id.to_string(),
+            instance_id: e.instance_id.as_deref().unwrap_or_default().to_owned(),
+            status_endpoint,
             estimated_completion_ms: estimated,
+            result: Some(convert::into_execution_result(e)),
         }))
     }
 
@@ -210,18 +209,13 @@ impl FunctionService for FunctionApi {
             }));
         };
         let executions = if req.include_executions {
-            let (mut all, _) = self.host.executions(&ExecutionQuery {
-                task_id: Some(task.id.clone()),
-                limit: usize::MAX,
-                ..ExecutionQuery::default()
-            });
-            all.reverse();
             let limit = match usize::try_from(req.execution_limit) {
                 Ok(0) | Err(_) => 10,
-                Ok(n) => n,
+                Ok(n) => n.min(1000),
             };
-            all.iter()
-                .take(limit)
+            self.host
+                .recent_executions(&task.id, limit)
+                .iter()
                 .map(convert::execution_info)
                 .collect()
         } else {
@@ -268,12 +262,13 @@ impl FunctionService for FunctionApi {
             status: convert::status_filter(req.status_filter)?,
             start_after: (!req.start_after.is_empty()).then_some(req.start_after),
             limit: convert::page_limit(req.limit),
+            logs: false,
         };
-        let (page, has_more) = self.host.executions(&query);
+        let (page, has_more) = self.host.executions(&query)?;
         Ok(Response::new(pb::ListExecutionsResponse {
             next_start_after: if has_more {
                 page.last()
-                    .map(|e| e.execution_id.clone())
+                    .map(|e| e.execution_id.to_string())
                     .unwrap_or_default()
             } else {
                 String::new()
@@ -329,8 +324,7 @@ impl FunctionService for FunctionApi {
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         let req = request.into_inner();
         let stats = self.host.stats();
-        let count =
-            |s: ExecutionStatus| clamp(stats.by_status.get(&s.to_string()).copied().unwrap_or(0));
+        let count = |s: ExecutionStatus| clamp(stats.by_status.get(&s).copied().unwrap_or(0));
         let task_stats = req.include_task_stats.then(|| {
             let mut tasks = self.host.tasks().all();
             tasks.sort_by_key(|t| std::cmp::Reverse(t.activity().execution_count));
@@ -379,6 +373,9 @@ fn clamp(n: usize) -> i32 {
 
 /// Runs a STREAM execution, forwarding its chunks, then one final message.
 /// A client that goes away cancels the execution.
+///
+/// The execution runs as a task of its own, so its deadline fires whatever
+/// the client does: a client that stops reading holds only this relay.
 async fn relay_stream(
     host: Host,
     req: crate::invoke::InvokeRequest,
@@ -395,30 +392,28 @@ async fn relay_stream(
         error_message: String::new(),
         metadata: Default::default(),
     };
-    let run = host.stream(req, chunk_tx);
-    tokio::pin!(run);
-    let (mut client_gone, mut chunks_done) = (false, false);
+    let runner = host.clone();
+    let mut run = tokio::spawn(async move { runner.stream(req, chunk_tx).await });
+    let mut chunks_done = false;
     let outcome = loop {
         tokio::select! {
-            chunk = chunk_rx.recv(), if !client_gone && !chunks_done => match chunk {
+            chunk = chunk_rx.recv(), if !chunks_done => match chunk {
                 Some(value) => {
                     if out.send(Ok(chunk_message(value))).await.is_err() {
-                        client_gone = true;
-                        // The client went away: stop the plugin, and stop
-                        // accepting its chunks.
+                        // The client went away: stop the plugin; its next
+                        // `emit` finds the stream closed.
                         let _ = host.cancel(&execution_id, false);
-                        chunk_rx.close();
+                        return;
                     }
                 }
                 // The execution dropped its sender: it is about to finish.
                 None => chunks_done = true,
             },
-            outcome = &mut run => break outcome,
+            outcome = &mut run => break outcome.unwrap_or_else(|e| {
+                Err(crate::Error::Internal(format!("the stream's execution failed: {e}")))
+            }),
         }
     };
-    if client_gone {
-        return;
-    }
     while let Ok(value) = chunk_rx.try_recv() {
         if out.send(Ok(chunk_message(value))).await.is_err() {
             return;
@@ -428,13 +423,15 @@ async fn relay_stream(
         Ok(outcome) => {
             let e = outcome.execution;
             let mut metadata = std::collections::HashMap::new();
-            metadata.insert("task_id".to_owned(), outcome.task_id);
-            metadata.insert("instance_id".to_owned(), e.instance_id.clone());
+            metadata.insert("task_id".to_owned(), outcome.task_id.to_string());
+            if let Some(instance) = &e.instance_id {
+                metadata.insert("instance_id".to_owned(), instance.to_string());
+            }
             if let Some(err) = &e.error {
                 metadata.insert("error_code".to_owned(), err.code.clone());
             }
             Ok(pb::StreamExecutionResult {
-                execution_id: e.execution_id.clone(),
+                execution_id: e.execution_id.to_string(),
                 status: convert::status(e.status).into(),
                 // A unary function's result is the final message's payload.
                 chunk_data: e.output.filter(|v| *v != Value::Unit).map(value::to_any),

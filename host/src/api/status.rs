@@ -24,6 +24,9 @@ pub fn code(error: &Error) -> Code {
         Error::PermissionDenied { .. } => Code::PermissionDenied,
         Error::ChecksumMismatch { .. }
         | Error::ArtifactFormat { .. }
+        | Error::NotRegularFile { .. }
+        | Error::UnverifiedDependency { .. }
+        | Error::LayoutUnchecked { .. }
         | Error::NotSharedLibrary { .. }
         | Error::NoRootModule { .. }
         | Error::IncompatibleSdk { .. }
@@ -37,10 +40,12 @@ pub fn code(error: &Error) -> Code {
         | Error::TaskBusy { .. }
         | Error::SmsNotConfigured { .. } => Code::FailedPrecondition,
         Error::PoolExhausted { .. }
+        | Error::QuarantineFull { .. }
         | Error::ArtifactTooLarge { .. }
         | Error::TooManyPending { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         Error::DownloadFailed { .. } => Code::Unavailable,
+        Error::TaskDeleted { .. } => Code::Aborted,
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }
         | Error::Io { .. }

@@ -1,9 +1,13 @@
 //! The content-addressed artifact cache: `<data_dir>/artifacts/sha256/<hex>.so`.
 //!
-//! Files are written to a temporary file in the same filesystem, made
+//! Downloads and local files alike are written to a temporary file in the
+//! same filesystem (local files are *ingested*: copied while hashed), made
 //! read-only, and renamed into place, so a cache path only ever holds the
-//! complete bytes of its digest. A size bound evicts the least recently used
-//! artifacts that no live task has pinned.
+//! complete bytes of its digest, in an inode of its own. A size bound evicts
+//! the least recently used artifacts that no live task has pinned.
+//!
+//! Every method here touches the file system: call them off the async
+//! workers.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,6 +20,7 @@ use tempfile::NamedTempFile;
 
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::loader::VerifiedFile;
 
 /// Counters and sizes of the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -189,6 +194,56 @@ impl ArtifactCache {
         state.total += size;
         self.evict(&mut state, digest);
         Ok(path)
+    }
+
+    /// Copies the local file `source` into the cache while hashing it,
+    /// refusing it unless it hashes to `expected` (when given). The result
+    /// holds the cached copy open: load that, not `source`.
+    ///
+    /// # Errors
+    ///
+    /// As [`VerifiedFile::copy`]; [`Error::ChecksumMismatch`].
+    pub fn ingest(
+        &self,
+        source: &Path,
+        expected: Option<&Sha256Digest>,
+        max_size: u64,
+    ) -> Result<VerifiedFile> {
+        let temp = NamedTempFile::new_in(&self.inner.temp_dir)
+            .map_err(|e| Error::io(&self.inner.temp_dir, e))?;
+        let copy = temp
+            .as_file()
+            .try_clone()
+            .map_err(|e| Error::io(temp.path(), e))?;
+        // On refusal `temp` is dropped, and with it the partial copy.
+        let verified = VerifiedFile::copy(source, copy, max_size)?;
+        verified.expect(expected)?;
+        self.insert(temp, &verified.digest())?;
+        Ok(verified)
+    }
+
+    /// The cached artifact with `digest`, hashed again as it is opened
+    /// (`None` when it is not cached).
+    ///
+    /// # Errors
+    ///
+    /// As [`VerifiedFile::rehash`]; [`Error::ChecksumMismatch`] (the cached
+    /// file is removed then).
+    pub fn open_verified(
+        &self,
+        digest: &Sha256Digest,
+        max_size: u64,
+    ) -> Result<Option<VerifiedFile>> {
+        let Some(path) = self.lookup(digest) else {
+            return Ok(None);
+        };
+        let file = VerifiedFile::rehash(&path, max_size)?;
+        if let Err(e) = file.expect(Some(digest)) {
+            tracing::warn!(%digest, "cached artifact no longer matches its digest; removing it");
+            self.remove(digest);
+            return Err(e);
+        }
+        Ok(Some(file))
     }
 
     /// Drops a cached artifact (e.g. one whose bytes no longer match its name).

@@ -102,8 +102,16 @@ async fn attempt_once(client: &reqwest::Client, d: &Download<'_>) -> Result<Down
     }
 
     let local = |e: std::io::Error| Failure::Final(Error::io(d.temp_dir, e));
-    let file = NamedTempFile::new_in(d.temp_dir).map_err(local)?;
-    let mut out = tokio::fs::File::from_std(file.reopen().map_err(local)?);
+    let dir = d.temp_dir.to_owned();
+    let (file, out) = tokio::task::spawn_blocking(move || {
+        let file = NamedTempFile::new_in(dir)?;
+        let out = file.reopen()?;
+        Ok::<_, std::io::Error>((file, out))
+    })
+    .await
+    .map_err(|e| local(std::io::Error::other(e)))?
+    .map_err(local)?;
+    let mut out = tokio::fs::File::from_std(out);
     let mut hasher = Sha256::new();
     let mut received = 0u64;
     let mut body = response.bytes_stream();

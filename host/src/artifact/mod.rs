@@ -10,15 +10,18 @@
 //! - `http(s)://` and SMS files only with a checksum; downloads are hashed as
 //!   they stream, refused on mismatch (never retried, temp file removed), and
 //!   cached read-only under their digest;
-//! - the loader hashes the file again as it opens it, unless that digest is
-//!   already loaded in this process — then there is no I/O at all.
+//! - local files are ingested: copied into the cache while being hashed, and
+//!   the copy is loaded, so what is mapped is exactly what was hashed;
+//! - a cached file is hashed again as it is opened for loading, unless that
+//!   digest is already loaded in this process — then there is no I/O at all;
+//! - every file-system call runs on a blocking thread, never an async worker.
 
 mod cache;
 mod fetch;
 mod location;
 mod spec;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -45,7 +48,13 @@ pub struct ArtifactStore {
     cache: ArtifactCache,
     client: reqwest::Client,
     in_flight: Mutex<HashMap<Sha256Digest, Flight>>,
+    /// Local locations already confined to a root that yielded a digest now
+    /// loaded: asking for the same location and digest again reads nothing.
+    resolved: Mutex<HashSet<(String, Sha256Digest)>>,
 }
+
+/// Entries of the resolved-locations memo before it starts over.
+const RESOLVED_MEMO: usize = 4096;
 
 impl ArtifactStore {
     /// Opens the store (and its cache under `config.data_dir`).
@@ -67,6 +76,7 @@ impl ArtifactStore {
             cache,
             client,
             in_flight: Mutex::default(),
+            resolved: Mutex::default(),
         })
     }
 
@@ -98,19 +108,7 @@ impl ArtifactStore {
     ) -> Result<Arc<Plugin>> {
         let expected = spec.checked_digest()?;
         let plugin = match Location::parse(&spec.location)? {
-            Location::Local(path) => {
-                let path = location::confine(&spec.location, &path, &self.config.roots)?;
-                if expected.is_none() && self.config.require_local_checksum {
-                    return Err(Error::ChecksumRequired {
-                        location: spec.location.clone(),
-                        reason: "the configuration requires checksums for local artifacts",
-                    });
-                }
-                match expected.as_ref().and_then(Plugin::already_loaded) {
-                    Some(plugin) => plugin,
-                    None => load_blocking(path, expected).await?,
-                }
-            }
+            Location::Local(path) => self.load_local(&spec.location, path, expected).await?,
             Location::Http(url) => {
                 self.load_remote(&spec.location, url, expected, progress)
                     .await?
@@ -132,6 +130,49 @@ impl ArtifactStore {
         Ok(plugin)
     }
 
+    async fn load_local(
+        &self,
+        location: &str,
+        path: PathBuf,
+        expected: Option<Sha256Digest>,
+    ) -> Result<Arc<Plugin>> {
+        if expected.is_none() && self.config.require_local_checksum {
+            return Err(Error::ChecksumRequired {
+                location: location.to_owned(),
+                reason: "the configuration requires checksums for local artifacts",
+            });
+        }
+        if let Some(digest) = expected {
+            // The fast path: this location was confined to a root before and
+            // gave these bytes, which are loaded. Nothing to read or check.
+            let key = (location.to_owned(), digest);
+            if self.resolved().contains(&key) {
+                if let Some(plugin) = Plugin::already_loaded(&digest) {
+                    return Ok(plugin);
+                }
+            }
+        }
+        let roots = self.config.roots.clone();
+        let cache = self.cache.clone();
+        let max_size = self.config.max_size_bytes;
+        let owned_location = location.to_owned();
+        let plugin = blocking(move || {
+            let real = location::confine(&owned_location, &path, &roots)?;
+            if let Some(plugin) = expected.as_ref().and_then(Plugin::already_loaded) {
+                return Ok(plugin);
+            }
+            let file = cache.ingest(&real, expected.as_ref(), max_size)?;
+            Plugin::load(file)
+        })
+        .await?;
+        let mut resolved = self.resolved();
+        if resolved.len() >= RESOLVED_MEMO {
+            resolved.clear();
+        }
+        resolved.insert((location.to_owned(), plugin.digest()));
+        Ok(plugin)
+    }
+
     async fn load_remote(
         &self,
         location: &str,
@@ -146,17 +187,26 @@ impl ArtifactStore {
         if let Some(plugin) = Plugin::already_loaded(&digest) {
             return Ok(plugin);
         }
-        let path = self.fetch(location, &url, &digest, progress).await?;
-        match load_blocking(path, Some(digest)).await {
-            Err(Error::ChecksumMismatch { .. }) => {
-                // The cached copy changed under its name: drop it, fetch afresh.
-                tracing::warn!(%digest, "cached artifact no longer matches its digest; fetching again");
-                self.cache.remove(&digest);
-                let path = self.fetch(location, &url, &digest, progress).await?;
-                load_blocking(path, Some(digest)).await
+        let max_size = self.config.max_size_bytes;
+        for _ in 0..2 {
+            self.fetch(location, &url, &digest, progress).await?;
+            let cache = self.cache.clone();
+            // A cached copy that no longer matches its name is removed, and
+            // fetched once more.
+            match blocking(move || match cache.open_verified(&digest, max_size)? {
+                Some(file) => Plugin::load(file).map(Some),
+                None => Ok(None),
+            })
+            .await
+            {
+                Ok(Some(plugin)) => return Ok(plugin),
+                Ok(None) | Err(Error::ChecksumMismatch { .. }) => continue,
+                Err(e) => return Err(e),
             }
-            other => other,
         }
+        Err(Error::Internal(format!(
+            "the cached copy of {digest} kept disappearing or changing while it was loaded"
+        )))
     }
 
     /// The cached file for `digest`, downloading it at most once at a time.
@@ -167,13 +217,13 @@ impl ArtifactStore {
         digest: &Sha256Digest,
         progress: Option<Progress<'_>>,
     ) -> Result<PathBuf> {
-        if let Some(path) = self.cache.lookup(digest) {
+        if let Some(path) = self.lookup(digest).await {
             return Ok(path);
         }
         let flight = Arc::clone(self.flights().entry(*digest).or_default());
         let outcome = flight
             .get_or_init(|| async {
-                if let Some(path) = self.cache.lookup(digest) {
+                if let Some(path) = self.lookup(digest).await {
                     return Ok(path);
                 }
                 let download = Download {
@@ -195,7 +245,9 @@ impl ArtifactStore {
                         actual: done.digest.to_hex(),
                     });
                 }
-                self.cache.insert(done.file, digest)
+                let cache = self.cache.clone();
+                let digest = *digest;
+                blocking(move || cache.insert(done.file, &digest)).await
             })
             .await
             .clone();
@@ -206,6 +258,19 @@ impl ArtifactStore {
         outcome
     }
 
+    async fn lookup(&self, digest: &Sha256Digest) -> Option<PathBuf> {
+        let cache = self.cache.clone();
+        let digest = *digest;
+        blocking(move || Ok(cache.lookup(&digest)))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    fn resolved(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Sha256Digest)>> {
+        self.resolved.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn flights(&self) -> std::sync::MutexGuard<'_, HashMap<Sha256Digest, Flight>> {
         self.in_flight
             .lock()
@@ -213,9 +278,10 @@ impl ArtifactStore {
     }
 }
 
-/// Loading runs the plugin's root-module constructor: keep it off the async workers.
-async fn load_blocking(path: PathBuf, expected: Option<Sha256Digest>) -> Result<Arc<Plugin>> {
-    tokio::task::spawn_blocking(move || Plugin::load_verified(&path, expected.as_ref()))
+/// File-system work and loading (which runs the plugin's root-module
+/// constructor) on a blocking thread, never an async worker.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
 }

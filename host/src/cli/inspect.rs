@@ -142,6 +142,7 @@ fn describe(out: &mut impl Write, plugin: &Plugin) -> std::io::Result<()> {
         plugin.sdk_version(),
         plugin.abi_version()
     )?;
+    writeln!(out, "needs:     {}", plugin.needed_libraries().join(", "))?;
     writeln!(out, "functions:")?;
     let width = plugin
         .functions()
@@ -149,12 +150,18 @@ fn describe(out: &mut impl Write, plugin: &Plugin) -> std::io::Result<()> {
         .map(|f| f.name.len() + f.signature.len())
         .max()
         .unwrap_or(0);
+    let any_blocking = plugin.functions().iter().any(|f| f.blocking);
     for f in plugin.functions() {
         let call = format!("{}{}", f.name, f.signature);
+        let kind = match (any_blocking, f.blocking) {
+            (true, true) => format!("{:<6}  blocking", f.kind.to_string()),
+            (true, false) => format!("{:<6}          ", f.kind.to_string()),
+            (false, _) => format!("{:<6}", f.kind.to_string()),
+        };
         if f.description.is_empty() {
-            writeln!(out, "  {call:<width$}  {:<6}", f.kind)?;
+            writeln!(out, "  {call:<width$}  {kind}")?;
         } else {
-            writeln!(out, "  {call:<width$}  {:<6}  {}", f.kind, f.description)?;
+            writeln!(out, "  {call:<width$}  {kind}  {}", f.description)?;
         }
     }
     Ok(())

@@ -1,7 +1,12 @@
-//! Running an execution: on a blocking thread, within its deadline, retried
-//! when retrying can help, with every attempt recorded.
+//! Running an execution: in place when the function has proven short,
+//! otherwise off the async workers within its deadline; retried when
+//! retrying can help, with every attempt recorded, and always ended — by
+//! its runner, or by [`Ending`] when the runner goes away.
 
+mod ending;
+mod ids;
 mod records;
+mod sink;
 mod store;
 
 use std::sync::Arc;
@@ -9,19 +14,28 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub(crate) use ending::Ending;
 pub use records::{
-    ExecutionError, ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus,
+    CancelOutcome, CountsSnapshot, ExecutionError, ExecutionMode, ExecutionRecord,
+    ExecutionSnapshot, ExecutionStatus,
 };
 pub use store::{ExecutionQuery, ExecutionStore};
 
+/// A new unique id (UUIDv7 text), cheap enough for every execution.
+pub fn new_id() -> std::sync::Arc<str> {
+    ids::next()
+}
+
 use crate::backoff::full_jitter;
 use crate::error::Error;
-use crate::loader::{CallRequest, CallSink, FunctionHandle};
-use crate::pool::{Lease, Quarantine};
+use crate::loader::{CallRequest, FunctionHandle};
+use crate::pool::Lease;
 use crate::registry::Task;
-use crate::{LogLevel, Value};
+use crate::tier::{Profile, TierPolicy};
+use crate::Value;
+use sink::RecordSink;
 
-/// What one execution needs, owned so it can move to a blocking thread.
+/// What one execution needs, shared with the thread that runs the plugin.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub task: Arc<Task>,
@@ -39,6 +53,19 @@ pub(crate) struct Job {
     pub mode: ExecutionMode,
     /// Where stream chunks go (STREAM mode).
     pub chunks: Option<mpsc::Sender<Value>>,
+    pub policy: TierPolicy,
+}
+
+impl Job {
+    fn profile(&self) -> &Profile {
+        self.task.profile(self.function)
+    }
+
+    /// When to stop waiting for an instance.
+    pub(crate) fn acquire_deadline(&self) -> Instant {
+        self.deadline
+            .unwrap_or_else(|| Instant::now() + self.acquire_timeout)
+    }
 }
 
 /// Why a call attempt ended.
@@ -53,51 +80,48 @@ const RETRY_BASE: Duration = Duration::from_millis(10);
 const RETRY_CAP: Duration = Duration::from_secs(1);
 
 /// Runs `job` to its end, recording everything on its record. `lease` is the
-/// instance for the first attempt, if one was acquired already.
-pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
-    let _running = job.task.begin_execution();
-    let record = Arc::clone(&job.record);
+/// instance for the first attempt, if one was acquired already. `ending`
+/// ends the record if this future is dropped before it does.
+pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) -> ExecutionStatus {
+    let _running = job.task.begin_execution(job.function);
     let job = Arc::new(job);
+    let record = &job.record;
     let mut fresh = job.fresh_instance;
     let mut attempt = 0;
     let status = loop {
-        if record
-            .cancel_flag()
-            .load(std::sync::atomic::Ordering::Acquire)
-        {
+        if record.cancel_requested() {
             record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
-            break ExecutionStatus::Cancelled;
+            break record.status();
         }
         let lease = match lease.take() {
             Some(lease) => lease,
-            None => {
-                let wait_until = job
-                    .deadline
-                    .unwrap_or_else(|| Instant::now() + job.acquire_timeout);
-                match job.task.pool.acquire(fresh, wait_until).await {
-                    Ok(lease) => lease,
-                    Err(e) => break fail(&record, &e),
-                }
-            }
+            None => match job.task.pool.acquire(fresh, job.acquire_deadline()).await {
+                Ok(lease) => lease,
+                Err(e) => break end_unserved(record, &e),
+            },
         };
         if !record.start_attempt(lease.instance_id()) {
             break record.status();
         }
-        let outcome = call_once(&job, lease).await;
+        let outcome =
+            if job.mode == ExecutionMode::Sync && job.policy.enabled() && job.profile().is_inline()
+            {
+                call_inline(&job, lease)
+            } else {
+                call_off_worker(&job, lease, &mut ending).await
+            };
         let past_deadline = job.deadline.is_some_and(|d| Instant::now() >= d);
-        let cancelled = record
-            .cancel_flag()
-            .load(std::sync::atomic::Ordering::Acquire);
+        let cancelled = record.cancel_requested();
         match outcome {
             // A plugin that noticed the deadline itself has timed out too.
             Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
                 record.request_cancel();
-                time_out(&record);
+                time_out(record);
                 break ExecutionStatus::Timeout;
             }
             Attempt::TimedOut => {
                 record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
-                break ExecutionStatus::Cancelled;
+                break record.status();
             }
             Attempt::Abandoned => break record.status(),
             Attempt::Done(Ok(value)) => {
@@ -108,7 +132,7 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
             Attempt::Done(Err(error)) => {
                 if cancelled {
                     record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
-                    break ExecutionStatus::Cancelled;
+                    break record.status();
                 }
                 let retriable = match &error {
                     Error::PluginFailed { retriable, .. } => *retriable,
@@ -116,14 +140,14 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
                     _ => false,
                 };
                 if !retriable || attempt >= job.max_retries {
-                    break fail(&record, &error);
+                    break fail(record, &error);
                 }
                 // A panicked instance is gone; the retry needs a new one anyway.
                 fresh = fresh || matches!(error, Error::PluginPanicked { .. });
                 attempt += 1;
                 let pause = full_jitter(RETRY_BASE, RETRY_CAP, attempt);
                 if job.deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                    break fail(&record, &error);
+                    break fail(record, &error);
                 }
                 tracing::debug!(execution = record.id(), attempt, error = %error, "retrying");
                 let failed = error_of(&error);
@@ -137,35 +161,55 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>) -> ExecutionStatus {
             }
         }
     };
+    ending.disarm();
     job.task.record_outcome(status);
     if status == ExecutionStatus::Completed {
-        job.task
-            .record_duration(record.function(), record.execution_time());
+        job.profile().record_duration(record.execution_time());
     }
     status
 }
 
-/// One attempt on `lease`, on a blocking thread. If the wait is abandoned
-/// (deadline, forced cancel) the thread runs on: the instance is quarantined
-/// and rejoins the pool only when the plugin returns.
-async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
+/// An execution that never got an instance: FAILED, or CANCELLED when its
+/// task was deleted while it waited.
+pub(crate) fn end_unserved(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
+    match error {
+        Error::TaskDeleted { .. } => {
+            record.finish(ExecutionStatus::Cancelled, None, Some(error_of(error)));
+            record.status()
+        }
+        _ => fail(record, error),
+    }
+}
+
+/// One attempt on the calling thread: no hand-off. Only for functions the
+/// tier has promoted; a run over the budget demotes the function.
+fn call_inline(job: &Job, mut lease: Lease) -> Attempt {
+    let start = Instant::now();
+    let result = call_blocking(job, &mut lease);
+    let took = start.elapsed();
+    drop(lease);
+    job.profile()
+        .inline_run(took, &job.policy)
+        .log(job.task.plugin.name(), job.record.function());
+    Attempt::Done(result)
+}
+
+/// One attempt off the async workers. If the wait is abandoned (deadline,
+/// forced cancel, the caller going away) the thread runs on: the instance
+/// is quarantined and rejoins the pool only when the plugin returns.
+async fn call_off_worker(job: &Arc<Job>, mut lease: Lease, ending: &mut Ending) -> Attempt {
     if job.mode == ExecutionMode::Sync && job.deadline.is_none() && on_multi_thread_runtime() {
         // Nothing to watch while the call runs (no deadline; a SYNC caller
         // waits for the end anyway): give this worker's duties to another
         // thread and run the call here, sparing a thread hand-off each way.
-        // The plugin still never runs on a thread serving as an async worker.
-        return Attempt::Done(tokio::task::block_in_place(|| {
-            call_blocking(job, &mut lease)
-        }));
+        let (result, took) = tokio::task::block_in_place(|| timed(job, &mut lease));
+        drop(lease);
+        return observed(job, result, took);
     }
     let quarantine = lease.quarantine_handle();
-    let mut waiting = Waiting {
-        job,
-        quarantine: &quarantine,
-        armed: true,
-    };
-    let job_for_call = Arc::clone(job);
-    let call = tokio::task::spawn_blocking(move || call_blocking(&job_for_call, &mut lease));
+    ending.watch(quarantine.clone());
+    let for_call = Arc::clone(job);
+    let call = tokio::task::spawn_blocking(move || timed(&for_call, &mut lease));
     let deadline = async {
         match job.deadline {
             Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -176,62 +220,52 @@ async fn call_once(job: &Arc<Job>, mut lease: Lease) -> Attempt {
         joined = call => joined,
         () = deadline => {
             quarantine.quarantine();
-            waiting.armed = false;
+            ending.unwatch();
+            job.profile().interrupted();
             return Attempt::TimedOut;
         }
         _ = job.record.finished() => {
             // Ended from outside while running: a forced cancel.
             quarantine.quarantine();
-            waiting.armed = false;
+            ending.unwatch();
+            job.profile().interrupted();
             return Attempt::Abandoned;
         }
     };
-    waiting.armed = false;
-    Attempt::Done(
-        joined.unwrap_or_else(|e| Err(Error::Internal(format!("the call's thread failed: {e}")))),
-    )
-}
-
-/// Armed while a caller awaits a call running elsewhere. If the awaiting
-/// future is dropped instead — the gRPC layer gave up at the deadline, or
-/// the client went away — the plugin is told to stop, its instance is
-/// quarantined until it returns, and the execution ends rather than staying
-/// RUNNING with nobody to stop it.
-struct Waiting<'a> {
-    job: &'a Job,
-    quarantine: &'a Quarantine,
-    armed: bool,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let record = &self.job.record;
-        record.request_cancel();
-        self.quarantine.quarantine();
-        if self.job.deadline.is_some_and(|d| Instant::now() >= d) {
-            time_out(record);
-        } else {
-            record.finish(
-                ExecutionStatus::Cancelled,
-                None,
-                Some(ExecutionError {
-                    code: "cancelled".to_owned(),
-                    message: "the caller stopped waiting".to_owned(),
-                }),
-            );
-        }
-        self.job.task.record_outcome(record.status());
+    ending.unwatch();
+    match joined {
+        Ok((result, took)) => observed(job, result, took),
+        Err(e) => Attempt::Done(Err(Error::Internal(format!(
+            "the call's thread failed: {e}"
+        )))),
     }
 }
 
-/// The plugin call itself, on the current (non-worker) thread.
+/// Folds an off-worker run into the function's profile.
+fn observed(job: &Job, result: Result<Value, Error>, took: Duration) -> Attempt {
+    let profile = job.profile();
+    if matches!(result, Err(Error::PluginPanicked { .. })) {
+        profile.interrupted();
+    } else {
+        profile
+            .off_worker_run(took, &job.policy)
+            .log(job.task.plugin.name(), job.record.function());
+    }
+    Attempt::Done(result)
+}
+
+fn timed(job: &Job, lease: &mut Lease) -> (Result<Value, Error>, Duration) {
+    let start = Instant::now();
+    let result = call_blocking(job, lease);
+    (result, start.elapsed())
+}
+
+/// The plugin call itself, on the current thread.
 fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
     let sink = RecordSink {
         record: &job.record,
         chunks: job.chunks.as_ref(),
+        deadline: job.deadline,
     };
     let request = CallRequest {
         execution_id: job.record.id(),
@@ -253,7 +287,7 @@ fn on_multi_thread_runtime() -> bool {
 }
 
 /// Ends `record` as TIMEOUT, with how long it ran.
-fn time_out(record: &ExecutionRecord) {
+pub(crate) fn time_out(record: &ExecutionRecord) {
     let error = Error::DeadlineExceeded {
         execution_id: record.id().to_owned(),
         elapsed_ms: u64::try_from(record.execution_time().as_millis()).unwrap_or(u64::MAX),
@@ -263,56 +297,19 @@ fn time_out(record: &ExecutionRecord) {
 
 fn fail(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
     record.finish(ExecutionStatus::Failed, None, Some(error_of(error)));
-    ExecutionStatus::Failed
+    record.status()
 }
 
 /// The code and message an execution reports for `error`: the plugin's own
 /// code for function failures, spearlet's error kind otherwise.
 pub(crate) fn error_of(error: &Error) -> ExecutionError {
     match error {
-        Error::PluginFailed { code, message, .. } => ExecutionError {
-            code: code.clone(),
-            message: message.clone(),
-        },
-        Error::PluginPanicked { message, .. } => ExecutionError {
-            code: "panic".to_owned(),
-            message: message.clone(),
-        },
-        other => ExecutionError {
-            code: other.kind().to_owned(),
-            message: other.to_string(),
-        },
+        Error::PluginFailed { code, message, .. } => ExecutionError::new(code, message),
+        Error::PluginPanicked { message, .. } => ExecutionError::new("panic", message),
+        other => ExecutionError::new(other.kind(), other.to_string()),
     }
 }
 
-fn cancelled_error() -> ExecutionError {
-    ExecutionError {
-        code: "cancelled".to_owned(),
-        message: "the execution was cancelled".to_owned(),
-    }
-}
-
-/// Routes a call's log lines to its record and its chunks to the stream.
-struct RecordSink<'a> {
-    record: &'a ExecutionRecord,
-    chunks: Option<&'a mpsc::Sender<Value>>,
-}
-
-impl CallSink for RecordSink<'_> {
-    fn emit(&self, chunk: Value) -> bool {
-        // Blocks while the consumer's buffer is full: backpressure.
-        self.chunks
-            .is_some_and(|tx| tx.blocking_send(chunk).is_ok())
-    }
-
-    fn log(&self, level: LogLevel, line: &str) {
-        let level = match level {
-            LogLevel::Trace => "TRACE",
-            LogLevel::Debug => "DEBUG",
-            LogLevel::Info => "INFO",
-            LogLevel::Warn => "WARN",
-            LogLevel::Error => "ERROR",
-        };
-        self.record.log(format!("{level} {line}"));
-    }
+pub(crate) fn cancelled_error() -> ExecutionError {
+    ExecutionError::new("cancelled", "the execution was cancelled")
 }

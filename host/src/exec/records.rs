@@ -1,11 +1,17 @@
 //! Execution records: what happened to every call.
+//!
+//! A record is created for every execution and must cost nanoseconds: the
+//! strings it names (id, task, function, instance) are shared `Arc<str>`s,
+//! the cancellation flag and the "ended" signal live inline, and the clock
+//! is read once per transition (wall-clock times are derived from the
+//! monotonic ones).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::Value;
 
@@ -21,7 +27,7 @@ pub enum ExecutionMode {
 }
 
 /// Where an execution is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ExecutionStatus {
     /// Accepted, not started.
     Pending,
@@ -38,9 +44,23 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    /// Every status, in life order.
+    pub const ALL: [ExecutionStatus; 6] = [
+        ExecutionStatus::Pending,
+        ExecutionStatus::Running,
+        ExecutionStatus::Completed,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+        ExecutionStatus::Timeout,
+    ];
+
     /// Whether the execution has ended.
     pub fn is_final(self) -> bool {
         !matches!(self, ExecutionStatus::Pending | ExecutionStatus::Running)
+    }
+
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -66,15 +86,25 @@ pub struct ExecutionError {
     pub message: String,
 }
 
+impl ExecutionError {
+    /// An error with this code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ExecutionError {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A point-in-time copy of an execution record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionSnapshot {
     /// The execution's id.
-    pub execution_id: String,
+    pub execution_id: Arc<str>,
     /// The task it ran on.
-    pub task_id: String,
+    pub task_id: Arc<str>,
     /// The function called.
-    pub function: String,
+    pub function: Arc<str>,
     /// How it was run.
     pub mode: ExecutionMode,
     /// Its status.
@@ -91,25 +121,97 @@ pub struct ExecutionSnapshot {
     pub completed_at: Option<SystemTime>,
     /// Time from start to end (so far, while running).
     pub execution_time: Duration,
-    /// The instance of the last attempt.
-    pub instance_id: String,
+    /// The instance of the last attempt, once one started.
+    pub instance_id: Option<Arc<str>>,
     /// Attempts made (retries included).
     pub attempts: u32,
     /// The plugin's log lines (`LEVEL message`), oldest first.
     pub logs: Vec<String>,
 }
 
+/// Counts over the records of one store, kept as records change so that
+/// statistics never walk the records.
+#[derive(Debug, Default)]
+pub struct StatusCounts {
+    held: [AtomicUsize; 6],
+    ended: AtomicU64,
+    completed: AtomicU64,
+    run_nanos: AtomicU64,
+}
+
+/// What [`StatusCounts`] say now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountsSnapshot {
+    /// Records held, by status (index: [`ExecutionStatus::ALL`]).
+    pub held: [usize; 6],
+    /// Executions ended since start.
+    pub ended: u64,
+    /// Of those, completed.
+    pub completed: u64,
+    /// Their run time, summed.
+    pub run_time: Duration,
+}
+
+impl CountsSnapshot {
+    /// Records held with `status`.
+    pub fn held(&self, status: ExecutionStatus) -> usize {
+        self.held[status.index()]
+    }
+}
+
+impl StatusCounts {
+    pub(super) fn enter(&self, status: ExecutionStatus) {
+        self.held[status.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn leave(&self, status: ExecutionStatus) {
+        self.held[status.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn moved(&self, from: ExecutionStatus, to: ExecutionStatus) {
+        self.leave(from);
+        self.enter(to);
+    }
+
+    fn ended(&self, status: ExecutionStatus, ran: Duration) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        if status == ExecutionStatus::Completed {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        self.run_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> CountsSnapshot {
+        let mut held = [0; 6];
+        for (h, a) in held.iter_mut().zip(&self.held) {
+            *h = a.load(Ordering::Relaxed);
+        }
+        CountsSnapshot {
+            held,
+            ended: self.ended.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// One execution, shared by whoever runs it and whoever asks about it.
 #[derive(Debug)]
 pub struct ExecutionRecord {
-    id: String,
-    pub(super) task_id: String,
-    function: String,
+    id: Arc<str>,
+    /// Creation order within the store (ids need not sort by age).
+    pub(super) seq: u64,
+    task_id: Arc<str>,
+    function: Arc<str>,
     mode: ExecutionMode,
-    cancel: Arc<AtomicBool>,
+    cancel: AtomicBool,
     pub(super) created: Instant,
+    created_at: SystemTime,
     state: Mutex<State>,
-    status_tx: watch::Sender<ExecutionStatus>,
+    ended: Notify,
+    counts: Arc<StatusCounts>,
 }
 
 #[derive(Debug)]
@@ -117,12 +219,9 @@ struct State {
     status: ExecutionStatus,
     output: Option<Value>,
     error: Option<ExecutionError>,
-    created_at: SystemTime,
-    started_at: Option<SystemTime>,
     started: Option<Instant>,
-    completed_at: Option<SystemTime>,
-    elapsed: Option<Duration>,
-    instance_id: String,
+    ended: Option<Instant>,
+    instance_id: Option<Arc<str>>,
     attempts: u32,
     logs: Vec<String>,
     dropped_logs: usize,
@@ -131,30 +230,48 @@ struct State {
 /// Log lines kept per execution; later ones are counted, not stored.
 const MAX_LOG_LINES: usize = 1000;
 
+/// What [`ExecutionRecord::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It had already ended with this status.
+    AlreadyEnded(ExecutionStatus),
+    /// It ended now, as CANCELLED.
+    Cancelled,
+    /// It is running: the flag is raised, and it ends when the plugin returns.
+    Requested,
+}
+
 impl ExecutionRecord {
-    pub(super) fn new(id: String, task_id: String, function: String, mode: ExecutionMode) -> Self {
+    pub(super) fn new(
+        id: Arc<str>,
+        seq: u64,
+        task_id: Arc<str>,
+        function: Arc<str>,
+        mode: ExecutionMode,
+        counts: Arc<StatusCounts>,
+    ) -> Self {
         ExecutionRecord {
             id,
+            seq,
             task_id,
             function,
             mode,
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel: AtomicBool::new(false),
             created: Instant::now(),
+            created_at: SystemTime::now(),
             state: Mutex::new(State {
                 status: ExecutionStatus::Pending,
                 output: None,
                 error: None,
-                created_at: SystemTime::now(),
-                started_at: None,
                 started: None,
-                completed_at: None,
-                elapsed: None,
-                instance_id: String::new(),
+                ended: None,
+                instance_id: None,
                 attempts: 0,
                 logs: Vec::new(),
                 dropped_logs: 0,
             }),
-            status_tx: watch::channel(ExecutionStatus::Pending).0,
+            ended: Notify::new(),
+            counts,
         }
     }
 
@@ -168,9 +285,19 @@ impl ExecutionRecord {
         &self.task_id
     }
 
+    /// The function this execution calls.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+
     /// The cancellation flag handed to the plugin.
-    pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
+    pub fn cancel_flag(&self) -> &AtomicBool {
         &self.cancel
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
     }
 
     /// Raises the cancellation flag.
@@ -183,32 +310,54 @@ impl ExecutionRecord {
         self.state().status
     }
 
+    /// Asks the execution to stop. A PENDING one ends now; a RUNNING one
+    /// ends now only with `force` (its plugin runs on, unobserved), else
+    /// when the plugin returns. Decided under the record's lock, so a call
+    /// starting at the same moment either sees the cancel or is seen running.
+    pub fn cancel(&self, force: bool, error: ExecutionError) -> CancelOutcome {
+        self.request_cancel();
+        let state = self.state();
+        match state.status {
+            s if s.is_final() => CancelOutcome::AlreadyEnded(s),
+            ExecutionStatus::Running if !force => CancelOutcome::Requested,
+            _ => {
+                self.end(state, ExecutionStatus::Cancelled, None, Some(error));
+                CancelOutcome::Cancelled
+            }
+        }
+    }
+
     /// Waits until the status is final.
     pub async fn finished(&self) -> ExecutionStatus {
-        let mut rx = self.status_tx.subscribe();
-        let status = *rx
-            .wait_for(|s| s.is_final())
-            .await
-            .expect("the record owns the sender");
-        status
+        loop {
+            let notified = self.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let status = self.status();
+            if status.is_final() {
+                return status;
+            }
+            notified.await;
+        }
     }
 
     /// Marks an attempt starting on `instance_id`; false if the execution
     /// already ended (e.g. cancelled while pending).
-    pub(crate) fn start_attempt(&self, instance_id: &str) -> bool {
+    pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> bool {
         let mut state = self.state();
         if state.status.is_final() {
             return false;
         }
         if state.started.is_none() {
             state.started = Some(Instant::now());
-            state.started_at = Some(SystemTime::now());
+        }
+        if state.status == ExecutionStatus::Pending {
+            self.counts
+                .moved(ExecutionStatus::Pending, ExecutionStatus::Running);
         }
         state.status = ExecutionStatus::Running;
         state.attempts += 1;
-        instance_id.clone_into(&mut state.instance_id);
-        drop(state);
-        self.status_tx.send_replace(ExecutionStatus::Running);
+        state.instance_id = Some(Arc::clone(instance_id));
         true
     }
 
@@ -220,18 +369,31 @@ impl ExecutionRecord {
         error: Option<ExecutionError>,
     ) -> bool {
         debug_assert!(status.is_final());
-        let mut state = self.state();
+        let state = self.state();
         if state.status.is_final() {
             return false;
         }
+        self.end(state, status, output, error);
+        true
+    }
+
+    fn end(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        status: ExecutionStatus,
+        output: Option<Value>,
+        error: Option<ExecutionError>,
+    ) {
+        let now = Instant::now();
+        self.counts.moved(state.status, status);
+        self.counts
+            .ended(status, state.started.map_or(Duration::ZERO, |s| now - s));
         state.status = status;
         state.output = output;
         state.error = error;
-        state.completed_at = Some(SystemTime::now());
-        state.elapsed = Some(state.started.map_or(Duration::ZERO, |s| s.elapsed()));
+        state.ended = Some(now);
         drop(state);
-        self.status_tx.send_replace(status);
-        true
+        self.ended.notify_waiters();
     }
 
     /// Appends a plugin log line.
@@ -247,43 +409,51 @@ impl ExecutionRecord {
     /// Time from start to end (so far, while running).
     pub fn execution_time(&self) -> Duration {
         let state = self.state();
-        state
-            .elapsed
-            .or_else(|| state.started.map(|s| s.elapsed()))
-            .unwrap_or(Duration::ZERO)
+        Self::ran(&state)
     }
 
-    /// The function this execution calls.
-    pub fn function(&self) -> &str {
-        &self.function
-    }
-
-    /// A copy of the record as it is now.
-    pub fn snapshot(&self) -> ExecutionSnapshot {
-        let state = self.state();
-        let mut logs = state.logs.clone();
-        if state.dropped_logs > 0 {
-            logs.push(format!("({} more lines dropped)", state.dropped_logs));
+    fn ran(state: &State) -> Duration {
+        match (state.started, state.ended) {
+            (Some(s), Some(e)) => e - s,
+            (Some(s), None) => s.elapsed(),
+            (None, _) => Duration::ZERO,
         }
+    }
+
+    /// A copy of the record as it is now, with its log lines or without.
+    pub fn snapshot_with(&self, logs: bool) -> ExecutionSnapshot {
+        let state = self.state();
+        let wall = |t: Instant| self.created_at + t.saturating_duration_since(self.created);
+        let logs = if logs {
+            let mut lines = state.logs.clone();
+            if state.dropped_logs > 0 {
+                lines.push(format!("({} more lines dropped)", state.dropped_logs));
+            }
+            lines
+        } else {
+            Vec::new()
+        };
         ExecutionSnapshot {
-            execution_id: self.id.clone(),
-            task_id: self.task_id.clone(),
-            function: self.function.clone(),
+            execution_id: Arc::clone(&self.id),
+            task_id: Arc::clone(&self.task_id),
+            function: Arc::clone(&self.function),
             mode: self.mode,
             status: state.status,
             output: state.output.clone(),
             error: state.error.clone(),
-            created_at: state.created_at,
-            started_at: state.started_at,
-            completed_at: state.completed_at,
-            execution_time: state
-                .elapsed
-                .or_else(|| state.started.map(|s| s.elapsed()))
-                .unwrap_or(Duration::ZERO),
+            created_at: self.created_at,
+            started_at: state.started.map(wall),
+            completed_at: state.ended.map(wall),
+            execution_time: Self::ran(&state),
             instance_id: state.instance_id.clone(),
             attempts: state.attempts,
             logs,
         }
+    }
+
+    /// A copy of the record as it is now.
+    pub fn snapshot(&self) -> ExecutionSnapshot {
+        self.snapshot_with(true)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

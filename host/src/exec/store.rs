@@ -1,10 +1,27 @@
 //! The bounded store of execution records.
+//!
+//! Every execution gets a record, so creating one must not serialise the
+//! host: records are spread over shards by id, each with its own lock, and
+//! each shard keeps its records in creation order (a sequence number, not
+//! the id: client-chosen ids need not sort by age). Eviction drops the
+//! oldest finished records of the shard being written to, and finished ones
+//! past their time to live; unfinished records are never dropped.
+//!
+//! With `max_records` split over the shards, the store keeps about the most
+//! recent `max_records`: exactly for small bounds (one shard), within a
+//! shard's share of it for large ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use super::records::{ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus};
+use super::ids;
+use super::records::{
+    CountsSnapshot, ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus,
+    StatusCounts,
+};
+use crate::error::{Error, Result};
 
 /// Filters for listing executions.
 #[derive(Debug, Clone, Default)]
@@ -13,27 +30,45 @@ pub struct ExecutionQuery {
     pub task_id: Option<String>,
     /// Only executions with this status.
     pub status: Option<ExecutionStatus>,
-    /// Only ids after this one (pagination).
+    /// Only executions created after this one (pagination).
     pub start_after: Option<String>,
     /// At most this many.
     pub limit: usize,
+    /// Include each execution's log lines.
+    pub logs: bool,
 }
 
-/// The bounded store of execution records, in id order (ids are time-ordered).
+/// Records per shard below which one shard is used (so small bounds are exact).
+const RECORDS_PER_SHARD: usize = 256;
+const MAX_SHARDS: usize = 16;
+
+/// The bounded store of execution records.
 #[derive(Debug)]
 pub struct ExecutionStore {
-    records: Mutex<BTreeMap<String, Arc<ExecutionRecord>>>,
-    max_records: usize,
+    shards: Box<[Mutex<Shard>]>,
+    seq: AtomicU64,
+    per_shard: usize,
     ttl: Duration,
+    counts: Arc<StatusCounts>,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    by_id: HashMap<Arc<str>, Arc<ExecutionRecord>>,
+    by_age: BTreeMap<u64, Arc<ExecutionRecord>>,
 }
 
 impl ExecutionStore {
-    /// A store keeping at most `max_records`, finished ones for at most `ttl`.
+    /// A store keeping about `max_records`, finished ones for at most `ttl`.
     pub fn new(max_records: usize, ttl: Duration) -> Self {
+        let max_records = max_records.max(1);
+        let shards = (max_records / RECORDS_PER_SHARD).clamp(1, MAX_SHARDS);
         ExecutionStore {
-            records: Mutex::default(),
-            max_records: max_records.max(1),
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            seq: AtomicU64::new(0),
+            per_shard: max_records.div_ceil(shards),
             ttl,
+            counts: Arc::default(),
         }
     }
 
@@ -41,57 +76,73 @@ impl ExecutionStore {
     /// with that id (`false`: nothing was created).
     pub fn create(
         &self,
-        id: Option<String>,
-        task_id: &str,
-        function: &str,
+        id: Option<&str>,
+        task_id: &Arc<str>,
+        function: &Arc<str>,
         mode: ExecutionMode,
     ) -> (Arc<ExecutionRecord>, bool) {
-        let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let mut records = self.records();
-        if let Some(existing) = records.get(&id) {
+        let id = match id {
+            Some(id) => Arc::from(id),
+            None => ids::next(),
+        };
+        let mut shard = self.shard(&id);
+        if let Some(existing) = shard.by_id.get(&id) {
             return (Arc::clone(existing), false);
         }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(ExecutionRecord::new(
-            id.clone(),
-            task_id.to_owned(),
-            function.to_owned(),
+            Arc::clone(&id),
+            seq,
+            Arc::clone(task_id),
+            Arc::clone(function),
             mode,
+            Arc::clone(&self.counts),
         ));
-        records.insert(id, Arc::clone(&record));
-        self.evict(&mut records);
+        self.counts.enter(ExecutionStatus::Pending);
+        shard.by_id.insert(id, Arc::clone(&record));
+        shard.by_age.insert(seq, Arc::clone(&record));
+        self.evict(&mut shard);
         (record, true)
     }
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
-        let mut records = self.records();
-        let record = records.get(id)?;
+        let mut shard = self.shard(id);
+        let record = shard.by_id.get(id)?;
         if record.created.elapsed() >= self.ttl && record.status().is_final() {
-            records.remove(id);
+            let record = Arc::clone(record);
+            self.remove(&mut shard, &record);
             return None;
         }
         Some(Arc::clone(record))
     }
 
-    /// Records matching `query`, in id order, and whether more follow.
-    pub fn list(&self, query: &ExecutionQuery) -> (Vec<ExecutionSnapshot>, bool) {
-        let mut records = self.records();
-        self.evict(&mut records);
-        let limit = query.limit.max(1);
-        let start = match &query.start_after {
-            Some(after) => std::ops::Bound::Excluded(after.clone()),
-            None => std::ops::Bound::Unbounded,
+    /// Records matching `query`, oldest first, and whether more follow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`] when `start_after` names no record held.
+    pub fn list(&self, query: &ExecutionQuery) -> Result<(Vec<ExecutionSnapshot>, bool)> {
+        let after = match &query.start_after {
+            Some(id) => Some(
+                self.get(id)
+                    .ok_or_else(|| Error::ExecutionNotFound {
+                        execution_id: id.clone(),
+                    })?
+                    .seq,
+            ),
+            None => None,
         };
+        let mut matching = self.matching(|r| {
+            after.is_none_or(|a| r.seq > a)
+                && query.task_id.as_deref().is_none_or(|t| t == r.task_id())
+        });
+        matching.sort_unstable_by_key(|r| r.seq);
+        let limit = query.limit.max(1);
         let mut page = Vec::new();
         let mut has_more = false;
-        for record in records
-            .range((start, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
-        {
-            if query.task_id.as_ref().is_some_and(|t| *t != record.task_id) {
-                continue;
-            }
-            let snapshot = record.snapshot();
+        for record in matching {
+            let snapshot = record.snapshot_with(query.logs);
             if query.status.is_some_and(|s| s != snapshot.status) {
                 continue;
             }
@@ -101,29 +152,47 @@ impl ExecutionStore {
             }
             page.push(snapshot);
         }
-        (page, has_more)
+        Ok((page, has_more))
+    }
+
+    /// The `limit` most recent records of a task, newest first.
+    pub fn recent(&self, task_id: &str, limit: usize) -> Vec<ExecutionSnapshot> {
+        let mut matching = self.matching(|r| r.task_id() == task_id);
+        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        matching
+            .iter()
+            .take(limit)
+            .map(|r| r.snapshot_with(false))
+            .collect()
     }
 
     /// Removes a task's finished records; returns how many.
     pub fn remove_task(&self, task_id: &str) -> usize {
-        let mut records = self.records();
-        let before = records.len();
-        records.retain(|_, r| r.task_id != task_id || !r.status().is_final());
-        before - records.len()
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let victims: Vec<_> = shard
+                .by_age
+                .values()
+                .filter(|r| r.task_id() == task_id && r.status().is_final())
+                .cloned()
+                .collect();
+            removed += victims.len();
+            for r in victims {
+                self.remove(&mut shard, &r);
+            }
+        }
+        removed
     }
 
-    /// All records not yet finished.
-    pub fn unfinished(&self) -> Vec<Arc<ExecutionRecord>> {
-        self.records()
-            .values()
-            .filter(|r| !r.status().is_final())
-            .cloned()
-            .collect()
+    /// Records not yet finished, of one task or of all.
+    pub fn unfinished(&self, task_id: Option<&str>) -> Vec<Arc<ExecutionRecord>> {
+        self.matching(|r| task_id.is_none_or(|t| t == r.task_id()) && !r.status().is_final())
     }
 
     /// Records held now.
     pub fn len(&self) -> usize {
-        self.records().len()
+        self.shards.iter().map(|s| lock(s).by_id.len()).sum()
     }
 
     /// Whether no records are held.
@@ -131,33 +200,64 @@ impl ExecutionStore {
         self.len() == 0
     }
 
+    /// Counts by status and totals since start, without walking the records.
+    pub fn counts(&self) -> CountsSnapshot {
+        self.counts.snapshot()
+    }
+
+    fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<Arc<ExecutionRecord>> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(lock(shard).by_age.values().filter(|r| keep(r)).cloned());
+        }
+        out
+    }
+
     /// Drops finished records past their TTL, then the oldest finished ones
-    /// beyond the count bound. Unfinished records are never dropped.
-    ///
-    /// Ids are time-ordered (UUIDv7), so the oldest records are at the
-    /// front: the scan stops at the first record that must stay and is young,
-    /// which keeps this O(evicted) on the hot path rather than O(records).
-    fn evict(&self, records: &mut BTreeMap<String, Arc<ExecutionRecord>>) {
+    /// beyond the shard's bound. The scan stops at the first record that is
+    /// young and need not go, so it costs O(evicted + unfinished ahead of it).
+    fn evict(&self, shard: &mut Shard) {
+        let mut over = shard.by_id.len().saturating_sub(self.per_shard);
         let mut victims = Vec::new();
-        let mut over = records.len().saturating_sub(self.max_records);
-        for (id, r) in records.iter() {
+        for r in shard.by_age.values() {
             let expired = r.created.elapsed() >= self.ttl;
             if !expired && over == 0 {
                 break;
             }
             if r.status().is_final() {
-                victims.push(id.clone());
+                victims.push(Arc::clone(r));
                 over = over.saturating_sub(1);
             }
         }
-        for id in victims {
-            records.remove(&id);
+        for r in victims {
+            self.remove(shard, &r);
         }
     }
 
-    fn records(&self) -> MutexGuard<'_, BTreeMap<String, Arc<ExecutionRecord>>> {
-        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    fn remove(&self, shard: &mut Shard, record: &Arc<ExecutionRecord>) {
+        shard.by_id.remove(record.id());
+        if shard.by_age.remove(&record.seq).is_some() {
+            // Only finished records are removed, and their status is fixed.
+            self.counts.leave(record.status());
+        }
     }
+
+    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
+        let index = if self.shards.len() == 1 {
+            0
+        } else {
+            // FNV-1a: ids are short, and any spread will do.
+            let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            usize::try_from(hash % self.shards.len() as u64).expect("fewer shards than usize::MAX")
+        };
+        lock(&self.shards[index])
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -165,9 +265,13 @@ mod tests {
     use super::*;
     use crate::Value;
 
-    fn finished(store: &ExecutionStore, task: &str) -> Arc<ExecutionRecord> {
-        let (r, _) = store.create(None, task, "f", ExecutionMode::Sync);
-        r.start_attempt("i");
+    fn names() -> (Arc<str>, Arc<str>) {
+        (Arc::from("t"), Arc::from("f"))
+    }
+
+    fn finished(store: &ExecutionStore, id: Option<&str>, task: &str) -> Arc<ExecutionRecord> {
+        let (r, _) = store.create(id, &Arc::from(task), &Arc::from("f"), ExecutionMode::Sync);
+        r.start_attempt(&Arc::from("i"));
         r.finish(ExecutionStatus::Completed, Some(Value::Unit), None);
         r
     }
@@ -175,28 +279,30 @@ mod tests {
     #[test]
     fn status_moves_forward_only() {
         let store = ExecutionStore::new(10, Duration::from_secs(60));
-        let (r, created) = store.create(Some("e1".into()), "t", "f", ExecutionMode::Async);
+        let (t, f) = names();
+        let (r, created) = store.create(Some("e1"), &t, &f, ExecutionMode::Async);
         assert!(created);
         assert_eq!(r.status(), ExecutionStatus::Pending);
-        assert!(r.start_attempt("inst-1"));
+        assert!(r.start_attempt(&Arc::from("inst-1")));
         assert_eq!(r.status(), ExecutionStatus::Running);
         assert!(r.finish(ExecutionStatus::Cancelled, None, None));
         assert!(
             !r.finish(ExecutionStatus::Completed, None, None),
             "the first end wins"
         );
-        assert!(!r.start_attempt("inst-2"));
+        assert!(!r.start_attempt(&Arc::from("inst-2")));
         assert_eq!(r.snapshot().status, ExecutionStatus::Cancelled);
-        let (again, created) = store.create(Some("e1".into()), "t", "f", ExecutionMode::Sync);
+        let (again, created) = store.create(Some("e1"), &t, &f, ExecutionMode::Sync);
         assert!(!created && Arc::ptr_eq(&again, &r), "ids are idempotent");
     }
 
     #[test]
     fn evicts_by_count_oldest_finished_first() {
         let store = ExecutionStore::new(3, Duration::from_secs(60));
-        let (running, _) = store.create(None, "t", "f", ExecutionMode::Async);
+        let (t, f) = names();
+        let (running, _) = store.create(None, &t, &f, ExecutionMode::Async);
         let ids: Vec<String> = (0..4)
-            .map(|_| finished(&store, "t").id().to_owned())
+            .map(|_| finished(&store, None, "t").id().to_owned())
             .collect();
         assert_eq!(store.len(), 3);
         assert!(store.get(running.id()).is_some(), "unfinished records stay");
@@ -205,38 +311,100 @@ mod tests {
     }
 
     #[test]
+    fn evicts_by_age_whatever_the_ids() {
+        // Client-chosen ids that sort before (and after) generated ones.
+        let store = ExecutionStore::new(3, Duration::from_secs(60));
+        let first = finished(&store, Some("zzz-oldest"), "t");
+        let second = finished(&store, Some("000-second"), "t");
+        let third = finished(&store, None, "t");
+        let newest = finished(&store, Some("aaa-newest"), "t");
+        assert!(store.get(first.id()).is_none(), "the oldest goes first");
+        for kept in [&second, &third, &newest] {
+            assert!(store.get(kept.id()).is_some(), "{} was evicted", kept.id());
+        }
+        let listed: Vec<_> = store
+            .list(&ExecutionQuery {
+                limit: 10,
+                ..ExecutionQuery::default()
+            })
+            .unwrap()
+            .0
+            .into_iter()
+            .map(|s| s.execution_id.to_string())
+            .collect();
+        assert_eq!(listed, ["000-second", third.id(), "aaa-newest"]);
+    }
+
+    #[test]
     fn evicts_finished_records_past_their_ttl() {
         let store = ExecutionStore::new(100, Duration::ZERO);
-        let done = finished(&store, "t");
-        let (running, _) = store.create(None, "t", "f", ExecutionMode::Async);
+        let done = finished(&store, None, "t");
+        let (t, f) = names();
+        let (running, _) = store.create(None, &t, &f, ExecutionMode::Async);
         assert!(store.get(done.id()).is_none());
         assert!(store.get(running.id()).is_some());
+    }
+
+    #[test]
+    fn counts_follow_the_records() {
+        let store = ExecutionStore::new(2, Duration::from_secs(60));
+        let (t, f) = names();
+        let (pending, _) = store.create(None, &t, &f, ExecutionMode::Async);
+        for _ in 0..3 {
+            finished(&store, None, "t");
+        }
+        let c = store.counts();
+        assert_eq!(c.held(ExecutionStatus::Pending), 1);
+        assert_eq!(c.held(ExecutionStatus::Completed), 1, "two were evicted");
+        assert_eq!((c.ended, c.completed), (3, 3));
+        pending.start_attempt(&Arc::from("i"));
+        assert_eq!(store.counts().held(ExecutionStatus::Running), 1);
+        assert_eq!(store.counts().held(ExecutionStatus::Pending), 0);
     }
 
     #[test]
     fn lists_pages_with_filters() {
         let store = ExecutionStore::new(100, Duration::from_secs(60));
         for task in ["a", "b", "a", "a"] {
-            finished(&store, task);
+            finished(&store, None, task);
         }
         let q = ExecutionQuery {
             task_id: Some("a".into()),
             limit: 2,
             ..ExecutionQuery::default()
         };
-        let (page, more) = store.list(&q);
+        let (page, more) = store.list(&q).unwrap();
         assert_eq!((page.len(), more), (2, true));
         let next = ExecutionQuery {
-            start_after: Some(page[1].execution_id.clone()),
+            start_after: Some(page[1].execution_id.to_string()),
             ..q.clone()
         };
-        let (rest, more) = store.list(&next);
+        let (rest, more) = store.list(&next).unwrap();
         assert_eq!((rest.len(), more), (1, false));
         let failed = ExecutionQuery {
             status: Some(ExecutionStatus::Failed),
             limit: 10,
             ..ExecutionQuery::default()
         };
-        assert!(store.list(&failed).0.is_empty());
+        assert!(store.list(&failed).unwrap().0.is_empty());
+        let gone = ExecutionQuery {
+            start_after: Some("no-such-id".into()),
+            ..q
+        };
+        assert!(matches!(
+            store.list(&gone),
+            Err(Error::ExecutionNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn large_bounds_use_shards_and_keep_about_the_bound() {
+        let store = ExecutionStore::new(4096, Duration::from_secs(60));
+        assert_eq!(store.shards.len(), MAX_SHARDS);
+        for _ in 0..10_000 {
+            finished(&store, None, "t");
+        }
+        let held = store.len();
+        assert!((4096 - MAX_SHARDS * 64..=4096).contains(&held), "{held}");
     }
 }

@@ -1,12 +1,26 @@
-//! A shared-library sanity check before the dynamic loader sees the file.
+//! What the ELF file says before the dynamic loader sees it.
 //!
 //! `dlopen` reports a foreign-architecture or truncated library with terse
 //! loader messages (or worse, maps part of it); reading the ELF header first
-//! turns those cases into a clear format error.
+//! turns those cases into a clear format error. And `dlopen` would load a
+//! plugin's own dependencies from wherever its search paths point, none of
+//! them verified: the dynamic section is read first, and only the platform's
+//! C runtime may be asked for.
 
-/// Why the bytes are not a loadable shared object for this host.
-pub(super) fn check_shared_object(bytes: &[u8]) -> Result<(), String> {
-    const HEADER_64: usize = 64;
+use std::fs::File;
+
+use object::elf::{DT_NEEDED, DT_NULL, DT_RPATH, DT_RUNPATH, DT_STRSZ, DT_STRTAB, PT_LOAD};
+use object::read::elf::{Dyn as _, ElfFile64, ProgramHeader as _};
+use object::read::StringTable;
+use object::{Endianness, ReadCache};
+
+/// Bytes of a 64-bit ELF header.
+pub(super) const HEADER_LEN: usize = 64;
+
+/// Why the file whose first bytes are `bytes` (and whose length is
+/// `file_len`) is not a loadable shared object for this host.
+pub(super) fn check_shared_object(bytes: &[u8], file_len: u64) -> Result<(), String> {
+    const HEADER_64: usize = HEADER_LEN;
     if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
         return Err("not an ELF file".to_owned());
     }
@@ -48,7 +62,7 @@ pub(super) fn check_shared_object(bytes: &[u8]) -> Result<(), String> {
             machine_name(HOST_MACHINE)
         ));
     }
-    let len = bytes.len() as u64;
+    let len = file_len;
     let table_end = |offset: u64, count: u16, entry: u16| {
         offset.saturating_add(u64::from(count) * u64::from(entry))
     };
@@ -64,6 +78,121 @@ pub(super) fn check_shared_object(bytes: &[u8]) -> Result<(), String> {
 }
 
 const ET_DYN: u16 = 3;
+
+/// Libraries of the platform's C runtime (and its dynamic loader), by
+/// soname stem: the only dependencies a plugin may have. Rust cdylibs need
+/// nothing else.
+const RUNTIME_LIBRARIES: &[&str] = &[
+    "libc.so",
+    "libm.so",
+    "libdl.so",
+    "libpthread.so",
+    "librt.so",
+    "libgcc_s.so",
+    "ld-linux-x86-64.so",
+    "ld-linux-aarch64.so",
+    "ld-linux-riscv64-lp64d.so",
+];
+
+/// What a library asks the dynamic loader to load with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dependencies {
+    /// `DT_NEEDED`: the libraries it needs, by name.
+    pub needed: Vec<String>,
+    /// `DT_RPATH` / `DT_RUNPATH`: where it asks for them to be searched.
+    pub search_paths: Vec<(&'static str, String)>,
+}
+
+impl Dependencies {
+    /// Why loading the library would load something unverified, if it would.
+    pub fn refusal(&self) -> Option<String> {
+        if let Some((tag, value)) = self.search_paths.first() {
+            return Some(format!(
+                "it sets {tag} `{value}`, so the dynamic loader would search there for \
+                 libraries spearlet never verified; build it without one"
+            ));
+        }
+        let foreign: Vec<&str> = self
+            .needed
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !is_runtime_library(name))
+            .collect();
+        (!foreign.is_empty()).then(|| {
+            format!(
+                "it needs {}, which spearlet cannot verify: a plugin may depend only on the \
+                 C runtime ({})",
+                foreign.join(", "),
+                RUNTIME_LIBRARIES.join(", ")
+            )
+        })
+    }
+}
+
+fn is_runtime_library(name: &str) -> bool {
+    RUNTIME_LIBRARIES
+        .iter()
+        .any(|stem| name == *stem || name.strip_prefix(stem).is_some_and(|v| v.starts_with('.')))
+}
+
+/// Reads the dynamic section of `file` through its program headers (what
+/// the dynamic loader uses; section headers can lie or be stripped).
+pub(super) fn dependencies(file: &File) -> Result<Dependencies, String> {
+    let bad = |e: object::read::Error| format!("unreadable dynamic section: {e}");
+    let cache = ReadCache::new(file);
+    let elf = ElfFile64::<Endianness, _>::parse(&cache).map_err(bad)?;
+    let endian = elf.endian();
+    let data = elf.data();
+    let headers = elf.elf_program_headers();
+    let mut dynamic = None;
+    for header in headers {
+        if let Some(entries) = header.dynamic(endian, data).map_err(bad)? {
+            dynamic = Some(entries);
+        }
+    }
+    let Some(entries) = dynamic else {
+        return Ok(Dependencies::default());
+    };
+    let value_of = |tag| {
+        entries
+            .iter()
+            .find(|d| d.tag(endian) == tag)
+            .map(|d| d.val(endian))
+    };
+    let (Some(strtab), Some(strsz)) = (value_of(DT_STRTAB), value_of(DT_STRSZ)) else {
+        return Err("its dynamic section has no string table".to_owned());
+    };
+    let offset = headers
+        .iter()
+        .filter(|h| h.p_type(endian) == PT_LOAD)
+        .find_map(|h| {
+            let start = h.p_vaddr(endian);
+            (strtab >= start && strtab < start.saturating_add(h.p_filesz(endian)))
+                .then(|| strtab - start + h.p_offset(endian))
+        })
+        .ok_or("its dynamic string table lies outside every loaded segment")?;
+    let strings = StringTable::new(data, offset, offset.saturating_add(strsz));
+    let mut deps = Dependencies::default();
+    for entry in entries {
+        let tag = entry.tag(endian);
+        if tag == DT_NULL {
+            break;
+        }
+        let label = match tag {
+            DT_NEEDED => None,
+            DT_RPATH => Some("RPATH"),
+            DT_RUNPATH => Some("RUNPATH"),
+            _ => continue,
+        };
+        let text = entry.string(endian, strings).map_err(bad)?;
+        let text = String::from_utf8_lossy(text).into_owned();
+        match label {
+            None => deps.needed.push(text),
+            Some(label) => deps.search_paths.push((label, text)),
+        }
+    }
+    Ok(deps)
+}
 
 #[cfg(target_arch = "x86_64")]
 const HOST_MACHINE: u16 = 62;
@@ -107,30 +236,61 @@ mod tests {
 
     #[test]
     fn accepts_a_host_shared_object() {
-        assert_eq!(check_shared_object(&header(ET_DYN, HOST_MACHINE)), Ok(()));
+        assert_eq!(
+            check_shared_object(&header(ET_DYN, HOST_MACHINE), 64),
+            Ok(())
+        );
     }
 
     #[test]
     fn names_what_is_wrong() {
         let foreign = if HOST_MACHINE == 183 { 62 } else { 183 };
-        let err = check_shared_object(&header(ET_DYN, foreign)).unwrap_err();
+        let err = check_shared_object(&header(ET_DYN, foreign), 64).unwrap_err();
         assert!(err.starts_with("built for "), "{err}");
-        assert!(check_shared_object(&header(2, HOST_MACHINE))
+        assert!(check_shared_object(&header(2, HOST_MACHINE), 64)
             .unwrap_err()
             .contains("executable"));
         assert_eq!(
-            check_shared_object(b"hello").unwrap_err(),
+            check_shared_object(b"hello", 5).unwrap_err(),
             "not an ELF file"
         );
-        assert!(check_shared_object(&header(ET_DYN, HOST_MACHINE)[..20])
+        assert!(check_shared_object(&header(ET_DYN, HOST_MACHINE)[..20], 20)
             .unwrap_err()
             .starts_with("truncated"));
         let mut with_tables = header(ET_DYN, HOST_MACHINE);
         with_tables[40..48].copy_from_slice(&10_000u64.to_le_bytes());
         with_tables[58..60].copy_from_slice(&64u16.to_le_bytes());
         with_tables[60..62].copy_from_slice(&3u16.to_le_bytes());
-        assert!(check_shared_object(&with_tables)
+        assert!(check_shared_object(&with_tables, 64)
             .unwrap_err()
             .contains("headers end at byte 10192"));
+    }
+
+    #[test]
+    fn only_the_c_runtime_may_be_needed() {
+        let ok = Dependencies {
+            needed: vec![
+                "libc.so.6".into(),
+                "libgcc_s.so.1".into(),
+                "ld-linux-x86-64.so.2".into(),
+            ],
+            search_paths: vec![],
+        };
+        assert_eq!(ok.refusal(), None);
+        let foreign = Dependencies {
+            needed: vec![
+                "libc.so.6".into(),
+                "libcrypto.so.3".into(),
+                "libcx.so".into(),
+            ],
+            search_paths: vec![],
+        };
+        let why = foreign.refusal().unwrap();
+        assert!(why.contains("libcrypto.so.3, libcx.so"), "{why}");
+        let rpath = Dependencies {
+            needed: vec![],
+            search_paths: vec![("RUNPATH", "$ORIGIN".into())],
+        };
+        assert!(rpath.refusal().unwrap().contains("RUNPATH `$ORIGIN`"));
     }
 }

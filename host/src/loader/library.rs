@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use spear_plugin_sdk::ffi::abi::RResult;
 use spear_plugin_sdk::ffi::abi::{lib_header_from_path, LibraryError};
@@ -12,15 +12,32 @@ use spear_plugin_sdk::ffi::{
     PluginModRef, ROOT_MODULE_SYMBOL,
 };
 
-use super::verified::VerifiedFile;
+use super::elf;
+use super::verified::{anonymous_file, VerifiedFile};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 
-/// Every library the dynamic loader has accepted in this process, by digest:
-/// the loaded plugin, or why it was refused. Libraries are never unloaded, so
-/// neither are these entries.
-static LOADED: LazyLock<Mutex<HashMap<Sha256Digest, Result<Arc<Plugin>>>>> =
+/// Every library loaded (or refused) in this process, by digest. Libraries
+/// are never unloaded, so neither are these entries.
+///
+/// Each digest has a lock of its own, held while that library is checked,
+/// mapped and initialised (plugin code runs then); the table's own lock is
+/// held only to find a digest's entry, so one slow constructor stalls only
+/// the loads of the same bytes.
+static LOADED: LazyLock<Mutex<HashMap<Sha256Digest, Arc<LoadSlot>>>> =
     LazyLock::new(Mutex::default);
+
+/// One digest's load: empty until it ends (or while it may be retried).
+type LoadSlot = Mutex<Option<Result<Arc<Plugin>>>>;
+
+fn entry(digest: &Sha256Digest) -> Arc<LoadSlot> {
+    let mut table = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(table.entry(*digest).or_default())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 pub(super) type CallFn =
     unsafe extern "C" fn(FfiInstance, u32, &FfiCallContext<'_>) -> RResult<FfiValue, FfiError>;
@@ -54,6 +71,8 @@ pub struct FunctionInfo {
     pub description: String,
     /// Parameters and output, e.g. `(a: i64, b: i64) -> i64`.
     pub signature: String,
+    /// Marked `#[function(blocking)]`: never run on the calling thread.
+    pub blocking: bool,
 }
 
 /// A function resolved once by name; calling it is an index into the table.
@@ -68,6 +87,11 @@ impl FunctionHandle {
     pub fn kind(&self) -> FunctionKind {
         self.kind
     }
+
+    /// Its position in the plugin's function table.
+    pub fn index(&self) -> usize {
+        self.index as usize
+    }
 }
 
 /// A plugin library, loaded and checked.
@@ -79,7 +103,9 @@ pub struct Plugin {
     sdk_version: String,
     abi_version: String,
     functions: Vec<FunctionInfo>,
+    names: Box<[Arc<str>]>,
     by_name: HashMap<String, FunctionHandle>,
+    needed: Vec<String>,
     module: PluginModRef,
     pub(super) call: CallFn,
 }
@@ -97,7 +123,10 @@ impl fmt::Debug for Plugin {
 }
 
 impl Plugin {
-    /// Loads the plugin at `path` after hashing the exact bytes that get loaded.
+    /// Loads the plugin at `path`: its bytes are copied into a private
+    /// anonymous file while being hashed, and that copy is what the dynamic
+    /// loader maps (see [`VerifiedFile`]), so a later change to `path` can
+    /// never reach the loaded code.
     ///
     /// With `expected`, a different digest is refused before anything is
     /// loaded ([`Error::ChecksumMismatch`]). The returned plugin records the
@@ -105,39 +134,57 @@ impl Plugin {
     ///
     /// # Errors
     ///
-    /// One distinct variant per reason: [`Error::Io`], [`Error::ChecksumMismatch`],
+    /// One distinct variant per reason: [`Error::Io`],
+    /// [`Error::NotRegularFile`], [`Error::ChecksumMismatch`],
+    /// [`Error::ArtifactFormat`], [`Error::UnverifiedDependency`],
     /// [`Error::NotSharedLibrary`], [`Error::NoRootModule`],
-    /// [`Error::IncompatibleSdk`], [`Error::LayoutMismatch`],
-    /// [`Error::RootModuleFailed`], [`Error::NoFunctions`],
-    /// [`Error::DuplicateFunction`].
+    /// [`Error::LayoutUnchecked`], [`Error::IncompatibleSdk`],
+    /// [`Error::LayoutMismatch`], [`Error::RootModuleFailed`],
+    /// [`Error::NoFunctions`], [`Error::DuplicateFunction`].
     ///
     /// A digest this process has loaded (or refused) before is answered from
-    /// memory without touching the dynamic loader again; its [`Plugin::path`]
-    /// is the path it was first loaded from.
+    /// memory without touching the dynamic loader again.
     pub fn load_verified(path: &Path, expected: Option<&Sha256Digest>) -> Result<Arc<Plugin>> {
-        let file = VerifiedFile::open(path, expected)?;
-        let mut loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(outcome) = loaded.get(&file.digest()) {
+        let real = path.canonicalize().map_err(|e| Error::io(path, e))?;
+        let copy = anonymous_file("spearlet-plugin")?;
+        let file = VerifiedFile::copy(&real, copy, u64::MAX)?;
+        file.expect(expected)?;
+        Plugin::load(file)
+    }
+
+    /// Loads bytes already verified into a file spearlet owns.
+    ///
+    /// # Errors
+    ///
+    /// As [`Plugin::load_verified`], from the dependency check on.
+    pub fn load(file: VerifiedFile) -> Result<Arc<Plugin>> {
+        let entry = entry(&file.digest());
+        let mut slot = lock(&entry);
+        if let Some(outcome) = slot.as_ref() {
             return outcome.clone();
         }
-        let outcome = open_root_module(&file)
-            .and_then(|(module, abi)| Plugin::from_module(&file, module, abi).map(Arc::new));
-        if !matches!(outcome, Err(Error::NotSharedLibrary { .. })) {
-            // The dynamic loader accepted the file, so it stays mapped
-            // (refused or not) under the descriptor's name.
-            loaded.insert(file.digest(), outcome.clone());
-            file.keep_open();
+        let outcome = load_new(file);
+        if !matches!(
+            outcome,
+            Err(Error::NotSharedLibrary { .. } | Error::Io { .. })
+        ) {
+            // Everything else is a property of the bytes: answer it again.
+            *slot = Some(outcome.clone());
         }
         outcome
     }
 
     /// The plugin with this digest, if this process has already loaded it.
     ///
-    /// Lets a caller that knows the digest skip re-reading the file.
+    /// Lets a caller that knows the digest skip reading the file. Never
+    /// waits for a load in progress.
     pub fn already_loaded(digest: &Sha256Digest) -> Option<Arc<Plugin>> {
-        let loaded = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
-        loaded
-            .get(digest)
+        let entry = {
+            let table = LOADED.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(table.get(digest)?)
+        };
+        let slot = entry.try_lock().ok()?;
+        slot.as_ref()
             .and_then(|outcome| outcome.as_ref().ok().cloned())
     }
 
@@ -147,10 +194,26 @@ impl Plugin {
         abi_version: String,
     ) -> Result<Plugin> {
         let name = module.name().as_str().to_owned();
-        let functions: Vec<FunctionInfo> = module
-            .functions()
+        let table = module.functions();
+        let hints = match module.function_hints() {
+            Some(hints) if hints.len() != table.len() => {
+                return Err(Error::RootModuleFailed {
+                    path: file.path().to_owned(),
+                    details: format!(
+                        "its function_hints table has {} entries for {} functions",
+                        hints.len(),
+                        table.len()
+                    ),
+                })
+            }
+            Some(hints) => hints.as_slice(),
+            // A plugin that predates ABI 1.1: no hints.
+            None => &[],
+        };
+        let functions: Vec<FunctionInfo> = table
             .iter()
-            .map(|d| FunctionInfo {
+            .enumerate()
+            .map(|(i, d)| FunctionInfo {
                 name: d.name.as_str().to_owned(),
                 kind: match d.kind {
                     FfiFunctionKind::Unary => FunctionKind::Unary,
@@ -158,6 +221,7 @@ impl Plugin {
                 },
                 description: d.description.as_str().to_owned(),
                 signature: d.signature.as_str().to_owned(),
+                blocking: hints.get(i).is_some_and(|h| h.blocking),
             })
             .collect();
         if functions.is_empty() {
@@ -186,6 +250,11 @@ impl Plugin {
             sdk_version: module.sdk_version().as_str().to_owned(),
             abi_version,
             name,
+            names: functions
+                .iter()
+                .map(|f| Arc::from(f.name.as_str()))
+                .collect(),
+            needed: Vec::new(),
             functions,
             by_name,
             call: module.call(),
@@ -212,6 +281,16 @@ impl Plugin {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// The name of a function resolved from this plugin.
+    pub fn function_name(&self, function: FunctionHandle) -> &Arc<str> {
+        &self.names[function.index()]
+    }
+
+    /// The libraries it needs (`DT_NEEDED`): only the C runtime's.
+    pub fn needed_libraries(&self) -> &[String] {
+        &self.needed
     }
 
     /// The plugin's name.
@@ -254,12 +333,45 @@ impl Plugin {
     }
 }
 
+/// Dependencies, then dlopen, then abi_stable's version and layout
+/// checks, then the plugin's own table.
+fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
+    let deps = elf::dependencies(file.file()).map_err(|reason| Error::ArtifactFormat {
+        path: file.path().to_owned(),
+        reason,
+    })?;
+    if let Some(reason) = deps.refusal() {
+        return Err(Error::UnverifiedDependency {
+            path: file.path().to_owned(),
+            reason,
+        });
+    }
+    let outcome = open_root_module(&file).and_then(|(module, abi)| {
+        let mut plugin = Plugin::from_module(&file, module, abi)?;
+        plugin.needed = deps.needed;
+        Ok(Arc::new(plugin))
+    });
+    if !matches!(outcome, Err(Error::NotSharedLibrary { .. })) {
+        // The dynamic loader accepted the file, so it stays mapped
+        // (refused or not) under the descriptor's name.
+        file.keep_open();
+    }
+    outcome
+}
+
 /// dlopen + abi_stable's version and layout checks, with errors mapped.
 fn open_root_module(file: &VerifiedFile) -> Result<(PluginModRef, String)> {
     let path = file.path();
     let loader_path = file.loader_path();
     let header =
         lib_header_from_path(&loader_path).map_err(|e| library_error(path, &loader_path, e))?;
+    if header.layout().is_none() {
+        // Built with `CheckTypeLayout::No`: abi_stable would take the root
+        // module's layout on trust.
+        return Err(Error::LayoutUnchecked {
+            path: path.to_owned(),
+        });
+    }
     let module = init_root_module(header).map_err(|e| library_error(path, &loader_path, e))?;
     Ok((module, header.version_strings().version.as_str().to_owned()))
 }

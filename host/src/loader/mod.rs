@@ -3,17 +3,23 @@
 //! This is where spearlet crosses the ABI, so it is the only module of the
 //! crate allowed `unsafe`. The path from file to call:
 //!
-//! 1. [`Plugin::load_verified`] opens the file, hashes the open file's bytes
-//!    through a memory map, checks its ELF header (a shared object for this
-//!    machine, not truncated), and hands the dynamic loader *that same open
-//!    file* (`/proc/self/fd/N`), so the bytes verified are the bytes loaded;
-//! 2. abi_stable checks the plugin's ABI version and the full layout of its
+//! 1. [`VerifiedFile`] opens the source so that it cannot block or follow a
+//!    swapped-in symlink, checks on the descriptor that it is a regular file
+//!    within the size limit with an ELF header for this machine, and copies
+//!    it into a file spearlet owns while hashing the bytes (read, never
+//!    mapped); [`Plugin::load`] hands the dynamic loader *that copy*
+//!    (`/proc/self/fd/N`), so the bytes verified are the bytes loaded;
+//! 2. the dynamic section is read: a plugin may need only the C runtime, and
+//!    may set no library search path (`RPATH`/`RUNPATH`), so nothing
+//!    unverified is loaded with it;
+//! 3. abi_stable checks the plugin's ABI version and the full layout of its
 //!    root module before any plugin code runs; the library header is taken
 //!    per library (`lib_header_from_path`), so any number of different
 //!    plugins live side by side;
-//! 3. the function table is checked (non-empty, unique names) and indexed by
+//!    (a header that opts out of the layout check is refused);
+//! 4. the function table is checked (non-empty, unique names) and indexed by
 //!    name once; a call is then an index plus one indirect call;
-//! 4. [`PluginInstance`] owns one plugin-side state object and runs one call
+//! 5. [`PluginInstance`] owns one plugin-side state object and runs one call
 //!    at a time on it, on the caller's thread.
 //!
 //! Libraries are never unloaded (abi_stable leaks the handle on purpose), so
@@ -26,6 +32,7 @@ mod library;
 mod verified;
 
 pub use call::{CallRequest, CallSink, NullSink};
+pub use elf::Dependencies;
 pub use instance::PluginInstance;
 pub use library::{FunctionHandle, FunctionInfo, FunctionKind, Plugin};
-pub use verified::sha256_file;
+pub use verified::{anonymous_file, open_regular, sha256_file, VerifiedFile};

@@ -16,8 +16,10 @@ use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 /// Registers a function for `export_plugin!`.
 ///
 /// Arguments (all optional): `stream` marks a streaming function;
-/// `name = "..."` publishes it under another name; `description = "..."`
-/// overrides the doc comment as its description.
+/// `blocking` keeps it off the host's inline tier (it may block or
+/// sometimes run long, however short its usual runs); `name = "..."`
+/// publishes it under another name; `description = "..."` overrides the
+/// doc comment as its description.
 #[proc_macro_attribute]
 pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = syn::parse_macro_input!(attr as Args);
@@ -30,6 +32,7 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[derive(Default)]
 struct Args {
     stream: bool,
+    blocking: bool,
     name: Option<LitStr>,
     description: Option<LitStr>,
 }
@@ -41,6 +44,7 @@ impl Parse for Args {
         for meta in metas {
             match &meta {
                 syn::Meta::Path(p) if p.is_ident("stream") => args.stream = true,
+                syn::Meta::Path(p) if p.is_ident("blocking") => args.blocking = true,
                 syn::Meta::NameValue(nv) if nv.path.is_ident("name") => {
                     args.name = Some(lit_str(&nv.value)?);
                 }
@@ -50,7 +54,7 @@ impl Parse for Args {
                 other => {
                     return Err(Error::new_spanned(
                         other,
-                        "unknown argument; expected `stream`, `name = \"...\"` or `description = \"...\"`",
+                        "unknown argument; expected `stream`, `blocking`, `name = \"...\"` or `description = \"...\"`",
                     ))
                 }
             }
@@ -129,6 +133,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         .map(LitStr::value)
         .unwrap_or_else(|| doc_summary(&func.attrs));
     let stream = args.stream;
+    let blocking = args.blocking;
     let vis = &func.vis;
 
     Ok(quote! {
@@ -143,6 +148,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         impl ::spear_plugin_sdk::__private::FunctionDef for #ident {
             const DESCRIPTOR: ::spear_plugin_sdk::ffi::FfiFunctionDesc =
                 ::spear_plugin_sdk::__private::descriptor(#published, #stream, #description, #signature);
+            const HINTS: ::spear_plugin_sdk::ffi::FfiFunctionHints =
+                ::spear_plugin_sdk::__private::hints(#blocking);
 
             #[allow(unused_variables)]
             fn call(

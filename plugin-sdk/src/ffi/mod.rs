@@ -25,8 +25,8 @@ mod types;
 pub use export::lib_header;
 pub use root::{init_root_module, PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
 pub use types::{
-    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionKind, FfiInstance, FfiKv, FfiLogLevel,
-    FfiParam, FfiSink, FfiValue, FfiValueRef,
+    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind, FfiInstance,
+    FfiKv, FfiLogLevel, FfiParam, FfiSink, FfiValue, FfiValueRef,
 };
 
 /// Our names for the `abi_stable` items a host needs to load a plugin.

@@ -5,17 +5,22 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use abi_stable::StableAbi;
 
-use super::types::{FfiCallContext, FfiError, FfiFunctionDesc, FfiInstance, FfiKv, FfiValue};
+use super::types::{
+    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiInstance, FfiKv, FfiValue,
+};
 
 /// The plugin ABI version, checked by the host before any plugin code runs.
 ///
 /// Same major version: compatible (appended root-module fields are optional).
 /// A new major version is a deliberate break and is refused with a clear error.
+///
+/// - 1.0: the function table and its entry points;
+/// - 1.1: `function_hints` (e.g. `#[function(blocking)]`).
 #[cfg(not(feature = "abi-next-fixture"))]
-pub const ABI_VERSION: &str = "1.0.0";
+pub const ABI_VERSION: &str = "1.1.0";
 /// The plugin ABI version, checked by the host before any plugin code runs.
 #[cfg(feature = "abi-next-fixture")]
-pub const ABI_VERSION: &str = "1.1.0";
+pub const ABI_VERSION: &str = "1.2.0";
 
 /// The symbol under which a plugin exports its [`abi::LibHeader`](super::abi::LibHeader).
 ///
@@ -25,7 +30,8 @@ pub const ROOT_MODULE_SYMBOL: &str = "_1as_0lib_1header_0root_bmodule_bloader";
 
 /// The table a plugin exports: who it is and how to call it.
 ///
-/// A prefix type: fields may only ever be appended, after `call`.
+/// A prefix type: fields may only ever be appended, after `call`; a host
+/// reads a field the plugin predates as `None`.
 #[repr(C)]
 #[derive(StableAbi, Debug)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -45,16 +51,29 @@ pub struct PluginMod {
     /// Destroys an instance created by `new_instance`.
     pub drop_instance: unsafe extern "C" fn(instance: FfiInstance),
     /// Runs function number `function` on `instance`.
+    ///
+    /// Safety contract for the host: `instance` comes from this plugin's
+    /// `new_instance` and no other call uses it at the same time; `ctx`,
+    /// and everything it points to (its sink's data included), stays valid
+    /// until the call returns.
     #[sabi(last_prefix_field)]
     pub call: unsafe extern "C" fn(
         instance: FfiInstance,
         function: u32,
         ctx: &FfiCallContext<'_>,
     ) -> RResult<FfiValue, FfiError>,
+    /// How each function may be run, index for index with `functions` (ABI 1.1).
+    pub function_hints: RSlice<'static, FfiFunctionHints>,
     /// Present only in the conformance fixture that plays a later SDK.
     #[cfg(feature = "abi-next-fixture")]
     pub next_fixture_field: u64,
 }
+
+/// Fields of the current [`PluginMod`].
+#[cfg(not(feature = "abi-next-fixture"))]
+const CURRENT_FIELDS: usize = 8;
+#[cfg(feature = "abi-next-fixture")]
+const CURRENT_FIELDS: usize = 9;
 
 impl RootModule for PluginModRef {
     abi_stable::declare_root_module_statics! {PluginModRef}
@@ -77,29 +96,26 @@ impl RootModule for PluginModRef {
 /// abi_stable's own: incompatible version, layout mismatch, or a failing
 /// root-module constructor.
 pub fn init_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError> {
-    let base = header.init_root_module::<base::PluginModRef>()?;
-    base::upgrade(header, base)
-}
-
-/// The ABI 1.0 root module and how to widen it to the current one.
-#[cfg(not(feature = "abi-next-fixture"))]
-mod base {
-    pub(super) use super::PluginModRef;
-    use abi_stable::library::{LibHeader, LibraryError};
-
-    /// The current layout is ABI 1.0: there is nothing to widen.
-    pub(super) fn upgrade(
-        _header: &LibHeader,
-        module: PluginModRef,
-    ) -> Result<PluginModRef, LibraryError> {
-        Ok(module)
+    let base = header.init_root_module::<v1_0::PluginModRef>()?;
+    let access = base.0.field_accessibility();
+    let library_fields = (0..64)
+        .take_while(|&i| access.at(i).is_accessible())
+        .count();
+    if library_fields >= CURRENT_FIELDS {
+        return header.check_layout::<PluginModRef>();
     }
+    // SAFETY: the library's layout was checked against ABI 1.0's fields,
+    // which the current `PluginMod` starts with, in order and unchanged.
+    // The fields it lacks are marked inaccessible in the metadata it
+    // carries, so their accessors return `None` instead of reading them.
+    Ok(PluginModRef(unsafe { base.0.cast() }))
 }
 
-/// The ABI 1.0 root module, frozen, as the next SDK version will keep it.
-#[cfg(feature = "abi-next-fixture")]
-mod base {
-    use abi_stable::library::{LibHeader, LibraryError, RootModule};
+/// The ABI 1.0 root module, frozen: what every 1.x plugin starts with.
+/// Only its layout is used (to check against); its accessors never are.
+#[allow(dead_code)]
+mod v1_0 {
+    use abi_stable::library::RootModule;
     use abi_stable::sabi_types::VersionStrings;
     use abi_stable::std_types::{RResult, RSlice, RStr};
     use abi_stable::StableAbi;
@@ -108,8 +124,7 @@ mod base {
         FfiCallContext, FfiError, FfiFunctionDesc, FfiInstance, FfiKv, FfiValue,
     };
 
-    /// ABI 1.0's fields, exactly (read through `PluginModRef`'s accessors).
-    #[allow(dead_code)]
+    /// ABI 1.0's fields, exactly (read through the current module's accessors).
     #[repr(C)]
     #[derive(StableAbi, Debug)]
     #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
@@ -135,26 +150,6 @@ mod base {
         const BASE_NAME: &'static str = "spear_plugin";
         const NAME: &'static str = "spear_plugin";
         const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
-    }
-
-    const CURRENT_FIELDS: usize = 8;
-
-    pub(super) fn upgrade(
-        header: &LibHeader,
-        module: PluginModRef,
-    ) -> Result<super::PluginModRef, LibraryError> {
-        let access = module.0.field_accessibility();
-        let library_fields = (0..64)
-            .take_while(|&i| access.at(i).is_accessible())
-            .count();
-        if library_fields >= CURRENT_FIELDS {
-            return header.check_layout::<super::PluginModRef>();
-        }
-        // SAFETY: the library's layout was checked against ABI 1.0's fields,
-        // which the current `PluginMod` starts with, in order and unchanged.
-        // The fields it lacks are marked inaccessible in the metadata it
-        // carries, so their accessors return `None` instead of reading them.
-        Ok(super::PluginModRef(unsafe { module.0.cast() }))
     }
 }
 

@@ -131,6 +131,17 @@ pub struct FfiFunctionDesc {
     pub signature: RStr<'static>,
 }
 
+/// How the host may run one function, index for index with the function
+/// table (ABI 1.1; a 1.0 plugin has none, and every function reads as
+/// `blocking: false`).
+#[repr(C)]
+#[derive(StableAbi, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FfiFunctionHints {
+    /// Never run this function on the host's calling thread, however short
+    /// its runs: it may block (I/O, locks) or sometimes run long.
+    pub blocking: bool,
+}
+
 /// An opaque per-instance state pointer, created and destroyed by the plugin.
 #[repr(transparent)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]

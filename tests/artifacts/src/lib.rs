@@ -33,8 +33,13 @@ pub enum Artifact {
     NoFunctions,
     /// A plugin declaring one function name twice.
     DuplicateFunctions,
-    /// `context()` reports what a call carries; `spin(ms)` ignores cancellation.
+    /// `context()` reports what a call carries; `spin(ms)` ignores cancellation;
+    /// `wait(ms)` is marked `#[function(blocking)]`.
     Probe,
+    /// A plugin linked with `RUNPATH` `$ORIGIN`.
+    Rpath,
+    /// A root module exported without layout information.
+    UncheckedLayout,
 }
 
 impl Artifact {
@@ -63,6 +68,8 @@ impl Artifact {
             Artifact::NoFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_NO_FUNCTIONS"),
             Artifact::DuplicateFunctions => env!("SPEARLET_ARTIFACT_FIXTURE_DUPLICATE_FUNCTIONS"),
             Artifact::Probe => env!("SPEARLET_ARTIFACT_FIXTURE_PROBE"),
+            Artifact::Rpath => env!("SPEARLET_ARTIFACT_FIXTURE_RPATH"),
+            Artifact::UncheckedLayout => env!("SPEARLET_ARTIFACT_FIXTURE_UNCHECKED_LAYOUT"),
         })
     }
 }

@@ -56,6 +56,56 @@ fn a_different_root_module_layout_is_refused_with_abi_stables_report() {
 }
 
 #[test]
+fn a_header_without_layout_information_is_refused() {
+    match refusal(Artifact::UncheckedLayout) {
+        Error::LayoutUnchecked { path } => assert_eq!(path, Artifact::UncheckedLayout.path()),
+        other => panic!("expected LayoutUnchecked, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_library_search_path_is_refused_before_dlopen() {
+    match refusal(Artifact::Rpath) {
+        Error::UnverifiedDependency { reason, .. } => {
+            assert!(reason.contains("RUNPATH `$ORIGIN`"), "{reason}")
+        }
+        other => panic!("expected UnverifiedDependency, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_dependency_beyond_the_c_runtime_is_refused_before_dlopen() {
+    // The echo plugin, with its `libgcc_s.so.1` dependency renamed in place
+    // (same length, so the rest of the file is untouched).
+    let mut bytes = std::fs::read(Artifact::Echo.path()).unwrap();
+    let (from, to) = (b"libgcc_s.so.1\0", b"libspear.so.9\0");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("the echo plugin needs libgcc_s");
+    bytes[at..at + from.len()].copy_from_slice(to);
+    let dir = tempfile::tempdir().unwrap();
+    let patched = dir.path().join("libneeds-foreign.so");
+    std::fs::write(&patched, &bytes).unwrap();
+    match Plugin::load_verified(&patched, None) {
+        Err(Error::UnverifiedDependency { reason, .. }) => {
+            assert!(reason.contains("libspear.so.9"), "{reason}")
+        }
+        other => panic!("expected UnverifiedDependency, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_samples_need_only_the_c_runtime() {
+    let echo = Plugin::load_verified(Artifact::Echo.path(), None).unwrap();
+    let needed = echo.needed_libraries();
+    assert!(
+        needed.iter().any(|l| l.starts_with("libc.so")),
+        "{needed:?}"
+    );
+}
+
+#[test]
 fn an_empty_function_table_is_refused() {
     match refusal(Artifact::NoFunctions) {
         Error::NoFunctions { plugin, .. } => assert_eq!(plugin, "empty"),
@@ -102,10 +152,11 @@ fn a_plugin_built_today_loads_into_a_host_expecting_one_more_field() {
     assert_eq!(
         lines,
         [
-            "host_abi=1.1.0",
+            "host_abi=1.2.0",
             "load=ok",
             "plugin=echo",
-            "plugin_abi=1.0.0",
+            "plugin_abi=1.1.0",
+            "function_hints=present 3",
             "next_fixture_field=absent",
             "upper=Str(\"ABI\")",
         ]

@@ -186,7 +186,8 @@ async fn force_cancel_ends_at_once_and_quarantines_the_busy_instance() {
         .unwrap()
         .instance_id;
     assert_ne!(
-        next.instance_id, stuck_instance,
+        Some(next.instance_id.as_str()),
+        stuck_instance.as_deref(),
         "the busy instance is not reused"
     );
     server.stop().await;
@@ -200,12 +201,15 @@ async fn a_timeout_returns_promptly_and_the_stuck_instance_is_not_reused() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded);
-    let (executions, _) = server.host.executions(&Default::default());
+    let (executions, _) = server.host.executions(&Default::default()).unwrap();
     let timed_out = &executions[0];
     assert_eq!(timed_out.status, ExecutionStatus::Timeout);
     let next = server.invoke(spin(0)).await.unwrap();
     assert!(next.success);
-    assert_ne!(next.instance_id, timed_out.instance_id);
+    assert_ne!(
+        Some(next.instance_id.as_str()),
+        timed_out.instance_id.as_deref()
+    );
     assert_eq!(server.pool(&next.task_id).quarantined, 1);
     server.stop().await;
 }
@@ -405,8 +409,8 @@ async fn the_grpc_deadline_bounds_the_execution_too() {
     // The server saw the deadline as well: its execution timed out (and the
     // plugin was told to stop) instead of sleeping on for ten minutes.
     let id = loop {
-        let (all, _) = server.host.executions(&Default::default());
-        if let Some(e) = all.iter().find(|e| e.function == "sleep") {
+        let (all, _) = server.host.executions(&Default::default()).unwrap();
+        if let Some(e) = all.iter().find(|e| &*e.function == "sleep") {
             break e.execution_id.clone();
         }
         crate::helpers::yield_waiting("the execution to be recorded").await;

@@ -119,3 +119,92 @@ fn files_that_are_not_shared_libraries_are_refused_before_dlopen() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn a_file_rewritten_in_place_loads_as_its_new_bytes() {
+    // glibc recognises a loaded library by device and inode: loading the
+    // same inode again after an in-place rewrite must still map the new
+    // bytes, under the new digest.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("libplugin.so");
+    std::fs::copy(Artifact::Math.path(), &path).unwrap();
+    let before = Plugin::load_verified(&path, None).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"one more byte").unwrap();
+    drop(file);
+    let expected = spearlet::digest::Sha256Digest::of(&std::fs::read(&path).unwrap());
+    let after = Plugin::load_verified(&path, None).unwrap();
+    assert_eq!(after.digest(), expected);
+    assert_ne!(after.digest(), before.digest());
+    assert!(
+        !Arc::ptr_eq(&before, &after),
+        "a new library, not the old one"
+    );
+    let mut instance = crate::helpers::instance(&after);
+    assert_eq!(
+        crate::helpers::call(
+            &mut instance,
+            "add",
+            &[("a", Value::I64(2)), ("b", Value::I64(3))]
+        )
+        .unwrap(),
+        Value::I64(5)
+    );
+}
+
+#[test]
+fn fifos_and_huge_files_are_refused_at_once_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("libfifo.so");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    match Plugin::load_verified(&fifo, None) {
+        Err(Error::NotRegularFile { kind, .. }) => assert_eq!(kind, "FIFO"),
+        other => panic!("expected NotRegularFile, got {other:?}"),
+    }
+    // 4 GiB of holes: refused on its header, nothing hashed.
+    let sparse = dir.path().join("libsparse.so");
+    std::fs::File::create(&sparse)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    match Plugin::load_verified(&sparse, None) {
+        Err(Error::ArtifactFormat { reason, .. }) => assert_eq!(reason, "not an ELF file"),
+        other => panic!("expected ArtifactFormat, got {other:?}"),
+    }
+    let directory = dir.path().join("libdir.so");
+    std::fs::create_dir(&directory).unwrap();
+    assert!(matches!(
+        Plugin::load_verified(&directory, None),
+        Err(Error::NotRegularFile {
+            kind: "directory",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn what_is_loaded_is_the_ingested_copy_not_the_source() {
+    let data = tempfile::tempdir().unwrap();
+    let cache = spearlet::artifact::ArtifactCache::open(data.path(), 1 << 30).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("libsource.so");
+    let mut bytes = std::fs::read(Artifact::Counter.path()).unwrap();
+    bytes.extend_from_slice(b"ingest-test");
+    std::fs::write(&source, &bytes).unwrap();
+    let ingested = cache.ingest(&source, None, u64::MAX).unwrap();
+    // Someone rewrites the source in place right after ingestion.
+    std::fs::write(&source, std::fs::read(Artifact::Math.path()).unwrap()).unwrap();
+    let plugin = Plugin::load(ingested).unwrap();
+    assert_eq!(plugin.name(), "counter");
+    assert_eq!(plugin.digest(), spearlet::digest::Sha256Digest::of(&bytes));
+    let cached = cache.path_of(&plugin.digest());
+    assert_eq!(std::fs::read(&cached).unwrap(), bytes);
+    assert!(std::fs::metadata(&cached).unwrap().permissions().readonly());
+}

@@ -2,6 +2,7 @@
 
 mod abi_conformance;
 mod artifacts;
+mod endings;
 mod execution;
 mod function_service;
 mod grpc_util;
@@ -11,3 +12,4 @@ mod pools;
 mod samples;
 mod streaming;
 mod task_management;
+mod tier;

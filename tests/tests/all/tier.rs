@@ -1,0 +1,202 @@
+//! The inline tier: which functions run on the calling thread, and when
+//! they stop. These tests show the tier's behaviour, never its speed: the
+//! budgets are far from the run times involved (a `nop` against a second,
+//! a 30 ms sleep against 20 ms).
+
+use std::time::Duration;
+
+use spearlet::artifact::ArtifactSpec;
+use spearlet::config::{ArtifactConfig, ExecConfig};
+use spearlet::exec::{ExecutionMode, ExecutionStatus};
+use spearlet::invoke::{InvokeRequest, Target};
+use spearlet::tier::Tier;
+use spearlet::{Config, Host, Value};
+use spearlet_test_artifacts::Artifact;
+
+fn host(budget: Duration, warm_up: u32) -> (Host, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let config = Config {
+        data_dir: data.path().to_owned(),
+        artifacts: ArtifactConfig {
+            roots: vec![Artifact::Echo.path().parent().unwrap().to_owned()],
+            ..ArtifactConfig::default()
+        },
+        exec: ExecConfig {
+            inline_budget: budget,
+            inline_warm_up: warm_up,
+        },
+        ..Config::default()
+    };
+    (Host::new(config).unwrap(), data)
+}
+
+fn call(artifact: Artifact, function: &str, params: &[(&str, Value)]) -> InvokeRequest {
+    let mut req = InvokeRequest::new(
+        Target::NewTask {
+            name: format!("{artifact:?}").to_lowercase(),
+            description: String::new(),
+            artifact: ArtifactSpec::at(artifact.path().to_string_lossy()),
+        },
+        function,
+    );
+    for (name, value) in params {
+        req = req.param(*name, value.clone());
+    }
+    req
+}
+
+/// Calls `req` and checks it completed; returns the tier `function` is in after.
+async fn run(host: &Host, req: InvokeRequest) -> Tier {
+    let function = req.function.clone();
+    let out = host.invoke(req).await.unwrap();
+    assert_eq!(
+        out.execution.status,
+        ExecutionStatus::Completed,
+        "{:?}",
+        out.execution.error
+    );
+    let task = host.task(&out.task_id).unwrap();
+    let handle = task.plugin.function(&function).unwrap();
+    task.profile(handle).tier()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_function_is_promoted_after_the_warm_up_and_then_runs_inline() {
+    let (host, _data) = host(Duration::from_secs(1), 4);
+    for _ in 0..3 {
+        assert_eq!(
+            run(&host, call(Artifact::Echo, "nop", &[])).await,
+            Tier::OffWorker
+        );
+    }
+    assert_eq!(host.stats().tier.promotions, 0);
+    assert_eq!(
+        run(&host, call(Artifact::Echo, "nop", &[])).await,
+        Tier::Inline
+    );
+    assert_eq!(host.stats().tier.promotions, 1);
+    assert_eq!(host.stats().tier.inline_runs, 0);
+    for _ in 0..5 {
+        assert_eq!(
+            run(&host, call(Artifact::Echo, "nop", &[])).await,
+            Tier::Inline
+        );
+    }
+    assert_eq!(host.stats().tier.inline_runs, 5);
+    // An inline call is recorded like any other.
+    let echoed = host
+        .invoke(call(Artifact::Echo, "echo", &[("input", Value::I64(7))]))
+        .await
+        .unwrap();
+    assert_eq!(echoed.execution.output, Some(Value::I64(7)));
+    // ASYNC calls stay off the workers even for a promoted function.
+    let mut background = call(Artifact::Echo, "nop", &[]);
+    background.mode = ExecutionMode::Async;
+    let accepted = host.invoke(background).await.unwrap();
+    while !host
+        .execution(&accepted.execution.execution_id)
+        .unwrap()
+        .status
+        .is_final()
+    {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(host.stats().tier.inline_runs, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_that_always_runs_long_is_never_run_inline() {
+    let (host, _data) = host(Duration::from_millis(20), 2);
+    for _ in 0..5 {
+        let tier = run(
+            &host,
+            call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(30))]),
+        )
+        .await;
+        assert_eq!(tier, Tier::OffWorker);
+    }
+    let stats = host.stats();
+    assert_eq!((stats.tier.promotions, stats.tier.inline_runs), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_slow_inline_run_demotes_and_the_next_warm_up_is_longer() {
+    let (host, _data) = host(Duration::from_millis(20), 2);
+    let short = || call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(0))]);
+    assert_eq!(run(&host, short()).await, Tier::OffWorker);
+    assert_eq!(run(&host, short()).await, Tier::Inline);
+    let slow = call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(30))]);
+    assert_eq!(
+        run(&host, slow).await,
+        Tier::OffWorker,
+        "one slow run demotes"
+    );
+    let stats = host.stats();
+    assert_eq!((stats.tier.promotions, stats.tier.demotions), (1, 1));
+    assert_eq!(stats.tier.inline_runs, 1, "the slow run itself ran inline");
+    // The warm-up doubled: two short runs are no longer enough.
+    assert_eq!(run(&host, short()).await, Tier::OffWorker);
+    assert_eq!(run(&host, short()).await, Tier::OffWorker);
+    assert_eq!(run(&host, short()).await, Tier::OffWorker);
+    assert_eq!(run(&host, short()).await, Tier::Inline);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_function_is_never_inline() {
+    let (host, _data) = host(Duration::from_secs(1), 2);
+    for _ in 0..10 {
+        let tier = run(
+            &host,
+            call(Artifact::Probe, "wait", &[("ms", Value::I64(0))]),
+        )
+        .await;
+        assert_eq!(tier, Tier::Blocking);
+    }
+    // The same plugin's unmarked function, as short, is promoted.
+    run(
+        &host,
+        call(Artifact::Probe, "spin", &[("ms", Value::I64(0))]),
+    )
+    .await;
+    let tier = run(
+        &host,
+        call(Artifact::Probe, "spin", &[("ms", Value::I64(0))]),
+    )
+    .await;
+    assert_eq!(tier, Tier::Inline);
+    assert_eq!(host.stats().tier.promotions, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_budget_turns_the_tier_off() {
+    let (host, _data) = host(Duration::ZERO, 1);
+    for _ in 0..10 {
+        assert_eq!(
+            run(&host, call(Artifact::Echo, "nop", &[])).await,
+            Tier::OffWorker
+        );
+    }
+    let stats = host.stats();
+    assert_eq!((stats.tier.promotions, stats.tier.inline_runs), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_one_plugin_share_what_the_tier_learnt() {
+    let (host, _data) = host(Duration::from_secs(1), 2);
+    run(&host, call(Artifact::Echo, "nop", &[])).await;
+    assert_eq!(
+        run(&host, call(Artifact::Echo, "nop", &[])).await,
+        Tier::Inline
+    );
+    let mut other = call(Artifact::Echo, "nop", &[]);
+    other.target = Target::NewTask {
+        name: "second-echo".into(),
+        description: String::new(),
+        artifact: ArtifactSpec::at(Artifact::Echo.path().to_string_lossy()),
+    };
+    let out = host.invoke(other).await.unwrap();
+    assert!(out.created_task);
+    let task = host.task(&out.task_id).unwrap();
+    let nop = task.plugin.function("nop").unwrap();
+    assert_eq!(task.profile(nop).tier(), Tier::Inline);
+}
