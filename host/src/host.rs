@@ -241,7 +241,7 @@ impl Host {
                 // of the request, as the seed has it, not a failed execution.
                 let lease = match task
                     .pool
-                    .acquire(job.fresh_instance, job.acquire_deadline())
+                    .acquire(job.fresh_instance, job.acquire_wait())
                     .await
                 {
                     Ok(lease) => lease,
@@ -362,7 +362,8 @@ impl Host {
             });
         }
         self.tasks().remove(task_id);
-        task.pool.close();
+        // Records first, so each is counted here rather than ended by a
+        // waiter the closing pool wakes.
         let mut cancelled_running = 0;
         for record in self.inner.executions.unfinished(Some(task_id)) {
             let error =
@@ -371,6 +372,7 @@ impl Host {
                 cancelled_running += 1;
             }
         }
+        task.pool.close();
         let cleaned_executions = if cleanup_executions {
             self.inner.executions.remove_task(task_id)
         } else {

@@ -126,14 +126,16 @@ impl Host {
                     return Ok((task, false));
                 }
                 let id = crate::exec::new_id();
-                self.create_task(
+                // Boxed: creation (artifact fetch and load) is a large future,
+                // and the path that only finds the task must stay small.
+                Box::pin(self.create_task(
                     CreationKey::Name(name.clone()),
                     id,
                     name,
                     description,
                     artifact,
                     request,
-                )
+                ))
                 .await
             }
             Target::ExistingTask {
@@ -160,14 +162,14 @@ impl Host {
                         task_id: task_id.clone(),
                     })?;
                 let name = if name.is_empty() { task_id } else { name };
-                self.create_task(
+                Box::pin(self.create_task(
                     CreationKey::Id(task_id.clone()),
                     Arc::from(task_id.as_str()),
                     name,
                     description,
                     artifact,
                     request,
-                )
+                ))
                 .await
             }
         }

@@ -63,6 +63,25 @@ impl QuarantineLimits {
     }
 }
 
+/// How long [`InstancePool::acquire`] may wait for a free slot. The clock is
+/// read only if it has to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until this instant.
+    Until(Instant),
+    /// For this long from when waiting starts.
+    For(Duration),
+}
+
+impl Wait {
+    fn deadline(self) -> Instant {
+        match self {
+            Wait::Until(at) => at,
+            Wait::For(wait) => Instant::now() + wait,
+        }
+    }
+}
+
 /// What a pool needs besides its plugin and limits.
 #[derive(Debug, Clone)]
 pub struct PoolContext {
@@ -93,6 +112,8 @@ struct Shared {
     closed: AtomicBool,
     discarded: AtomicU64,
     created: AtomicU64,
+    /// `state.quarantined`, readable without the lock (written under it).
+    quarantined: AtomicUsize,
 }
 
 /// Instances and their counts, under one lock so they always agree.
@@ -174,6 +195,9 @@ impl Quarantine {
         let mut state = self.shared.state();
         state.quarantined += 1;
         self.shared
+            .quarantined
+            .store(state.quarantined, Ordering::Release);
+        self.shared
             .context
             .quarantine
             .quarantined
@@ -217,6 +241,7 @@ impl InstancePool {
                 closed: AtomicBool::new(false),
                 discarded: AtomicU64::new(0),
                 created: AtomicU64::new(0),
+                quarantined: AtomicUsize::new(0),
             }),
         };
         for _ in 0..limits.min {
@@ -231,7 +256,7 @@ impl InstancePool {
     }
 
     /// Lends an instance: an idle one, or a new one while under the maximum;
-    /// with `fresh`, always a new one. Waits for a free slot until `deadline`.
+    /// with `fresh`, always a new one. Waits for a free slot as `wait` says.
     ///
     /// # Errors
     ///
@@ -239,27 +264,34 @@ impl InstancePool {
     /// [`Error::QuarantineFull`] while too many abandoned calls pin
     /// instances; [`Error::PoolExhausted`] when no slot frees up before the
     /// deadline; [`Error::InstanceCreation`] when a new instance cannot be made.
-    pub async fn acquire(&self, fresh: bool, deadline: Instant) -> Result<Lease> {
+    pub async fn acquire(&self, fresh: bool, wait: Wait) -> Result<Lease> {
         self.check_quarantine()?;
         let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::Closed) => return Err(self.deleted()),
-            Err(TryAcquireError::NoPermits) => {
-                let permits = Arc::clone(&self.shared.permits);
-                tokio::time::timeout_at(deadline.into(), permits.acquire_owned())
-                    .await
-                    .map_err(|_| Error::PoolExhausted {
-                        task_id: self.shared.task_id.to_string(),
-                        max: self.shared.limits.max,
-                    })?
-                    .map_err(|_| self.deleted())?
-            }
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_slot(wait)).await?,
         };
         if !fresh {
             if let Some(idle) = self.shared.state().idle.pop() {
                 return Ok(self.lease(idle.instance, idle.id, permit));
             }
-        } else {
+        }
+        Box::pin(self.lease_new(fresh, permit)).await
+    }
+
+    async fn wait_for_slot(&self, wait: Wait) -> Result<OwnedSemaphorePermit> {
+        let permits = Arc::clone(&self.shared.permits);
+        tokio::time::timeout_at(wait.deadline().into(), permits.acquire_owned())
+            .await
+            .map_err(|_| Error::PoolExhausted {
+                task_id: self.shared.task_id.to_string(),
+                max: self.shared.limits.max,
+            })?
+            .map_err(|_| self.deleted())
+    }
+
+    async fn lease_new(&self, fresh: bool, permit: OwnedSemaphorePermit) -> Result<Lease> {
+        if fresh {
             let oldest = {
                 let mut state = self.shared.state();
                 // Make room: a fresh instance replaces the longest-idle one.
@@ -280,7 +312,7 @@ impl InstancePool {
 
     fn check_quarantine(&self) -> Result<()> {
         let limits = &self.shared.context.quarantine;
-        let here = self.shared.state().quarantined;
+        let here = self.shared.quarantined.load(Ordering::Acquire);
         let total = limits.quarantined();
         let (count, limit, scope) = if here >= limits.per_task {
             (here, limits.per_task, "task")
@@ -468,6 +500,9 @@ impl Drop for Lease {
         let mut state = self.shared.state();
         if was_quarantined {
             state.quarantined -= 1;
+            self.shared
+                .quarantined
+                .store(state.quarantined, Ordering::Release);
             self.shared
                 .context
                 .quarantine

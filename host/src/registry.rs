@@ -5,13 +5,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use foldhash::fast::RandomState;
 
 use tokio::sync::OnceCell;
 
 use crate::artifact::{ArtifactSpec, CachePin};
 use crate::error::{Error, Result};
-use crate::exec::ExecutionStatus;
+use crate::exec::{wall_clock, ExecutionStatus};
 use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
 use crate::tier::{PluginProfile, Profile};
@@ -124,10 +126,10 @@ impl Task {
         }
     }
 
-    /// Records how an execution ended.
-    pub(crate) fn record_outcome(&self, status: ExecutionStatus) {
+    /// Records how an execution ended, and when (a clock reading the caller has).
+    pub(crate) fn record_outcome(&self, status: ExecutionStatus, at: Instant) {
         self.updated_at
-            .store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+            .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
         let index = ExecutionStatus::ALL
             .iter()
             .position(|s| *s == status)
@@ -207,7 +209,7 @@ pub struct TaskRegistry {
 
 #[derive(Debug, Default)]
 struct Tables {
-    by_id: HashMap<Arc<str>, Arc<Task>>,
+    by_id: HashMap<Arc<str>, Arc<Task>, RandomState>,
     by_name: BTreeMap<String, Arc<str>>,
 }
 

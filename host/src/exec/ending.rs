@@ -78,6 +78,7 @@ impl Drop for Ending {
                 )),
             );
         }
-        self.task.record_outcome(self.record.status());
+        self.task
+            .record_outcome(self.record.status(), Instant::now());
     }
 }

@@ -8,7 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, UNIX_EPOCH};
+
+use super::records::wall_clock;
 
 static SEED: LazyLock<u64> = LazyLock::new(|| {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
@@ -24,9 +26,9 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A new execution id.
-pub fn next() -> Arc<str> {
-    let millis = SystemTime::now()
+/// A new id, timestamped `now` (a clock reading the caller already has).
+pub fn next(now: Instant) -> Arc<str> {
+    let millis = wall_clock(now)
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -46,7 +48,9 @@ mod tests {
 
     #[test]
     fn ids_are_unique_version_7_uuids() {
-        let ids: HashSet<_> = (0..10_000).map(|_| super::next()).collect();
+        let ids: HashSet<_> = (0..10_000)
+            .map(|_| super::next(std::time::Instant::now()))
+            .collect();
         assert_eq!(ids.len(), 10_000);
         for id in ids.iter().take(10) {
             let parsed = uuid::Uuid::parse_str(id).unwrap();

@@ -16,20 +16,20 @@ use tokio::sync::mpsc;
 
 pub(crate) use ending::Ending;
 pub use records::{
-    CancelOutcome, CountsSnapshot, ExecutionError, ExecutionMode, ExecutionRecord,
+    wall_clock, CancelOutcome, CountsSnapshot, ExecutionError, ExecutionMode, ExecutionRecord,
     ExecutionSnapshot, ExecutionStatus,
 };
 pub use store::{ExecutionQuery, ExecutionStore};
 
 /// A new unique id (UUIDv7 text), cheap enough for every execution.
 pub fn new_id() -> std::sync::Arc<str> {
-    ids::next()
+    ids::next(Instant::now())
 }
 
 use crate::backoff::full_jitter;
 use crate::error::Error;
 use crate::loader::{CallRequest, FunctionHandle};
-use crate::pool::Lease;
+use crate::pool::{Lease, Wait};
 use crate::registry::Task;
 use crate::tier::{Profile, TierPolicy};
 use crate::Value;
@@ -61,10 +61,43 @@ impl Job {
         self.task.profile(self.function)
     }
 
-    /// When to stop waiting for an instance.
-    pub(crate) fn acquire_deadline(&self) -> Instant {
-        self.deadline
-            .unwrap_or_else(|| Instant::now() + self.acquire_timeout)
+    /// How long to wait for an instance.
+    pub(crate) fn acquire_wait(&self) -> Wait {
+        match self.deadline {
+            Some(at) => Wait::Until(at),
+            None => Wait::For(self.acquire_timeout),
+        }
+    }
+
+    fn inline(&self) -> bool {
+        self.mode == ExecutionMode::Sync && self.policy.enabled() && self.profile().is_inline()
+    }
+}
+
+/// A job owned by its runner until a call must run on another thread,
+/// which needs a share of it: the inline path never allocates for it.
+enum Held {
+    Owned(Option<Job>),
+    Shared(Arc<Job>),
+}
+
+impl Held {
+    fn job(&self) -> &Job {
+        match self {
+            Held::Owned(job) => job.as_ref().expect("owned until shared"),
+            Held::Shared(job) => job,
+        }
+    }
+
+    fn share(&mut self) -> Arc<Job> {
+        if let Held::Owned(job) = self {
+            let job = job.take().expect("owned until shared");
+            *self = Held::Shared(Arc::new(job));
+        }
+        match self {
+            Held::Shared(job) => Arc::clone(job),
+            Held::Owned(_) => unreachable!("shared above"),
+        }
     }
 }
 
@@ -84,55 +117,64 @@ const RETRY_CAP: Duration = Duration::from_secs(1);
 /// ends the record if this future is dropped before it does.
 pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) -> ExecutionStatus {
     let _running = job.task.begin_execution(job.function);
-    let job = Arc::new(job);
-    let record = &job.record;
-    let mut fresh = job.fresh_instance;
+    let record = Arc::clone(&job.record);
+    let mut held = Held::Owned(Some(job));
+    let mut fresh = held.job().fresh_instance;
     let mut attempt = 0;
-    let status = loop {
+    let (status, ended) = loop {
         if record.cancel_requested() {
             record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
-            break record.status();
+            break (record.status(), Instant::now());
         }
         let lease = match lease.take() {
             Some(lease) => lease,
-            None => match job.task.pool.acquire(fresh, job.acquire_deadline()).await {
-                Ok(lease) => lease,
-                Err(e) => break end_unserved(record, &e),
-            },
+            None => {
+                // Boxed, like every wait here: the future of a call that
+                // needs none of them stays small, and cheap to move.
+                let job = held.job();
+                match Box::pin(job.task.pool.acquire(fresh, job.acquire_wait())).await {
+                    Ok(lease) => lease,
+                    Err(e) => break (end_unserved(&record, &e), Instant::now()),
+                }
+            }
         };
-        if !record.start_attempt(lease.instance_id()) {
-            break record.status();
-        }
-        let outcome =
-            if job.mode == ExecutionMode::Sync && job.policy.enabled() && job.profile().is_inline()
-            {
-                call_inline(&job, lease)
-            } else {
-                call_off_worker(&job, lease, &mut ending).await
-            };
-        let past_deadline = job.deadline.is_some_and(|d| Instant::now() >= d);
+        let Some(started) = record.start_attempt(lease.instance_id()) else {
+            break (record.status(), Instant::now());
+        };
+        let (outcome, ended) = if held.job().inline() {
+            call_inline(held.job(), lease, started)
+        } else {
+            let job = held.share();
+            Box::pin(call_off_worker(&job, lease, &mut ending)).await
+        };
+        let job = held.job();
+        let past_deadline = job.deadline.is_some_and(|d| ended >= d);
         let cancelled = record.cancel_requested();
         match outcome {
+            Attempt::Done(Ok(value)) => {
+                // A forced cancel may have ended the record while the call ran.
+                if let Some(ran) =
+                    record.finish_at(ExecutionStatus::Completed, Some(value), None, ended)
+                {
+                    job.profile().record_duration(ran);
+                }
+                break (record.status(), ended);
+            }
             // A plugin that noticed the deadline itself has timed out too.
             Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
                 record.request_cancel();
-                time_out(record);
-                break ExecutionStatus::Timeout;
+                time_out(&record);
+                break (ExecutionStatus::Timeout, ended);
             }
             Attempt::TimedOut => {
                 record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
-                break record.status();
+                break (record.status(), ended);
             }
-            Attempt::Abandoned => break record.status(),
-            Attempt::Done(Ok(value)) => {
-                // A forced cancel may have ended the record while the call ran.
-                record.finish(ExecutionStatus::Completed, Some(value), None);
-                break record.status();
-            }
+            Attempt::Abandoned => break (record.status(), ended),
             Attempt::Done(Err(error)) => {
                 if cancelled {
                     record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
-                    break record.status();
+                    break (record.status(), ended);
                 }
                 let retriable = match &error {
                     Error::PluginFailed { retriable, .. } => *retriable,
@@ -140,14 +182,14 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
                     _ => false,
                 };
                 if !retriable || attempt >= job.max_retries {
-                    break fail(record, &error);
+                    break (fail(&record, &error), ended);
                 }
                 // A panicked instance is gone; the retry needs a new one anyway.
                 fresh = fresh || matches!(error, Error::PluginPanicked { .. });
                 attempt += 1;
                 let pause = full_jitter(RETRY_BASE, RETRY_CAP, attempt);
-                if job.deadline.is_some_and(|d| Instant::now() + pause >= d) {
-                    break fail(record, &error);
+                if job.deadline.is_some_and(|d| ended + pause >= d) {
+                    break (fail(&record, &error), ended);
                 }
                 tracing::debug!(execution = record.id(), attempt, error = %error, "retrying");
                 let failed = error_of(&error);
@@ -157,15 +199,12 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
                     failed.message,
                     pause.as_millis()
                 ));
-                tokio::time::sleep(pause).await;
+                Box::pin(tokio::time::sleep(pause)).await;
             }
         }
     };
     ending.disarm();
-    job.task.record_outcome(status);
-    if status == ExecutionStatus::Completed {
-        job.profile().record_duration(record.execution_time());
-    }
+    held.job().task.record_outcome(status, ended);
     status
 }
 
@@ -183,28 +222,31 @@ pub(crate) fn end_unserved(record: &ExecutionRecord, error: &Error) -> Execution
 
 /// One attempt on the calling thread: no hand-off. Only for functions the
 /// tier has promoted; a run over the budget demotes the function.
-fn call_inline(job: &Job, mut lease: Lease) -> Attempt {
-    let start = Instant::now();
+fn call_inline(job: &Job, mut lease: Lease, started: Instant) -> (Attempt, Instant) {
     let result = call_blocking(job, &mut lease);
-    let took = start.elapsed();
+    let ended = Instant::now();
     drop(lease);
     job.profile()
-        .inline_run(took, &job.policy)
+        .inline_run(ended.saturating_duration_since(started), &job.policy)
         .log(job.task.plugin.name(), job.record.function());
-    Attempt::Done(result)
+    (Attempt::Done(result), ended)
 }
 
 /// One attempt off the async workers. If the wait is abandoned (deadline,
 /// forced cancel, the caller going away) the thread runs on: the instance
 /// is quarantined and rejoins the pool only when the plugin returns.
-async fn call_off_worker(job: &Arc<Job>, mut lease: Lease, ending: &mut Ending) -> Attempt {
+async fn call_off_worker(
+    job: &Arc<Job>,
+    mut lease: Lease,
+    ending: &mut Ending,
+) -> (Attempt, Instant) {
     if job.mode == ExecutionMode::Sync && job.deadline.is_none() && on_multi_thread_runtime() {
         // Nothing to watch while the call runs (no deadline; a SYNC caller
         // waits for the end anyway): give this worker's duties to another
         // thread and run the call here, sparing a thread hand-off each way.
         let (result, took) = tokio::task::block_in_place(|| timed(job, &mut lease));
         drop(lease);
-        return observed(job, result, took);
+        return (observed(job, result, took), Instant::now());
     }
     let quarantine = lease.quarantine_handle();
     ending.watch(quarantine.clone());
@@ -222,23 +264,24 @@ async fn call_off_worker(job: &Arc<Job>, mut lease: Lease, ending: &mut Ending) 
             quarantine.quarantine();
             ending.unwatch();
             job.profile().interrupted();
-            return Attempt::TimedOut;
+            return (Attempt::TimedOut, Instant::now());
         }
         _ = job.record.finished() => {
             // Ended from outside while running: a forced cancel.
             quarantine.quarantine();
             ending.unwatch();
             job.profile().interrupted();
-            return Attempt::Abandoned;
+            return (Attempt::Abandoned, Instant::now());
         }
     };
     ending.unwatch();
-    match joined {
+    let attempt = match joined {
         Ok((result, took)) => observed(job, result, took),
         Err(e) => Attempt::Done(Err(Error::Internal(format!(
             "the call's thread failed: {e}"
         )))),
-    }
+    };
+    (attempt, Instant::now())
 }
 
 /// Folds an off-worker run into the function's profile.

@@ -3,12 +3,12 @@
 //! A record is created for every execution and must cost nanoseconds: the
 //! strings it names (id, task, function, instance) are shared `Arc<str>`s,
 //! the cancellation flag and the "ended" signal live inline, and the clock
-//! is read once per transition (wall-clock times are derived from the
-//! monotonic ones).
+//! is read once per transition, by the caller, who reuses the reading (the
+//! wall-clock times reported are derived from the monotonic ones).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -129,6 +129,20 @@ pub struct ExecutionSnapshot {
     pub logs: Vec<String>,
 }
 
+/// One reading of both clocks, so that a monotonic instant can be reported
+/// as wall-clock time without reading the wall clock again.
+static ANCHOR: LazyLock<(Instant, SystemTime)> =
+    LazyLock::new(|| (Instant::now(), SystemTime::now()));
+
+/// The wall-clock time of a monotonic instant.
+pub fn wall_clock(t: Instant) -> SystemTime {
+    let (mono, wall) = *ANCHOR;
+    match t.checked_duration_since(mono) {
+        Some(after) => wall + after,
+        None => wall - mono.duration_since(t),
+    }
+}
+
 /// Counts over the records of one store, kept as records change so that
 /// statistics never walk the records.
 #[derive(Debug, Default)]
@@ -208,9 +222,12 @@ pub struct ExecutionRecord {
     mode: ExecutionMode,
     cancel: AtomicBool,
     pub(super) created: Instant,
-    created_at: SystemTime,
+    /// Set once removed from the store (its age queue forgets it lazily).
+    pub(super) removed: AtomicBool,
     state: Mutex<State>,
     ended: Notify,
+    /// Whether anyone ever waited on `ended` (notifying costs a lock).
+    watched: AtomicBool,
     counts: Arc<StatusCounts>,
 }
 
@@ -248,6 +265,7 @@ impl ExecutionRecord {
         task_id: Arc<str>,
         function: Arc<str>,
         mode: ExecutionMode,
+        created: Instant,
         counts: Arc<StatusCounts>,
     ) -> Self {
         ExecutionRecord {
@@ -257,8 +275,8 @@ impl ExecutionRecord {
             function,
             mode,
             cancel: AtomicBool::new(false),
-            created: Instant::now(),
-            created_at: SystemTime::now(),
+            created,
+            removed: AtomicBool::new(false),
             state: Mutex::new(State {
                 status: ExecutionStatus::Pending,
                 output: None,
@@ -271,6 +289,7 @@ impl ExecutionRecord {
                 dropped_logs: 0,
             }),
             ended: Notify::new(),
+            watched: AtomicBool::new(false),
             counts,
         }
     }
@@ -321,7 +340,13 @@ impl ExecutionRecord {
             s if s.is_final() => CancelOutcome::AlreadyEnded(s),
             ExecutionStatus::Running if !force => CancelOutcome::Requested,
             _ => {
-                self.end(state, ExecutionStatus::Cancelled, None, Some(error));
+                self.end(
+                    state,
+                    ExecutionStatus::Cancelled,
+                    None,
+                    Some(error),
+                    Instant::now(),
+                );
                 CancelOutcome::Cancelled
             }
         }
@@ -329,6 +354,9 @@ impl ExecutionRecord {
 
     /// Waits until the status is final.
     pub async fn finished(&self) -> ExecutionStatus {
+        // Before looking at the status: `end` looks at this after setting
+        // it, so one of the two sees the other (both sequentially consistent).
+        self.watched.store(true, Ordering::SeqCst);
         loop {
             let notified = self.ended.notified();
             tokio::pin!(notified);
@@ -341,15 +369,16 @@ impl ExecutionRecord {
         }
     }
 
-    /// Marks an attempt starting on `instance_id`; false if the execution
-    /// already ended (e.g. cancelled while pending).
-    pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> bool {
+    /// Marks an attempt starting on `instance_id` now; returns when, or
+    /// `None` if the execution already ended (e.g. cancelled while pending).
+    pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> Option<Instant> {
         let mut state = self.state();
         if state.status.is_final() {
-            return false;
+            return None;
         }
+        let now = Instant::now();
         if state.started.is_none() {
-            state.started = Some(Instant::now());
+            state.started = Some(now);
         }
         if state.status == ExecutionStatus::Pending {
             self.counts
@@ -358,23 +387,36 @@ impl ExecutionRecord {
         state.status = ExecutionStatus::Running;
         state.attempts += 1;
         state.instance_id = Some(Arc::clone(instance_id));
-        true
+        Some(now)
     }
 
-    /// Ends the execution, unless it already ended; returns whether this call ended it.
+    /// Ends the execution now, unless it already ended; returns whether this call ended it.
     pub(crate) fn finish(
         &self,
         status: ExecutionStatus,
         output: Option<Value>,
         error: Option<ExecutionError>,
     ) -> bool {
+        self.finish_at(status, output, error, Instant::now())
+            .is_some()
+    }
+
+    /// Ends the execution at `ended` (a clock reading the caller already
+    /// has), unless it already ended; returns how long it ran if this call
+    /// ended it.
+    pub(crate) fn finish_at(
+        &self,
+        status: ExecutionStatus,
+        output: Option<Value>,
+        error: Option<ExecutionError>,
+        ended: Instant,
+    ) -> Option<Duration> {
         debug_assert!(status.is_final());
         let state = self.state();
         if state.status.is_final() {
-            return false;
+            return None;
         }
-        self.end(state, status, output, error);
-        true
+        Some(self.end(state, status, output, error, ended))
     }
 
     fn end(
@@ -383,17 +425,22 @@ impl ExecutionRecord {
         status: ExecutionStatus,
         output: Option<Value>,
         error: Option<ExecutionError>,
-    ) {
-        let now = Instant::now();
+        now: Instant,
+    ) -> Duration {
+        let ran = state
+            .started
+            .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         self.counts.moved(state.status, status);
-        self.counts
-            .ended(status, state.started.map_or(Duration::ZERO, |s| now - s));
+        self.counts.ended(status, ran);
         state.status = status;
         state.output = output;
         state.error = error;
         state.ended = Some(now);
         drop(state);
-        self.ended.notify_waiters();
+        if self.watched.load(Ordering::SeqCst) {
+            self.ended.notify_waiters();
+        }
+        ran
     }
 
     /// Appends a plugin log line.
@@ -414,7 +461,7 @@ impl ExecutionRecord {
 
     fn ran(state: &State) -> Duration {
         match (state.started, state.ended) {
-            (Some(s), Some(e)) => e - s,
+            (Some(s), Some(e)) => e.saturating_duration_since(s),
             (Some(s), None) => s.elapsed(),
             (None, _) => Duration::ZERO,
         }
@@ -423,7 +470,6 @@ impl ExecutionRecord {
     /// A copy of the record as it is now, with its log lines or without.
     pub fn snapshot_with(&self, logs: bool) -> ExecutionSnapshot {
         let state = self.state();
-        let wall = |t: Instant| self.created_at + t.saturating_duration_since(self.created);
         let logs = if logs {
             let mut lines = state.logs.clone();
             if state.dropped_logs > 0 {
@@ -441,9 +487,9 @@ impl ExecutionRecord {
             status: state.status,
             output: state.output.clone(),
             error: state.error.clone(),
-            created_at: self.created_at,
-            started_at: state.started.map(wall),
-            completed_at: state.ended.map(wall),
+            created_at: wall_clock(self.created),
+            started_at: state.started.map(wall_clock),
+            completed_at: state.ended.map(wall_clock),
             execution_time: Self::ran(&state),
             instance_id: state.instance_id.clone(),
             attempts: state.attempts,

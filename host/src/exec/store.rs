@@ -1,20 +1,24 @@
 //! The bounded store of execution records.
 //!
 //! Every execution gets a record, so creating one must not serialise the
-//! host: records are spread over shards by id, each with its own lock, and
-//! each shard keeps its records in creation order (a sequence number, not
-//! the id: client-chosen ids need not sort by age). Eviction drops the
-//! oldest finished records of the shard being written to, and finished ones
-//! past their time to live; unfinished records are never dropped.
+//! host: records are spread over shards by id, each with its own lock and
+//! its own counters, and each shard keeps its records in creation order (a
+//! queue, not the ids: client-chosen ids need not sort by age). Eviction
+//! drops the oldest finished records of the shard being written to, and
+//! finished ones past their time to live; unfinished records are never
+//! dropped (one found at the front of the queue moves to its back).
 //!
 //! With `max_records` split over the shards, the store keeps about the most
 //! recent `max_records`: exactly for small bounds (one shard), within a
 //! shard's share of it for large ones.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
 
 use super::ids;
 use super::records::{
@@ -46,16 +50,20 @@ const MAX_SHARDS: usize = 16;
 #[derive(Debug)]
 pub struct ExecutionStore {
     shards: Box<[Mutex<Shard>]>,
+    /// Per shard, so that executions on different shards never share a
+    /// counter's cache line.
+    counts: Box<[Arc<StatusCounts>]>,
+    hasher: RandomState,
     seq: AtomicU64,
     per_shard: usize,
     ttl: Duration,
-    counts: Arc<StatusCounts>,
 }
 
 #[derive(Debug, Default)]
 struct Shard {
-    by_id: HashMap<Arc<str>, Arc<ExecutionRecord>>,
-    by_age: BTreeMap<u64, Arc<ExecutionRecord>>,
+    by_id: HashMap<Arc<str>, Arc<ExecutionRecord>, RandomState>,
+    /// Oldest first; may still hold records removed from `by_id`.
+    by_age: VecDeque<Arc<ExecutionRecord>>,
 }
 
 impl ExecutionStore {
@@ -65,10 +73,11 @@ impl ExecutionStore {
         let shards = (max_records / RECORDS_PER_SHARD).clamp(1, MAX_SHARDS);
         ExecutionStore {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
+            counts: (0..shards).map(|_| Arc::default()).collect(),
+            hasher: RandomState::default(),
             seq: AtomicU64::new(0),
             per_shard: max_records.div_ceil(shards),
             ttl,
-            counts: Arc::default(),
         }
     }
 
@@ -81,37 +90,42 @@ impl ExecutionStore {
         function: &Arc<str>,
         mode: ExecutionMode,
     ) -> (Arc<ExecutionRecord>, bool) {
+        let now = Instant::now();
         let id = match id {
             Some(id) => Arc::from(id),
-            None => ids::next(),
+            None => ids::next(now),
         };
-        let mut shard = self.shard(&id);
+        let index = self.shard_of(&id);
+        let mut shard = lock(&self.shards[index]);
         if let Some(existing) = shard.by_id.get(&id) {
             return (Arc::clone(existing), false);
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let counts = &self.counts[index];
         let record = Arc::new(ExecutionRecord::new(
             Arc::clone(&id),
             seq,
             Arc::clone(task_id),
             Arc::clone(function),
             mode,
-            Arc::clone(&self.counts),
+            now,
+            Arc::clone(counts),
         ));
-        self.counts.enter(ExecutionStatus::Pending);
+        counts.enter(ExecutionStatus::Pending);
         shard.by_id.insert(id, Arc::clone(&record));
-        shard.by_age.insert(seq, Arc::clone(&record));
-        self.evict(&mut shard);
+        shard.by_age.push_back(Arc::clone(&record));
+        self.evict(&mut shard, counts, now);
         (record, true)
     }
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
-        let mut shard = self.shard(id);
+        let index = self.shard_of(id);
+        let mut shard = lock(&self.shards[index]);
         let record = shard.by_id.get(id)?;
         if record.created.elapsed() >= self.ttl && record.status().is_final() {
             let record = Arc::clone(record);
-            self.remove(&mut shard, &record);
+            remove(&mut shard, &self.counts[index], &record);
             return None;
         }
         Some(Arc::clone(record))
@@ -169,18 +183,19 @@ impl ExecutionStore {
     /// Removes a task's finished records; returns how many.
     pub fn remove_task(&self, task_id: &str) -> usize {
         let mut removed = 0;
-        for shard in self.shards.iter() {
+        for (shard, counts) in self.shards.iter().zip(self.counts.iter()) {
             let mut shard = lock(shard);
             let victims: Vec<_> = shard
-                .by_age
+                .by_id
                 .values()
                 .filter(|r| r.task_id() == task_id && r.status().is_final())
                 .cloned()
                 .collect();
             removed += victims.len();
             for r in victims {
-                self.remove(&mut shard, &r);
+                remove(&mut shard, counts, &r);
             }
+            shard.by_age.retain(|r| !r.removed.load(Ordering::Relaxed));
         }
         removed
     }
@@ -202,13 +217,23 @@ impl ExecutionStore {
 
     /// Counts by status and totals since start, without walking the records.
     pub fn counts(&self) -> CountsSnapshot {
-        self.counts.snapshot()
+        let mut sum = CountsSnapshot::default();
+        for c in self.counts.iter() {
+            let c = c.snapshot();
+            for (total, held) in sum.held.iter_mut().zip(c.held) {
+                *total += held;
+            }
+            sum.ended += c.ended;
+            sum.completed += c.completed;
+            sum.run_time += c.run_time;
+        }
+        sum
     }
 
     fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<Arc<ExecutionRecord>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(lock(shard).by_age.values().filter(|r| keep(r)).cloned());
+            out.extend(lock(shard).by_id.values().filter(|r| keep(r)).cloned());
         }
         out
     }
@@ -216,43 +241,50 @@ impl ExecutionStore {
     /// Drops finished records past their TTL, then the oldest finished ones
     /// beyond the shard's bound. The scan stops at the first record that is
     /// young and need not go, so it costs O(evicted + unfinished ahead of it).
-    fn evict(&self, shard: &mut Shard) {
+    fn evict(&self, shard: &mut Shard, counts: &StatusCounts, now: Instant) {
         let mut over = shard.by_id.len().saturating_sub(self.per_shard);
-        let mut victims = Vec::new();
-        for r in shard.by_age.values() {
-            let expired = r.created.elapsed() >= self.ttl;
+        // Each record is looked at once at most: unfinished ones go round.
+        let mut budget = shard.by_age.len();
+        while budget > 0 {
+            budget -= 1;
+            let Some(front) = shard.by_age.front() else {
+                break;
+            };
+            if front.removed.load(Ordering::Relaxed) {
+                shard.by_age.pop_front();
+                continue;
+            }
+            let expired = now.saturating_duration_since(front.created) >= self.ttl;
             if !expired && over == 0 {
                 break;
             }
-            if r.status().is_final() {
-                victims.push(Arc::clone(r));
+            let front = shard.by_age.pop_front().expect("looked at above");
+            if front.status().is_final() {
+                shard.by_id.remove(front.id());
+                front.removed.store(true, Ordering::Relaxed);
+                counts.leave(front.status());
                 over = over.saturating_sub(1);
+            } else {
+                shard.by_age.push_back(front);
             }
         }
-        for r in victims {
-            self.remove(shard, &r);
-        }
     }
 
-    fn remove(&self, shard: &mut Shard, record: &Arc<ExecutionRecord>) {
-        shard.by_id.remove(record.id());
-        if shard.by_age.remove(&record.seq).is_some() {
-            // Only finished records are removed, and their status is fixed.
-            self.counts.leave(record.status());
+    fn shard_of(&self, id: &str) -> usize {
+        if self.shards.len() == 1 {
+            return 0;
         }
+        let hash = self.hasher.hash_one(id);
+        usize::try_from(hash % self.shards.len() as u64).expect("fewer shards than usize::MAX")
     }
+}
 
-    fn shard(&self, id: &str) -> MutexGuard<'_, Shard> {
-        let index = if self.shards.len() == 1 {
-            0
-        } else {
-            // FNV-1a: ids are short, and any spread will do.
-            let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            usize::try_from(hash % self.shards.len() as u64).expect("fewer shards than usize::MAX")
-        };
-        lock(&self.shards[index])
+/// Removes a finished record (its place in the age queue goes lazily).
+fn remove(shard: &mut Shard, counts: &StatusCounts, record: &Arc<ExecutionRecord>) {
+    if shard.by_id.remove(record.id()).is_some() {
+        record.removed.store(true, Ordering::Relaxed);
+        // Only finished records are removed, and their status is fixed.
+        counts.leave(record.status());
     }
 }
 
@@ -283,14 +315,14 @@ mod tests {
         let (r, created) = store.create(Some("e1"), &t, &f, ExecutionMode::Async);
         assert!(created);
         assert_eq!(r.status(), ExecutionStatus::Pending);
-        assert!(r.start_attempt(&Arc::from("inst-1")));
+        assert!(r.start_attempt(&Arc::from("inst-1")).is_some());
         assert_eq!(r.status(), ExecutionStatus::Running);
         assert!(r.finish(ExecutionStatus::Cancelled, None, None));
         assert!(
             !r.finish(ExecutionStatus::Completed, None, None),
             "the first end wins"
         );
-        assert!(!r.start_attempt(&Arc::from("inst-2")));
+        assert!(r.start_attempt(&Arc::from("inst-2")).is_none());
         assert_eq!(r.snapshot().status, ExecutionStatus::Cancelled);
         let (again, created) = store.create(Some("e1"), &t, &f, ExecutionMode::Sync);
         assert!(!created && Arc::ptr_eq(&again, &r), "ids are idempotent");

@@ -150,7 +150,13 @@ async fn deleting_a_task_cancels_its_queued_executions_and_creates_no_instance()
     let created = task.pool.stats().created;
 
     let deleted = host.delete_task(&running.task_id, true, false).unwrap();
-    assert_eq!(deleted.cancelled_running, 2);
+    assert_eq!(
+        deleted.cancelled_running,
+        2,
+        "{:?} {:?}",
+        host.execution(&running.execution.execution_id).unwrap(),
+        host.execution(&queued.execution.execution_id).unwrap()
+    );
     let ended = until_ended(&host, &queued.execution.execution_id).await;
     assert_eq!(ended.status, ExecutionStatus::Cancelled);
     assert_eq!(ended.error.unwrap().code, "task_deleted");
@@ -209,7 +215,7 @@ async fn the_quarantine_count_never_goes_below_zero_whatever_the_interleaving() 
     for round in 0..200 {
         let mut lease = task
             .pool
-            .acquire(false, std::time::Instant::now() + Duration::from_secs(5))
+            .acquire(false, spearlet::pool::Wait::For(Duration::from_secs(5)))
             .await
             .unwrap();
         let quarantine = lease.quarantine_handle();
