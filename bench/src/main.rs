@@ -2,14 +2,18 @@
 //! against a baseline in the same run, alternating the compared pairs so
 //! drift of the machine affects both sides alike.
 //!
-//! `cargo run --release -p spearlet-bench -- [--quick]` prints a table and
-//! writes the same figures to `target/bench/summary.json`.
+//! `cargo run --release -p spearlet-bench -- [--quick] [--only P1,P3]` prints
+//! a table and writes the same figures to `target/bench/summary.json`. With
+//! `--features peers`, P6 compares the in-process call with Extism's and a
+//! raw wasmtime call (not built by default: wasmtime is a large build).
 
 mod p1_grpc;
 mod p2_inproc;
 mod p3_load;
 mod p4_sha;
 mod p5_rss;
+#[cfg(feature = "peers")]
+mod p6_peers;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -23,24 +27,39 @@ mod echo {
     tonic::include_proto!("bench");
 }
 
-/// Measures every spearlet performance goal (P1–P5) as a ratio in one run.
+/// Measures every spearlet performance goal as a ratio in one run.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Fewer rounds: done in under two minutes on two cores.
+    /// Fewer rounds: done in a few minutes on two cores.
     #[arg(long)]
     quick: bool,
+
+    /// Only these parts (comma-separated: P1,P2,P3,P4,P5,P6).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
     p5_child: bool,
+
+    /// Internal: serve the bare echo service P1 compares against.
+    #[arg(long, hide = true)]
+    bare_echo_server: bool,
 
     /// Where to write the JSON summary (default: target/bench/summary.json).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
+impl Args {
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p.eq_ignore_ascii_case(part))
+    }
+}
+
 struct Row {
     id: &'static str,
+    key: &'static str,
     what: &'static str,
     value: stats::Summary,
     unit: &'static str,
@@ -50,7 +69,7 @@ struct Row {
 
 impl Row {
     fn new(
-        id: &'static str,
+        (id, key): (&'static str, &'static str),
         what: &'static str,
         value: stats::Summary,
         unit: &'static str,
@@ -59,6 +78,7 @@ impl Row {
     ) -> Row {
         Row {
             id,
+            key,
             what,
             met: met(&value),
             value,
@@ -66,6 +86,14 @@ impl Row {
             goal,
         }
     }
+}
+
+fn at_most(goal: f64) -> impl Fn(&stats::Summary) -> bool {
+    move |s| s.median <= goal
+}
+
+fn at_least(goal: f64) -> impl Fn(&stats::Summary) -> bool {
+    move |s| s.median >= goal
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,142 +104,237 @@ fn main() -> anyhow::Result<()> {
     if args.p5_child {
         return runtime.block_on(p5_rss::child(args.quick));
     }
-    let data = tempfile::tempdir()?;
-    eprintln!("P1 gRPC vs bare tonic …");
-    let p1 = runtime.block_on(p1_grpc::run(args.quick, &data.path().join("p1")))?;
-    eprintln!("P2 in-process calls …");
-    let p2 = runtime.block_on(p2_inproc::run(args.quick, &data.path().join("p2")))?;
-    eprintln!("P3 task creation and loading …");
-    let p3 = runtime.block_on(p3_load::run(args.quick, &data.path().join("p3")))?;
-    eprintln!("P4 sha256 vs openssl …");
-    let p4 = p4_sha::run(args.quick)?;
-    eprintln!("P5 memory (child process) …");
-    let p5 = p5_rss::run(args.quick)?;
-
+    if args.bare_echo_server {
+        return runtime.block_on(p1_grpc::serve_bare_echo());
+    }
     use stats::summary;
-    let p5_growth = p5.rss_after_calls_mib - p5.rss_after_warmup_mib;
-    let one = |v: f64| summary(&[v]);
-    let at_most = |s: &stats::Summary, goal: f64| s.median <= goal;
-    let rows = [
-        Row::new(
-            "P1",
+    let data = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut extra: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+
+    if args.wants("P1") {
+        eprintln!("P1 gRPC, spearlet serve vs a bare tonic server, each in its own process …");
+        let p1 = runtime.block_on(p1_grpc::run(args.quick, &data.path().join("p1")))?;
+        rows.push(Row::new(
+            ("P1", "p1_p50_ratio"),
             "gRPC echo p50 / bare tonic",
             summary(&p1.p50_ratios),
             "x",
             "<= 1.05",
-            |s| at_most(s, 1.05),
-        ),
-        Row::new(
-            "P1",
+            at_most(1.05),
+        ));
+        rows.push(Row::new(
+            ("P1", "p1_p99_ratio"),
             "gRPC echo p99 / bare tonic",
             summary(&p1.p99_ratios),
             "x",
             "<= 1.10",
-            |s| at_most(s, 1.10),
-        ),
-        Row::new(
-            "P1",
+            at_most(1.10),
+        ));
+        rows.push(Row::new(
+            ("P1", "p1_rps_1"),
+            "throughput, 1 in flight / bare",
+            summary(&p1.rps_1_ratios),
+            "x",
+            ">= 0.95",
+            at_least(0.95),
+        ));
+        rows.push(Row::new(
+            ("P1", "p1_throughput_ratio"),
             "throughput, 32 in flight / bare",
             summary(&p1.throughput_ratios),
             "x",
             ">= 0.95",
-            |s| s.median >= 0.95,
-        ),
-        Row::new(
-            "P2",
+            at_least(0.95),
+        ));
+        notes.push(format!(
+            "P1 latency µs (1 in flight): spearlet p50 {:.1} p99 {:.1}; bare p50 {:.1} p99 {:.1}",
+            p1.spearlet_p50_us, p1.spearlet_p99_us, p1.bare_p50_us, p1.bare_p99_us
+        ));
+        notes.push(format!(
+            "P1 req/s: 1 in flight spearlet {:.0}, bare {:.0}; 32 in flight spearlet {:.0}, bare {:.0}",
+            p1.spearlet_rps_1, p1.bare_rps_1, p1.spearlet_rps, p1.bare_rps
+        ));
+    }
+    if args.wants("P2") {
+        eprintln!("P2 in-process calls …");
+        let p2 = runtime.block_on(p2_inproc::run(args.quick, &data.path().join("p2")))?;
+        rows.push(Row::new(
+            ("P2", "p2_call_overhead_ns"),
             "table call over local fn pointer",
             summary(&p2.overheads_ns),
             "ns",
-            "<= +1",
-            |s| at_most(s, 1.0),
-        ),
-        Row::new(
-            "P2",
-            "Host::invoke p50",
+            "<= +2",
+            at_most(2.0),
+        ));
+        rows.push(Row::new(
+            ("P2", "p2_invoke_p50_ns"),
+            "Host::invoke p50 (inline tier)",
             summary(&p2.invoke_p50s_ns),
             "ns",
             "<= 300",
-            |s| at_most(s, 300.0),
-        ),
-        Row::new(
-            "P3",
+            at_most(300.0),
+        ));
+        notes.push(format!(
+            "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}",
+            p2.table_call_ns, p2.local_call_ns
+        ));
+    }
+    if args.wants("P3") {
+        eprintln!("P3 task creation and loading …");
+        let p3 = runtime.block_on(p3_load::run(args.quick, &data.path().join("p3")))?;
+        rows.push(Row::new(
+            ("P3", "p3_cold_ms"),
             "NEW_TASK, cold file",
             summary(&p3.cold_ms),
             "ms",
             "<= 2",
-            |s| at_most(s, 2.0),
-        ),
-        Row::new(
-            "P3",
+            at_most(2.0),
+        ));
+        rows.push(Row::new(
+            ("P3", "p3_warm_us"),
             "NEW_TASK, warm file",
             summary(&p3.warm_us),
             "us",
             "<= 150",
-            |s| at_most(s, 150.0),
-        ),
-        Row::new(
-            "P3",
-            "NEW_TASK, digest loaded",
+            at_most(150.0),
+        ));
+        rows.push(Row::new(
+            ("P3", "p3_warm_floor_ratio"),
+            "NEW_TASK warm / (sha256 + bare load)",
+            summary(&p3.warm_floor_ratios),
+            "x",
+            "<= 1.2",
+            at_most(1.2),
+        ));
+        rows.push(Row::new(
+            ("P3", "p3_same_digest_us"),
+            "NEW_TASK, digest loaded and served",
             summary(&p3.same_digest_us),
             "us",
             "<= 5",
-            |s| at_most(s, 5.0),
-        ),
-        Row::new(
-            "P3",
+            at_most(5.0),
+        ));
+        rows.push(Row::new(
+            ("P3", "p3_same_digest_cold_tier_us"),
+            "NEW_TASK, digest loaded, tier cold",
+            summary(&p3.same_digest_cold_tier_us),
+            "us",
+            "(info)",
+            |_| true,
+        ));
+        rows.push(Row::new(
+            ("P3", "p3_load_ratio"),
             "verified load / bare dlopen",
             summary(&p3.load_ratios),
             "x",
             "<= 1.5",
-            |s| at_most(s, 1.5),
-        ),
-        Row::new(
-            "P4",
+            at_most(1.5),
+        ));
+        notes.push(format!(
+            "P3 µs: verified load {:.0}, bare dlopen+dlsym {:.0}",
+            p3.load_us, p3.bare_load_us
+        ));
+    }
+    if args.wants("P4") {
+        eprintln!("P4 sha256 vs openssl …");
+        let p4 = p4_sha::run(args.quick)?;
+        rows.push(Row::new(
+            ("P4", "p4_sha256_ratio"),
             "sha256 / openssl -evp",
             summary(&p4.ratios),
             "x",
             ">= 0.95",
-            |s| s.median >= 0.95,
-        ),
-        Row::new(
-            "P5",
+            at_least(0.95),
+        ));
+        notes.push(match p4.openssl_gib_s {
+            Some(o) => format!(
+                "P4 GiB/s: sha2 in memory {:.3}, read from file {:.3}, openssl {:.3}",
+                p4.memory_gib_s, p4.file_gib_s, o
+            ),
+            None => format!(
+                "P4 GiB/s: sha2 in memory {:.3}, read from file {:.3}, openssl not installed",
+                p4.memory_gib_s, p4.file_gib_s
+            ),
+        });
+    }
+    if args.wants("P5") {
+        eprintln!("P5 memory (child process) …");
+        let p5 = p5_rss::run(args.quick)?;
+        let one = |v: f64| summary(&[v]);
+        rows.push(Row::new(
+            ("P5", "p5_idle_rss_mib"),
             "RSS idle",
             one(p5.idle_rss_mib),
             "MiB",
             "<= 15",
-            |s| at_most(s, 15.0),
-        ),
-        Row::new(
-            "P5",
+            at_most(15.0),
+        ));
+        rows.push(Row::new(
+            ("P5", "p5_10k_tasks_rss_mib"),
             "RSS added by the tasks",
             one(p5.tasks_rss_delta_mib),
             "MiB",
             "<= +50",
-            |s| at_most(s, 50.0),
-        ),
-        Row::new(
-            "P5",
+            at_most(50.0),
+        ));
+        rows.push(Row::new(
+            ("P5", "p5_rss_growth_mib"),
             "RSS growth over the calls",
-            one(p5_growth),
+            one(p5.rss_after_calls_mib - p5.rss_after_warmup_mib),
             "MiB",
             "flat (<= 2)",
-            |s| at_most(s, 2.0),
-        ),
-    ];
+            at_most(2.0),
+        ));
+        notes.push(format!(
+            "P5 MiB: idle {:.1}; +{:.1} for {} tasks; {:.1} -> {:.1} over {} calls ({:.0} calls/s)",
+            p5.idle_rss_mib,
+            p5.tasks_rss_delta_mib,
+            p5.tasks,
+            p5.rss_after_warmup_mib,
+            p5.rss_after_calls_mib,
+            p5.calls,
+            p5.calls_per_sec
+        ));
+        extra.insert("p5_tasks", serde_json::json!(p5.tasks));
+        extra.insert("p5_calls", serde_json::json!(p5.calls));
+    }
+    #[cfg(feature = "peers")]
+    if args.wants("P6") {
+        eprintln!("P6 peers: Extism and wasmtime …");
+        let p6 = runtime.block_on(p6_peers::run(args.quick, &data.path().join("p6")))?;
+        rows.push(Row::new(
+            ("P6", "p6_extism_ratio"),
+            "Extism call / Host::invoke (echo 64 B)",
+            summary(&p6.extism_ratios),
+            "x",
+            ">= 10",
+            at_least(10.0),
+        ));
+        notes.push(format!(
+            "P6 ns per 64-byte echo: spearlet Host::invoke {:.0}, Extism Plugin::call {:.0}; wasmtime typed nop {:.1}",
+            p6.spearlet_ns, p6.extism_ns, p6.wasmtime_nop_ns
+        ));
+    }
+    #[cfg(not(feature = "peers"))]
+    if !args.only.is_empty() && args.wants("P6") {
+        eprintln!("P6 needs `--features peers` (it builds Extism and wasmtime)");
+    }
 
     println!(
-        "spearlet-bench{} — {} tasks and {} calls for P5",
+        "spearlet-bench{} on {} ({} cores)",
         if args.quick { " --quick" } else { "" },
-        p5.tasks,
-        p5.calls
+        machine(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "{:<3} {:<34} {:>10} {:>10} {:>10} {:<4} {:<12} met?",
+        "{:<3} {:<38} {:>10} {:>10} {:>10} {:<4} {:<12} met?",
         "id", "measure", "median", "min", "max", "", "goal"
     );
     for r in &rows {
         println!(
-            "{:<3} {:<34} {:>10.3} {:>10.3} {:>10.3} {:<4} {:<12} {}",
+            "{:<3} {:<38} {:>10.3} {:>10.3} {:>10.3} {:<4} {:<12} {}",
             r.id,
             r.what,
             r.value.median,
@@ -223,68 +346,16 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    println!(
-        "P1 latency µs: spearlet p50 {:.1} p99 {:.1}; bare p50 {:.1} p99 {:.1}",
-        p1.spearlet_p50_us, p1.spearlet_p99_us, p1.bare_p50_us, p1.bare_p99_us
-    );
-    println!(
-        "P1 throughput req/s: spearlet {:.0}, bare {:.0}",
-        p1.spearlet_rps, p1.bare_rps
-    );
-    println!(
-        "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}",
-        p2.table_call_ns, p2.local_call_ns
-    );
-    println!(
-        "P3 µs: verified load {:.0}, bare dlopen+dlsym {:.0}",
-        p3.load_us, p3.bare_load_us
-    );
-    match p4.openssl_gib_s {
-        Some(o) => println!(
-            "P4 GiB/s: sha2 in memory {:.3}, read from file {:.3}, openssl {:.3}",
-            p4.memory_gib_s, p4.file_gib_s, o
-        ),
-        None => println!(
-            "P4 GiB/s: sha2 in memory {:.3}, read from file {:.3}, openssl not installed",
-            p4.memory_gib_s, p4.file_gib_s
-        ),
+    for note in &notes {
+        println!("{note}");
     }
-    println!(
-        "P5 MiB: idle {:.1}; +{:.1} for {} tasks; {:.1} -> {:.1} over {} calls ({:.0} calls/s)",
-        p5.idle_rss_mib,
-        p5.tasks_rss_delta_mib,
-        p5.tasks,
-        p5.rss_after_warmup_mib,
-        p5.rss_after_calls_mib,
-        p5.calls,
-        p5.calls_per_sec
-    );
 
-    let keys = [
-        "p1_p50_ratio",
-        "p1_p99_ratio",
-        "p1_throughput_ratio",
-        "p2_call_overhead_ns",
-        "p2_invoke_p50_ns",
-        "p3_cold_ms",
-        "p3_warm_us",
-        "p3_same_digest_us",
-        "p3_load_ratio",
-        "p4_sha256_ratio",
-        "p5_idle_rss_mib",
-        "p5_10k_tasks_rss_mib",
-        "p5_rss_growth_mib",
-    ];
-    let summary: BTreeMap<&str, serde_json::Value> = keys
+    let mut summary: BTreeMap<&str, serde_json::Value> = rows
         .iter()
-        .zip(&rows)
-        .map(|(k, r)| (*k, serde_json::json!(r.value.median)))
-        .chain([
-            ("quick", serde_json::json!(args.quick)),
-            ("p5_tasks", serde_json::json!(p5.tasks)),
-            ("p5_calls", serde_json::json!(p5.calls)),
-        ])
+        .map(|r| (r.key, serde_json::json!(r.value.median)))
         .collect();
+    summary.extend(extra);
+    summary.insert("quick", serde_json::json!(args.quick));
     let out = match args.out {
         Some(path) => path,
         None => target_dir()?.join("bench/summary.json"),
@@ -295,6 +366,18 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&summary)? + "\n")?;
     println!("\nwrote {}", out.display());
     Ok(())
+}
+
+/// The CPU model, for the record.
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "an unknown CPU".to_owned())
 }
 
 /// A host configuration for benchmarking: state in `data_dir`, local

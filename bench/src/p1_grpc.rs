@@ -1,15 +1,20 @@
-//! P1: gRPC SYNC InvokeFunction of a 64-byte `echo` on an existing task,
-//! against a bare tonic unary echo server — same process, same client
-//! stack, alternating A B A B.
+//! P1: gRPC SYNC InvokeFunction of a 64-byte `echo` on an existing task, as
+//! users run it — the real `spearlet serve` binary in a process of its own —
+//! against a bare tonic unary echo server, also in a process of its own.
+//! The client is this process; the two servers are measured alternately,
+//! A B A B, with 1 and with 32 requests in flight.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use prost::Message;
-use spearlet::Host;
 use spearlet_proto::spearlet as pb;
 use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
 use spearlet_test_artifacts::Artifact;
-use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -24,25 +29,43 @@ pub struct P1 {
     pub bare_p50_us: f64,
     pub spearlet_p99_us: f64,
     pub bare_p99_us: f64,
+    /// Requests per second with 1 in flight.
+    pub spearlet_rps_1: f64,
+    pub bare_rps_1: f64,
+    /// Requests per second with 32 in flight.
     pub spearlet_rps: f64,
     pub bare_rps: f64,
     /// Per round: spearlet p50 / bare p50.
     pub p50_ratios: Vec<f64>,
     /// Per round: spearlet p99 / bare p99.
     pub p99_ratios: Vec<f64>,
-    /// Per round: spearlet req/s / bare req/s.
+    /// Per round: spearlet req/s / bare req/s, 1 in flight.
+    pub rps_1_ratios: Vec<f64>,
+    /// Per round: spearlet req/s / bare req/s, 32 in flight.
     pub throughput_ratios: Vec<f64>,
 }
 
-struct BareEcho;
+/// The bare echo server of the comparison, run by this binary in a child
+/// process (`spearlet-bench --bare-echo-server`).
+pub async fn serve_bare_echo() -> anyhow::Result<()> {
+    struct BareEcho;
 
-#[tonic::async_trait]
-impl Echo for BareEcho {
-    async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        Ok(Response::new(EchoReply {
-            payload: request.into_inner().payload,
-        }))
+    #[tonic::async_trait]
+    impl Echo for BareEcho {
+        async fn echo(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+            Ok(Response::new(EchoReply {
+                payload: request.into_inner().payload,
+            }))
+        }
     }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    eprintln!("bare echo listening on {}", listener.local_addr()?);
+    tonic::transport::Server::builder()
+        .add_service(EchoServer::new(BareEcho))
+        .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
+        .await?;
+    Ok(())
 }
 
 trait Target: Clone + Send + 'static {
@@ -87,29 +110,89 @@ impl Target for BareTarget {
     }
 }
 
-pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P1> {
-    let host = Host::new(crate::host_config(
-        data_dir,
-        Artifact::Echo.path().parent().unwrap(),
-    ))?;
-    let spearlet_addr = spawn_server(|listener| async move {
-        spearlet::server::serve(host, listener, std::future::pending())
-            .await
-            .map_err(anyhow::Error::from)
-    })
-    .await?;
-    let bare_addr = spawn_server(|listener| async move {
-        tonic::transport::Server::builder()
-            .add_service(EchoServer::new(BareEcho))
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
-            .await
-            .map_err(anyhow::Error::from)
-    })
-    .await?;
+/// A server child process, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `command` and waits for the `listening on ADDR` line it
+    /// prints on stderr.
+    fn start(mut command: Command, what: &str) -> anyhow::Result<Server> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.kill();
+                anyhow::bail!("{what} exited before listening");
+            };
+            let line = line?;
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().parse()?;
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Server { child, addr })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `spearlet` binary of this build, built first if need be.
+fn spearlet_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the bench binary has a directory")?;
+    let spearlet = dir.join("spearlet");
+    let profile = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("release")
+        .to_owned();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "spearlet", "--bin", "spearlet"]);
+    if profile != "debug" {
+        build.args(["--profile", &profile]);
+    }
+    let status = build.status();
+    if !status.is_ok_and(|s| s.success()) && !spearlet.exists() {
+        anyhow::bail!(
+            "no spearlet binary at {}; build it with `cargo build --release -p spearlet`",
+            spearlet.display()
+        );
+    }
+    Ok(spearlet)
+}
+
+pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
+    let plugins = Artifact::Echo.path().parent().unwrap();
+    let mut spearlet_cmd = Command::new(spearlet_binary()?);
+    spearlet_cmd
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .arg("--artifact-root")
+        .arg(plugins)
+        .env("RUST_LOG", "warn");
+    let spearlet = Server::start(spearlet_cmd, "spearlet serve")?;
+    let mut bare_cmd = Command::new(std::env::current_exe()?);
+    bare_cmd.arg("--bare-echo-server");
+    let bare = Server::start(bare_cmd, "the bare echo server")?;
 
     let payload = vec![0xA5u8; 64];
-    let mut spearlet_client =
-        FunctionServiceClient::connect(format!("http://{spearlet_addr}")).await?;
+    let mut spearlet_client = connect(spearlet.addr).await?;
     let any = prost_types::Any {
         type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
         value: payload.clone().encode_to_vec(),
@@ -128,6 +211,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P1> 
         })
         .await?
         .into_inner();
+    anyhow::ensure!(created.success, "creating the task: {}", created.message);
     let a = SpearletTarget {
         client: spearlet_client,
         request: pb::InvokeFunctionRequest {
@@ -144,13 +228,14 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P1> 
         },
     };
     let b = BareTarget {
-        client: EchoClient::connect(format!("http://{bare_addr}")).await?,
+        client: EchoClient::new(connect_channel(bare.addr).await?),
         payload,
     };
 
     let (rounds, per_round) = if quick { (6, 500) } else { (20, 2_000) };
     let (mut lat_a, mut lat_b) = (Vec::new(), Vec::new());
     let (mut p50_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
+    // The warm-up also promotes `echo` to spearlet's inline tier.
     warm(&mut a.clone(), 500).await?;
     warm(&mut b.clone(), 500).await?;
     for _ in 0..rounds {
@@ -168,38 +253,65 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P1> 
     } else {
         Duration::from_secs(3)
     };
-    let (mut rps_a, mut rps_b, mut throughput_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rates = Rates::default();
     for _ in 0..if quick { 2 } else { 4 } {
-        let (ta, tb) = (
-            throughput(&a, 32, window).await?,
-            throughput(&b, 32, window).await?,
-        );
-        throughput_ratios.push(ta / tb);
-        rps_a.push(ta);
-        rps_b.push(tb);
+        for in_flight in [1, 32] {
+            let ta = throughput(&a, in_flight, window).await?;
+            let tb = throughput(&b, in_flight, window).await?;
+            rates.push(in_flight, ta, tb);
+        }
     }
+    drop((spearlet, bare));
     Ok(P1 {
         spearlet_p50_us: percentile(&lat_a, 50.0),
         bare_p50_us: percentile(&lat_b, 50.0),
         spearlet_p99_us: percentile(&lat_a, 99.0),
         bare_p99_us: percentile(&lat_b, 99.0),
-        spearlet_rps: crate::stats::summary(&rps_a).median,
-        bare_rps: crate::stats::summary(&rps_b).median,
+        spearlet_rps_1: crate::stats::summary(&rates.a1).median,
+        bare_rps_1: crate::stats::summary(&rates.b1).median,
+        spearlet_rps: crate::stats::summary(&rates.a32).median,
+        bare_rps: crate::stats::summary(&rates.b32).median,
         p50_ratios,
         p99_ratios,
-        throughput_ratios,
+        rps_1_ratios: rates.a1.iter().zip(&rates.b1).map(|(a, b)| a / b).collect(),
+        throughput_ratios: rates
+            .a32
+            .iter()
+            .zip(&rates.b32)
+            .map(|(a, b)| a / b)
+            .collect(),
     })
 }
 
-async fn spawn_server<F, Fut>(serve: F) -> anyhow::Result<std::net::SocketAddr>
-where
-    F: FnOnce(TcpListener) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(serve(listener));
-    Ok(addr)
+#[derive(Default)]
+struct Rates {
+    a1: Vec<f64>,
+    b1: Vec<f64>,
+    a32: Vec<f64>,
+    b32: Vec<f64>,
+}
+
+impl Rates {
+    fn push(&mut self, in_flight: usize, a: f64, b: f64) {
+        let (va, vb) = if in_flight == 1 {
+            (&mut self.a1, &mut self.b1)
+        } else {
+            (&mut self.a32, &mut self.b32)
+        };
+        va.push(a);
+        vb.push(b);
+    }
+}
+
+async fn connect_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?)
+}
+
+async fn connect(addr: SocketAddr) -> anyhow::Result<FunctionServiceClient<Channel>> {
+    Ok(FunctionServiceClient::new(connect_channel(addr).await?))
 }
 
 async fn warm(target: &mut impl Target, n: usize) -> anyhow::Result<()> {

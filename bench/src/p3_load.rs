@@ -1,6 +1,8 @@
 //! P3: creating a task from a local artifact — cold (evicted from the page
 //! cache), warm, and a second task on an already-loaded digest — and the
-//! verified plugin load against a bare `libloading` dlopen + dlsym.
+//! verified plugin load against a bare `libloading` dlopen + dlsym. The warm
+//! creation is also compared with its floor: hashing the file plus a bare
+//! load of it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,12 @@ use crate::stats::{micros, summary};
 pub struct P3 {
     pub cold_ms: Vec<f64>,
     pub warm_us: Vec<f64>,
+    /// Per iteration: warm NEW_TASK / (sha256 of the file + bare load).
+    pub warm_floor_ratios: Vec<f64>,
+    /// A second task on a loaded digest whose code the tier has not seen run.
+    pub same_digest_cold_tier_us: Vec<f64>,
+    /// A second task on a loaded digest whose constructor and function have
+    /// proven short (a host that has been serving the plugin).
     pub same_digest_us: Vec<f64>,
     pub load_us: f64,
     pub bare_load_us: f64,
@@ -61,6 +69,7 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P3> {
     let n = if quick { 8 } else { 30 };
     let (mut cold, mut warm, mut same, mut load, mut bare) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut floor_ratios, mut same_cold) = (vec![], vec![]);
     for i in 0..n {
         let cold_file = variant(files.path(), &format!("cold-{i}"))?;
         evict(&cold_file)?;
@@ -79,7 +88,27 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P3> {
         let start = Instant::now();
         host.invoke(new_task(&format!("again-{i}"), &warm_file, Some(digest)))
             .await?;
+        same_cold.push(micros(start.elapsed()));
+
+        // Serve the plugin for a while: fresh instances run its constructor,
+        // and calls its function, until both have proven short.
+        for _ in 0..40 {
+            let mut call = new_task(&format!("warm-{i}"), &warm_file, Some(digest));
+            call.force_new_instance = true;
+            host.invoke(call).await?;
+        }
+        let start = Instant::now();
+        host.invoke(new_task(&format!("served-{i}"), &warm_file, Some(digest)))
+            .await?;
         same.push(micros(start.elapsed()));
+
+        // The floor of a warm creation: hash the file, load it bare.
+        let floor_file = variant(files.path(), &format!("floor-{i}"))?;
+        let start = Instant::now();
+        spearlet::loader::sha256_file(&floor_file)?;
+        bare_load(&floor_file)?;
+        let floor = micros(start.elapsed());
+        floor_ratios.push(warm[warm.len() - 1] / floor);
 
         // Verified load vs bare dlopen, on equal-sized fresh files (one file
         // is loaded once per process), alternating.
@@ -96,6 +125,8 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P3> {
         load_ratios: load.iter().zip(&bare).map(|(a, b)| a / b).collect(),
         cold_ms: cold,
         warm_us: warm,
+        warm_floor_ratios: floor_ratios,
+        same_digest_cold_tier_us: same_cold,
         same_digest_us: same,
         load_us: summary(&load).median,
         bare_load_us: summary(&bare).median,

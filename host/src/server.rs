@@ -2,10 +2,15 @@
 //! services so generic clients (`grpcurl`, load balancers) work.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
+use futures_util::StreamExt;
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
 use crate::api::FunctionApi;
 use crate::error::{Error, Result};
@@ -35,13 +40,66 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(FunctionServiceServer::new(FunctionApi::new(host)))
-        // Small unary replies must not wait out Nagle's algorithm.
+        // Small unary replies must not wait out Nagle's algorithm, and go
+        // out in one write (see `OneWrite`).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .map(|conn| conn.map(OneWrite)),
             shutdown,
         )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
     maintenance.abort();
     result
+}
+
+/// A TCP connection that tells the HTTP/2 layer it has no vectored writes.
+///
+/// With vectored writes, h2 sends any DATA frame over 256 bytes as a buffer
+/// of its own and must flush it before it can queue the trailers, so a
+/// unary reply larger than that (ours are, with their ids and metrics) takes
+/// two `writev` calls and reaches the client as two segments: the client
+/// wakes twice. Without them, frames up to 1 KiB are copied into one buffer
+/// with the headers and trailers and the whole reply is one `write`.
+struct OneWrite(TcpStream);
+
+impl Connected for OneWrite {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.connect_info()
+    }
+}
+
+impl AsyncRead for OneWrite {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OneWrite {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
 }

@@ -97,6 +97,8 @@ fn each_conformance_fixture_is_refused_with_its_kind() {
         (Artifact::BadLayout, "layout_mismatch"),
         (Artifact::NoFunctions, "no_functions"),
         (Artifact::DuplicateFunctions, "duplicate_function"),
+        (Artifact::Rpath, "unverified_dependency"),
+        (Artifact::UncheckedLayout, "layout_unchecked"),
     ] {
         let out = spearlet(&["plugin", "inspect", path(fixture)]);
         assert_eq!(out.status.code(), Some(2));
@@ -361,6 +363,18 @@ fn serve_and_the_client_commands_work_together() {
     for name in ["math", "s", "z"] {
         assert!(stdout.lines().any(|l| l.starts_with(name)), "{stdout}");
     }
+    let math_id = stdout
+        .lines()
+        .find(|l| l.starts_with("math "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("the math task is listed")
+        .to_owned();
+    let out = served.run(&["task", "get", &math_id]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("functions   add (off-worker), divide (off-worker)"),
+        "where each function runs: {stdout}"
+    );
     let out = served.run(&["executions", "--status", "failed"]);
     assert_eq!(
         text(&out.stdout)

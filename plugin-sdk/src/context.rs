@@ -32,7 +32,15 @@ pub struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// Wraps the raw context the host passed in.
-    pub fn new(raw: &'a FfiCallContext<'a>) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// `raw.sink` must be a sink whose `data` its `emit` and `log` accept,
+    /// valid for as long as this context is used: the host's sink for a
+    /// call still running (what the SDK's entry points receive), or one
+    /// made for the purpose, as `MockCall` does. [`Context::emit`] and
+    /// [`Context::log`] call through it.
+    pub unsafe fn new(raw: &'a FfiCallContext<'a>) -> Self {
         Context { raw }
     }
 
@@ -111,8 +119,8 @@ impl<'a> Context<'a> {
     /// with `?` to stop.
     pub fn emit(&self, chunk: impl IntoValue) -> Result<(), PluginError> {
         let sink = self.raw.sink;
-        // SAFETY: `sink.data` is the pointer the host paired with these
-        // callbacks for this call, and the call is still running.
+        // SAFETY: per `Context::new`'s contract, `sink.data` is the pointer
+        // paired with these callbacks, valid while this context is.
         let delivered = unsafe { (sink.emit)(sink.data, chunk.into_value().into()) };
         if delivered {
             Ok(())
@@ -127,7 +135,7 @@ impl<'a> Context<'a> {
     /// Writes a line to this execution's log (returned with its status).
     pub fn log(&self, level: LogLevel, line: &str) {
         let sink = self.raw.sink;
-        // SAFETY: as in `emit`: the host's own pointer, during the call.
+        // SAFETY: as in `emit`: per `Context::new`'s contract.
         unsafe { (sink.log)(sink.data, level.into(), line.into()) }
     }
 

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 use crate::invoke::{InvokeRequest, Target};
 use crate::registry::Task;
+use crate::tier::Tier;
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     Error::InvalidRequest {
@@ -251,11 +252,9 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         .as_ref()
         .map(|err| (err.code.clone(), err.message.clone()))
         .unwrap_or_default();
-    let mut metrics = std::collections::HashMap::with_capacity(3);
+    // The instance is the reply's own `instance_id` field.
+    let mut metrics = std::collections::HashMap::with_capacity(2);
     metrics.insert("attempts".to_owned(), e.attempts.to_string());
-    if let Some(instance) = &e.instance_id {
-        metrics.insert("instance_id".to_owned(), instance.to_string());
-    }
     metrics.insert(
         "execution_time_us".to_owned(),
         e.execution_time.as_micros().to_string(),
@@ -322,6 +321,17 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     }
     let pool = task.pool.stats();
     metadata.insert("instances".to_owned(), pool.live.to_string());
+    if pool.quarantined > 0 {
+        metadata.insert("quarantined".to_owned(), pool.quarantined.to_string());
+    }
+    for (index, f) in task.plugin.functions().iter().enumerate() {
+        let tier = match task.profile.functions[index].tier() {
+            Tier::Inline => "inline",
+            Tier::OffWorker => "off_worker",
+            Tier::Blocking => "blocking",
+        };
+        metadata.insert(format!("tier.{}", f.name), tier.to_owned());
+    }
     pb::TaskInfo {
         task_id: task.id.to_string(),
         task_name: task.name.clone(),

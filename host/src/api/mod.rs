@@ -298,6 +298,17 @@ impl FunctionService for FunctionApi {
                 "artifact_cache_misses".to_owned(),
                 stats.cache.misses.to_string(),
             );
+            for (key, value) in [
+                ("inline_promotions", stats.tier.promotions),
+                ("inline_demotions", stats.tier.demotions),
+                ("inline_calls", stats.tier.inline_runs),
+            ] {
+                system_info.insert(key.to_owned(), value.to_string());
+            }
+            system_info.insert(
+                "quarantined_instances".to_owned(),
+                stats.quarantined.to_string(),
+            );
             pb::HealthDetails {
                 active_tasks: clamp(stats.tasks),
                 running_executions: clamp(stats.running),

@@ -96,7 +96,11 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
                 ),
             )
         })?;
-        let value = handler(state as &mut dyn Any, &Context::new(ctx))?;
+        // SAFETY: `ctx` is the host's context for this call, whose sink
+        // the host keeps valid until the call returns (the `call` contract
+        // on `PluginMod`); the context does not outlive the call.
+        let ctx = unsafe { Context::new(ctx) };
+        let value = handler(state as &mut dyn Any, &ctx)?;
         Ok(FfiValue::from(value))
     })
 }

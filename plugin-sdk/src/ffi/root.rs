@@ -46,6 +46,11 @@ pub struct PluginMod {
     /// The functions it offers; a call names one by its index here.
     pub functions: RSlice<'static, FfiFunctionDesc>,
     /// Creates an instance from the task's configuration.
+    ///
+    /// Instances are `Send`: the host moves them between its threads (one
+    /// call at a time each). The SDK only builds them from types that
+    /// implement `Instance`, which requires `Send`; a hand-written plugin
+    /// must give the same guarantee.
     pub new_instance:
         extern "C" fn(config: RSlice<'_, FfiKv<'_>>) -> RResult<FfiInstance, FfiError>,
     /// Destroys an instance created by `new_instance`.

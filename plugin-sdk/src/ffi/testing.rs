@@ -131,7 +131,10 @@ impl MockCall {
                 log: log_fn_wrapper,
             },
         };
-        F::call(state, &Context::new(&raw))
+        // SAFETY: the sink's data is this `MockCall`, which outlives `raw`
+        // and the context made from it; its callbacks take exactly that.
+        let ctx = unsafe { Context::new(&raw) };
+        F::call(state, &ctx)
     }
 
     /// The chunks the function emitted.

@@ -150,6 +150,13 @@ pub struct FfiInstance(pub *mut c_void);
 /// The host's receiver for stream chunks and log lines of one call.
 ///
 /// `data` is opaque to the plugin and passed back unchanged to `emit` and `log`.
+///
+/// It is `Copy` and carries no lifetime, as a C struct would: nothing in the
+/// type ties `data` to the call it was made for. The contract is the
+/// host's — the sink stays valid until the call it came with returns — and
+/// code that calls through it must hold on to it no longer (the SDK only
+/// does so through a [`Context`](crate::Context), whose constructor is
+/// `unsafe` for that reason).
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, Copy)]
 pub struct FfiSink {

@@ -150,8 +150,20 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                     meta("plugin_version"),
                     meta("digest")
                 );
-                println!("functions   {}", meta("functions"));
-                println!("instances   {}", meta("instances"));
+                // Each function with where its calls run (the inline tier).
+                let functions: Vec<String> = meta("functions")
+                    .split(',')
+                    .filter(|f| !f.is_empty())
+                    .map(|f| match t.metadata.get(&format!("tier.{f}")) {
+                        Some(tier) => format!("{f} ({})", tier.replace('_', "-")),
+                        None => f.to_owned(),
+                    })
+                    .collect();
+                println!("functions   {}", functions.join(", "));
+                match t.metadata.get("quarantined") {
+                    Some(q) => println!("instances   {} ({q} quarantined)", meta("instances")),
+                    None => println!("instances   {}", meta("instances")),
+                }
                 println!("executions  {}", t.execution_count);
                 for e in &reply.executions {
                     print_execution(e);
