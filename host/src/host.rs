@@ -173,7 +173,64 @@ impl Host {
         if request.mode == ExecutionMode::Stream {
             return Err(Error::UseStreamFunction);
         }
-        self.start(request, None).await
+        let mut request = request;
+        match self.invoke_in_place(&mut request) {
+            Some(done) => done,
+            None => Box::pin(self.start(request, None)).await,
+        }
+    }
+
+    /// The call that needs no waiting at all — a known task, a function the
+    /// inline tier has promoted, an idle instance, no retries — served
+    /// without a future: the common case of a busy host costs what its
+    /// bookkeeping costs. `None`, with `request` untouched, for anything
+    /// else: the general path serves it.
+    fn invoke_in_place(&self, request: &mut InvokeRequest) -> Option<Result<InvokeOutcome>> {
+        if request.mode != ExecutionMode::Sync
+            || request.max_retries > 0
+            || request.force_new_instance
+            || !self.inner.policy.enabled()
+        {
+            return None;
+        }
+        let task = self.known_task(&request.target)?;
+        let function = task.plugin.function(&request.function).ok()?;
+        if !task.profile(function).is_inline() {
+            return None;
+        }
+        let lease = match task.pool.try_acquire_idle()? {
+            Ok(lease) => lease,
+            Err(e) => return Some(Err(e)),
+        };
+        let (record, fresh) = self.inner.executions.create(
+            request.execution_id.as_deref(),
+            &task.id,
+            task.plugin.function_name(function),
+            request.mode,
+        );
+        if fresh {
+            let job = Job {
+                task: Arc::clone(&task),
+                function,
+                record: Arc::clone(&record),
+                params: std::mem::take(&mut request.params),
+                environment: std::mem::take(&mut request.environment),
+                headers: std::mem::take(&mut request.headers),
+                deadline: request.timeout.map(|t| Instant::now() + t),
+                acquire_timeout: self.inner.config.pool.acquire_timeout,
+                max_retries: 0,
+                fresh_instance: false,
+                mode: ExecutionMode::Sync,
+                chunks: None,
+                policy: self.inner.policy,
+            };
+            exec::run_in_place(job, lease);
+        }
+        Some(Ok(InvokeOutcome {
+            task_id: Arc::clone(&task.id),
+            created_task: false,
+            execution: record.snapshot(),
+        }))
     }
 
     /// Invokes a function whose chunks are sent to `chunks` as it emits

@@ -112,6 +112,14 @@ pub const POOL_MIN_KEY: &str = "spearlet.pool.min";
 pub const POOL_MAX_KEY: &str = "spearlet.pool.max";
 
 impl Host {
+    /// The task `target` names, if it exists here already.
+    pub(crate) fn known_task(&self, target: &Target) -> Option<Arc<Task>> {
+        match target {
+            Target::NewTask { name, .. } => self.tasks().by_name(name),
+            Target::ExistingTask { task_id, .. } => self.tasks().get(task_id),
+        }
+    }
+
     /// Finds or creates the task `request` is for: flow 2 (NEW_TASK) or 3
     /// (EXISTING_TASK) of the seed. Returns the task and whether it was
     /// created here.

@@ -1,10 +1,12 @@
 //! Per-task instance pools: reuse idle instances, create on demand up to a
 //! maximum, pre-warm a minimum, reap idle ones, never reuse a panicked one.
 //!
-//! Capacity is a semaphore with `max` permits: a lease holds one, so at most
-//! `max` calls run on a task at once and a caller past that waits — up to
-//! its deadline — for a permit. Deleting the task closes the semaphore, so
-//! queued callers stop waiting at once.
+//! Capacity is a semaphore with `max` permits, one per live instance: an
+//! instance keeps its permit while idle and while lent, so at most `max`
+//! calls run on a task at once, and lending or returning an idle instance
+//! touches no semaphore. A caller that finds no idle instance and no free
+//! permit waits — up to its deadline — for either. Deleting the task closes
+//! the semaphore and wakes the waiters, so queued callers stop at once.
 //!
 //! A call that is abandoned while its plugin runs on (deadline, forced
 //! cancel) *quarantines* its instance: the slot is given back so the pool
@@ -20,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
 use crate::loader::{CallRequest, FunctionHandle, Plugin, PluginInstance};
@@ -107,6 +109,8 @@ struct Shared {
     limits: PoolLimits,
     context: PoolContext,
     permits: Arc<Semaphore>,
+    /// Signalled when an instance goes back to the idle list (or the pool closes).
+    returned: Notify,
     state: Mutex<PoolState>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -129,6 +133,7 @@ struct Idle {
     instance: PluginInstance,
     id: Arc<str>,
     since: Instant,
+    permit: OwnedSemaphorePermit,
 }
 
 /// Counts describing a pool now.
@@ -232,6 +237,7 @@ impl InstancePool {
             shared: Arc::new(Shared {
                 task_id: Arc::clone(task_id),
                 permits: Arc::new(Semaphore::new(limits.max)),
+                returned: Notify::new(),
                 plugin,
                 config,
                 limits,
@@ -245,11 +251,15 @@ impl InstancePool {
             }),
         };
         for _ in 0..limits.min {
+            let permit = Arc::clone(&pool.shared.permits)
+                .try_acquire_owned()
+                .expect("min <= max permits are free in a new pool");
             let (instance, id) = pool.create().await?;
             pool.shared.state().idle.push(Idle {
                 instance,
                 id,
                 since: Instant::now(),
+                permit,
             });
         }
         Ok(pool)
@@ -266,42 +276,88 @@ impl InstancePool {
     /// deadline; [`Error::InstanceCreation`] when a new instance cannot be made.
     pub async fn acquire(&self, fresh: bool, wait: Wait) -> Result<Lease> {
         self.check_quarantine()?;
-        let permit = match Arc::clone(&self.shared.permits).try_acquire_owned() {
-            Ok(permit) => permit,
-            Err(TryAcquireError::Closed) => return Err(self.deleted()),
-            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_slot(wait)).await?,
-        };
-        if !fresh {
-            if let Some(idle) = self.shared.state().idle.pop() {
-                return Ok(self.lease(idle.instance, idle.id, permit));
+        let mut deadline = None;
+        loop {
+            if self.is_closed() {
+                return Err(self.deleted());
+            }
+            if !fresh {
+                if let Some(idle) = self.shared.state().idle.pop() {
+                    return Ok(self.lend(idle));
+                }
+            }
+            match Arc::clone(&self.shared.permits).try_acquire_owned() {
+                Ok(permit) => return Box::pin(self.lease_new(permit)).await,
+                Err(TryAcquireError::Closed) => return Err(self.deleted()),
+                Err(TryAcquireError::NoPermits) => {}
+            }
+            if fresh {
+                // Every slot is held: a fresh instance replaces the
+                // longest-idle one, whose permit it takes over.
+                let oldest = {
+                    let mut state = self.shared.state();
+                    (!state.idle.is_empty()).then(|| state.idle.remove(0))
+                };
+                if let Some(oldest) = oldest {
+                    self.shared.destroy(oldest.instance);
+                    return Box::pin(self.lease_new(oldest.permit)).await;
+                }
+            }
+            let until = *deadline.get_or_insert_with(|| wait.deadline());
+            if let Some(permit) = Box::pin(self.wait_for_room(fresh, until)).await? {
+                return Box::pin(self.lease_new(permit)).await;
             }
         }
-        Box::pin(self.lease_new(fresh, permit)).await
     }
 
-    async fn wait_for_slot(&self, wait: Wait) -> Result<OwnedSemaphorePermit> {
+    /// Waits until an instance is returned (`None`: look again) or a permit
+    /// frees up (for a new instance), or fails at `until` or when the pool
+    /// closes.
+    async fn wait_for_room(
+        &self,
+        fresh: bool,
+        until: Instant,
+    ) -> Result<Option<OwnedSemaphorePermit>> {
+        let returned = self.shared.returned.notified();
+        tokio::pin!(returned);
+        returned.as_mut().enable();
+        // Returned between the look above and `enable`: look again.
+        if !fresh && !self.shared.state().idle.is_empty() {
+            return Ok(None);
+        }
         let permits = Arc::clone(&self.shared.permits);
-        tokio::time::timeout_at(wait.deadline().into(), permits.acquire_owned())
-            .await
-            .map_err(|_| Error::PoolExhausted {
+        tokio::select! {
+            biased;
+            () = &mut returned => Ok(None),
+            permit = permits.acquire_owned() => match permit {
+                Ok(permit) => Ok(Some(permit)),
+                Err(_) => Err(self.deleted()),
+            },
+            () = tokio::time::sleep_until(until.into()) => Err(Error::PoolExhausted {
                 task_id: self.shared.task_id.to_string(),
                 max: self.shared.limits.max,
-            })?
-            .map_err(|_| self.deleted())
+            }),
+        }
     }
 
-    async fn lease_new(&self, fresh: bool, permit: OwnedSemaphorePermit) -> Result<Lease> {
-        if fresh {
-            let oldest = {
-                let mut state = self.shared.state();
-                // Make room: a fresh instance replaces the longest-idle one.
-                (state.live >= self.shared.limits.max + state.quarantined && !state.idle.is_empty())
-                    .then(|| state.idle.remove(0))
-            };
-            if let Some(oldest) = oldest {
-                self.shared.destroy(oldest.instance);
-            }
+    /// An idle instance if one can be had now; `None` when the caller must
+    /// wait or create one (then [`InstancePool::acquire`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskDeleted`]; [`Error::QuarantineFull`].
+    pub fn try_acquire_idle(&self) -> Option<Result<Lease>> {
+        if let Err(e) = self.check_quarantine() {
+            return Some(Err(e));
         }
+        if self.is_closed() {
+            return Some(Err(self.deleted()));
+        }
+        let idle = self.shared.state().idle.pop()?;
+        Some(Ok(self.lend(idle)))
+    }
+
+    async fn lease_new(&self, permit: OwnedSemaphorePermit) -> Result<Lease> {
         let (instance, id) = self.create().await?;
         if self.shared.closed.load(Ordering::Acquire) {
             self.shared.destroy(instance);
@@ -333,6 +389,10 @@ impl InstancePool {
         Error::TaskDeleted {
             task_id: self.shared.task_id.to_string(),
         }
+    }
+
+    fn lend(&self, idle: Idle) -> Lease {
+        self.lease(idle.instance, idle.id, idle.permit)
     }
 
     fn lease(&self, instance: PluginInstance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
@@ -406,6 +466,7 @@ impl InstancePool {
     pub fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.permits.close();
+        self.shared.returned.notify_waiters();
         let idle = std::mem::take(&mut self.shared.state().idle);
         for i in idle {
             self.shared.destroy(i.instance);
@@ -420,11 +481,13 @@ impl InstancePool {
     /// Counts describing the pool now.
     pub fn stats(&self) -> PoolStats {
         let state = self.shared.state();
+        // Idle instances hold permits too.
         let held = self
             .shared
             .limits
             .max
-            .saturating_sub(self.shared.permits.available_permits());
+            .saturating_sub(self.shared.permits.available_permits())
+            .saturating_sub(state.idle.len());
         PoolStats {
             idle: state.idle.len(),
             live: state.live,
@@ -485,20 +548,18 @@ impl Drop for Lease {
         let Some(instance) = self.instance.take() else {
             return;
         };
-        // Released after the instance is back, so a waiter woken by it finds
-        // the instance idle rather than making another.
-        let mut _permit = self.permit.take();
-        let mut state_of_slot = self.slot.as_ref().map(lock);
-        let was_quarantined = state_of_slot
+        let mut permit = self.permit.take();
+        let mut slot = self.slot.as_ref().map(lock);
+        let was_quarantined = slot
             .as_deref()
             .is_some_and(|s| matches!(s, SlotState::Quarantined));
-        if let Some(slot) = state_of_slot.as_deref_mut() {
-            if let SlotState::Held(permit) = std::mem::replace(slot, SlotState::Returned) {
-                _permit = Some(permit);
+        if let Some(slot) = slot.as_deref_mut() {
+            if let SlotState::Held(held) = std::mem::replace(slot, SlotState::Returned) {
+                permit = Some(held);
             }
         }
-        let mut state = self.shared.state();
         if was_quarantined {
+            let mut state = self.shared.state();
             state.quarantined -= 1;
             self.shared
                 .quarantined
@@ -509,22 +570,29 @@ impl Drop for Lease {
                 .quarantined
                 .fetch_sub(1, Ordering::AcqRel);
         }
-        drop(state_of_slot);
-        let surplus = was_quarantined && state.live > self.shared.limits.max;
-        if instance.is_poisoned() {
-            drop(state);
-            self.shared.discarded.fetch_add(1, Ordering::Relaxed);
-            self.shared.destroy(instance);
-        } else if self.shared.closed.load(Ordering::Acquire) || surplus {
-            // A quarantined instance whose replacement exists is surplus.
-            drop(state);
-            self.shared.destroy(instance);
-        } else {
-            state.idle.push(Idle {
-                instance,
-                id: Arc::clone(&self.id),
-                since: Instant::now(),
-            });
+        drop(slot);
+        if was_quarantined {
+            // Its permit went to a replacement; it rejoins only if a slot is
+            // free, else it is surplus.
+            permit = Arc::clone(&self.shared.permits).try_acquire_owned().ok();
+        }
+        let keep = !instance.is_poisoned() && !self.shared.closed.load(Ordering::Acquire);
+        match permit.filter(|_| keep) {
+            Some(permit) => {
+                self.shared.state().idle.push(Idle {
+                    instance,
+                    id: Arc::clone(&self.id),
+                    since: Instant::now(),
+                    permit,
+                });
+                self.shared.returned.notify_one();
+            }
+            None => {
+                if instance.is_poisoned() {
+                    self.shared.discarded.fetch_add(1, Ordering::Relaxed);
+                }
+                self.shared.destroy(instance);
+            }
         }
     }
 }

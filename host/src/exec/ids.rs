@@ -8,9 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::time::{Instant, UNIX_EPOCH};
+use std::time::Instant;
 
-use super::records::wall_clock;
+use super::records::unix_millis;
 
 static SEED: LazyLock<u64> = LazyLock::new(|| {
     let bytes = *uuid::Uuid::new_v4().as_bytes();
@@ -28,9 +28,7 @@ fn mix(mut z: u64) -> u64 {
 
 /// A new id, timestamped `now` (a clock reading the caller already has).
 pub fn next(now: Instant) -> Arc<str> {
-    let millis = wall_clock(now)
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let millis = unix_millis(now);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let random = mix(*SEED ^ n).to_le_bytes();
     // 12 bits of counter (rand_a) keep ids made in one millisecond ordered.

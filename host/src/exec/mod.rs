@@ -69,7 +69,9 @@ impl Job {
         }
     }
 
-    fn inline(&self) -> bool {
+    /// Whether this call runs on the calling thread (its function is
+    /// promoted and it is SYNC).
+    pub(crate) fn inline(&self) -> bool {
         self.mode == ExecutionMode::Sync && self.policy.enabled() && self.profile().is_inline()
     }
 }
@@ -112,6 +114,14 @@ enum Attempt {
 const RETRY_BASE: Duration = Duration::from_millis(10);
 const RETRY_CAP: Duration = Duration::from_secs(1);
 
+/// What to do after an attempt.
+enum Step {
+    /// The execution ended with this status.
+    End(ExecutionStatus),
+    /// Try again after this pause.
+    Retry(Duration),
+}
+
 /// Runs `job` to its end, recording everything on its record. `lease` is the
 /// instance for the first attempt, if one was acquired already. `ending`
 /// ends the record if this future is dropped before it does.
@@ -147,65 +157,107 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
             let job = held.share();
             Box::pin(call_off_worker(&job, lease, &mut ending)).await
         };
-        let job = held.job();
-        let past_deadline = job.deadline.is_some_and(|d| ended >= d);
-        let cancelled = record.cancel_requested();
-        match outcome {
-            Attempt::Done(Ok(value)) => {
-                // A forced cancel may have ended the record while the call ran.
-                if let Some(ran) =
-                    record.finish_at(ExecutionStatus::Completed, Some(value), None, ended)
-                {
-                    job.profile().record_duration(ran);
-                }
-                break (record.status(), ended);
-            }
-            // A plugin that noticed the deadline itself has timed out too.
-            Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
-                record.request_cancel();
-                time_out(&record);
-                break (ExecutionStatus::Timeout, ended);
-            }
-            Attempt::TimedOut => {
-                record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
-                break (record.status(), ended);
-            }
-            Attempt::Abandoned => break (record.status(), ended),
-            Attempt::Done(Err(error)) => {
-                if cancelled {
-                    record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
-                    break (record.status(), ended);
-                }
-                let retriable = match &error {
-                    Error::PluginFailed { retriable, .. } => *retriable,
-                    Error::PluginPanicked { .. } => true,
-                    _ => false,
-                };
-                if !retriable || attempt >= job.max_retries {
-                    break (fail(&record, &error), ended);
-                }
-                // A panicked instance is gone; the retry needs a new one anyway.
-                fresh = fresh || matches!(error, Error::PluginPanicked { .. });
-                attempt += 1;
-                let pause = full_jitter(RETRY_BASE, RETRY_CAP, attempt);
-                if job.deadline.is_some_and(|d| ended + pause >= d) {
-                    break (fail(&record, &error), ended);
-                }
-                tracing::debug!(execution = record.id(), attempt, error = %error, "retrying");
-                let failed = error_of(&error);
-                record.log(format!(
-                    "RETRY attempt {attempt} failed: {}: {} (retrying in {} ms)",
-                    failed.code,
-                    failed.message,
-                    pause.as_millis()
-                ));
-                Box::pin(tokio::time::sleep(pause)).await;
-            }
+        match settle(held.job(), outcome, ended, &mut attempt, &mut fresh) {
+            Step::End(status) => break (status, ended),
+            Step::Retry(pause) => Box::pin(tokio::time::sleep(pause)).await,
         }
     };
     ending.disarm();
     held.job().task.record_outcome(status, ended);
     status
+}
+
+/// Runs a SYNC call of a promoted function that has its instance, with no
+/// retries to wait for, entirely on this thread: nothing here can be
+/// interrupted, so no guard is needed to end the record.
+pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
+    debug_assert!(job.inline() && job.max_retries == 0);
+    let _running = job.task.begin_execution(job.function);
+    let record = &job.record;
+    // The record was made a moment ago, and the call starts now: one clock
+    // reading serves both.
+    let (status, ended) = match record.start_attempt_at(lease.instance_id(), Some(record.created()))
+    {
+        None => (record.status(), Instant::now()),
+        Some(started) => {
+            let (outcome, ended) = call_inline(&job, lease, started);
+            let (mut attempt, mut fresh) = (0, false);
+            match settle(&job, outcome, ended, &mut attempt, &mut fresh) {
+                Step::End(status) => (status, ended),
+                // Only with retries left, and this path has none.
+                Step::Retry(_) => unreachable!("run_in_place is for calls without retries"),
+            }
+        }
+    };
+    job.task.record_outcome(status, ended);
+    status
+}
+
+/// Ends the execution after an attempt, or says how long to wait before
+/// the next one.
+fn settle(
+    job: &Job,
+    outcome: Attempt,
+    ended: Instant,
+    attempt: &mut u32,
+    fresh: &mut bool,
+) -> Step {
+    let record = &job.record;
+    let past_deadline = job.deadline.is_some_and(|d| ended >= d);
+    let cancelled = record.cancel_requested();
+    match outcome {
+        Attempt::Done(Ok(value)) => {
+            // A forced cancel may have ended the record while the call ran.
+            if let Some(ran) =
+                record.finish_at(ExecutionStatus::Completed, Some(value), None, ended)
+            {
+                job.profile().record_duration(ran);
+            }
+            Step::End(record.status())
+        }
+        // A plugin that noticed the deadline itself has timed out too.
+        Attempt::TimedOut | Attempt::Done(Err(_)) if past_deadline && !cancelled => {
+            record.request_cancel();
+            time_out(record);
+            Step::End(ExecutionStatus::Timeout)
+        }
+        Attempt::TimedOut => {
+            record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
+            Step::End(record.status())
+        }
+        Attempt::Abandoned => Step::End(record.status()),
+        Attempt::Done(Err(error)) => {
+            if cancelled {
+                record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
+                return Step::End(record.status());
+            }
+            let retriable = match &error {
+                Error::PluginFailed { retriable, .. } => *retriable,
+                Error::PluginPanicked { .. } => true,
+                _ => false,
+            };
+            if !retriable || *attempt >= job.max_retries {
+                return Step::End(fail(record, &error));
+            }
+            // A panicked instance is gone; the retry needs a new one anyway.
+            *fresh = *fresh || matches!(error, Error::PluginPanicked { .. });
+            *attempt += 1;
+            let pause = full_jitter(RETRY_BASE, RETRY_CAP, *attempt);
+            if job.deadline.is_some_and(|d| ended + pause >= d) {
+                return Step::End(fail(record, &error));
+            }
+            tracing::debug!(execution = record.id(), attempt = *attempt, error = %error, "retrying");
+            let failed = error_of(&error);
+            record.log(format!(
+                "RETRY attempt {} failed: {}: {} (retrying in {} ms)",
+                *attempt,
+                failed.code,
+                failed.message,
+                pause.as_millis()
+            ));
+            Step::Retry(pause)
+        }
+    }
 }
 
 /// An execution that never got an instance: FAILED, or CANCELLED when its

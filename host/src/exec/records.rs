@@ -7,7 +7,7 @@
 //! wall-clock times reported are derived from the monotonic ones).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -134,6 +134,16 @@ pub struct ExecutionSnapshot {
 static ANCHOR: LazyLock<(Instant, SystemTime)> =
     LazyLock::new(|| (Instant::now(), SystemTime::now()));
 
+/// Milliseconds since the Unix epoch at a monotonic instant.
+pub(super) fn unix_millis(t: Instant) -> u64 {
+    let (mono, wall) = *ANCHOR;
+    let anchor = wall
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let since = t.saturating_duration_since(mono).as_millis();
+    u64::try_from(anchor + since).unwrap_or(u64::MAX)
+}
+
 /// The wall-clock time of a monotonic instant.
 pub fn wall_clock(t: Instant) -> SystemTime {
     let (mono, wall) = *ANCHOR;
@@ -212,18 +222,28 @@ impl StatusCounts {
 }
 
 /// One execution, shared by whoever runs it and whoever asks about it.
+///
+/// `repr(C)`, so that what the store's eviction reads of an old record —
+/// when it was created, its status, whether it is gone, its hash — sits in
+/// its first cache line: the rest of a record evicted long after it was
+/// written is never touched.
 #[derive(Debug)]
+#[repr(C)]
 pub struct ExecutionRecord {
-    id: Arc<str>,
+    pub(super) created: Instant,
+    /// The id's hash in the store.
+    pub(super) hash: u64,
     /// Creation order within the store (ids need not sort by age).
     pub(super) seq: u64,
-    task_id: Arc<str>,
-    function: Arc<str>,
-    mode: ExecutionMode,
-    cancel: AtomicBool,
-    pub(super) created: Instant,
+    /// `state.status`, readable without the lock (written under it).
+    status: AtomicU8,
     /// Set once removed from the store (its age queue forgets it lazily).
     pub(super) removed: AtomicBool,
+    cancel: AtomicBool,
+    mode: ExecutionMode,
+    id: Arc<str>,
+    task_id: Arc<str>,
+    function: Arc<str>,
     state: Mutex<State>,
     ended: Notify,
     /// Whether anyone ever waited on `ended` (notifying costs a lock).
@@ -259,8 +279,10 @@ pub enum CancelOutcome {
 }
 
 impl ExecutionRecord {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: Arc<str>,
+        hash: u64,
         seq: u64,
         task_id: Arc<str>,
         function: Arc<str>,
@@ -269,14 +291,16 @@ impl ExecutionRecord {
         counts: Arc<StatusCounts>,
     ) -> Self {
         ExecutionRecord {
-            id,
+            created,
+            hash,
             seq,
+            status: AtomicU8::new(ExecutionStatus::Pending as u8),
+            removed: AtomicBool::new(false),
+            cancel: AtomicBool::new(false),
+            mode,
+            id,
             task_id,
             function,
-            mode,
-            cancel: AtomicBool::new(false),
-            created,
-            removed: AtomicBool::new(false),
             state: Mutex::new(State {
                 status: ExecutionStatus::Pending,
                 output: None,
@@ -324,9 +348,19 @@ impl ExecutionRecord {
         self.cancel.store(true, Ordering::Release);
     }
 
+    /// When it was accepted.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
     /// The current status.
     pub fn status(&self) -> ExecutionStatus {
-        self.state().status
+        ExecutionStatus::ALL[usize::from(self.status.load(Ordering::Acquire))]
+    }
+
+    fn set_status(&self, state: &mut State, status: ExecutionStatus) {
+        state.status = status;
+        self.status.store(status as u8, Ordering::Release);
     }
 
     /// Asks the execution to stop. A PENDING one ends now; a RUNNING one
@@ -372,11 +406,21 @@ impl ExecutionRecord {
     /// Marks an attempt starting on `instance_id` now; returns when, or
     /// `None` if the execution already ended (e.g. cancelled while pending).
     pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> Option<Instant> {
+        self.start_attempt_at(instance_id, None)
+    }
+
+    /// As [`ExecutionRecord::start_attempt`], at `now` when the caller has
+    /// just read the clock.
+    pub(crate) fn start_attempt_at(
+        &self,
+        instance_id: &Arc<str>,
+        now: Option<Instant>,
+    ) -> Option<Instant> {
         let mut state = self.state();
         if state.status.is_final() {
             return None;
         }
-        let now = Instant::now();
+        let now = now.unwrap_or_else(Instant::now);
         if state.started.is_none() {
             state.started = Some(now);
         }
@@ -384,7 +428,7 @@ impl ExecutionRecord {
             self.counts
                 .moved(ExecutionStatus::Pending, ExecutionStatus::Running);
         }
-        state.status = ExecutionStatus::Running;
+        self.set_status(&mut state, ExecutionStatus::Running);
         state.attempts += 1;
         state.instance_id = Some(Arc::clone(instance_id));
         Some(now)
@@ -432,7 +476,7 @@ impl ExecutionRecord {
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
         self.counts.moved(state.status, status);
         self.counts.ended(status, ran);
-        state.status = status;
+        self.set_status(&mut state, status);
         state.output = output;
         state.error = error;
         state.ended = Some(now);

@@ -12,13 +12,14 @@
 //! recent `max_records`: exactly for small bounds (one shard), within a
 //! shard's share of it for large ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::ids;
 use super::records::{
@@ -61,9 +62,30 @@ pub struct ExecutionStore {
 
 #[derive(Debug, Default)]
 struct Shard {
-    by_id: HashMap<Arc<str>, Arc<ExecutionRecord>, RandomState>,
+    /// By id: each record carries its id's hash, so removing one compares
+    /// pointers, never reading an old record's id.
+    by_id: HashTable<Arc<ExecutionRecord>>,
     /// Oldest first; may still hold records removed from `by_id`.
     by_age: VecDeque<Arc<ExecutionRecord>>,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, id: &str) -> Option<&Arc<ExecutionRecord>> {
+        self.by_id.find(hash, |r| r.id() == id)
+    }
+
+    fn remove(&mut self, record: &Arc<ExecutionRecord>) -> bool {
+        match self
+            .by_id
+            .find_entry(record.hash, |r| Arc::ptr_eq(r, record))
+        {
+            Ok(entry) => {
+                entry.remove();
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl ExecutionStore {
@@ -95,15 +117,17 @@ impl ExecutionStore {
             Some(id) => Arc::from(id),
             None => ids::next(now),
         };
-        let index = self.shard_of(&id);
+        let hash = self.hasher.hash_one(&*id);
+        let index = self.shard_of(hash);
         let mut shard = lock(&self.shards[index]);
-        if let Some(existing) = shard.by_id.get(&id) {
+        if let Some(existing) = shard.find(hash, &id) {
             return (Arc::clone(existing), false);
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let counts = &self.counts[index];
         let record = Arc::new(ExecutionRecord::new(
-            Arc::clone(&id),
+            id,
+            hash,
             seq,
             Arc::clone(task_id),
             Arc::clone(function),
@@ -112,7 +136,9 @@ impl ExecutionStore {
             Arc::clone(counts),
         ));
         counts.enter(ExecutionStatus::Pending);
-        shard.by_id.insert(id, Arc::clone(&record));
+        shard
+            .by_id
+            .insert_unique(hash, Arc::clone(&record), |r| r.hash);
         shard.by_age.push_back(Arc::clone(&record));
         self.evict(&mut shard, counts, now);
         (record, true)
@@ -120,9 +146,10 @@ impl ExecutionStore {
 
     /// The record with this id.
     pub fn get(&self, id: &str) -> Option<Arc<ExecutionRecord>> {
-        let index = self.shard_of(id);
+        let hash = self.hasher.hash_one(id);
+        let index = self.shard_of(hash);
         let mut shard = lock(&self.shards[index]);
-        let record = shard.by_id.get(id)?;
+        let record = shard.find(hash, id)?;
         if record.created.elapsed() >= self.ttl && record.status().is_final() {
             let record = Arc::clone(record);
             remove(&mut shard, &self.counts[index], &record);
@@ -187,7 +214,7 @@ impl ExecutionStore {
             let mut shard = lock(shard);
             let victims: Vec<_> = shard
                 .by_id
-                .values()
+                .iter()
                 .filter(|r| r.task_id() == task_id && r.status().is_final())
                 .cloned()
                 .collect();
@@ -233,7 +260,7 @@ impl ExecutionStore {
     fn matching(&self, keep: impl Fn(&ExecutionRecord) -> bool) -> Vec<Arc<ExecutionRecord>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
-            out.extend(lock(shard).by_id.values().filter(|r| keep(r)).cloned());
+            out.extend(lock(shard).by_id.iter().filter(|r| keep(r)).cloned());
         }
         out
     }
@@ -260,7 +287,7 @@ impl ExecutionStore {
             }
             let front = shard.by_age.pop_front().expect("looked at above");
             if front.status().is_final() {
-                shard.by_id.remove(front.id());
+                shard.remove(&front);
                 front.removed.store(true, Ordering::Relaxed);
                 counts.leave(front.status());
                 over = over.saturating_sub(1);
@@ -270,18 +297,16 @@ impl ExecutionStore {
         }
     }
 
-    fn shard_of(&self, id: &str) -> usize {
-        if self.shards.len() == 1 {
-            return 0;
-        }
-        let hash = self.hasher.hash_one(id);
-        usize::try_from(hash % self.shards.len() as u64).expect("fewer shards than usize::MAX")
+    fn shard_of(&self, hash: u64) -> usize {
+        // The table uses the hash's low bits; shards take its high ones.
+        usize::try_from((hash >> 32) % self.shards.len() as u64)
+            .expect("fewer shards than usize::MAX")
     }
 }
 
 /// Removes a finished record (its place in the age queue goes lazily).
 fn remove(shard: &mut Shard, counts: &StatusCounts, record: &Arc<ExecutionRecord>) {
-    if shard.by_id.remove(record.id()).is_some() {
+    if shard.remove(record) {
         record.removed.store(true, Ordering::Relaxed);
         // Only finished records are removed, and their status is fixed.
         counts.leave(record.status());
