@@ -24,8 +24,9 @@ pub struct P3 {
     pub warm_floor_ratios: Vec<f64>,
     /// A second task on a loaded digest whose code the tier has not seen run.
     pub same_digest_cold_tier_us: Vec<f64>,
-    /// A second task on a loaded digest whose constructor and function have
-    /// proven short (a host that has been serving the plugin).
+    /// Further tasks (ten per digest) on a loaded digest whose constructor
+    /// and function have proven short (a host that has been serving the
+    /// plugin).
     pub same_digest_us: Vec<f64>,
     pub load_us: f64,
     pub bare_load_us: f64,
@@ -97,10 +98,16 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P3> {
             call.force_new_instance = true;
             host.invoke(call).await?;
         }
-        let start = Instant::now();
-        host.invoke(new_task(&format!("served-{i}"), &warm_file, Some(digest)))
+        for k in 0..10 {
+            let start = Instant::now();
+            host.invoke(new_task(
+                &format!("served-{i}-{k}"),
+                &warm_file,
+                Some(digest),
+            ))
             .await?;
-        same.push(micros(start.elapsed()));
+            same.push(micros(start.elapsed()));
+        }
 
         // The floor of a warm creation: hash the file, load it bare.
         let floor_file = variant(files.path(), &format!("floor-{i}"))?;

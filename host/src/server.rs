@@ -36,10 +36,15 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
     let maintenance = host.spawn_maintenance();
+    let limits = host.config().limits.clone();
+    let functions = FunctionServiceServer::new(FunctionApi::new(host))
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
     let result = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .add_service(health)
         .add_service(reflection)
-        .add_service(FunctionServiceServer::new(FunctionApi::new(host)))
+        .add_service(functions)
         // Small unary replies must not wait out Nagle's algorithm, and go
         // out in one write (see `OneWrite`).
         .serve_with_incoming_shutdown(

@@ -2,6 +2,7 @@
 //! validates and maps errors; it holds no business logic.
 
 mod convert;
+mod limits;
 mod status;
 mod value;
 
@@ -14,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-pub use status::{code, ERROR_KIND_KEY};
+pub use status::{code, retry_delay, ERROR_KIND_KEY};
 
 use crate::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};
 use crate::host::Host;
@@ -46,7 +47,9 @@ impl FunctionService for FunctionApi {
         request: Request<pb::InvokeFunctionRequest>,
     ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
         let timeout = convert::grpc_timeout(request.metadata());
-        let req = convert::invoke_request(request.into_inner(), timeout)?;
+        let req = request.into_inner();
+        limits::check_invoke(&req, &self.host.config().limits)?;
+        let req = convert::invoke_request(req, timeout)?;
         let sync = req.mode == ExecutionMode::Sync;
         let outcome = self.host.invoke(req).await?;
         let e = outcome.execution;
@@ -103,6 +106,11 @@ impl FunctionService for FunctionApi {
         request: Request<pb::GetExecutionStatusRequest>,
     ) -> Result<Response<pb::GetExecutionStatusResponse>, Status> {
         let req = request.into_inner();
+        limits::check_id(
+            "execution_id",
+            &req.execution_id,
+            &self.host.config().limits,
+        )?;
         let reply = match self.host.execution(&req.execution_id) {
             Ok(e) => pb::GetExecutionStatusResponse {
                 found: true,
@@ -129,6 +137,11 @@ impl FunctionService for FunctionApi {
         request: Request<pb::CancelExecutionRequest>,
     ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
         let req = request.into_inner();
+        limits::check_id(
+            "execution_id",
+            &req.execution_id,
+            &self.host.config().limits,
+        )?;
         let (success, status) = self.host.cancel(&req.execution_id, req.force)?;
         let message = if success {
             match status {
@@ -154,7 +167,9 @@ impl FunctionService for FunctionApi {
         request: Request<pb::InvokeFunctionRequest>,
     ) -> Result<Response<Self::StreamFunctionStream>, Status> {
         let timeout = convert::grpc_timeout(request.metadata());
-        let mut req = convert::invoke_request(request.into_inner(), timeout)?;
+        let req = request.into_inner();
+        limits::check_invoke(&req, &self.host.config().limits)?;
+        let mut req = convert::invoke_request(req, timeout)?;
         req.mode = ExecutionMode::Stream;
         let execution_id = req
             .execution_id
@@ -200,6 +215,7 @@ impl FunctionService for FunctionApi {
         request: Request<pb::GetTaskRequest>,
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let req = request.into_inner();
+        limits::check_id("task_id", &req.task_id, &self.host.config().limits)?;
         let Some(task) = self.host.task(&req.task_id) else {
             return Ok(Response::new(pb::GetTaskResponse {
                 found: false,
@@ -234,6 +250,7 @@ impl FunctionService for FunctionApi {
         request: Request<pb::DeleteTaskRequest>,
     ) -> Result<Response<pb::DeleteTaskResponse>, Status> {
         let req = request.into_inner();
+        limits::check_id("task_id", &req.task_id, &self.host.config().limits)?;
         let deleted = self
             .host
             .delete_task(&req.task_id, req.force, req.cleanup_executions)?;

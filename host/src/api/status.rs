@@ -1,6 +1,9 @@
 //! The one mapping from spearlet errors to gRPC statuses.
 
+use std::time::Duration;
+
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::Error;
 
@@ -53,9 +56,30 @@ pub fn code(error: &Error) -> Code {
     }
 }
 
+/// How long a client should wait before trying again, for the errors that
+/// mean "busy": sent as a `google.rpc.RetryInfo` detail, so well-behaved
+/// clients back off instead of hammering a saturated host.
+pub fn retry_delay(error: &Error) -> Option<Duration> {
+    match error {
+        // A slot frees when a call ends: soon, on a pool of short calls.
+        Error::PoolExhausted { .. } => Some(Duration::from_millis(100)),
+        Error::TooManyPending { .. } => Some(Duration::from_millis(500)),
+        // A plugin that ignores cancellation returns when it returns.
+        Error::QuarantineFull { .. } => Some(Duration::from_secs(1)),
+        _ => None,
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        let mut status = Status::new(code(&error), error.to_string());
+        let mut status = match retry_delay(&error) {
+            Some(delay) => Status::with_error_details(
+                code(&error),
+                error.to_string(),
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+            None => Status::new(code(&error), error.to_string()),
+        };
         if let Ok(kind) = error.kind().parse() {
             status.metadata_mut().insert(ERROR_KIND_KEY, kind);
         }

@@ -38,6 +38,13 @@ async fn an_exhausted_pool_answers_resource_exhausted_at_the_deadline() {
     let err = server.invoke(blocked).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert_eq!(kind(&err), "pool_exhausted");
+    // A busy host says when to come back.
+    use tonic_types::StatusExt;
+    let retry = err.get_details_retry_info().expect("a RetryInfo detail");
+    assert_eq!(
+        retry.retry_delay,
+        Some(std::time::Duration::from_millis(100))
+    );
     let (cancelled, _) = server.host.cancel(&accepted.execution_id, false).unwrap();
     assert!(cancelled);
     server.stop().await;

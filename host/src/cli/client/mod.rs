@@ -42,11 +42,17 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// A gRPC error, readably: `NOT_FOUND: task `x` not found`.
 pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
+    use tonic_types::StatusExt;
     let kind = status
         .metadata()
         .get(spearlet::api::ERROR_KIND_KEY)
         .and_then(|v| v.to_str().ok())
         .map(|k| format!(" [{k}]"))
         .unwrap_or_default();
-    anyhow::anyhow!("{:?}{kind}: {}", status.code(), status.message())
+    let retry = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .map(|d| format!(" (retry after {} ms)", d.as_millis()))
+        .unwrap_or_default();
+    anyhow::anyhow!("{:?}{kind}: {}{retry}", status.code(), status.message())
 }

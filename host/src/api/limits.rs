@@ -1,0 +1,207 @@
+//! Bounds on what one request may carry, checked on the wire message before
+//! anything is converted, so an oversized request costs no more than its
+//! decoding. Each refusal names the field and the configuration key.
+
+use spearlet_proto::spearlet as pb;
+
+use crate::config::LimitsConfig;
+use crate::error::{Error, Result};
+
+fn over(field: &'static str, what: &str, size: usize, limit: usize, key: &str) -> Error {
+    Error::InvalidRequest {
+        field,
+        reason: format!("{what} is {size}; the limit is {limit} (limits.{key})"),
+    }
+}
+
+fn bytes(field: &'static str, value: &str, limit: usize, key: &str) -> Result<()> {
+    if value.len() > limit {
+        return Err(over(
+            field,
+            &format!("{field} (bytes)"),
+            value.len(),
+            limit,
+            key,
+        ));
+    }
+    Ok(())
+}
+
+fn entries(field: &'static str, n: usize, limit: usize, key: &str) -> Result<()> {
+    if n > limit {
+        return Err(over(
+            field,
+            &format!("the number of {field} entries"),
+            n,
+            limit,
+            key,
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an `InvokeFunctionRequest` against `limits`.
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] naming the first limit exceeded.
+pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfig) -> Result<()> {
+    bytes(
+        "task_name",
+        &req.task_name,
+        limits.max_name_bytes,
+        "max_name_bytes",
+    )?;
+    bytes(
+        "task_description",
+        &req.task_description,
+        limits.max_description_bytes,
+        "max_description_bytes",
+    )?;
+    bytes("task_id", &req.task_id, limits.max_id_bytes, "max_id_bytes")?;
+    if let Some(id) = &req.execution_id {
+        bytes("execution_id", id, limits.max_id_bytes, "max_id_bytes")?;
+    }
+    bytes(
+        "function_name",
+        &req.function_name,
+        limits.max_function_name_bytes,
+        "max_function_name_bytes",
+    )?;
+    if req.parameters.len() > limits.max_parameters {
+        return Err(over(
+            "parameters",
+            "the number of parameters",
+            req.parameters.len(),
+            limits.max_parameters,
+            "max_parameters",
+        ));
+    }
+    let mut total = 0usize;
+    for p in &req.parameters {
+        bytes(
+            "parameters",
+            &p.name,
+            limits.max_function_name_bytes,
+            "max_function_name_bytes",
+        )?;
+        total = total.saturating_add(p.value.as_ref().map_or(0, |v| v.value.len()));
+    }
+    if total > limits.max_parameter_bytes {
+        return Err(over(
+            "parameters",
+            "the parameters' total size (bytes)",
+            total,
+            limits.max_parameter_bytes,
+            "max_parameter_bytes",
+        ));
+    }
+    entries(
+        "invocation_metadata",
+        req.invocation_metadata.len(),
+        limits.max_metadata_entries,
+        "max_metadata_entries",
+    )?;
+    if let Some(spec) = &req.artifact_spec {
+        bytes(
+            "artifact_spec.artifact_id",
+            &spec.artifact_id,
+            limits.max_id_bytes,
+            "max_id_bytes",
+        )?;
+        entries(
+            "artifact_spec.metadata",
+            spec.metadata.len(),
+            limits.max_metadata_entries,
+            "max_metadata_entries",
+        )?;
+    }
+    if let Some(context) = &req.context {
+        bytes(
+            "context.execution_id",
+            &context.execution_id,
+            limits.max_id_bytes,
+            "max_id_bytes",
+        )?;
+        entries(
+            "context.environment",
+            context.environment.len(),
+            limits.max_environment_entries,
+            "max_environment_entries",
+        )?;
+        entries(
+            "context.headers",
+            context.headers.len(),
+            limits.max_environment_entries,
+            "max_environment_entries",
+        )?;
+    }
+    Ok(())
+}
+
+/// Checks an id given to a lookup RPC (status, cancel, task).
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] when it is over `limits.max_id_bytes`.
+pub(super) fn check_id(field: &'static str, id: &str, limits: &LimitsConfig) -> Result<()> {
+    bytes(field, id, limits.max_id_bytes, "max_id_bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_limit_is_named_when_exceeded() {
+        let limits = LimitsConfig::default();
+        let base = pb::InvokeFunctionRequest {
+            task_name: "ok".into(),
+            function_name: "f".into(),
+            ..Default::default()
+        };
+        assert!(check_invoke(&base, &limits).is_ok());
+        let long_name = pb::InvokeFunctionRequest {
+            task_name: "n".repeat(100_000),
+            ..base.clone()
+        };
+        let err = check_invoke(&long_name, &limits).unwrap_err().to_string();
+        assert!(
+            err.contains("limits.max_name_bytes") && err.contains("100000"),
+            "{err}"
+        );
+        let many = pb::InvokeFunctionRequest {
+            parameters: (0..300)
+                .map(|i| pb::FunctionParameter {
+                    name: format!("p{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..base.clone()
+        };
+        let err = check_invoke(&many, &limits).unwrap_err().to_string();
+        assert!(err.contains("limits.max_parameters"), "{err}");
+        let big = pb::InvokeFunctionRequest {
+            parameters: vec![pb::FunctionParameter {
+                name: "blob".into(),
+                value: Some(prost_types::Any {
+                    type_url: String::new(),
+                    value: vec![0; 5 << 20],
+                }),
+                ..Default::default()
+            }],
+            ..base.clone()
+        };
+        let err = check_invoke(&big, &limits).unwrap_err().to_string();
+        assert!(err.contains("limits.max_parameter_bytes"), "{err}");
+        let env = pb::InvokeFunctionRequest {
+            context: Some(pb::ExecutionContext {
+                environment: (0..300).map(|i| (format!("K{i}"), String::new())).collect(),
+                ..Default::default()
+            }),
+            ..base
+        };
+        let err = check_invoke(&env, &limits).unwrap_err().to_string();
+        assert!(err.contains("limits.max_environment_entries"), "{err}");
+    }
+}
