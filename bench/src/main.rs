@@ -156,6 +156,10 @@ fn main() -> anyhow::Result<()> {
             "P1 req/s: 1 in flight spearlet {:.0}, bare {:.0}; 32 in flight spearlet {:.0}, bare {:.0}",
             p1.spearlet_rps_1, p1.bare_rps_1, p1.spearlet_rps, p1.bare_rps
         ));
+        notes.push(format!(
+            "P1 server's inline tier: {} promotion(s), {} demotion(s), {} calls inline",
+            p1.tier.0, p1.tier.1, p1.tier.2
+        ));
     }
     if args.wants("P2") {
         eprintln!("P2 in-process calls …");
@@ -391,6 +395,49 @@ pub(crate) fn host_config(data_dir: &std::path::Path, root: &std::path::Path) ->
         },
         ..spearlet::Config::default()
     }
+}
+
+/// A host serving the echo sample plugin as task `name`, and the task's id.
+pub(crate) async fn echo_task(
+    data_dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<(spearlet::Host, String)> {
+    use spearlet::invoke::{InvokeRequest, Target};
+    use spearlet_test_artifacts::Artifact;
+    let host = spearlet::Host::new(host_config(
+        data_dir,
+        Artifact::Echo
+            .path()
+            .parent()
+            .expect("plugins live in a directory"),
+    ))?;
+    let created = host
+        .invoke(InvokeRequest::new(
+            Target::NewTask {
+                name: name.into(),
+                description: String::new(),
+                artifact: spearlet::artifact::ArtifactSpec::at(
+                    Artifact::Echo.path().to_string_lossy(),
+                ),
+            },
+            "nop",
+        ))
+        .await?;
+    Ok((host, created.task_id.to_string()))
+}
+
+/// A SYNC call of `function` on the existing task `task_id`.
+pub(crate) fn call_existing(task_id: &str, function: &str) -> spearlet::invoke::InvokeRequest {
+    spearlet::invoke::InvokeRequest::new(
+        spearlet::invoke::Target::ExistingTask {
+            task_id: task_id.to_owned(),
+            create_if_not_exists: false,
+            artifact: None,
+            name: String::new(),
+            description: String::new(),
+        },
+        function,
+    )
 }
 
 /// The target directory this binary was built in (`target/release/..`).

@@ -43,6 +43,8 @@ pub struct P1 {
     pub rps_1_ratios: Vec<f64>,
     /// Per round: spearlet req/s / bare req/s, 32 in flight.
     pub throughput_ratios: Vec<f64>,
+    /// The server's inline tier at the end: promotions, demotions, inline calls.
+    pub tier: (u64, u64, u64),
 }
 
 /// The bare echo server of the comparison, run by this binary in a child
@@ -261,6 +263,23 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
             rates.push(in_flight, ta, tb);
         }
     }
+    // What the inline tier did meanwhile (a demotion sends the function
+    // off the workers for a warm-up).
+    let health = a
+        .client
+        .clone()
+        .get_health(pb::GetHealthRequest {
+            include_details: true,
+        })
+        .await?
+        .into_inner();
+    let info = health.details.map(|d| d.system_info).unwrap_or_default();
+    let count = |k: &str| info.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
+    let tier = (
+        count("inline_promotions"),
+        count("inline_demotions"),
+        count("inline_calls"),
+    );
     drop((spearlet, bare));
     Ok(P1 {
         spearlet_p50_us: percentile(&lat_a, 50.0),
@@ -280,6 +299,7 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
             .zip(&rates.b32)
             .map(|(a, b)| a / b)
             .collect(),
+        tier,
     })
 }
 

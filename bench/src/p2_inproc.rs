@@ -7,9 +7,8 @@ use std::hint::black_box;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use spearlet::invoke::{InvokeRequest, Target};
 use spearlet::loader::{CallRequest, Plugin, PluginInstance};
-use spearlet::{Host, Value};
+use spearlet::Value;
 use spearlet_test_artifacts::Artifact;
 
 use crate::stats::{micros, summary};
@@ -50,31 +49,8 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
     }
     let overheads_ns = table.iter().zip(&direct).map(|(t, d)| t - d).collect();
 
-    let host = Host::new(crate::host_config(
-        data_dir,
-        Artifact::Echo.path().parent().unwrap(),
-    ))?;
-    let spec = spearlet::artifact::ArtifactSpec::at(Artifact::Echo.path().to_string_lossy());
-    let created = host
-        .invoke(InvokeRequest::new(
-            Target::NewTask {
-                name: "p2".into(),
-                description: String::new(),
-                artifact: spec,
-            },
-            "nop",
-        ))
-        .await?;
-    let call = InvokeRequest::new(
-        Target::ExistingTask {
-            task_id: created.task_id.to_string(),
-            create_if_not_exists: false,
-            artifact: None,
-            name: String::new(),
-            description: String::new(),
-        },
-        "nop",
-    );
+    let (host, task_id) = crate::echo_task(data_dir, "p2").await?;
+    let call = crate::call_existing(&task_id, "nop");
     let mut latencies = Vec::new();
     // The first calls also promote `nop` to the inline tier, as they would
     // in a serving host.

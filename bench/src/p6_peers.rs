@@ -6,10 +6,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use spearlet::artifact::ArtifactSpec;
-use spearlet::invoke::{InvokeRequest, Target};
-use spearlet::{Host, Value};
-use spearlet_test_artifacts::Artifact;
+use spearlet::Value;
 
 use crate::stats::{percentile, summary};
 
@@ -36,31 +33,8 @@ const WASM_NOP: &str = r#"(module (func (export "nop")))"#;
 pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P6> {
     let payload = vec![0xA5u8; 64];
 
-    let host = Host::new(crate::host_config(
-        data_dir,
-        Artifact::Echo.path().parent().unwrap(),
-    ))?;
-    let created = host
-        .invoke(InvokeRequest::new(
-            Target::NewTask {
-                name: "p6".into(),
-                description: String::new(),
-                artifact: ArtifactSpec::at(Artifact::Echo.path().to_string_lossy()),
-            },
-            "nop",
-        ))
-        .await?;
-    let call = InvokeRequest::new(
-        Target::ExistingTask {
-            task_id: created.task_id.to_string(),
-            create_if_not_exists: false,
-            artifact: None,
-            name: String::new(),
-            description: String::new(),
-        },
-        "echo",
-    )
-    .param("input", Value::Bytes(payload.clone()));
+    let (host, task_id) = crate::echo_task(data_dir, "p6").await?;
+    let call = crate::call_existing(&task_id, "echo").param("input", Value::Bytes(payload.clone()));
 
     let manifest = extism::Manifest::new([extism::Wasm::data(EXTISM_ECHO.as_bytes().to_vec())]);
     let mut extism = extism::Plugin::new(manifest, [], false)?;

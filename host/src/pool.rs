@@ -197,17 +197,7 @@ impl Quarantine {
         // Counted while the slot is locked: the lease's return, which
         // uncounts it, takes the same lock first, so the count never goes
         // below zero whatever the interleaving.
-        let mut state = self.shared.state();
-        state.quarantined += 1;
-        self.shared
-            .quarantined
-            .store(state.quarantined, Ordering::Release);
-        self.shared
-            .context
-            .quarantine
-            .quarantined
-            .fetch_add(1, Ordering::AcqRel);
-        drop(state);
+        self.shared.count_quarantined(true);
         let permit = std::mem::replace(&mut *slot, SlotState::Quarantined);
         drop(permit);
         tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");
@@ -559,16 +549,7 @@ impl Drop for Lease {
             }
         }
         if was_quarantined {
-            let mut state = self.shared.state();
-            state.quarantined -= 1;
-            self.shared
-                .quarantined
-                .store(state.quarantined, Ordering::Release);
-            self.shared
-                .context
-                .quarantine
-                .quarantined
-                .fetch_sub(1, Ordering::AcqRel);
+            self.shared.count_quarantined(false);
         }
         drop(slot);
         if was_quarantined {
@@ -600,6 +581,22 @@ impl Drop for Lease {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts an instance into (or out of) quarantine: the pool's count,
+    /// its lock-free copy and the host's total. Callers hold the lease's
+    /// slot lock, which orders the two for one lease.
+    fn count_quarantined(&self, entering: bool) {
+        let mut state = self.state();
+        let total = &self.context.quarantine.quarantined;
+        if entering {
+            state.quarantined += 1;
+            total.fetch_add(1, Ordering::AcqRel);
+        } else {
+            state.quarantined -= 1;
+            total.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.quarantined.store(state.quarantined, Ordering::Release);
     }
 
     /// Drops an instance; its destructor is plugin code, so off the async

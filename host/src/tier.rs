@@ -7,8 +7,12 @@
 //! promoted, and its SYNC calls then run in place. One inline run over the
 //! budget demotes it at once, and the warm-up it needs to come back doubles
 //! (up to [`MAX_WARM_UP_FACTOR`] times the configured one), so a function
-//! that is sometimes slow stops flapping. Functions marked
-//! `#[function(blocking)]` are never promoted.
+//! that is sometimes slow stops flapping. A function demoted after a long
+//! stable stretch inline ([`STABLE_FACTOR`] times its warm-up) needs only
+//! the configured warm-up again: run time is measured on the wall clock, and
+//! a busy machine's preemption now and then must not price a short function
+//! out of the tier for good. Functions marked `#[function(blocking)]` are
+//! never promoted.
 //!
 //! The same rule covers a plugin's instance constructor, so that a second
 //! task on an already-loaded plugin can be created without a hand-off.
@@ -21,6 +25,10 @@ use std::time::Duration;
 
 /// How far repeated demotions stretch the warm-up.
 pub const MAX_WARM_UP_FACTOR: u32 = 64;
+
+/// Inline runs since its promotion, in warm-ups, after which a demotion
+/// starts the function over from the configured warm-up.
+pub const STABLE_FACTOR: u64 = 16;
 
 /// The tier's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +69,8 @@ pub struct Profile {
     promotions: AtomicU64,
     demotions: AtomicU64,
     inline_runs: AtomicU64,
+    /// `inline_runs` when last promoted.
+    promoted_at: AtomicU64,
     /// Recent completed run time (exponentially weighted), in ns; 0: none yet.
     mean_nanos: AtomicU64,
 }
@@ -95,6 +105,8 @@ pub enum Change {
     Demoted {
         /// The warm-up now needed.
         warm_up: u32,
+        /// How long the slow run took.
+        took: Duration,
     },
 }
 
@@ -111,10 +123,11 @@ impl Change {
                     "promoted to the inline tier: its runs proved short"
                 );
             }
-            Change::Demoted { warm_up } => tracing::warn!(
+            Change::Demoted { warm_up, took } => tracing::warn!(
                 plugin,
                 code,
                 warm_up,
+                took_us = took.as_micros(),
                 "demoted from the inline tier: a run went over the budget"
             ),
         }
@@ -132,6 +145,7 @@ impl Profile {
             promotions: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
             inline_runs: AtomicU64::new(0),
+            promoted_at: AtomicU64::new(0),
             mean_nanos: AtomicU64::new(0),
         }
     }
@@ -184,6 +198,8 @@ impl Profile {
         if streak >= self.needed.load(Ordering::Relaxed)
             && !self.inline.swap(true, Ordering::Relaxed)
         {
+            self.promoted_at
+                .store(self.inline_runs.load(Ordering::Relaxed), Ordering::Relaxed);
             self.promotions.fetch_add(1, Ordering::Relaxed);
             return Change::Promoted;
         }
@@ -192,17 +208,23 @@ impl Profile {
 
     /// Folds in a run on the calling thread that took `took`.
     pub fn inline_run(&self, took: Duration, policy: &TierPolicy) -> Change {
-        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+        let runs = self.inline_runs.fetch_add(1, Ordering::Relaxed) + 1;
         if took <= policy.budget || !self.inline.swap(false, Ordering::Relaxed) {
             return Change::None;
         }
         self.streak.store(0, Ordering::Relaxed);
-        let cap = policy.warm_up.max(1).saturating_mul(MAX_WARM_UP_FACTOR);
+        let base = policy.warm_up.max(1);
+        let cap = base.saturating_mul(MAX_WARM_UP_FACTOR);
         let needed = self.needed.load(Ordering::Relaxed);
-        let warm_up = needed.saturating_mul(2).min(cap);
+        let since_promotion = runs.saturating_sub(self.promoted_at.load(Ordering::Relaxed));
+        let warm_up = if since_promotion >= STABLE_FACTOR * u64::from(needed) {
+            base
+        } else {
+            needed.saturating_mul(2).min(cap)
+        };
         self.needed.store(warm_up, Ordering::Relaxed);
         self.demotions.fetch_add(1, Ordering::Relaxed);
-        Change::Demoted { warm_up }
+        Change::Demoted { warm_up, took }
     }
 
     /// A run that ended abnormally (timed out, abandoned, panicked): the
@@ -276,7 +298,10 @@ mod tests {
         assert_eq!(p.inline_run(SHORT, &POLICY), Change::None);
         assert_eq!(
             p.inline_run(LONG, &POLICY),
-            Change::Demoted { warm_up: 8 },
+            Change::Demoted {
+                warm_up: 8,
+                took: LONG
+            },
             "one slow run demotes, and the next warm-up is twice as long"
         );
         assert_eq!(p.tier(), Tier::OffWorker);
@@ -324,12 +349,41 @@ mod tests {
     }
 
     #[test]
+    fn a_demotion_after_a_long_stable_stretch_starts_over() {
+        let p = Profile::new(false, &POLICY);
+        while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
+        // Quick demotions escalate the warm-up...
+        p.inline_run(LONG, &POLICY);
+        while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
+        assert_eq!(
+            p.inline_run(LONG, &POLICY),
+            Change::Demoted {
+                warm_up: 16,
+                took: LONG
+            }
+        );
+        while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
+        // ...but after a long stable stretch inline, one slow run (a
+        // preemption, say) costs only the configured warm-up.
+        for _ in 0..STABLE_FACTOR * 16 {
+            p.inline_run(SHORT, &POLICY);
+        }
+        assert_eq!(
+            p.inline_run(LONG, &POLICY),
+            Change::Demoted {
+                warm_up: POLICY.warm_up,
+                took: LONG
+            }
+        );
+    }
+
+    #[test]
     fn repeated_demotions_are_capped() {
         let p = Profile::new(false, &POLICY);
         let mut last = 0;
         for _ in 0..20 {
             while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
-            if let Change::Demoted { warm_up } = p.inline_run(LONG, &POLICY) {
+            if let Change::Demoted { warm_up, .. } = p.inline_run(LONG, &POLICY) {
                 last = warm_up;
             }
         }

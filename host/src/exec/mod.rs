@@ -174,10 +174,10 @@ pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
     debug_assert!(job.inline() && job.max_retries == 0);
     let _running = job.task.begin_execution(job.function);
     let record = &job.record;
-    // The record was made a moment ago, and the call starts now: one clock
-    // reading serves both.
-    let (status, ended) = match record.start_attempt_at(lease.instance_id(), Some(record.created()))
-    {
+    // The attempt's start is read right before the call, so that what the
+    // tier times is the call: the wider the window, the likelier a
+    // preemption of this thread lands in it and passes for a slow run.
+    let (status, ended) = match record.start_attempt(lease.instance_id()) {
         None => (record.status(), Instant::now()),
         Some(started) => {
             let (outcome, ended) = call_inline(&job, lease, started);

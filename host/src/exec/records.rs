@@ -348,11 +348,6 @@ impl ExecutionRecord {
         self.cancel.store(true, Ordering::Release);
     }
 
-    /// When it was accepted.
-    pub fn created(&self) -> Instant {
-        self.created
-    }
-
     /// The current status.
     pub fn status(&self) -> ExecutionStatus {
         ExecutionStatus::ALL[usize::from(self.status.load(Ordering::Acquire))]
@@ -406,21 +401,11 @@ impl ExecutionRecord {
     /// Marks an attempt starting on `instance_id` now; returns when, or
     /// `None` if the execution already ended (e.g. cancelled while pending).
     pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> Option<Instant> {
-        self.start_attempt_at(instance_id, None)
-    }
-
-    /// As [`ExecutionRecord::start_attempt`], at `now` when the caller has
-    /// just read the clock.
-    pub(crate) fn start_attempt_at(
-        &self,
-        instance_id: &Arc<str>,
-        now: Option<Instant>,
-    ) -> Option<Instant> {
         let mut state = self.state();
         if state.status.is_final() {
             return None;
         }
-        let now = now.unwrap_or_else(Instant::now);
+        let now = Instant::now();
         if state.started.is_none() {
             state.started = Some(now);
         }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use prost::Message;
 use prost_types::Any;
-use spearlet::config::{ArtifactConfig, PoolConfig};
 use spearlet::{Config, Host};
 use spearlet_proto::spearlet as pb;
 use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
@@ -31,18 +30,8 @@ impl TestServer {
 
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
         let data = tempfile::tempdir().unwrap();
-        let mut config = Config {
-            data_dir: data.path().to_owned(),
-            artifacts: ArtifactConfig {
-                roots: vec![Artifact::Echo.path().parent().unwrap().to_owned()],
-                ..ArtifactConfig::default()
-            },
-            pool: PoolConfig {
-                acquire_timeout: Duration::from_secs(10),
-                ..PoolConfig::default()
-            },
-            ..Config::default()
-        };
+        let mut config = crate::helpers::config_in(data.path());
+        config.pool.acquire_timeout = Duration::from_secs(10);
         edit(&mut config);
         let host = Host::new(config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,9 +4,23 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use spearlet::config::ArtifactConfig;
 use spearlet::loader::{CallRequest, CallSink, Plugin, PluginInstance};
-use spearlet::{LogLevel, Value};
+use spearlet::{Config, LogLevel, Value};
 use spearlet_test_artifacts::Artifact;
+
+/// A test host's configuration: state in `data_dir`, local artifacts from
+/// where the test plugins are built, everything else at its defaults.
+pub fn config_in(data_dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: data_dir.to_owned(),
+        artifacts: ArtifactConfig {
+            roots: vec![Artifact::Echo.path().parent().unwrap().to_owned()],
+            ..ArtifactConfig::default()
+        },
+        ..Config::default()
+    }
+}
 
 pub fn load(artifact: Artifact) -> Arc<Plugin> {
     Plugin::load_verified(artifact.path(), None)

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use spearlet::artifact::ArtifactSpec;
-use spearlet::config::{ArtifactConfig, ExecConfig};
+use spearlet::config::ExecConfig;
 use spearlet::exec::{ExecutionMode, ExecutionStatus};
 use spearlet::invoke::{InvokeRequest, Target};
 use spearlet::tier::Tier;
@@ -16,16 +16,11 @@ use spearlet_test_artifacts::Artifact;
 fn host(budget: Duration, warm_up: u32) -> (Host, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let config = Config {
-        data_dir: data.path().to_owned(),
-        artifacts: ArtifactConfig {
-            roots: vec![Artifact::Echo.path().parent().unwrap().to_owned()],
-            ..ArtifactConfig::default()
-        },
         exec: ExecConfig {
             inline_budget: budget,
             inline_warm_up: warm_up,
         },
-        ..Config::default()
+        ..crate::helpers::config_in(data.path())
     };
     (Host::new(config).unwrap(), data)
 }
