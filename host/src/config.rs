@@ -29,6 +29,8 @@ pub struct Config {
     pub exec: ExecConfig,
     /// Bounds on what one request may carry.
     pub limits: LimitsConfig,
+    /// Who may call.
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -41,8 +43,20 @@ impl Default for Config {
             executions: ExecutionConfig::default(),
             exec: ExecConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
+}
+
+/// Who may call. Without a tokens file, anyone who can reach the address.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A file of bearer tokens, one per line (blank lines and `#` comments
+    /// ignored). When set, every RPC but `grpc.health.v1` needs
+    /// `authorization: Bearer TOKEN` with one of them. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// Bounds on what one request may carry. A request past one is refused

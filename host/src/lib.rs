@@ -26,6 +26,7 @@
 
 pub mod api;
 pub mod artifact;
+pub mod auth;
 mod backoff;
 pub mod config;
 pub mod digest;

@@ -10,9 +10,11 @@ use futures_util::StreamExt;
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 
 use crate::api::FunctionApi;
+use crate::auth::Tokens;
 use crate::error::{Error, Result};
 use crate::host::Host;
 
@@ -35,6 +37,16 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+    let tokens = match &host.config().auth.tokens_file {
+        Some(file) => Some(Tokens::from_file(file)?),
+        None => None,
+    };
+    warn_if_exposed(&listener, tokens.is_some());
+    // Every service but health needs a token when tokens are configured.
+    let authorize = move |request: tonic::Request<()>| match &tokens {
+        Some(tokens) => tokens.check(request),
+        None => Ok(request),
+    };
     let maintenance = host.spawn_maintenance();
     let limits = host.config().limits.clone();
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
@@ -43,8 +55,8 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .max_concurrent_streams(limits.max_concurrent_streams)
         .add_service(health)
-        .add_service(reflection)
-        .add_service(functions)
+        .add_service(InterceptedService::new(reflection, authorize.clone()))
+        .add_service(InterceptedService::new(functions, authorize))
         // Small unary replies must not wait out Nagle's algorithm, and go
         // out in one write (see `OneWrite`).
         .serve_with_incoming_shutdown(
@@ -57,6 +69,21 @@ pub async fn serve(
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
     maintenance.abort();
     result
+}
+
+/// Serving beyond this machine with no token check is allowed — a private
+/// network may be the point — but never silently.
+fn warn_if_exposed(listener: &TcpListener, authenticated: bool) {
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    if !addr.ip().is_loopback() && !authenticated {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback with no authentication: anyone who reaches this address can load plugins \
+             from the artifact roots and run them; set auth.tokens_file"
+        );
+    }
 }
 
 /// A TCP connection that tells the HTTP/2 layer it has no vectored writes.

@@ -274,6 +274,34 @@ impl Drop for Served {
 }
 
 #[test]
+fn a_server_with_tokens_refuses_calls_without_one() {
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "# the ops team\ns3cret-token\n").unwrap();
+    let served = Served::start(&format!("[auth]\ntokens_file = {:?}\n", tokens.path()));
+    let out = served.run(&["tasks"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("Unauthenticated"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = served.run(&["--token", "wrong", "tasks"]);
+    assert!(
+        text(&out.stderr).contains("not accepted"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = served.run(&["--token", "s3cret-token", "tasks"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("NAME"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(served.stop().success());
+}
+
+#[test]
 fn serve_and_the_client_commands_work_together() {
     let served = Served::start("[pool]\nmax_instances = 2\n");
     let math = path(Artifact::Math);

@@ -382,6 +382,82 @@ pub(super) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Du
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn any_request() -> impl Strategy<Value = pb::InvokeFunctionRequest> {
+        let text = || proptest::string::string_regex(".{0,24}").expect("a valid regex");
+        let any_value = (
+            prop_oneof![
+                Just("type.googleapis.com/google.protobuf.StringValue".to_owned()),
+                Just("type.googleapis.com/google.protobuf.Int64Value".to_owned()),
+                Just("type.googleapis.com/google.protobuf.UInt64Value".to_owned()),
+                Just("type.googleapis.com/google.protobuf.DoubleValue".to_owned()),
+                Just("type.googleapis.com/google.protobuf.BoolValue".to_owned()),
+                Just("type.googleapis.com/google.protobuf.BytesValue".to_owned()),
+                Just("type.googleapis.com/google.protobuf.Nonsense".to_owned()),
+                text(),
+            ],
+            proptest::collection::vec(any::<u8>(), 0..16),
+        )
+            .prop_map(|(type_url, value)| prost_types::Any { type_url, value });
+        let parameter = (text(), proptest::option::of(any_value), any::<bool>()).prop_map(
+            |(name, value, required)| pb::FunctionParameter {
+                name,
+                value,
+                required,
+                ..Default::default()
+            },
+        );
+        let context = (any::<i64>(), any::<i32>(), text()).prop_map(
+            |(timeout_ms, max_retries, execution_id)| pb::ExecutionContext {
+                timeout_ms,
+                max_retries,
+                execution_id,
+                ..Default::default()
+            },
+        );
+        (
+            (-2i32..5, text(), text(), text()),
+            (
+                proptest::collection::vec(parameter, 0..4),
+                -2i32..5,
+                proptest::option::of(context),
+                proptest::option::of(text()),
+                any::<bool>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (invocation_type, task_name, task_id, function_name),
+                    (parameters, execution_mode, context, execution_id, with_spec),
+                )| pb::InvokeFunctionRequest {
+                    invocation_type,
+                    task_name,
+                    task_id,
+                    function_name,
+                    parameters,
+                    execution_mode,
+                    context,
+                    execution_id,
+                    artifact_spec: with_spec.then(pb::ArtifactSpec::default),
+                    ..Default::default()
+                },
+            )
+    }
+
+    proptest! {
+        /// Whatever a client sends, the adapter answers with a request or a
+        /// clear error, and never panics.
+        #[test]
+        fn arbitrary_requests_never_panic(req in any_request(), grpc_ms in proptest::option::of(0u64..10_000)) {
+            let limits = crate::config::LimitsConfig::default();
+            let _ = super::super::limits::check_invoke(&req, &limits);
+            match invoke_request(req, grpc_ms.map(Duration::from_millis)) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+    }
 
     #[test]
     fn grpc_timeouts_parse() {

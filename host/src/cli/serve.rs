@@ -38,7 +38,16 @@ pub struct ServeArgs {
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
 /// client's `SPEARLET_ENDPOINT`) are not configuration.
-const SECTIONS: [&str; 5] = ["data_dir", "server", "artifacts", "pool", "executions"];
+const SECTIONS: [&str; 8] = [
+    "data_dir",
+    "server",
+    "artifacts",
+    "pool",
+    "executions",
+    "exec",
+    "limits",
+    "auth",
+];
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));

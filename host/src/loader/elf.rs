@@ -221,6 +221,29 @@ fn machine_name(machine: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic the header check or the dynamic
+        /// section reader, including bytes that start like an ELF file.
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            mut bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            elf_like in any::<bool>(),
+        ) {
+            if elf_like && bytes.len() >= 20 {
+                bytes[..4].copy_from_slice(b"\x7fELF");
+                bytes[4] = 2;
+                bytes[5] = 1;
+                bytes[16..18].copy_from_slice(&ET_DYN.to_le_bytes());
+                bytes[18..20].copy_from_slice(&HOST_MACHINE.to_le_bytes());
+            }
+            let _ = check_shared_object(&bytes, bytes.len() as u64);
+            let mut file = tempfile::tempfile().unwrap();
+            std::io::Write::write_all(&mut file, &bytes).unwrap();
+            let _ = dependencies(&file);
+        }
+    }
 
     /// A minimal 64-bit little-endian ELF header with no tables.
     fn header(e_type: u16, machine: u16) -> Vec<u8> {

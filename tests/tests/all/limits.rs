@@ -1,5 +1,5 @@
-//! Request limits over gRPC: each refusal names its limit, and the server
-//! serves normally afterwards.
+//! Request limits and authentication over gRPC: each refusal names its
+//! cause, and the server serves normally afterwards.
 
 use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;
@@ -80,5 +80,40 @@ async fn lookups_refuse_oversized_ids() {
         "{}",
         err.message()
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_tokens_every_call_but_health_needs_one() {
+    use tonic_health::pb::health_client::HealthClient;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "alpha\nbeta\n").unwrap();
+    let server = TestServer::start_with(|c| c.auth.tokens_file = Some(file.clone())).await;
+    let call = || {
+        with_params(
+            new_task("m", Artifact::Math, "add"),
+            &[("a", any_i64(1)), ("b", any_i64(2))],
+        )
+    };
+    let err = server.invoke(call()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    for (token, ok) in [("Bearer gamma", false), ("Bearer beta", true)] {
+        let mut request = tonic::Request::new(call());
+        request
+            .metadata_mut()
+            .insert("authorization", token.parse().unwrap());
+        let reply = server.client.clone().invoke_function(request).await;
+        assert_eq!(reply.is_ok(), ok, "{token}: {reply:?}");
+    }
+    let channel = tonic::transport::Channel::from_shared(server.channel_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await;
+    assert!(health.is_ok(), "health needs no token: {health:?}");
     server.stop().await;
 }

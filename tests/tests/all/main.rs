@@ -7,6 +7,7 @@ mod execution;
 mod function_service;
 mod grpc_util;
 mod helpers;
+mod hostile;
 mod limits;
 mod loader;
 mod pools;

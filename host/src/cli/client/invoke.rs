@@ -4,8 +4,6 @@ use anyhow::{bail, Context as _};
 use clap::Args;
 use prost::Message;
 use spearlet_proto::spearlet as pb;
-use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
-use tonic::transport::Channel;
 
 use super::present::{describe_status, show_any, status_name, WRAPPER};
 use super::{connect, runtime, status_error, Endpoint};
@@ -119,7 +117,7 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
 }
 
 async fn stream(
-    client: &mut FunctionServiceClient<Channel>,
+    client: &mut super::Client,
     request: pb::InvokeFunctionRequest,
 ) -> anyhow::Result<std::process::ExitCode> {
     let mut chunks = client

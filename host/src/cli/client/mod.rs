@@ -7,6 +7,8 @@ mod present;
 use anyhow::Context as _;
 use clap::Args;
 use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub use invoke::{invoke, InvokeArgs};
@@ -26,12 +28,51 @@ pub struct Endpoint {
         default_value = "http://127.0.0.1:50052"
     )]
     endpoint: String,
+
+    /// A bearer token, for a server that requires one (auth.tokens_file).
+    #[arg(long, global = true, env = "SPEARLET_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
-pub(super) async fn connect(endpoint: &Endpoint) -> anyhow::Result<FunctionServiceClient<Channel>> {
-    FunctionServiceClient::connect(endpoint.endpoint.clone())
+/// Sends `authorization: Bearer TOKEN` with every call, when there is a token.
+#[derive(Debug, Clone)]
+pub(super) struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The client the commands use.
+pub(super) type Client = FunctionServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub(super) async fn connect(endpoint: &Endpoint) -> anyhow::Result<Client> {
+    let bearer = match &endpoint.token {
+        Some(token) => Some(
+            format!("Bearer {}", token.trim())
+                .parse()
+                .context("the token must be printable ASCII")?,
+        ),
+        None => None,
+    };
+    let channel = Channel::from_shared(endpoint.endpoint.clone())
+        .with_context(|| format!("`{}` is not an endpoint URL", endpoint.endpoint))?
+        .connect()
         .await
-        .with_context(|| format!("cannot connect to spearlet at {}", endpoint.endpoint))
+        .with_context(|| format!("cannot connect to spearlet at {}", endpoint.endpoint))?;
+    Ok(FunctionServiceClient::with_interceptor(
+        channel,
+        Bearer(bearer),
+    ))
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
