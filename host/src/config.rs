@@ -31,6 +31,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Who may call.
     pub auth: AuthConfig,
+    /// TLS for the gRPC server.
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -44,8 +46,25 @@ impl Default for Config {
             exec: ExecConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
+}
+
+/// TLS for the gRPC server (rustls). Without `cert` and `key`, plain
+/// HTTP/2.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Its private key, PEM.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// A CA (PEM) whose certificates clients must present: mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Who may call. Without a tokens file, anyone who can reach the address.

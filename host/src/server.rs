@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::api::FunctionApi;
 use crate::auth::Tokens;
@@ -41,7 +42,8 @@ pub async fn serve(
         Some(file) => Some(Tokens::from_file(file)?),
         None => None,
     };
-    warn_if_exposed(&listener, tokens.is_some());
+    let tls = tls_config(&host.config().tls)?;
+    warn_if_exposed(&listener, tokens.is_some(), tls.is_some());
     // Every service but health needs a token when tokens are configured.
     let authorize = move |request: tonic::Request<()>| match &tokens {
         Some(tokens) => tokens.check(request),
@@ -52,7 +54,13 @@ pub async fn serve(
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Internal(format!("TLS configuration: {e}")))?;
+    }
+    let result = builder
         .max_concurrent_streams(limits.max_concurrent_streams)
         .add_service(health)
         .add_service(InterceptedService::new(reflection, authorize.clone()))
@@ -73,17 +81,48 @@ pub async fn serve(
 
 /// Serving beyond this machine with no token check is allowed — a private
 /// network may be the point — but never silently.
-fn warn_if_exposed(listener: &TcpListener, authenticated: bool) {
+fn warn_if_exposed(listener: &TcpListener, authenticated: bool, encrypted: bool) {
     let Ok(addr) = listener.local_addr() else {
         return;
     };
-    if !addr.ip().is_loopback() && !authenticated {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    if !authenticated {
         tracing::warn!(
             %addr,
             "listening beyond loopback with no authentication: anyone who reaches this address can load plugins \
              from the artifact roots and run them; set auth.tokens_file"
         );
     }
+    if !encrypted {
+        tracing::warn!(
+            %addr,
+            "listening beyond loopback without TLS: requests, results and tokens cross the network in clear; \
+             set tls.cert and tls.key"
+        );
+    }
+}
+
+/// The server's TLS settings, if `[tls]` asks for them.
+fn tls_config(tls: &crate::config::TlsConfig) -> Result<Option<ServerTlsConfig>> {
+    let read = |path: &std::path::Path| std::fs::read(path).map_err(|e| Error::io(path, e));
+    let (cert, key) = match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => (read(cert)?, read(key)?),
+        (None, None) if tls.client_ca.is_none() => return Ok(None),
+        _ => {
+            return Err(Error::InvalidRequest {
+                field: "tls",
+                reason: "tls.cert and tls.key go together (and tls.client_ca needs both)"
+                    .to_owned(),
+            })
+        }
+    };
+    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(Some(config))
 }
 
 /// A TCP connection that tells the HTTP/2 layer it has no vectored writes.

@@ -274,6 +274,47 @@ impl Drop for Served {
 }
 
 #[test]
+fn the_quickstart_path_works_over_tls() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let served = Served::start(&format!("[tls]\ncert = {cert:?}\nkey = {key:?}\n"));
+    let https = served.endpoint.replace("http://", "https://");
+    let ca = cert.to_str().unwrap();
+    let math = path(Artifact::Math);
+    let run = |args: &[&str]| {
+        let mut all = vec!["--endpoint", &https, "--ca", ca];
+        all.extend_from_slice(args);
+        spearlet(&all)
+    };
+    let out = run(&[
+        "invoke",
+        "--task-name",
+        "math",
+        "--artifact",
+        math,
+        "add",
+        "-p",
+        "a=2",
+        "-p",
+        "b=40",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("42"), "{}", text(&out.stdout));
+    let out = run(&["tasks"]);
+    assert!(text(&out.stdout).lines().any(|l| l.starts_with("math ")));
+    // Plain HTTP/2 to a TLS server fails, and https without the CA says what is missing.
+    assert!(!served.run(&["tasks"]).status.success());
+    let out = spearlet(&["--endpoint", &https, "tasks"]);
+    assert!(text(&out.stderr).contains("--ca"), "{}", text(&out.stderr));
+    assert!(served.stop().success());
+}
+
+#[test]
 fn a_server_with_tokens_refuses_calls_without_one() {
     let tokens = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tokens.path(), "# the ops team\ns3cret-token\n").unwrap();

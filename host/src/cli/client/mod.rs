@@ -9,7 +9,7 @@ use clap::Args;
 use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub use invoke::{invoke, InvokeArgs};
 pub use manage::{
@@ -32,6 +32,10 @@ pub struct Endpoint {
     /// A bearer token, for a server that requires one (auth.tokens_file).
     #[arg(long, global = true, env = "SPEARLET_TOKEN", hide_env_values = true)]
     token: Option<String>,
+
+    /// The CA certificate (PEM) that signed an `https://` endpoint's certificate.
+    #[arg(long, global = true, env = "SPEARLET_CA", value_name = "FILE")]
+    ca: Option<std::path::PathBuf>,
 }
 
 /// Sends `authorization: Bearer TOKEN` with every call, when there is a token.
@@ -64,8 +68,19 @@ pub(super) async fn connect(endpoint: &Endpoint) -> anyhow::Result<Client> {
         ),
         None => None,
     };
-    let channel = Channel::from_shared(endpoint.endpoint.clone())
-        .with_context(|| format!("`{}` is not an endpoint URL", endpoint.endpoint))?
+    let mut channel = Channel::from_shared(endpoint.endpoint.clone())
+        .with_context(|| format!("`{}` is not an endpoint URL", endpoint.endpoint))?;
+    if endpoint.endpoint.starts_with("https://") {
+        let ca = endpoint
+            .ca
+            .as_ref()
+            .context("an https:// endpoint needs --ca FILE (the CA that signed its certificate)")?;
+        let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        channel = channel
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .context("TLS configuration")?;
+    }
+    let channel = channel
         .connect()
         .await
         .with_context(|| format!("cannot connect to spearlet at {}", endpoint.endpoint))?;
