@@ -14,6 +14,7 @@ mod p4_sha;
 mod p5_rss;
 #[cfg(feature = "peers")]
 mod p6_peers;
+mod soak;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,12 @@ struct Args {
     /// Only these parts (comma-separated: P1,P2,P3,P4,P5,P6).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+
+    /// Run the soak instead: this many SYNC calls (default a million), 64
+    /// in flight, against a real server, mixing echoes, panics and
+    /// retriable failures; every reply is checked.
+    #[arg(long, value_name = "CALLS", num_args = 0..=1, default_missing_value = "1000000")]
+    soak: Option<u64>,
 
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
@@ -109,6 +116,27 @@ fn main() -> anyhow::Result<()> {
     }
     use stats::summary;
     let data = tempfile::tempdir()?;
+    if let Some(calls) = args.soak {
+        let s = runtime.block_on(soak::run(calls, &data.path().join("soak")))?;
+        println!(
+            "soak: {} calls in {:.1} s ({:.0}/s), 64 in flight: {} echoes each checked, {} panics reported, \
+             {} retriable failures retried to success; none lost",
+            s.calls,
+            s.seconds,
+            s.calls as f64 / s.seconds,
+            s.echoes,
+            s.panics,
+            s.retried
+        );
+        println!(
+            "soak: server RSS {:.1} MiB before, {:.1} MiB after ({:+.1}); {} threads at the end",
+            s.rss_before_mib,
+            s.rss_after_mib,
+            s.rss_after_mib - s.rss_before_mib,
+            s.threads
+        );
+        return Ok(());
+    }
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut extra: BTreeMap<&str, serde_json::Value> = BTreeMap::new();

@@ -113,15 +113,15 @@ impl Target for BareTarget {
 }
 
 /// A server child process, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Server {
     /// Starts `command` and waits for the `listening on ADDR` line it
     /// prints on stderr.
-    fn start(mut command: Command, what: &str) -> anyhow::Result<Server> {
+    pub(crate) fn start(mut command: Command, what: &str) -> anyhow::Result<Server> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -154,7 +154,7 @@ impl Drop for Server {
 }
 
 /// The `spearlet` binary of this build, built first if need be.
-fn spearlet_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn spearlet_binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("the bench binary has a directory")?;
     let spearlet = dir.join("spearlet");
@@ -330,7 +330,7 @@ async fn connect_channel(addr: SocketAddr) -> anyhow::Result<Channel> {
         .await?)
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<FunctionServiceClient<Channel>> {
+pub(crate) async fn connect(addr: SocketAddr) -> anyhow::Result<FunctionServiceClient<Channel>> {
     Ok(FunctionServiceClient::new(connect_channel(addr).await?))
 }
 
