@@ -315,6 +315,49 @@ fn the_quickstart_path_works_over_tls() {
 }
 
 #[test]
+fn a_busy_task_says_when_to_come_back() {
+    let served = Served::start("[pool]\nmax_instances = 1\n");
+    let sleepy = path(Artifact::Sleepy);
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "z",
+        "--artifact",
+        sleepy,
+        "sleep",
+        "-p",
+        "ms=2000",
+        "--async",
+        "--execution-id",
+        "hold",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Wait (polling the server, no sleeping) until the long call holds the instance.
+    let mut polls = 0;
+    while !text(&served.run(&["status", "hold"]).stdout).contains("running") {
+        polls += 1;
+        assert!(polls < 10_000, "the held call never started");
+    }
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "z",
+        "--artifact",
+        sleepy,
+        "sleep",
+        "-p",
+        "ms=1",
+        "--timeout",
+        "50",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[pool_exhausted]"), "{stderr}");
+    assert!(stderr.contains("(retry after 100 ms)"), "{stderr}");
+    served.run(&["cancel", "hold"]);
+    assert!(served.stop().success());
+}
+
+#[test]
 fn a_server_with_tokens_refuses_calls_without_one() {
     let tokens = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(tokens.path(), "# the ops team\ns3cret-token\n").unwrap();

@@ -110,6 +110,50 @@ async fn every_hostile_artifact_gets_its_own_error_and_the_host_serves_on() {
         }
     }
     assert!(host.tasks().is_empty(), "nothing hostile became a task");
+
+    // A file that grows while it is read: the copy stops at the size limit
+    // (or at an end it catches up with), never reading forever.
+    let growing = at("growing.so");
+    std::fs::write(&growing, &plugin).unwrap();
+    let writer = {
+        let growing = growing.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(growing)
+                .unwrap();
+            for _ in 0..64 {
+                f.write_all(&[0u8; 1 << 20]).unwrap();
+            }
+        })
+    };
+    match host.invoke(new_task("growing", &growing, "add")).await {
+        Err(e) => assert!(
+            [
+                "artifact_too_large",
+                "artifact_format",
+                "not_shared_library"
+            ]
+            .contains(&e.kind()),
+            "{e}"
+        ),
+        // It caught up with the end: what it read is what it loaded.
+        Ok(out) => assert_eq!(
+            out.execution.status,
+            spearlet::exec::ExecutionStatus::Failed
+        ),
+    }
+    writer.join().unwrap();
+    let _ = host.delete_task(
+        &host
+            .tasks()
+            .by_name("growing")
+            .map(|t| t.id.to_string())
+            .unwrap_or_default(),
+        true,
+        true,
+    );
     let ok = new_task("math", Artifact::Math.path(), "add")
         .param("a", Value::I64(2))
         .param("b", Value::I64(40));

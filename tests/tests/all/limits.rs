@@ -117,3 +117,75 @@ async fn with_tokens_every_call_but_health_needs_one() {
     assert!(health.is_ok(), "health needs no token: {health:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+    let server_cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["a-client".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, pem: String| {
+        let path = files.path().join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
+    let data = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::config_in(data.path());
+    config.tls.cert = Some(write("cert.pem", server_cert.cert.pem()));
+    config.tls.key = Some(write("key.pem", server_cert.signing_key.serialize_pem()));
+    config.tls.client_ca = Some(write("ca.pem", ca_cert.pem()));
+    let host = spearlet::Host::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(spearlet::server::serve(host, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let trust = Certificate::from_pem(server_cert.cert.pem());
+    let channel = |identity: Option<Identity>| {
+        let mut tls = ClientTlsConfig::new().ca_certificate(trust.clone());
+        if let Some(identity) = identity {
+            tls = tls.identity(identity);
+        }
+        Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+    };
+    let call = || {
+        with_params(
+            new_task("m", Artifact::Math, "add"),
+            &[("a", any_i64(20)), ("b", any_i64(22))],
+        )
+    };
+    // Without a client certificate the handshake is refused.
+    let refused = match channel(None).connect().await {
+        Err(_) => true,
+        Ok(c) => pb::function_service_client::FunctionServiceClient::new(c)
+            .invoke_function(call())
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate got in");
+    let identity = Identity::from_pem(client_cert.pem(), client_key.serialize_pem());
+    let mut client = pb::function_service_client::FunctionServiceClient::new(
+        channel(Some(identity)).connect().await.unwrap(),
+    );
+    let reply = client.invoke_function(call()).await.unwrap().into_inner();
+    assert_eq!(result_i64(&reply), 42);
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+}
