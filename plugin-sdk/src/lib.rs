@@ -3,7 +3,7 @@
 //! A plugin is a `cdylib` crate. Its functions are plain Rust functions marked
 //! with [`#[function]`](macro@function); one [`export_plugin!`] line publishes
 //! them in a table the host checks (ABI version and full type layout) before
-//! running any of your code, then calls through directly — no serialisation,
+//! calling any of your code, then calls through directly — no serialisation,
 //! no interpreter, one indirect call.
 //!
 //! # Example

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 ///
 /// Plugins are shared libraries built with `spear-plugin-sdk`. spearlet
 /// verifies each one's sha256 on the bytes it loads and checks its ABI
-/// before running any of its code. `serve` runs the gRPC server; the other
+/// before calling anything in it. `serve` runs the gRPC server; the other
 /// commands are its client (or work on plugin files directly).
 #[derive(Debug, Parser)]
 #[command(name = "spearlet", version, about, long_about)]

@@ -13,7 +13,9 @@
 //!    may set no library search path (`RPATH`/`RUNPATH`), so nothing
 //!    unverified is loaded with it;
 //! 3. abi_stable checks the plugin's ABI version and the full layout of its
-//!    root module before any plugin code runs; the library header is taken
+//!    root module before anything in the plugin is called (`dlopen` has run
+//!    the library's ELF constructors by then: the checksum decides which
+//!    libraries get that far); the library header is taken
 //!    per library (`lib_header_from_path`), so any number of different
 //!    plugins live side by side;
 //!    (a header that opts out of the layout check is refused);

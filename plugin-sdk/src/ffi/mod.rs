@@ -10,7 +10,8 @@
 //!   append fields after the last one marked `last_prefix_field`, and a host
 //!   reads such a field as `None` when the plugin predates it;
 //! - the host checks the ABI version and the full type layout of the root
-//!   module before any plugin code runs (`LibHeader::init_root_module`);
+//!   module before calling anything in the plugin (`LibHeader::init_root_module`;
+//!   `dlopen` has run the library's ELF constructors by then);
 //! - values handed to the plugin are borrowed ([`FfiValueRef`]); values coming
 //!   back are owned ([`FfiValue`]) and freed through their own vtables, so each
 //!   side frees with the allocator that allocated;

@@ -9,7 +9,8 @@ use super::types::{
     FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiInstance, FfiKv, FfiValue,
 };
 
-/// The plugin ABI version, checked by the host before any plugin code runs.
+/// The plugin ABI version, checked by the host before it calls anything in
+/// the plugin (its root-module constructor included).
 ///
 /// Same major version: compatible (appended root-module fields are optional).
 /// A new major version is a deliberate break and is refused with a clear error.
@@ -18,7 +19,8 @@ use super::types::{
 /// - 1.1: `function_hints` (e.g. `#[function(blocking)]`).
 #[cfg(not(feature = "abi-next-fixture"))]
 pub const ABI_VERSION: &str = "1.1.0";
-/// The plugin ABI version, checked by the host before any plugin code runs.
+/// The plugin ABI version, checked by the host before it calls anything in
+/// the plugin.
 #[cfg(feature = "abi-next-fixture")]
 pub const ABI_VERSION: &str = "1.2.0";
 
