@@ -164,12 +164,18 @@ impl ExecConfig {
 pub struct ServerConfig {
     /// Address to listen on. Default: `127.0.0.1:50052`.
     pub listen: SocketAddr,
+    /// On SIGTERM or SIGINT, how long calls in flight may take to finish
+    /// before ASYNC executions still running are cancelled and the server
+    /// stops. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }

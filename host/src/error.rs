@@ -352,6 +352,12 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The host is shutting down and takes no new calls.
+    #[error(
+        "this spearlet is stopping and takes no new calls; try another node or try again later"
+    )]
+    HostStopping,
+
     /// The task was deleted while the call waited for one of its instances.
     #[error("task `{task_id}` was deleted; its queued executions are cancelled")]
     TaskDeleted {
@@ -432,6 +438,7 @@ impl Error {
             Error::TaskBusy { .. } => "task_busy",
             Error::TooManyPending { .. } => "too_many_pending",
             Error::TaskDeleted { .. } => "task_deleted",
+            Error::HostStopping => "host_stopping",
             Error::QuarantineFull { .. } => "quarantine_full",
             Error::Internal(_) => "internal",
             Error::Io { .. } => "io",

@@ -38,10 +38,16 @@ struct Inner {
     tasks: TaskRegistry,
     executions: ExecutionStore,
     started: Instant,
-    pending_async: Arc<AtomicUsize>,
+    pending_async: AtomicUsize,
     quarantine: Arc<QuarantineLimits>,
     /// What the inline tier learnt, per loaded plugin: tasks of one plugin share it.
     profiles: Mutex<HashMap<Sha256Digest, Arc<PluginProfile>>>,
+    /// Set when the host begins to stop: new calls are refused.
+    stopping: std::sync::atomic::AtomicBool,
+    /// SYNC and STREAM calls being served, which a stop waits for.
+    serving: AtomicUsize,
+    /// Signalled when `serving` drops to zero.
+    idle: tokio::sync::Notify,
 }
 
 /// How deleting a task went.
@@ -109,8 +115,11 @@ impl Host {
                 config,
                 tasks: TaskRegistry::default(),
                 started: Instant::now(),
-                pending_async: Arc::new(AtomicUsize::new(0)),
+                pending_async: AtomicUsize::new(0),
                 profiles: Mutex::default(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+                serving: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -173,6 +182,7 @@ impl Host {
         if request.mode == ExecutionMode::Stream {
             return Err(Error::UseStreamFunction);
         }
+        let _serving = self.serving()?;
         let mut request = request;
         match self.invoke_in_place(&mut request) {
             Some(done) => done,
@@ -247,7 +257,63 @@ impl Host {
         chunks: mpsc::Sender<Value>,
     ) -> Result<InvokeOutcome> {
         request.mode = ExecutionMode::Stream;
+        let _serving = self.serving()?;
         self.start(request, Some(chunks)).await
+    }
+
+    /// Counts a call being served, or refuses it while the host stops.
+    fn serving(&self) -> Result<Serving<'_>> {
+        if self.inner.stopping.load(Ordering::Acquire) {
+            return Err(Error::HostStopping);
+        }
+        self.inner.serving.fetch_add(1, Ordering::AcqRel);
+        Ok(Serving(&self.inner))
+    }
+
+    /// Begins to stop: from now on new calls are refused with
+    /// [`Error::HostStopping`]; calls in flight carry on.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Host::begin_shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// Waits until no call is being served and no ASYNC execution is
+    /// running.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inner.serving.load(Ordering::Acquire) == 0
+                && self.inner.pending_async.load(Ordering::Acquire) == 0
+            {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Asks every ASYNC execution not yet ended to stop, with `code`: with
+    /// `force`, each ends CANCELLED at once (a plugin that ignores its flag
+    /// is abandoned); without, pending ones end and running ones are asked.
+    /// Returns how many were ended or asked.
+    pub fn cancel_async(&self, force: bool, code: &str, message: &str) -> usize {
+        self.inner
+            .executions
+            .unfinished(None)
+            .iter()
+            .filter(|r| r.mode() == ExecutionMode::Async)
+            .filter(|r| {
+                !matches!(
+                    r.cancel(force, ExecutionError::new(code, message)),
+                    CancelOutcome::AlreadyEnded(_)
+                )
+            })
+            .count()
     }
 
     async fn start(
@@ -310,10 +376,9 @@ impl Host {
                 exec::run(job, Some(lease), ending).await;
             }
             ExecutionMode::Async => {
-                let Some(slot) = PendingSlot::claim(
-                    &self.inner.pending_async,
-                    self.inner.config.executions.max_pending,
-                ) else {
+                let Some(slot) =
+                    PendingSlot::claim(&self.inner, self.inner.config.executions.max_pending)
+                else {
                     let limit = self.inner.config.executions.max_pending;
                     let e = Error::TooManyPending {
                         pending: limit,
@@ -544,21 +609,35 @@ impl Host {
 /// One of the limited places for ASYNC executions accepted and not yet
 /// ended; given back when dropped, however the execution's task ends.
 #[derive(Debug)]
-struct PendingSlot(Arc<AtomicUsize>);
+struct PendingSlot(Arc<Inner>);
 
 impl PendingSlot {
-    fn claim(pending: &Arc<AtomicUsize>, limit: usize) -> Option<PendingSlot> {
-        pending
+    fn claim(inner: &Arc<Inner>, limit: usize) -> Option<PendingSlot> {
+        inner
+            .pending_async
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
             })
             .ok()
-            .map(|_| PendingSlot(Arc::clone(pending)))
+            .map(|_| PendingSlot(Arc::clone(inner)))
     }
 }
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.pending_async.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// One SYNC or STREAM call being served, until dropped.
+struct Serving<'a>(&'a Inner);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        if self.0.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }

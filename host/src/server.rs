@@ -5,6 +5,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
@@ -19,7 +20,8 @@ use crate::auth::Tokens;
 use crate::error::{Error, Result};
 use crate::host::Host;
 
-/// Serves `host` on `listener` until `shutdown` completes, then drains.
+/// Serves `host` on `listener` until `shutdown` completes, then stops
+/// gracefully (see [`drain`]).
 ///
 /// # Errors
 ///
@@ -50,6 +52,7 @@ pub async fn serve(
         None => Ok(request),
     };
     let maintenance = host.spawn_maintenance();
+    let stopping = drain(host.clone(), reporter, shutdown);
     let limits = host.config().limits.clone();
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
         .max_decoding_message_size(limits.max_message_bytes)
@@ -71,12 +74,57 @@ pub async fn serve(
             TcpIncoming::from(listener)
                 .with_nodelay(Some(true))
                 .map(|conn| conn.map(OneWrite)),
-            shutdown,
+            stopping,
         )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
     maintenance.abort();
     result
+}
+
+/// A graceful stop, once `signal` fires: health turns NOT_SERVING and new
+/// calls are refused (UNAVAILABLE, `host_stopping`) at once; SYNC and STREAM
+/// calls in flight finish, for up to `server.shutdown_grace`; ASYNC
+/// executions still running then are cancelled (`host_stopping`; a plugin
+/// that ignores its flag is abandoned); then the transport closes.
+async fn drain(
+    host: Host,
+    reporter: tonic_health::server::HealthReporter,
+    signal: impl Future<Output = ()> + Send,
+) {
+    signal.await;
+    host.begin_shutdown();
+    reporter
+        .set_not_serving::<FunctionServiceServer<FunctionApi>>()
+        .await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let grace = host.config().server.shutdown_grace;
+    tracing::info!(grace = ?grace, "stopping: new calls are refused, calls in flight finish");
+    if tokio::time::timeout(grace, host.drained()).await.is_ok() {
+        return;
+    }
+    // Cooperatively first: the plugins are told to stop, and get a moment.
+    let (code, message) = (
+        "host_stopping",
+        "the host stopped before the execution ended",
+    );
+    let asked = host.cancel_async(false, code, message);
+    tracing::warn!(
+        asked,
+        "the shutdown grace ran out; ASYNC executions still running are cancelled"
+    );
+    let moment = (grace / 10).min(Duration::from_secs(1));
+    if tokio::time::timeout(moment, host.drained()).await.is_err() {
+        let abandoned = host.cancel_async(true, code, message);
+        if abandoned > 0 {
+            tracing::warn!(
+                abandoned,
+                "plugins that ignored their cancellation are abandoned"
+            );
+        }
+    }
 }
 
 /// Serving beyond this machine with no token check is allowed — a private

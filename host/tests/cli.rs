@@ -315,6 +315,72 @@ fn the_quickstart_path_works_over_tls() {
 }
 
 #[test]
+fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
+    let served = Served::start("");
+    let sleepy = path(Artifact::Sleepy);
+    let endpoint = served.endpoint.clone();
+    let in_flight = std::thread::spawn(move || {
+        spearlet(&[
+            "--endpoint",
+            &endpoint,
+            "invoke",
+            "--task-name",
+            "z",
+            "--artifact",
+            sleepy,
+            "sleep",
+            "-p",
+            "ms=800",
+            "--execution-id",
+            "in-flight",
+        ])
+    });
+    let mut polls = 0;
+    while !text(&served.run(&["status", "in-flight"]).stdout).contains("running") {
+        polls += 1;
+        assert!(polls < 10_000, "the call never started");
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // New calls are refused as soon as the server has seen the signal.
+    let math = path(Artifact::Math);
+    let refused = (0..10_000).find_map(|_| {
+        let out = served.run(&[
+            "invoke",
+            "--task-name",
+            "m",
+            "--artifact",
+            math,
+            "add",
+            "-p",
+            "a=1",
+            "-p",
+            "b=2",
+        ]);
+        let stderr = text(&out.stderr);
+        (!out.status.success()).then_some(stderr)
+    });
+    let refused = refused.expect("new calls are refused while stopping");
+    assert!(refused.contains("[host_stopping]"), "{refused}");
+    // The call in flight finished normally.
+    let out = in_flight.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("slept 800 ms"),
+        "{}",
+        text(&out.stdout)
+    );
+    let mut served = served;
+    assert!(
+        served.child.wait().unwrap().success(),
+        "a clean drain exits 0"
+    );
+}
+
+#[test]
 fn a_busy_task_says_when_to_come_back() {
     let served = Served::start("[pool]\nmax_instances = 1\n");
     let sleepy = path(Artifact::Sleepy);

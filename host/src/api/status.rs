@@ -47,7 +47,7 @@ pub fn code(error: &Error) -> Code {
         | Error::ArtifactTooLarge { .. }
         | Error::TooManyPending { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-        Error::DownloadFailed { .. } => Code::Unavailable,
+        Error::DownloadFailed { .. } | Error::HostStopping => Code::Unavailable,
         Error::TaskDeleted { .. } => Code::Aborted,
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }

@@ -86,31 +86,57 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(async move {
-            let listen = config.server.listen;
-            let roots = config.artifacts.roots.clone();
-            let data_dir = config.data_dir.clone();
-            let host = Host::new(config)?;
-            let listener = tokio::net::TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let addr = listener.local_addr()?;
-            eprintln!("spearlet {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-            eprintln!("  data dir:       {}", data_dir.display());
-            if roots.is_empty() {
-                eprintln!("  artifact roots: none (local artifacts refused; pass --artifact-root)");
-            }
-            for root in &roots {
-                eprintln!("  artifact root:  {}", root.display());
-            }
-            spearlet::server::serve(host, listener, async {
-                let _ = tokio::signal::ctrl_c().await;
-                eprintln!("shutting down");
-            })
-            .await?;
-            Ok(())
+        .build()?;
+    let served = runtime.block_on(async move {
+        let listen = config.server.listen;
+        let roots = config.artifacts.roots.clone();
+        let data_dir = config.data_dir.clone();
+        let host = Host::new(config)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        eprintln!("spearlet {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+        eprintln!("  data dir:       {}", data_dir.display());
+        if roots.is_empty() {
+            eprintln!("  artifact roots: none (local artifacts refused; pass --artifact-root)");
+        }
+        for root in &roots {
+            eprintln!("  artifact root:  {}", root.display());
+        }
+        spearlet::server::serve(host, listener, async {
+            stop_signal().await;
+            eprintln!("stopping: calls in flight finish (a second signal stops at once)");
+            tokio::spawn(async {
+                stop_signal().await;
+                eprintln!("stopped at once");
+                std::process::exit(130);
+            });
         })
+        .await?;
+        anyhow::Ok(())
+    });
+    // Plugins that ignored their cancellation may still hold blocking
+    // threads: they are abandoned, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -222,13 +222,15 @@ fn settle(
             Step::End(ExecutionStatus::Timeout)
         }
         Attempt::TimedOut => {
-            record.finish(ExecutionStatus::Cancelled, None, Some(cancelled_error()));
+            let error = record.cancelled_error(cancelled_error());
+            record.finish(ExecutionStatus::Cancelled, None, Some(error));
             Step::End(record.status())
         }
         Attempt::Abandoned => Step::End(record.status()),
         Attempt::Done(Err(error)) => {
             if cancelled {
-                record.finish(ExecutionStatus::Cancelled, None, Some(error_of(&error)));
+                let error = record.cancelled_error(error_of(&error));
+                record.finish(ExecutionStatus::Cancelled, None, Some(error));
                 return Step::End(record.status());
             }
             let retriable = match &error {

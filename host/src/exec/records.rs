@@ -262,6 +262,9 @@ struct State {
     attempts: u32,
     logs: Vec<String>,
     dropped_logs: usize,
+    /// Why cancellation was asked for, when it was asked with a reason of
+    /// its own: the execution reports it when it ends cancelled.
+    cancel_reason: Option<ExecutionError>,
 }
 
 /// Log lines kept per execution; later ones are counted, not stored.
@@ -311,6 +314,7 @@ impl ExecutionRecord {
                 attempts: 0,
                 logs: Vec::new(),
                 dropped_logs: 0,
+                cancel_reason: None,
             }),
             ended: Notify::new(),
             watched: AtomicBool::new(false),
@@ -321,6 +325,11 @@ impl ExecutionRecord {
     /// The execution's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// How it is run.
+    pub fn mode(&self) -> ExecutionMode {
+        self.mode
     }
 
     /// The task it runs on.
@@ -364,10 +373,18 @@ impl ExecutionRecord {
     /// starting at the same moment either sees the cancel or is seen running.
     pub fn cancel(&self, force: bool, error: ExecutionError) -> CancelOutcome {
         self.request_cancel();
-        let state = self.state();
+        let mut state = self.state();
         match state.status {
             s if s.is_final() => CancelOutcome::AlreadyEnded(s),
-            ExecutionStatus::Running if !force => CancelOutcome::Requested,
+            ExecutionStatus::Running if !force => {
+                // A plain request keeps the plugin's own account of how it
+                // stopped; a reason of the host's (task deleted, host
+                // stopping) is what the execution reports.
+                if error.code != "cancelled" {
+                    state.cancel_reason = Some(error);
+                }
+                CancelOutcome::Requested
+            }
             _ => {
                 self.end(
                     state,
@@ -470,6 +487,12 @@ impl ExecutionRecord {
             self.ended.notify_waiters();
         }
         ran
+    }
+
+    /// The error a cancelled execution reports: the reason its cancellation
+    /// was asked with, if any, else `otherwise`.
+    pub(crate) fn cancelled_error(&self, otherwise: ExecutionError) -> ExecutionError {
+        self.state().cancel_reason.clone().unwrap_or(otherwise)
     }
 
     /// Appends a plugin log line.

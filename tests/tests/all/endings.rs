@@ -256,3 +256,41 @@ async fn a_stream_consumer_that_stops_reading_cannot_pin_the_plugin() {
     }
     assert_eq!(task.pool.stats().quarantined, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_refuses_new_calls_and_cancels_async_work_after_the_grace() {
+    let (host, _data) = host_with(|c| c.server.shutdown_grace = Duration::from_millis(100));
+    let running = host
+        .invoke(asynchronous(
+            InvokeRequest::new(
+                Target::NewTask {
+                    name: "z".into(),
+                    description: String::new(),
+                    artifact: ArtifactSpec::at(Artifact::Sleepy.path().to_string_lossy()),
+                },
+                "sleep",
+            )
+            .param("ms", Value::I64(60_000)),
+        ))
+        .await
+        .unwrap();
+    let id = running.execution.execution_id.clone();
+    until_status(&host, &id, ExecutionStatus::Running).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(spearlet::server::serve(host.clone(), listener, async {
+        let _ = stopped.await;
+    }));
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+
+    assert!(host.is_stopping());
+    assert!(matches!(
+        host.invoke(probe("spin", 0)).await,
+        Err(Error::HostStopping)
+    ));
+    let ended = host.execution(&id).unwrap();
+    assert_eq!(ended.status, ExecutionStatus::Cancelled);
+    assert_eq!(ended.error.unwrap().code, "host_stopping");
+}
