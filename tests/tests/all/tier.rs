@@ -1,7 +1,7 @@
 //! The inline tier: which functions run on the calling thread, and when
 //! they stop. These tests show the tier's behaviour, never its speed: the
 //! budgets are far from the run times involved (a `nop` against a second,
-//! a 30 ms sleep against 20 ms).
+//! a 300 ms sleep against 200 ms).
 
 use std::time::Duration;
 
@@ -116,11 +116,13 @@ async fn a_function_that_always_runs_long_is_never_run_inline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_slow_inline_run_demotes_and_the_next_warm_up_is_longer() {
-    let (host, _data) = host(Duration::from_millis(20), 2);
+    // A budget far above a `sleep(0)` even on a loaded machine, and a slow
+    // run far above the budget.
+    let (host, _data) = host(Duration::from_millis(200), 2);
     let short = || call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(0))]);
     assert_eq!(run(&host, short()).await, Tier::OffWorker);
     assert_eq!(run(&host, short()).await, Tier::Inline);
-    let slow = call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(30))]);
+    let slow = call(Artifact::Sleepy, "sleep", &[("ms", Value::I64(300))]);
     assert_eq!(
         run(&host, slow).await,
         Tier::OffWorker,
