@@ -87,3 +87,71 @@ impl<E: std::error::Error> From<E> for PluginError {
         PluginError::new("error", message)
     }
 }
+
+/// Gives your own error type its codes, so a function returning
+/// `Result<T, YourError>` reports them (and says which failures are worth
+/// retrying) instead of the generic code `error`.
+///
+/// ```
+/// use spear_plugin_sdk::prelude::*;
+///
+/// #[derive(Debug)]
+/// enum LookupError {
+///     NotFound(String),
+///     Backend(String),
+/// }
+///
+/// impl std::fmt::Display for LookupError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         match self {
+///             LookupError::NotFound(key) => write!(f, "no entry `{key}`"),
+///             LookupError::Backend(why) => write!(f, "backend unavailable: {why}"),
+///         }
+///     }
+/// }
+///
+/// impl std::error::Error for LookupError {}
+///
+/// impl ErrorCode for LookupError {
+///     fn code(&self) -> &str {
+///         match self {
+///             LookupError::NotFound(_) => "not_found",
+///             LookupError::Backend(_) => "backend_unavailable",
+///         }
+///     }
+///
+///     fn retriable(&self) -> bool {
+///         matches!(self, LookupError::Backend(_))
+///     }
+/// }
+///
+/// #[function]
+/// fn lookup(key: &str) -> Result<String, LookupError> {
+///     Err(LookupError::NotFound(key.to_owned()))
+/// }
+/// # fn main() {}
+/// ```
+///
+/// Only a `#[function]`'s own return type is looked at: inside the function,
+/// `?` converts into your error type as usual.
+pub trait ErrorCode: std::error::Error {
+    /// A short machine-readable code, e.g. `not_found`.
+    fn code(&self) -> &str;
+
+    /// Whether trying again may succeed (the host retries when the client
+    /// allows it). Default: no.
+    fn retriable(&self) -> bool {
+        false
+    }
+}
+
+impl PluginError {
+    /// The error `e` reports through its [`ErrorCode`].
+    pub fn from_coded<E: ErrorCode + ?Sized>(e: &E) -> Self {
+        PluginError {
+            code: e.code().to_owned(),
+            message: e.to_string(),
+            retriable: e.retriable(),
+        }
+    }
+}

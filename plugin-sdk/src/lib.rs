@@ -110,7 +110,7 @@ mod value;
 
 pub use config::{Config, Instance};
 pub use context::{Context, LogLevel};
-pub use error::PluginError;
+pub use error::{ErrorCode, PluginError};
 pub use spear_plugin_sdk_macros::function;
 pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};
 
@@ -126,15 +126,18 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Everything a plugin author needs: `use spear_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        export_plugin, function, Config, Context, Instance, IntoValue, LogLevel, PluginError,
-        Value, ValueRef,
+        export_plugin, function, Config, Context, ErrorCode, Instance, IntoValue, LogLevel,
+        PluginError, Value, ValueRef,
     };
 }
 
 /// Used by the code the macros generate. Not a stable API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{descriptor, hints, param, state, FunctionDef, Handler, PluginDef};
+    pub use crate::registry::{
+        descriptor, hints, param, state, FunctionDef, Handler, Output, PluginDef, ViaCode,
+        ViaIntoOutput,
+    };
     pub use crate::IntoOutput;
 }
 

@@ -82,3 +82,55 @@ pub fn state<'s, T: 'static>(
         )
     })
 }
+
+/// A function's output on its way to the host. The macro-generated code
+/// calls `(&&Output::new(out)).take_output()`: method resolution tries the
+/// receiver `&&Output` first, where only [`ViaCode`] is implemented — for a
+/// `Result<T, E>` with `E: ErrorCode`, whose error then reports its own
+/// code — and falls back to [`ViaIntoOutput`] on `&Output` for everything
+/// else. Dispatch happens on the concrete type the macro sees, without
+/// touching the blanket `?` conversion.
+pub struct Output<R>(std::cell::Cell<Option<R>>);
+
+impl<R> std::fmt::Debug for Output<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Output")
+    }
+}
+
+impl<R> Output<R> {
+    /// Wraps a function's return value.
+    pub fn new(value: R) -> Self {
+        Output(std::cell::Cell::new(Some(value)))
+    }
+
+    fn take(&self) -> R {
+        self.0.take().expect("an output is converted once")
+    }
+}
+
+/// See [`Output`]: the specific case.
+pub trait ViaCode {
+    /// Converts, with the error's own code.
+    fn take_output(&self) -> Result<Value, PluginError>;
+}
+
+impl<T: crate::IntoValue, E: crate::ErrorCode> ViaCode for &Output<Result<T, E>> {
+    fn take_output(&self) -> Result<Value, PluginError> {
+        self.take()
+            .map(crate::IntoValue::into_value)
+            .map_err(|e| PluginError::from_coded(&e))
+    }
+}
+
+/// See [`Output`]: the general case.
+pub trait ViaIntoOutput {
+    /// Converts, as [`IntoOutput`](crate::IntoOutput) does.
+    fn take_output(&self) -> Result<Value, PluginError>;
+}
+
+impl<R: crate::IntoOutput> ViaIntoOutput for Output<R> {
+    fn take_output(&self) -> Result<Value, PluginError> {
+        crate::IntoOutput::into_output(self.take())
+    }
+}

@@ -152,3 +152,94 @@ fn descriptors_carry_name_kind_description_and_signature() {
     let d = <describe as FunctionDef>::DESCRIPTOR;
     assert_eq!(d.signature.as_str(), "(tag: Option<String>) -> String");
 }
+
+mod coded {
+    use spear_plugin_sdk::prelude::*;
+    use spear_plugin_sdk::testing::MockCall;
+
+    #[derive(Debug)]
+    enum LookupError {
+        NotFound(String),
+        Backend,
+    }
+
+    impl std::fmt::Display for LookupError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self {
+                LookupError::NotFound(key) => write!(f, "no entry `{key}`"),
+                LookupError::Backend => f.write_str("backend unavailable"),
+            }
+        }
+    }
+
+    impl std::error::Error for LookupError {}
+
+    impl ErrorCode for LookupError {
+        fn code(&self) -> &str {
+            match self {
+                LookupError::NotFound(_) => "not_found",
+                LookupError::Backend => "backend_unavailable",
+            }
+        }
+
+        fn retriable(&self) -> bool {
+            matches!(self, LookupError::Backend)
+        }
+    }
+
+    /// Looks a key up.
+    #[function]
+    fn lookup(key: &str) -> Result<String, LookupError> {
+        match key {
+            "down" => Err(LookupError::Backend),
+            "ok" => Ok("found".to_owned()),
+            other => Err(LookupError::NotFound(other.to_owned())),
+        }
+    }
+
+    #[derive(Debug)]
+    struct Plain;
+
+    impl std::fmt::Display for Plain {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("plain failure")
+        }
+    }
+
+    impl std::error::Error for Plain {}
+
+    /// Fails with an error type that has no codes.
+    #[function]
+    fn plain() -> Result<i64, Plain> {
+        Err(Plain)
+    }
+
+    #[test]
+    fn an_error_type_with_codes_reports_them() {
+        let missing = MockCall::new()
+            .param("key", "k")
+            .call::<lookup>(&mut ())
+            .unwrap_err();
+        assert_eq!(
+            (missing.code.as_str(), missing.retriable),
+            ("not_found", false)
+        );
+        assert_eq!(missing.message, "no entry `k`");
+        let down = MockCall::new()
+            .param("key", "down")
+            .call::<lookup>(&mut ())
+            .unwrap_err();
+        assert_eq!(
+            (down.code.as_str(), down.retriable),
+            ("backend_unavailable", true)
+        );
+        assert_eq!(
+            MockCall::new().param("key", "ok").call::<lookup>(&mut ()),
+            Ok(Value::String("found".into()))
+        );
+        // Any other error type still converts, with the generic code.
+        let plain = MockCall::new().call::<plain>(&mut ()).unwrap_err();
+        assert_eq!(plain.message, "plain failure");
+        assert_ne!(plain.code, "");
+    }
+}

@@ -157,7 +157,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
                 __ctx: &::spear_plugin_sdk::Context<'_>,
             ) -> ::std::result::Result<::spear_plugin_sdk::Value, ::spear_plugin_sdk::PluginError> {
                 #(#bindings)*
-                ::spear_plugin_sdk::__private::IntoOutput::into_output(#ident(#(#call_args),*))
+                #[allow(unused_imports)]
+                use ::spear_plugin_sdk::__private::{ViaCode as _, ViaIntoOutput as _};
+                // An error type with its own codes reports them (ViaCode);
+                // anything else converts as IntoOutput says.
+                (&&::spear_plugin_sdk::__private::Output::new(#ident(#(#call_args),*))).take_output()
             }
         }
     })
