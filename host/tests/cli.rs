@@ -420,6 +420,19 @@ fn a_busy_task_says_when_to_come_back() {
     assert!(stderr.contains("[pool_exhausted]"), "{stderr}");
     assert!(stderr.contains("(retry after 100 ms)"), "{stderr}");
     served.run(&["cancel", "hold"]);
+    let mut polls = 0;
+    let status = loop {
+        let out = text(&served.run(&["status", "hold"]).stdout);
+        if !out.contains("running") {
+            break out;
+        }
+        polls += 1;
+        assert!(polls < 10_000, "the cancelled call never ended");
+    };
+    assert!(status.contains("cancelled: stopped after"), "{status}");
+    assert!(!status.contains("cancelled: cancelled"), "{status}");
+    let out = text(&served.run(&["executions"]).stdout);
+    assert!(out.lines().next().unwrap_or("").contains("EXECUTION"), "{out}");
     assert!(served.stop().success());
 }
 

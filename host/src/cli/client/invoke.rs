@@ -103,9 +103,14 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
             println!("result     {}", show_any(&value));
         }
         if status == pb::ExecutionStatus::Pending || status == pb::ExecutionStatus::Running {
+            let estimate = match reply.estimated_completion_ms {
+                // Nothing to estimate from before the function's first run.
+                0 => String::new(),
+                ms => format!(" (estimated {ms} ms)"),
+            };
             println!(
-                "follow     spearlet status {} (estimated {} ms)",
-                reply.execution_id, reply.estimated_completion_ms
+                "follow     spearlet status {}{estimate}",
+                reply.execution_id
             );
         }
         Ok(if reply.success {

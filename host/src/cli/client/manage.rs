@@ -3,7 +3,9 @@
 use clap::{Args, Subcommand};
 use spearlet_proto::spearlet as pb;
 
-use super::present::{describe_status, parse_status, print_execution, show_any, status_name};
+use super::present::{
+    describe_status, parse_status, print_execution, print_execution_header, show_any, status_name,
+};
 use super::{connect, runtime, status_error, Endpoint};
 
 #[derive(Debug, Args)]
@@ -165,6 +167,9 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                     None => println!("instances   {}", meta("instances")),
                 }
                 println!("executions  {}", t.execution_count);
+                if !reply.executions.is_empty() {
+                    print_execution_header();
+                }
                 for e in &reply.executions {
                     print_execution(e);
                 }
@@ -212,6 +217,7 @@ pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<
             .await
             .map_err(status_error)?
             .into_inner();
+        print_execution_header();
         for e in &reply.executions {
             print_execution(e);
         }

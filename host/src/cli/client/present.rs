@@ -60,6 +60,10 @@ pub(super) fn describe_status(
         pb::ExecutionStatus::Pending | pb::ExecutionStatus::Running => {
             status_name(status).to_owned()
         }
+        // `cancelled: cancelled: …` says nothing twice.
+        other if result.error_code == status_name(other) => {
+            format!("{}: {}", status_name(other), result.error_message)
+        }
         other => format!(
             "{}: {}: {}",
             status_name(other),
@@ -92,6 +96,14 @@ fn time(ts: Option<&prost_types::Timestamp>) -> String {
             .to_string()
         },
     )
+}
+
+/// The header row above [`print_execution`]'s lines.
+pub(super) fn print_execution_header() {
+    println!(
+        "  {:<36}  {:<10} {:<10} {:>9}  {:<24}ERROR",
+        "EXECUTION", "FUNCTION", "STATUS", "TIME", "STARTED"
+    );
 }
 
 pub(super) fn print_execution(e: &pb::ExecutionInfo) {
