@@ -432,7 +432,10 @@ fn a_busy_task_says_when_to_come_back() {
     assert!(status.contains("cancelled: stopped after"), "{status}");
     assert!(!status.contains("cancelled: cancelled"), "{status}");
     let out = text(&served.run(&["executions"]).stdout);
-    assert!(out.lines().next().unwrap_or("").contains("EXECUTION"), "{out}");
+    assert!(
+        out.lines().next().unwrap_or("").contains("EXECUTION"),
+        "{out}"
+    );
     assert!(served.stop().success());
 }
 

@@ -135,8 +135,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        descriptor, hints, param, state, FunctionDef, Handler, Output, PluginDef, ViaCode,
-        ViaIntoOutput,
+        descriptor, hints, param, state, FunctionDef, Handler, InstanceOf, Output, PluginDef,
+        ViaCode, ViaIntoOutput,
     };
     pub use crate::IntoOutput;
 }
@@ -179,6 +179,11 @@ macro_rules! export_plugin {
                 $(<$function as $crate::__private::FunctionDef>::HINTS),*
             ];
         }
+
+        // Every function's state is the instance type.
+        const _: fn() = || {
+            $( $function::__check_instance::<<__SpearPlugin as $crate::__private::PluginDef>::Instance>(); )*
+        };
 
         #[doc(hidden)]
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]

@@ -134,3 +134,14 @@ impl<R: crate::IntoOutput> ViaIntoOutput for Output<R> {
         crate::IntoOutput::into_output(self.take())
     }
 }
+
+/// `export_plugin!`'s instance type `Self` is the state type `S` a function
+/// takes as `&mut S`.
+#[diagnostic::on_unimplemented(
+    message = "a function takes `&mut {S}`, but the plugin's instance type is `{Self}`",
+    label = "export_plugin! names `{Self}` as the instance type (the default is `()`)",
+    note = "name the state type in export_plugin!: `instance: {S},`"
+)]
+pub trait InstanceOf<S> {}
+
+impl<S> InstanceOf<S> for S {}

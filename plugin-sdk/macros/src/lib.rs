@@ -98,6 +98,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
     let mut bindings = Vec::new();
     let mut call_args = Vec::new();
     let mut shown_params = Vec::new();
+    let mut state_type = None;
     for (i, input) in func.sig.inputs.iter().enumerate() {
         let FnArg::Typed(pat_ty) = input else {
             return Err(Error::new_spanned(
@@ -108,9 +109,12 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         let local = format_ident!("__arg{}", i);
         match role(pat_ty)? {
             Role::Context => bindings.push(quote! { let #local = __ctx; }),
-            Role::State(ty) => bindings.push(quote! {
-                let #local: &mut #ty = ::spear_plugin_sdk::__private::state::<#ty>(__state, #published)?;
-            }),
+            Role::State(ty) => {
+                bindings.push(quote! {
+                    let #local: &mut #ty = ::spear_plugin_sdk::__private::state::<#ty>(__state, #published)?;
+                });
+                state_type = Some(ty);
+            }
             Role::Param { name, ty } => {
                 shown_params.push(format!("{name}: {}", pretty(&ty)));
                 // Spanned at the type, so an unsupported type is reported there.
@@ -135,6 +139,19 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
     let stream = args.stream;
     let blocking = args.blocking;
     let vis = &func.vis;
+    // `export_plugin!` calls this with its instance type, so a function
+    // whose state is another type is a compile error there, not a failure
+    // of every call at run time.
+    let state_check = match &state_type {
+        Some(ty) => quote_spanned! {ty.span()=>
+            #[doc(hidden)]
+            pub fn __check_instance<I: ::spear_plugin_sdk::__private::InstanceOf<#ty>>() {}
+        },
+        None => quote! {
+            #[doc(hidden)]
+            pub fn __check_instance<I>() {}
+        },
+    };
 
     Ok(quote! {
         #func
@@ -143,6 +160,10 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         #[allow(non_camel_case_types)]
         #vis struct #ident {
             _private: (),
+        }
+
+        impl #ident {
+            #state_check
         }
 
         impl ::spear_plugin_sdk::__private::FunctionDef for #ident {
