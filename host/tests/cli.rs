@@ -206,6 +206,22 @@ fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
     runtime.block_on(server.stop());
 }
 
+/// `spearlet invoke` of math's `add(2, 40)` on the task `math`.
+fn add_2_40(math: &str) -> [&str; 10] {
+    [
+        "invoke",
+        "--task-name",
+        "math",
+        "--artifact",
+        math,
+        "add",
+        "-p",
+        "a=2",
+        "-p",
+        "b=40",
+    ]
+}
+
 /// `spearlet serve` as a child process, stopped with SIGINT on drop.
 struct Served {
     child: std::process::Child,
@@ -291,18 +307,7 @@ fn the_quickstart_path_works_over_tls() {
         all.extend_from_slice(args);
         spearlet(&all)
     };
-    let out = run(&[
-        "invoke",
-        "--task-name",
-        "math",
-        "--artifact",
-        math,
-        "add",
-        "-p",
-        "a=2",
-        "-p",
-        "b=40",
-    ]);
+    let out = run(&add_2_40(math));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("42"), "{}", text(&out.stdout));
     let out = run(&["tasks"]);
@@ -472,18 +477,7 @@ fn serve_and_the_client_commands_work_together() {
     let served = Served::start("[pool]\nmax_instances = 2\n");
     let math = path(Artifact::Math);
 
-    let out = served.run(&[
-        "invoke",
-        "--task-name",
-        "math",
-        "--artifact",
-        math,
-        "add",
-        "-p",
-        "a=2",
-        "-p",
-        "b=40",
-    ]);
+    let out = served.run(&add_2_40(math));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("result     42 (i64)"),
