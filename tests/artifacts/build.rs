@@ -22,6 +22,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("fixture-duplicate-functions", "fixture_duplicate_functions"),
     ("fixture-probe", "fixture_probe"),
     ("fixture-rpath", "fixture_rpath"),
+    ("fixture-slow-constructor", "fixture_slow_constructor"),
     ("fixture-unchecked-layout", "fixture_unchecked_layout"),
 ];
 

@@ -40,6 +40,8 @@ pub enum Artifact {
     Rpath,
     /// A root module exported without layout information.
     UncheckedLayout,
+    /// A plugin whose ELF constructor can be made to wait (see its source).
+    SlowConstructor,
 }
 
 impl Artifact {
@@ -70,6 +72,7 @@ impl Artifact {
             Artifact::Probe => env!("SPEARLET_ARTIFACT_FIXTURE_PROBE"),
             Artifact::Rpath => env!("SPEARLET_ARTIFACT_FIXTURE_RPATH"),
             Artifact::UncheckedLayout => env!("SPEARLET_ARTIFACT_FIXTURE_UNCHECKED_LAYOUT"),
+            Artifact::SlowConstructor => env!("SPEARLET_ARTIFACT_FIXTURE_SLOW_CONSTRUCTOR"),
         })
     }
 }

@@ -208,3 +208,56 @@ fn what_is_loaded_is_the_ingested_copy_not_the_source() {
     assert_eq!(std::fs::read(&cached).unwrap(), bytes);
     assert!(std::fs::metadata(&cached).unwrap().permissions().readonly());
 }
+
+#[test]
+fn a_load_in_progress_does_not_hold_up_loaded_plugins() {
+    // Loaded before the slow load starts.
+    let math = load(Artifact::Math);
+    let dir = tempfile::tempdir().unwrap();
+    let (started, release) = (dir.path().join("started"), dir.path().join("release"));
+    // Only the slow fixture's constructor reads these, and only this test
+    // loads it.
+    std::env::set_var("SPEARLET_FIXTURE_STARTED", &started);
+    std::env::set_var("SPEARLET_FIXTURE_RELEASE", &release);
+    // Made before the slow load starts: creating a thread while a
+    // constructor runs inside dlopen waits for glibc's loader lock.
+    let copy = dir.path().join("libmath-copy.so");
+    std::fs::copy(Artifact::Math.path(), &copy).unwrap();
+    let digest = math.digest();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let answering = std::thread::spawn(move || {
+        wait.recv().unwrap();
+        let found = Plugin::already_loaded(&digest).is_some();
+        (found, Plugin::load_verified(&copy, None))
+    });
+    let slow = std::thread::spawn(|| Plugin::load_verified(Artifact::SlowConstructor.path(), None));
+    let mut waits = 0u64;
+    while !started.exists() {
+        waits += 1;
+        assert!(waits < 100_000_000, "the slow constructor never started");
+        std::thread::yield_now();
+    }
+    // While that library's constructor runs inside dlopen, the same bytes as
+    // a loaded plugin, from another path, are answered from memory: no lock
+    // of the slow load's is in the way. (A load of *new* bytes would wait:
+    // glibc holds its own loader lock while constructors run.)
+    go.send(()).unwrap();
+    let mut waits = 0u64;
+    while !answering.is_finished() {
+        waits += 1;
+        if waits > 100_000_000 {
+            std::fs::write(&release, b"").unwrap();
+            panic!("a loaded plugin waited for a load in progress");
+        }
+        std::thread::yield_now();
+    }
+    let (found, again) = answering.join().unwrap();
+    assert!(found);
+    assert!(Arc::ptr_eq(&again.unwrap(), &math));
+    assert!(
+        !slow.is_finished(),
+        "the slow load is still in its constructor"
+    );
+    std::fs::write(&release, b"").unwrap();
+    assert_eq!(slow.join().unwrap().unwrap().name(), "slow-constructor");
+}
