@@ -214,11 +214,12 @@ fn a_load_in_progress_does_not_hold_up_loaded_plugins() {
     // Loaded before the slow load starts.
     let math = load(Artifact::Math);
     let dir = tempfile::tempdir().unwrap();
-    let (started, release) = (dir.path().join("started"), dir.path().join("release"));
-    // Only the slow fixture's constructor reads these, and only this test
-    // loads it.
-    std::env::set_var("SPEARLET_FIXTURE_STARTED", &started);
-    std::env::set_var("SPEARLET_FIXTURE_RELEASE", &release);
+    // The slow fixture's constructor waits only when this directory exists
+    // (see its source); only this test loads it.
+    let signals =
+        std::env::temp_dir().join(format!("spearlet-slow-fixture-{}", std::process::id()));
+    std::fs::create_dir_all(&signals).unwrap();
+    let (started, release) = (signals.join("started"), signals.join("release"));
     // Made before the slow load starts: creating a thread while a
     // constructor runs inside dlopen waits for glibc's loader lock.
     let copy = dir.path().join("libmath-copy.so");
@@ -260,4 +261,5 @@ fn a_load_in_progress_does_not_hold_up_loaded_plugins() {
     );
     std::fs::write(&release, b"").unwrap();
     assert_eq!(slow.join().unwrap().unwrap().name(), "slow-constructor");
+    std::fs::remove_dir_all(&signals).unwrap();
 }
