@@ -1,7 +1,7 @@
 //! [`Host`]: spearlet as a library. The gRPC service is a thin adapter over it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,8 +19,14 @@ use crate::invoke::{InvokeOutcome, InvokeRequest};
 use crate::loader::{FunctionKind, Plugin};
 use crate::pool::QuarantineLimits;
 use crate::registry::{Task, TaskRegistry};
-use crate::tier::{PluginProfile, TierCounts, TierPolicy};
+use crate::tier::{PluginProfile, TierPolicy};
 use crate::Value;
+
+mod stats;
+mod stop;
+
+pub use stats::HostStats;
+use stop::PendingSlot;
 
 /// An embeddable spearlet: tasks, instance pools, executions.
 ///
@@ -58,38 +64,6 @@ pub struct Deleted {
     pub cancelled_running: usize,
     /// Finished execution records removed with it.
     pub cleaned_executions: usize,
-}
-
-/// Health and counters of a host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostStats {
-    /// Time since the host started.
-    pub uptime: Duration,
-    /// Tasks registered.
-    pub tasks: usize,
-    /// Tasks with an execution running now.
-    pub active_tasks: usize,
-    /// Executions running now.
-    pub running: usize,
-    /// Executions accepted but not started.
-    pub pending: usize,
-    /// Executions started since the host started.
-    pub total_executions: u64,
-    /// Records currently held, by status.
-    pub by_status: BTreeMap<ExecutionStatus, usize>,
-    /// Executions started since the host started, by function name (over
-    /// the tasks registered now).
-    pub by_function: BTreeMap<String, u64>,
-    /// Mean run time of the executions ended since the host started.
-    pub average_execution_time: Duration,
-    /// Share of the executions ended since the host started that completed, in percent.
-    pub success_rate_percent: f64,
-    /// The inline tier: promotions, demotions and calls run inline.
-    pub tier: TierCounts,
-    /// Instances quarantined now (abandoned calls whose plugin runs on).
-    pub quarantined: usize,
-    /// Artifact cache counters.
-    pub cache: crate::artifact::CacheStats,
 }
 
 impl Host {
@@ -259,61 +233,6 @@ impl Host {
         request.mode = ExecutionMode::Stream;
         let _serving = self.serving()?;
         self.start(request, Some(chunks)).await
-    }
-
-    /// Counts a call being served, or refuses it while the host stops.
-    fn serving(&self) -> Result<Serving<'_>> {
-        if self.inner.stopping.load(Ordering::Acquire) {
-            return Err(Error::HostStopping);
-        }
-        self.inner.serving.fetch_add(1, Ordering::AcqRel);
-        Ok(Serving(&self.inner))
-    }
-
-    /// Begins to stop: from now on new calls are refused with
-    /// [`Error::HostStopping`]; calls in flight carry on.
-    pub fn begin_shutdown(&self) {
-        self.inner.stopping.store(true, Ordering::Release);
-    }
-
-    /// Whether [`Host::begin_shutdown`] was called.
-    pub fn is_stopping(&self) -> bool {
-        self.inner.stopping.load(Ordering::Acquire)
-    }
-
-    /// Waits until no call is being served and no ASYNC execution is
-    /// running.
-    pub async fn drained(&self) {
-        loop {
-            let idle = self.inner.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.inner.serving.load(Ordering::Acquire) == 0
-                && self.inner.pending_async.load(Ordering::Acquire) == 0
-            {
-                return;
-            }
-            idle.await;
-        }
-    }
-
-    /// Asks every ASYNC execution not yet ended to stop, with `code`: with
-    /// `force`, each ends CANCELLED at once (a plugin that ignores its flag
-    /// is abandoned); without, pending ones end and running ones are asked.
-    /// Returns how many were ended or asked.
-    pub fn cancel_async(&self, force: bool, code: &str, message: &str) -> usize {
-        self.inner
-            .executions
-            .unfinished(None)
-            .iter()
-            .filter(|r| r.mode() == ExecutionMode::Async)
-            .filter(|r| {
-                !matches!(
-                    r.cancel(force, ExecutionError::new(code, message)),
-                    CancelOutcome::AlreadyEnded(_)
-                )
-            })
-            .count()
     }
 
     async fn start(
@@ -540,59 +459,6 @@ impl Host {
         })
     }
 
-    /// Health and counters, from counters kept as executions change: no
-    /// walk over the execution records.
-    pub fn stats(&self) -> HostStats {
-        let tasks = self.tasks().all();
-        let counts = self.inner.executions.counts();
-        let by_status = ExecutionStatus::ALL
-            .iter()
-            .map(|s| (*s, counts.held(*s)))
-            .collect();
-        let mut by_function = BTreeMap::new();
-        for task in &tasks {
-            for (f, info) in task.plugin.functions().iter().enumerate() {
-                let n = task.function_calls(f);
-                if n > 0 {
-                    *by_function.entry(info.name.clone()).or_insert(0) += n;
-                }
-            }
-        }
-        let mut tier = TierCounts::default();
-        for profile in self
-            .inner
-            .profiles
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-        {
-            tier += profile.counts();
-        }
-        HostStats {
-            uptime: self.inner.started.elapsed(),
-            active_tasks: tasks.iter().filter(|t| t.activity().running > 0).count(),
-            tasks: tasks.len(),
-            running: counts.held(ExecutionStatus::Running),
-            pending: counts.held(ExecutionStatus::Pending),
-            total_executions: tasks.iter().map(|t| t.activity().execution_count).sum(),
-            average_execution_time: if counts.ended == 0 {
-                Duration::ZERO
-            } else {
-                counts.run_time / u32::try_from(counts.ended).unwrap_or(u32::MAX)
-            },
-            success_rate_percent: if counts.ended == 0 {
-                100.0
-            } else {
-                counts.completed as f64 * 100.0 / counts.ended as f64
-            },
-            by_status,
-            by_function,
-            tier,
-            quarantined: self.inner.quarantine.quarantined(),
-            cache: self.artifacts().cache().stats(),
-        }
-    }
-
     /// How long `function` of `task_id` is expected to take, from its recent
     /// completed runs (zero when there are none yet, or no such task).
     pub fn estimated_duration(&self, task_id: &str, function: &str) -> Duration {
@@ -603,41 +469,5 @@ impl Host {
     /// When the host started (wall clock), for reporting.
     pub fn started_at(&self) -> SystemTime {
         SystemTime::now() - self.inner.started.elapsed()
-    }
-}
-
-/// One of the limited places for ASYNC executions accepted and not yet
-/// ended; given back when dropped, however the execution's task ends.
-#[derive(Debug)]
-struct PendingSlot(Arc<Inner>);
-
-impl PendingSlot {
-    fn claim(inner: &Arc<Inner>, limit: usize) -> Option<PendingSlot> {
-        inner
-            .pending_async
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| PendingSlot(Arc::clone(inner)))
-    }
-}
-
-impl Drop for PendingSlot {
-    fn drop(&mut self) {
-        if self.0.pending_async.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// One SYNC or STREAM call being served, until dropped.
-struct Serving<'a>(&'a Inner);
-
-impl Drop for Serving<'_> {
-    fn drop(&mut self) {
-        if self.0.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
-        }
     }
 }

@@ -25,9 +25,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
-use crate::loader::{CallRequest, FunctionHandle, Plugin, PluginInstance};
+use crate::loader::{Plugin, PluginInstance};
 use crate::tier::{PluginProfile, TierPolicy};
-use crate::Value;
+mod lease;
+
+pub use lease::{Lease, Quarantine};
 
 /// Sizing of one pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,54 +156,6 @@ pub struct PoolStats {
     pub quarantined: usize,
     /// The pool's limits.
     pub limits: PoolLimits,
-}
-
-/// One instance, lent to one call; it goes back to the pool when dropped
-/// (or is destroyed, if its call panicked or the pool closed).
-#[derive(Debug)]
-pub struct Lease {
-    instance: Option<PluginInstance>,
-    id: Arc<str>,
-    shared: Arc<Shared>,
-    permit: Option<OwnedSemaphorePermit>,
-    slot: Option<Slot>,
-}
-
-/// The lease's claim on pool capacity, once a waiter may abandon the call.
-type Slot = Arc<Mutex<SlotState>>;
-
-#[derive(Debug)]
-enum SlotState {
-    Held(OwnedSemaphorePermit),
-    Quarantined,
-    Returned,
-}
-
-/// Lets the side waiting for a call give its capacity back if it stops
-/// waiting (see [`Quarantine::quarantine`]).
-#[derive(Debug, Clone)]
-pub struct Quarantine {
-    slot: Slot,
-    shared: Arc<Shared>,
-}
-
-impl Quarantine {
-    /// The call is abandoned but its instance is still busy: release its slot
-    /// so the pool can make a replacement, and count the instance as
-    /// quarantined until its call returns.
-    pub fn quarantine(&self) {
-        let mut slot = lock(&self.slot);
-        if !matches!(*slot, SlotState::Held(_)) {
-            return;
-        }
-        // Counted while the slot is locked: the lease's return, which
-        // uncounts it, takes the same lock first, so the count never goes
-        // below zero whatever the interleaving.
-        self.shared.count_quarantined(true);
-        let permit = std::mem::replace(&mut *slot, SlotState::Quarantined);
-        drop(permit);
-        tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");
-    }
 }
 
 impl InstancePool {
@@ -386,13 +340,7 @@ impl InstancePool {
     }
 
     fn lease(&self, instance: PluginInstance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
-        Lease {
-            instance: Some(instance),
-            id,
-            shared: Arc::clone(&self.shared),
-            permit: Some(permit),
-            slot: None,
-        }
+        Lease::new(instance, id, Arc::clone(&self.shared), permit)
     }
 
     async fn create(&self) -> Result<(PluginInstance, Arc<str>)> {
@@ -494,90 +442,6 @@ impl InstancePool {
     }
 }
 
-impl Lease {
-    /// The instance's id (`<task id>-<n>`).
-    pub fn instance_id(&self) -> &Arc<str> {
-        &self.id
-    }
-
-    /// A handle to give this lease's capacity back early.
-    pub fn quarantine_handle(&mut self) -> Quarantine {
-        let slot = match &self.slot {
-            Some(slot) => Arc::clone(slot),
-            None => {
-                let state = match self.permit.take() {
-                    Some(permit) => SlotState::Held(permit),
-                    None => SlotState::Returned,
-                };
-                let slot = Arc::new(Mutex::new(state));
-                self.slot = Some(Arc::clone(&slot));
-                slot
-            }
-        };
-        Quarantine {
-            slot,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-
-    /// Calls `function` on the leased instance, on this thread.
-    ///
-    /// # Errors
-    ///
-    /// As [`PluginInstance::call`].
-    pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
-        self.instance
-            .as_mut()
-            .expect("a lease holds its instance until dropped")
-            .call(function, request)
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let Some(instance) = self.instance.take() else {
-            return;
-        };
-        let mut permit = self.permit.take();
-        let mut slot = self.slot.as_ref().map(lock);
-        let was_quarantined = slot
-            .as_deref()
-            .is_some_and(|s| matches!(s, SlotState::Quarantined));
-        if let Some(slot) = slot.as_deref_mut() {
-            if let SlotState::Held(held) = std::mem::replace(slot, SlotState::Returned) {
-                permit = Some(held);
-            }
-        }
-        if was_quarantined {
-            self.shared.count_quarantined(false);
-        }
-        drop(slot);
-        if was_quarantined {
-            // Its permit went to a replacement; it rejoins only if a slot is
-            // free, else it is surplus.
-            permit = Arc::clone(&self.shared.permits).try_acquire_owned().ok();
-        }
-        let keep = !instance.is_poisoned() && !self.shared.closed.load(Ordering::Acquire);
-        match permit.filter(|_| keep) {
-            Some(permit) => {
-                self.shared.state().idle.push(Idle {
-                    instance,
-                    id: Arc::clone(&self.id),
-                    since: Instant::now(),
-                    permit,
-                });
-                self.shared.returned.notify_one();
-            }
-            None => {
-                if instance.is_poisoned() {
-                    self.shared.discarded.fetch_add(1, Ordering::Relaxed);
-                }
-                self.shared.destroy(instance);
-            }
-        }
-    }
-}
-
 impl Shared {
     fn state(&self) -> MutexGuard<'_, PoolState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -625,8 +489,4 @@ fn dispose(instance: PluginInstance) {
         }
         Err(_) => drop(instance),
     }
-}
-
-fn lock(slot: &Slot) -> MutexGuard<'_, SlotState> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
