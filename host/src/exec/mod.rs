@@ -3,6 +3,7 @@
 //! retrying can help, with every attempt recorded, and always ended — by
 //! its runner, or by [`Ending`] when the runner goes away.
 
+mod counts;
 mod ending;
 mod ids;
 mod records;
@@ -14,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use records::{
-    wall_clock, CancelOutcome, CountsSnapshot, ExecutionError, ExecutionMode, ExecutionRecord,
-    ExecutionSnapshot, ExecutionStatus,
+    wall_clock, CancelOutcome, ExecutionError, ExecutionMode, ExecutionRecord, ExecutionSnapshot,
+    ExecutionStatus,
 };
 pub use store::{ExecutionQuery, ExecutionStore};
 

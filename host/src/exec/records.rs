@@ -7,11 +7,13 @@
 //! wall-clock times reported are derived from the monotonic ones).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
+
+use super::counts::StatusCounts;
 
 use crate::Value;
 
@@ -59,7 +61,7 @@ impl ExecutionStatus {
         !matches!(self, ExecutionStatus::Pending | ExecutionStatus::Running)
     }
 
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 }
@@ -150,74 +152,6 @@ pub fn wall_clock(t: Instant) -> SystemTime {
     match t.checked_duration_since(mono) {
         Some(after) => wall + after,
         None => wall - mono.duration_since(t),
-    }
-}
-
-/// Counts over the records of one store, kept as records change so that
-/// statistics never walk the records.
-#[derive(Debug, Default)]
-pub struct StatusCounts {
-    held: [AtomicUsize; 6],
-    ended: AtomicU64,
-    completed: AtomicU64,
-    run_nanos: AtomicU64,
-}
-
-/// What [`StatusCounts`] say now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CountsSnapshot {
-    /// Records held, by status (index: [`ExecutionStatus::ALL`]).
-    pub held: [usize; 6],
-    /// Executions ended since start.
-    pub ended: u64,
-    /// Of those, completed.
-    pub completed: u64,
-    /// Their run time, summed.
-    pub run_time: Duration,
-}
-
-impl CountsSnapshot {
-    /// Records held with `status`.
-    pub fn held(&self, status: ExecutionStatus) -> usize {
-        self.held[status.index()]
-    }
-}
-
-impl StatusCounts {
-    pub(super) fn enter(&self, status: ExecutionStatus) {
-        self.held[status.index()].fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(super) fn leave(&self, status: ExecutionStatus) {
-        self.held[status.index()].fetch_sub(1, Ordering::Relaxed);
-    }
-
-    fn moved(&self, from: ExecutionStatus, to: ExecutionStatus) {
-        self.leave(from);
-        self.enter(to);
-    }
-
-    fn ended(&self, status: ExecutionStatus, ran: Duration) {
-        self.ended.fetch_add(1, Ordering::Relaxed);
-        if status == ExecutionStatus::Completed {
-            self.completed.fetch_add(1, Ordering::Relaxed);
-        }
-        let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
-        self.run_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// The counts now.
-    pub fn snapshot(&self) -> CountsSnapshot {
-        let mut held = [0; 6];
-        for (h, a) in held.iter_mut().zip(&self.held) {
-            *h = a.load(Ordering::Relaxed);
-        }
-        CountsSnapshot {
-            held,
-            ended: self.ended.load(Ordering::Relaxed),
-            completed: self.completed.load(Ordering::Relaxed),
-            run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
-        }
     }
 }
 

@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
+use super::counts::{CountsSnapshot, StatusCounts};
 use super::ids;
-use super::records::{
-    CountsSnapshot, ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus,
-    StatusCounts,
-};
+use super::records::{ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus};
 use crate::error::{Error, Result};
 
 /// Filters for listing executions.

@@ -1,0 +1,75 @@
+//! Counts over the records of a store, kept as records change, so that
+//! statistics never walk the records.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::records::ExecutionStatus;
+
+/// Counts over the records of one store, kept as records change so that
+/// statistics never walk the records.
+#[derive(Debug, Default)]
+pub struct StatusCounts {
+    held: [AtomicUsize; 6],
+    ended: AtomicU64,
+    completed: AtomicU64,
+    run_nanos: AtomicU64,
+}
+
+/// What [`StatusCounts`] say now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CountsSnapshot {
+    /// Records held, by status (index: [`ExecutionStatus::ALL`]).
+    pub held: [usize; 6],
+    /// Executions ended since start.
+    pub ended: u64,
+    /// Of those, completed.
+    pub completed: u64,
+    /// Their run time, summed.
+    pub run_time: Duration,
+}
+
+impl CountsSnapshot {
+    /// Records held with `status`.
+    pub fn held(&self, status: ExecutionStatus) -> usize {
+        self.held[status.index()]
+    }
+}
+
+impl StatusCounts {
+    pub(super) fn enter(&self, status: ExecutionStatus) {
+        self.held[status.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn leave(&self, status: ExecutionStatus) {
+        self.held[status.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn moved(&self, from: ExecutionStatus, to: ExecutionStatus) {
+        self.leave(from);
+        self.enter(to);
+    }
+
+    pub(super) fn ended(&self, status: ExecutionStatus, ran: Duration) {
+        self.ended.fetch_add(1, Ordering::Relaxed);
+        if status == ExecutionStatus::Completed {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        }
+        let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
+        self.run_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// The counts now.
+    pub fn snapshot(&self) -> CountsSnapshot {
+        let mut held = [0; 6];
+        for (h, a) in held.iter_mut().zip(&self.held) {
+            *h = a.load(Ordering::Relaxed);
+        }
+        CountsSnapshot {
+            held,
+            ended: self.ended.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
