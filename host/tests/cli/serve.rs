@@ -1,293 +1,12 @@
-//! The `spearlet` binary as a user runs it.
+//! A served instance with the client commands: the quickstart, TLS, tokens,
+//! a busy pool, a graceful stop, configuration.
 
-use std::process::{Command, Output};
+use std::process::Command;
 
-use sha2::{Digest, Sha256};
-use spearlet_test_artifacts::{Artifact, FileServer};
+use spearlet_test_artifacts::Artifact;
 
-fn spearlet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_spearlet"))
-        .args(args)
-        .output()
-        .expect("run spearlet")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn path(a: Artifact) -> &'static str {
-    a.path().to_str().expect("utf-8 path")
-}
-
-#[test]
-fn inspect_describes_a_plugin() {
-    let out = spearlet(&["plugin", "inspect", path(Artifact::Math)]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let sha = hex::encode(Sha256::digest(
-        std::fs::read(Artifact::Math.path()).unwrap(),
-    ));
-    assert!(stdout.contains(&format!("sha256:    {sha}\n")), "{stdout}");
-    assert!(stdout.contains("plugin:    math 0.1.0\n"), "{stdout}");
-    assert!(
-        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.1.0)\n"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("add(a: i64, b: i64) -> i64"), "{stdout}");
-    assert!(stdout.contains("divide(a: f64, b: f64) -> f64"), "{stdout}");
-    assert!(stdout.contains("Adds two integers."), "{stdout}");
-    assert!(!stdout.contains("blocking"), "{stdout}");
-    assert!(
-        stdout.contains("needs:     ") && stdout.contains("libc.so.6"),
-        "{stdout}"
-    );
-}
-
-#[test]
-fn inspect_marks_blocking_functions() {
-    let out = spearlet(&["plugin", "inspect", path(Artifact::Probe)]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let stdout = text(&out.stdout);
-    let line = |name: &str| {
-        stdout
-            .lines()
-            .find(|l| l.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("no `{name}` line in {stdout}"))
-            .to_owned()
-    };
-    assert!(line("wait(").contains("unary   blocking"), "{stdout}");
-    assert!(!line("spin(").contains("blocking"), "{stdout}");
-}
-
-#[test]
-fn inspect_shows_stream_functions_as_such() {
-    let out = spearlet(&["plugin", "inspect", path(Artifact::Stream)]);
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.contains("count(n: i64)") && l.contains("stream")),
-        "{stdout}"
-    );
-}
-
-#[test]
-fn a_refused_file_gets_one_line_naming_the_error_kind_and_exit_2() {
-    let out = spearlet(&[
-        "plugin",
-        "inspect",
-        path(Artifact::Echo),
-        path(Artifact::NoRoot),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stdout).contains("plugin:    echo"),
-        "good files are still described"
-    );
-    let stderr = text(&out.stderr);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("refused [no_root_module]: "), "{stderr}");
-}
-
-#[test]
-fn each_conformance_fixture_is_refused_with_its_kind() {
-    for (fixture, kind) in [
-        (Artifact::BadVersion, "incompatible_sdk"),
-        (Artifact::BadLayout, "layout_mismatch"),
-        (Artifact::NoFunctions, "no_functions"),
-        (Artifact::DuplicateFunctions, "duplicate_function"),
-        (Artifact::Rpath, "unverified_dependency"),
-        (Artifact::UncheckedLayout, "layout_unchecked"),
-    ] {
-        let out = spearlet(&["plugin", "inspect", path(fixture)]);
-        assert_eq!(out.status.code(), Some(2));
-        let stderr = text(&out.stderr);
-        assert!(
-            stderr.starts_with(&format!("refused [{kind}]: ")),
-            "{stderr}"
-        );
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    }
-}
-
-#[test]
-fn verbose_adds_abi_stables_full_layout_report() {
-    let out = spearlet(&["plugin", "inspect", "--verbose", path(Artifact::BadLayout)]);
-    let stderr = text(&out.stderr);
-    assert!(stderr.lines().count() > 10, "{stderr}");
-    assert!(stderr.contains("mismatched package"), "{stderr}");
-}
-
-#[test]
-fn a_wrong_checksum_is_refused() {
-    let zeros = format!("sha256:{}", "0".repeat(64));
-    let out = spearlet(&[
-        "plugin",
-        "inspect",
-        "--checksum",
-        &zeros,
-        path(Artifact::Echo),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).starts_with("refused [checksum_mismatch]: "));
-
-    let out = spearlet(&[
-        "plugin",
-        "inspect",
-        "--checksum",
-        "abc",
-        path(Artifact::Echo),
-    ]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("is not a sha256 checksum"),
-        "{}",
-        text(&out.stderr)
-    );
-}
-
-#[test]
-fn help_describes_every_subcommand() {
-    let top = text(&spearlet(&["--help"]).stdout);
-    assert!(top.contains("plugin"), "{top}");
-    let plugin = text(&spearlet(&["plugin", "--help"]).stdout);
-    assert!(plugin.contains("inspect"), "{plugin}");
-    let inspect = text(&spearlet(&["plugin", "inspect", "--help"]).stdout);
-    assert!(
-        inspect.contains("--checksum") && inspect.contains("--verbose"),
-        "{inspect}"
-    );
-}
-
-#[test]
-fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let server = runtime.block_on(FileServer::start());
-    let mut bytes = std::fs::read(Artifact::Echo.path()).unwrap();
-    bytes.extend_from_slice(b"cli-download");
-    let sha = hex::encode(Sha256::digest(&bytes));
-    server.serve("/echo.so", bytes);
-    let url = server.url("/echo.so");
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().to_str().unwrap();
-
-    for run in 1..=2 {
-        let out = spearlet(&[
-            "plugin",
-            "inspect",
-            &url,
-            "--checksum",
-            &sha,
-            "--data-dir",
-            data_dir,
-        ]);
-        assert!(out.status.success(), "run {run}: {}", text(&out.stderr));
-        let stdout = text(&out.stdout);
-        assert!(stdout.contains("plugin:    echo"), "{stdout}");
-        assert!(
-            stdout.contains(&format!("artifacts/sha256/{sha}.so")),
-            "{stdout}"
-        );
-    }
-    assert_eq!(
-        server.requests("/echo.so"),
-        1,
-        "the second run is a cache hit"
-    );
-
-    let out = spearlet(&["plugin", "inspect", &url, "--data-dir", data_dir]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).starts_with("refused [checksum_required]: "),
-        "{}",
-        text(&out.stderr)
-    );
-    runtime.block_on(server.stop());
-}
-
-/// `spearlet invoke` of math's `add(2, 40)` on the task `math`.
-fn add_2_40(math: &str) -> [&str; 10] {
-    [
-        "invoke",
-        "--task-name",
-        "math",
-        "--artifact",
-        math,
-        "add",
-        "-p",
-        "a=2",
-        "-p",
-        "b=40",
-    ]
-}
-
-/// `spearlet serve` as a child process, stopped with SIGINT on drop.
-struct Served {
-    child: std::process::Child,
-    endpoint: String,
-    _data: tempfile::TempDir,
-}
-
-impl Served {
-    fn start(extra_config: &str) -> Served {
-        use std::io::{BufRead, BufReader};
-        let data = tempfile::tempdir().unwrap();
-        let config = data.path().join("spearlet.toml");
-        let root = Artifact::Echo.path().parent().unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[artifacts]\nroots = [{:?}]\n{extra_config}",
-                data.path().join("state"),
-                root
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().expect("a first line").unwrap();
-        let addr = first.rsplit(' ').next().unwrap().to_owned();
-        assert!(first.contains("listening on"), "{first}");
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Served {
-            child,
-            endpoint: format!("http://{addr}"),
-            _data: data,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--endpoint", &self.endpoint];
-        all.extend_from_slice(args);
-        spearlet(&all)
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success());
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Served {
-    /// A test that failed half-way must not leave a server behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use crate::served::{add_2_40, Served};
+use crate::{path, spearlet, text};
 
 #[test]
 fn the_quickstart_path_works_over_tls() {
@@ -340,11 +59,7 @@ fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
             "in-flight",
         ])
     });
-    let mut polls = 0;
-    while !text(&served.run(&["status", "in-flight"]).stdout).contains("running") {
-        polls += 1;
-        assert!(polls < 10_000, "the call never started");
-    }
+    served.until_status("in-flight", |s| s.contains("running"));
     assert!(Command::new("kill")
         .args(["-TERM", &served.child.id().to_string()])
         .status()
@@ -403,12 +118,8 @@ fn a_busy_task_says_when_to_come_back() {
         "hold",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // Wait (polling the server, no sleeping) until the long call holds the instance.
-    let mut polls = 0;
-    while !text(&served.run(&["status", "hold"]).stdout).contains("running") {
-        polls += 1;
-        assert!(polls < 10_000, "the held call never started");
-    }
+    // The long call holds the instance.
+    served.until_status("hold", |s| s.contains("running"));
     let out = served.run(&[
         "invoke",
         "--task-name",
@@ -425,15 +136,7 @@ fn a_busy_task_says_when_to_come_back() {
     assert!(stderr.contains("[pool_exhausted]"), "{stderr}");
     assert!(stderr.contains("(retry after 100 ms)"), "{stderr}");
     served.run(&["cancel", "hold"]);
-    let mut polls = 0;
-    let status = loop {
-        let out = text(&served.run(&["status", "hold"]).stdout);
-        if !out.contains("running") {
-            break out;
-        }
-        polls += 1;
-        assert!(polls < 10_000, "the cancelled call never ended");
-    };
+    let status = served.until_status("hold", |s| !s.contains("running"));
     assert!(status.contains("cancelled: stopped after"), "{status}");
     assert!(!status.contains("cancelled: cancelled"), "{status}");
     let out = text(&served.run(&["executions"]).stdout);

@@ -1,0 +1,192 @@
+//! `spearlet plugin inspect`, `--help`: plugin files without a server.
+
+use sha2::{Digest, Sha256};
+use spearlet_test_artifacts::{Artifact, FileServer};
+
+use crate::{path, spearlet, text};
+
+#[test]
+fn inspect_describes_a_plugin() {
+    let out = spearlet(&["plugin", "inspect", path(Artifact::Math)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let sha = hex::encode(Sha256::digest(
+        std::fs::read(Artifact::Math.path()).unwrap(),
+    ));
+    assert!(stdout.contains(&format!("sha256:    {sha}\n")), "{stdout}");
+    assert!(stdout.contains("plugin:    math 0.1.0\n"), "{stdout}");
+    assert!(
+        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.1.0)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("add(a: i64, b: i64) -> i64"), "{stdout}");
+    assert!(stdout.contains("divide(a: f64, b: f64) -> f64"), "{stdout}");
+    assert!(stdout.contains("Adds two integers."), "{stdout}");
+    assert!(!stdout.contains("blocking"), "{stdout}");
+    assert!(
+        stdout.contains("needs:     ") && stdout.contains("libc.so.6"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn inspect_marks_blocking_functions() {
+    let out = spearlet(&["plugin", "inspect", path(Artifact::Probe)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no `{name}` line in {stdout}"))
+            .to_owned()
+    };
+    assert!(line("wait(").contains("unary   blocking"), "{stdout}");
+    assert!(!line("spin(").contains("blocking"), "{stdout}");
+}
+
+#[test]
+fn inspect_shows_stream_functions_as_such() {
+    let out = spearlet(&["plugin", "inspect", path(Artifact::Stream)]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("count(n: i64)") && l.contains("stream")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_refused_file_gets_one_line_naming_the_error_kind_and_exit_2() {
+    let out = spearlet(&[
+        "plugin",
+        "inspect",
+        path(Artifact::Echo),
+        path(Artifact::NoRoot),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("plugin:    echo"),
+        "good files are still described"
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("refused [no_root_module]: "), "{stderr}");
+}
+
+#[test]
+fn each_conformance_fixture_is_refused_with_its_kind() {
+    for (fixture, kind) in [
+        (Artifact::BadVersion, "incompatible_sdk"),
+        (Artifact::BadLayout, "layout_mismatch"),
+        (Artifact::NoFunctions, "no_functions"),
+        (Artifact::DuplicateFunctions, "duplicate_function"),
+        (Artifact::Rpath, "unverified_dependency"),
+        (Artifact::UncheckedLayout, "layout_unchecked"),
+    ] {
+        let out = spearlet(&["plugin", "inspect", path(fixture)]);
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("refused [{kind}]: ")),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+#[test]
+fn verbose_adds_abi_stables_full_layout_report() {
+    let out = spearlet(&["plugin", "inspect", "--verbose", path(Artifact::BadLayout)]);
+    let stderr = text(&out.stderr);
+    assert!(stderr.lines().count() > 10, "{stderr}");
+    assert!(stderr.contains("mismatched package"), "{stderr}");
+}
+
+#[test]
+fn a_wrong_checksum_is_refused() {
+    let zeros = format!("sha256:{}", "0".repeat(64));
+    let out = spearlet(&[
+        "plugin",
+        "inspect",
+        "--checksum",
+        &zeros,
+        path(Artifact::Echo),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).starts_with("refused [checksum_mismatch]: "));
+
+    let out = spearlet(&[
+        "plugin",
+        "inspect",
+        "--checksum",
+        "abc",
+        path(Artifact::Echo),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not a sha256 checksum"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn help_describes_every_subcommand() {
+    let top = text(&spearlet(&["--help"]).stdout);
+    assert!(top.contains("plugin"), "{top}");
+    let plugin = text(&spearlet(&["plugin", "--help"]).stdout);
+    assert!(plugin.contains("inspect"), "{plugin}");
+    let inspect = text(&spearlet(&["plugin", "inspect", "--help"]).stdout);
+    assert!(
+        inspect.contains("--checksum") && inspect.contains("--verbose"),
+        "{inspect}"
+    );
+}
+
+#[test]
+fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(FileServer::start());
+    let mut bytes = std::fs::read(Artifact::Echo.path()).unwrap();
+    bytes.extend_from_slice(b"cli-download");
+    let sha = hex::encode(Sha256::digest(&bytes));
+    server.serve("/echo.so", bytes);
+    let url = server.url("/echo.so");
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+
+    for run in 1..=2 {
+        let out = spearlet(&[
+            "plugin",
+            "inspect",
+            &url,
+            "--checksum",
+            &sha,
+            "--data-dir",
+            data_dir,
+        ]);
+        assert!(out.status.success(), "run {run}: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert!(stdout.contains("plugin:    echo"), "{stdout}");
+        assert!(
+            stdout.contains(&format!("artifacts/sha256/{sha}.so")),
+            "{stdout}"
+        );
+    }
+    assert_eq!(
+        server.requests("/echo.so"),
+        1,
+        "the second run is a cache hit"
+    );
+
+    let out = spearlet(&["plugin", "inspect", &url, "--data-dir", data_dir]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).starts_with("refused [checksum_required]: "),
+        "{}",
+        text(&out.stderr)
+    );
+    runtime.block_on(server.stop());
+}

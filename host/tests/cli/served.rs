@@ -1,0 +1,102 @@
+//! `spearlet serve` as a child process, and the client commands run against it.
+
+use std::process::{Command, Output};
+
+use spearlet_test_artifacts::Artifact;
+
+use crate::{spearlet, text};
+
+/// `spearlet invoke` of math's `add(2, 40)` on the task `math`.
+pub fn add_2_40(math: &str) -> [&str; 10] {
+    [
+        "invoke",
+        "--task-name",
+        "math",
+        "--artifact",
+        math,
+        "add",
+        "-p",
+        "a=2",
+        "-p",
+        "b=40",
+    ]
+}
+
+/// `spearlet serve` as a child process, stopped with SIGINT on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub endpoint: String,
+    _data: tempfile::TempDir,
+}
+
+impl Served {
+    pub fn start(extra_config: &str) -> Served {
+        use std::io::{BufRead, BufReader};
+        let data = tempfile::tempdir().unwrap();
+        let config = data.path().join("spearlet.toml");
+        let root = Artifact::Echo.path().parent().unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[artifacts]\nroots = [{:?}]\n{extra_config}",
+                data.path().join("state"),
+                root
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().expect("a first line").unwrap();
+        let addr = first.rsplit(' ').next().unwrap().to_owned();
+        assert!(first.contains("listening on"), "{first}");
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Served {
+            child,
+            endpoint: format!("http://{addr}"),
+            _data: data,
+        }
+    }
+
+    /// Polls `spearlet status ID` (no sleeping) until its output satisfies
+    /// `done`, and returns that output; fails if it never does.
+    pub fn until_status(&self, id: &str, done: impl Fn(&str) -> bool) -> String {
+        for _ in 0..10_000 {
+            let out = text(&self.run(&["status", id]).stdout);
+            if done(&out) {
+                return out;
+            }
+        }
+        panic!("execution {id} never reached the awaited state");
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut all = vec!["--endpoint", &self.endpoint];
+        all.extend_from_slice(args);
+        spearlet(&all)
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success());
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Served {
+    /// A test that failed half-way must not leave a server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
