@@ -3,6 +3,7 @@
 
 mod convert;
 mod limits;
+mod reply;
 mod status;
 mod value;
 
@@ -97,7 +98,7 @@ impl FunctionService for FunctionApi {
             instance_id: e.instance_id.as_deref().unwrap_or_default().to_owned(),
             status_endpoint,
             estimated_completion_ms: estimated,
-            result: Some(convert::into_execution_result(e)),
+            result: Some(reply::into_execution_result(e)),
         }))
     }
 
@@ -114,7 +115,7 @@ impl FunctionService for FunctionApi {
         let reply = match self.host.execution(&req.execution_id) {
             Ok(e) => pb::GetExecutionStatusResponse {
                 found: true,
-                result: Some(convert::execution_result(&e, req.include_result)),
+                result: Some(reply::execution_result(&e, req.include_result)),
                 logs: if req.include_logs {
                     e.logs.clone()
                 } else {
@@ -156,7 +157,7 @@ impl FunctionService for FunctionApi {
         Ok(Response::new(pb::CancelExecutionResponse {
             success,
             message,
-            final_status: convert::status(status).into(),
+            final_status: reply::status(status).into(),
         }))
     }
 
@@ -205,7 +206,7 @@ impl FunctionService for FunctionApi {
             } else {
                 String::new()
             },
-            tasks: tasks.iter().map(|t| convert::task_info(t)).collect(),
+            tasks: tasks.iter().map(|t| reply::task_info(t)).collect(),
             has_more,
         }))
     }
@@ -232,14 +233,14 @@ impl FunctionService for FunctionApi {
             self.host
                 .recent_executions(&task.id, limit)
                 .iter()
-                .map(convert::execution_info)
+                .map(reply::execution_info)
                 .collect()
         } else {
             Vec::new()
         };
         Ok(Response::new(pb::GetTaskResponse {
             found: true,
-            task: Some(convert::task_info(&task)),
+            task: Some(reply::task_info(&task)),
             executions,
             message: String::new(),
         }))
@@ -290,7 +291,7 @@ impl FunctionService for FunctionApi {
             } else {
                 String::new()
             },
-            executions: page.iter().map(convert::execution_info).collect(),
+            executions: page.iter().map(reply::execution_info).collect(),
             has_more,
         }))
     }
@@ -363,12 +364,8 @@ impl FunctionService for FunctionApi {
             pb::TaskStats {
                 active_tasks: clamp(stats.active_tasks),
                 idle_tasks: clamp(stats.tasks - stats.active_tasks),
-                tasks_by_type: convert::string_map(by_plugin),
-                most_active_tasks: tasks
-                    .iter()
-                    .take(5)
-                    .map(|t| convert::task_info(t))
-                    .collect(),
+                tasks_by_type: reply::string_map(by_plugin),
+                most_active_tasks: tasks.iter().take(5).map(|t| reply::task_info(t)).collect(),
             }
         });
         let execution_stats = req.include_execution_stats.then(|| pb::ExecutionStats {
@@ -378,7 +375,7 @@ impl FunctionService for FunctionApi {
             failed_executions: count(ExecutionStatus::Failed),
             average_execution_time_ms: stats.average_execution_time.as_secs_f64() * 1000.0,
             success_rate_percent: stats.success_rate_percent,
-            executions_by_function: convert::string_map(stats.by_function.clone()),
+            executions_by_function: reply::string_map(stats.by_function.clone()),
         });
         Ok(Response::new(pb::GetStatsResponse {
             service_stats: Some(pb::ServiceStats {
@@ -460,7 +457,7 @@ async fn relay_stream(
             }
             Ok(pb::StreamExecutionResult {
                 execution_id: e.execution_id.to_string(),
-                status: convert::status(e.status).into(),
+                status: reply::status(e.status).into(),
                 // A unary function's result is the final message's payload.
                 chunk_data: e.output.filter(|v| *v != Value::Unit).map(value::to_any),
                 is_final: true,

@@ -1,0 +1,181 @@
+//! Domain → protobuf: the response shapes of the wire contract.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use spearlet_proto::spearlet as pb;
+
+use super::value::to_any;
+use crate::artifact::ArtifactSpec;
+use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::registry::Task;
+use crate::tier::Tier;
+
+fn artifact_spec(spec: &ArtifactSpec) -> pb::ArtifactSpec {
+    pb::ArtifactSpec {
+        artifact_id: spec.artifact_id.clone(),
+        artifact_type: spec.artifact_type.clone(),
+        location: spec.location.clone(),
+        version: spec.version.clone(),
+        checksum: spec.checksum.clone(),
+        metadata: spec.metadata.clone().into_iter().collect(),
+    }
+}
+
+pub(super) fn status(status: ExecutionStatus) -> pb::ExecutionStatus {
+    match status {
+        ExecutionStatus::Pending => pb::ExecutionStatus::Pending,
+        ExecutionStatus::Running => pb::ExecutionStatus::Running,
+        ExecutionStatus::Completed => pb::ExecutionStatus::Completed,
+        ExecutionStatus::Failed => pb::ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled => pb::ExecutionStatus::Cancelled,
+        ExecutionStatus::Timeout => pb::ExecutionStatus::Timeout,
+    }
+}
+
+fn mode(mode: ExecutionMode) -> pb::ExecutionMode {
+    match mode {
+        ExecutionMode::Sync => pb::ExecutionMode::Sync,
+        ExecutionMode::Async => pb::ExecutionMode::Async,
+        ExecutionMode::Stream => pb::ExecutionMode::Stream,
+    }
+}
+
+pub(super) fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+fn unix_seconds(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(super) fn execution_result(e: &ExecutionSnapshot, include_output: bool) -> pb::ExecutionResult {
+    result_of(
+        e,
+        if include_output {
+            e.output.clone()
+        } else {
+            None
+        },
+    )
+}
+
+/// As [`execution_result`] with the output, moving it rather than copying.
+pub(super) fn into_execution_result(mut e: ExecutionSnapshot) -> pb::ExecutionResult {
+    let output = e.output.take();
+    result_of(&e, output)
+}
+
+fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::ExecutionResult {
+    let (error_code, error_message) = e
+        .error
+        .as_ref()
+        .map(|err| (err.code.clone(), err.message.clone()))
+        .unwrap_or_default();
+    // The instance is the reply's own `instance_id` field.
+    let mut metrics = std::collections::HashMap::with_capacity(2);
+    metrics.insert("attempts".to_owned(), e.attempts.to_string());
+    metrics.insert(
+        "execution_time_us".to_owned(),
+        e.execution_time.as_micros().to_string(),
+    );
+    pb::ExecutionResult {
+        status: status(e.status).into(),
+        result: output.map(to_any),
+        error_message,
+        error_code,
+        execution_time_ms: millis(e.execution_time),
+        memory_used_bytes: 0,
+        metrics,
+        started_at: e.started_at.map(timestamp),
+        completed_at: e.completed_at.map(timestamp),
+    }
+}
+
+pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert("attempts".to_owned(), e.attempts.to_string());
+    if let Some(instance) = &e.instance_id {
+        metadata.insert("instance_id".to_owned(), instance.to_string());
+    }
+    pb::ExecutionInfo {
+        execution_id: e.execution_id.to_string(),
+        task_id: e.task_id.to_string(),
+        function_name: e.function.to_string(),
+        execution_mode: mode(e.mode).into(),
+        status: status(e.status).into(),
+        started_at: e.started_at.map(timestamp),
+        completed_at: e.completed_at.map(timestamp),
+        execution_time_ms: millis(e.execution_time),
+        memory_used_bytes: 0,
+        error_message: e
+            .error
+            .as_ref()
+            .map(|err| err.message.clone())
+            .unwrap_or_default(),
+        metadata,
+    }
+}
+
+pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
+    let activity = task.activity();
+    let mut metadata: std::collections::HashMap<String, String> =
+        task.metadata.clone().into_iter().collect();
+    metadata.insert("plugin".to_owned(), task.plugin.name().to_owned());
+    metadata.insert(
+        "plugin_version".to_owned(),
+        task.plugin.version().to_owned(),
+    );
+    metadata.insert("digest".to_owned(), task.plugin.digest().to_hex());
+    metadata.insert(
+        "functions".to_owned(),
+        task.plugin
+            .functions()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    if !task.description.is_empty() {
+        metadata.insert("description".to_owned(), task.description.clone());
+    }
+    let pool = task.pool.stats();
+    metadata.insert("instances".to_owned(), pool.live.to_string());
+    if pool.quarantined > 0 {
+        metadata.insert("quarantined".to_owned(), pool.quarantined.to_string());
+    }
+    for (index, f) in task.plugin.functions().iter().enumerate() {
+        let tier = match task.profile.functions[index].tier() {
+            Tier::Inline => "inline",
+            Tier::OffWorker => "off_worker",
+            Tier::Blocking => "blocking",
+        };
+        metadata.insert(format!("tier.{}", f.name), tier.to_owned());
+    }
+    pb::TaskInfo {
+        task_id: task.id.to_string(),
+        task_name: task.name.clone(),
+        artifact_spec: Some(artifact_spec(&task.artifact)),
+        created_at: unix_seconds(task.created_at),
+        updated_at: unix_seconds(activity.updated_at),
+        execution_count: i32::try_from(activity.execution_count).unwrap_or(i32::MAX),
+        last_status: activity
+            .last_status
+            .map_or(pb::ExecutionStatus::Unknown, status)
+            .into(),
+        metadata,
+    }
+}
+
+pub(super) fn string_map<N: TryInto<i32>>(
+    map: BTreeMap<String, N>,
+) -> std::collections::HashMap<String, i32> {
+    map.into_iter()
+        .map(|(k, v)| (k, v.try_into().unwrap_or(i32::MAX)))
+        .collect()
+}
