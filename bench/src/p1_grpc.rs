@@ -179,16 +179,28 @@ pub(crate) fn spearlet_binary() -> anyhow::Result<PathBuf> {
     Ok(spearlet)
 }
 
-pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
-    let plugins = Artifact::Echo.path().parent().unwrap();
-    let mut spearlet_cmd = Command::new(spearlet_binary()?);
-    spearlet_cmd
+/// The `spearlet serve` binary on a free loopback port, its state in
+/// `data_dir`, the sample plugins' directory as its artifact root. A
+/// plugin's panic is reported, not symbolised into a backtrace, as deployed.
+pub(crate) fn start_spearlet(data_dir: &Path, log: &str) -> anyhow::Result<Server> {
+    let mut command = Command::new(spearlet_binary()?);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .arg("--artifact-root")
-        .arg(plugins)
-        .env("RUST_LOG", "warn");
-    let spearlet = Server::start(spearlet_cmd, "spearlet serve")?;
+        .arg(
+            Artifact::Echo
+                .path()
+                .parent()
+                .expect("plugins live in a directory"),
+        )
+        .env("RUST_LOG", log)
+        .env_remove("RUST_BACKTRACE");
+    Server::start(command, "spearlet serve")
+}
+
+pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
+    let spearlet = start_spearlet(data_dir, "warn")?;
     let mut bare_cmd = Command::new(std::env::current_exe()?);
     bare_cmd.arg("--bare-echo-server");
     let bare = Server::start(bare_cmd, "the bare echo server")?;

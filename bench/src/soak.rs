@@ -5,7 +5,6 @@
 //! after.
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +13,7 @@ use prost::Message;
 use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;
 
-use crate::p1_grpc::{connect, spearlet_binary, Server};
+use crate::p1_grpc::{connect, start_spearlet};
 
 pub struct Soak {
     pub calls: u64,
@@ -81,6 +80,21 @@ fn threads(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// A call that fails retriably once per fresh instance, allowed retries.
+fn flaky() -> pb::InvokeFunctionRequest {
+    let mut request = call(
+        Artifact::Faulty,
+        "faulty",
+        "flaky",
+        vec![("fail_times", any_i64(1))],
+    );
+    request.context = Some(pb::ExecutionContext {
+        max_retries: 3,
+        ..Default::default()
+    });
+    request
+}
+
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: f64 = status
@@ -93,17 +107,7 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
 }
 
 pub async fn run(calls: u64, data_dir: &Path) -> anyhow::Result<Soak> {
-    let plugins = Artifact::Echo.path().parent().unwrap();
-    let mut command = Command::new(spearlet_binary()?);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--artifact-root")
-        .arg(plugins)
-        .env("RUST_LOG", "error")
-        // As deployed: a panic is reported, not symbolised into a backtrace.
-        .env_remove("RUST_BACKTRACE");
-    let server = Server::start(command, "spearlet serve")?;
+    let server = start_spearlet(data_dir, "error")?;
     let client = connect(server.addr).await?;
     // Create the tasks and warm up every path (panics, retries) before
     // measuring memory.
@@ -119,17 +123,7 @@ pub async fn run(calls: u64, data_dir: &Path) -> anyhow::Result<Soak> {
         if i % 100 == 0 {
             c.invoke_function(call(Artifact::Faulty, "faulty", "panic", vec![]))
                 .await?;
-            let mut flaky = call(
-                Artifact::Faulty,
-                "faulty",
-                "flaky",
-                vec![("fail_times", any_i64(1))],
-            );
-            flaky.context = Some(pb::ExecutionContext {
-                max_retries: 3,
-                ..Default::default()
-            });
-            c.invoke_function(flaky).await?;
+            c.invoke_function(flaky()).await?;
         }
     }
     let rss_before = rss_mib(server.child.id())?;
@@ -156,17 +150,7 @@ pub async fn run(calls: u64, data_dir: &Path) -> anyhow::Result<Soak> {
                         anyhow::ensure!(!reply.success && code == "panic", "call {n}: {reply:?}");
                         counts[1].fetch_add(1, Ordering::Relaxed);
                     } else if n % 100 == 42 {
-                        let mut request = call(
-                            Artifact::Faulty,
-                            "faulty",
-                            "flaky",
-                            vec![("fail_times", any_i64(1))],
-                        );
-                        request.context = Some(pb::ExecutionContext {
-                            max_retries: 3,
-                            ..Default::default()
-                        });
-                        let reply = client.invoke_function(request).await?.into_inner();
+                        let reply = client.invoke_function(flaky()).await?.into_inner();
                         anyhow::ensure!(reply.success, "call {n}: {}", reply.message);
                         counts[2].fetch_add(1, Ordering::Relaxed);
                     } else {
