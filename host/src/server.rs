@@ -35,11 +35,16 @@ pub async fn serve(
     reporter
         .set_serving::<FunctionServiceServer<FunctionApi>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+    // v1 for current tools, v1alpha for the older grpcurl, Evans, Postman
+    // and grpcio clients that only speak it.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| Error::Internal(format!("reflection service: {e}"));
+    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
     let tokens = match &host.config().auth.tokens_file {
         Some(file) => Some(Tokens::from_file(file)?),
         None => None,
@@ -66,7 +71,11 @@ pub async fn serve(
     let result = builder
         .max_concurrent_streams(limits.max_concurrent_streams)
         .add_service(health)
-        .add_service(InterceptedService::new(reflection, authorize.clone()))
+        .add_service(InterceptedService::new(reflection_v1, authorize.clone()))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            authorize.clone(),
+        ))
         .add_service(InterceptedService::new(functions, authorize))
         // Small unary replies must not wait out Nagle's algorithm, and go
         // out in one write (see `OneWrite`).

@@ -67,7 +67,8 @@ pub(super) fn invoke_request(
         return Err(invalid("function_name", "function_name is required"));
     }
     let mode = match pb::ExecutionMode::try_from(req.execution_mode) {
-        Ok(pb::ExecutionMode::Sync) => ExecutionMode::Sync,
+        // Clients that leave the mode unset (proto3's 0) expect SYNC.
+        Ok(pb::ExecutionMode::Sync | pb::ExecutionMode::Unknown) => ExecutionMode::Sync,
         Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
         Ok(pb::ExecutionMode::Stream) => ExecutionMode::Stream,
         _ => {

@@ -16,7 +16,8 @@ pub struct ArtifactSpec {
     /// Where to get it: an absolute path, `file://`, `http(s)://`,
     /// `sms+file://ID` or `smsfile://ID`.
     pub location: String,
-    /// The plugin version it must contain, if non-empty.
+    /// A version label (SPEAR's clients send one, e.g. `1.0.0`): recorded,
+    /// not enforced. `metadata["plugin_version"]` enforces a version.
     pub version: String,
     /// Its sha256, as hex, optionally prefixed `sha256:`.
     pub checksum: String,
@@ -60,18 +61,16 @@ impl ArtifactSpec {
         Ok(Some(self.checksum.parse()?))
     }
 
-    /// The plugin name and version this spec requires, if any.
+    /// The plugin name and version this spec requires, if any: only what
+    /// the metadata asks for explicitly. The `version` field is a label.
     pub(super) fn expected_identity(&self) -> (Option<&str>, Option<&str>) {
-        fn non_empty(s: &str) -> Option<&str> {
-            Some(s.trim()).filter(|s| !s.is_empty())
-        }
-        let name = self.metadata.get("plugin_name").and_then(|s| non_empty(s));
-        let version = self
-            .metadata
-            .get("plugin_version")
-            .and_then(|s| non_empty(s))
-            .or_else(|| non_empty(&self.version));
-        (name, version)
+        let explicit = |key: &str| {
+            self.metadata
+                .get(key)
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+        };
+        (explicit("plugin_name"), explicit("plugin_version"))
     }
 }
 
@@ -105,12 +104,13 @@ mod tests {
     }
 
     #[test]
-    fn identity_comes_from_metadata_or_version() {
+    fn identity_comes_from_metadata_only() {
         let mut spec = ArtifactSpec::at("/x");
         assert_eq!(spec.expected_identity(), (None, None));
         spec.version = "1.2.0".into();
+        assert_eq!(spec.expected_identity(), (None, None), "a label only");
         spec.metadata.insert("plugin_name".into(), "math".into());
-        assert_eq!(spec.expected_identity(), (Some("math"), Some("1.2.0")));
+        assert_eq!(spec.expected_identity(), (Some("math"), None));
         spec.metadata
             .insert("plugin_version".into(), "2.0.0".into());
         assert_eq!(spec.expected_identity(), (Some("math"), Some("2.0.0")));

@@ -392,6 +392,12 @@ async fn a_plugin_other_than_the_one_named_is_refused() {
     }
     spec.metadata.insert("plugin_name".into(), "echo".into());
     spec.version = "9.9.9".into();
+    assert!(
+        fx.store().load(&spec).await.is_ok(),
+        "ArtifactSpec.version is a label, as SPEAR's clients use it"
+    );
+    spec.metadata
+        .insert("plugin_version".into(), "9.9.9".into());
     assert!(matches!(
         fx.store().load(&spec).await,
         Err(Error::PluginIdentityMismatch {

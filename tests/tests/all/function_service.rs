@@ -170,7 +170,7 @@ async fn every_validation_error_names_its_field() {
         (existing("", "upper"), "task_id is required"),
         (
             pb::InvokeFunctionRequest {
-                execution_mode: 0,
+                execution_mode: 99,
                 ..base.clone()
             },
             "execution_mode",
@@ -212,6 +212,23 @@ async fn every_validation_error_names_its_field() {
         server.host.tasks().is_empty(),
         "no request above created anything"
     );
+    server.stop().await;
+}
+
+/// SPEAR's clients leave `execution_mode` unset (0) and expect a SYNC call.
+#[tokio::test]
+async fn an_unset_execution_mode_runs_sync() {
+    let server = TestServer::start().await;
+    let req = pb::InvokeFunctionRequest {
+        execution_mode: 0,
+        ..with_params(
+            new_task("unset-mode", Artifact::Math, "add"),
+            &[("a", any_i64(2)), ("b", any_i64(40))],
+        )
+    };
+    let resp = server.invoke(req).await.unwrap();
+    assert_eq!(status_of(&resp), pb::ExecutionStatus::Completed);
+    assert_eq!(result_i64(&resp), 42, "the result comes back in the reply");
     server.stop().await;
 }
 
