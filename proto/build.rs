@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/spearlet/function.proto", "proto/sms/task.proto"];
+    let files = [
+        "proto/spearlet/function.proto",
+        "proto/sms/task.proto",
+        "proto/sms/node.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -36,11 +36,15 @@ pub async fn serve(
         .set_serving::<FunctionServiceServer<FunctionApi>>()
         .await;
     // v1 for current tools, v1alpha for the older grpcurl, Evans, Postman
-    // and grpcio clients that only speak it.
+    // and grpcio clients that only speak it. Only the services served here
+    // are advertised: the descriptor set also holds the SMS's, which this
+    // process calls but does not serve.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("spearlet.FunctionService")
+            .with_service_name("grpc.health.v1.Health")
     };
     let reflection_error = |e| Error::Internal(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;

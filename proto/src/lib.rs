@@ -2,8 +2,9 @@
 //!
 //! - [`spearlet`]: `spearlet.FunctionService`, the API clients call —
 //!   wire-compatible with the SPEAR project's spearlet;
-//! - [`sms`]: the SPEAR metadata server's `sms.TaskService`, which spearlet
-//!   calls as a client.
+//! - [`sms`]: the SPEAR metadata server's `sms.TaskService` and
+//!   `sms.NodeService`, which spearlet calls as a client when it joins a
+//!   cluster (servers are generated too, for tests that play the SMS).
 //!
 //! Only spearlet's API layer and CLI client use these types; the host works
 //! on plain Rust domain types.
@@ -20,5 +21,5 @@ pub mod sms {
     tonic::include_proto!("sms");
 }
 
-/// The encoded `FileDescriptorSet` of both packages, for server reflection.
+/// The encoded `FileDescriptorSet` of every package, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -268,6 +268,10 @@ async fn health_stats_and_the_standard_services_answer() {
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"spearlet.FunctionService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("sms.")),
+        "the SMS's services are called, not served: {names:?}"
+    );
 
     // Older tools (grpcurl before 1.8.8, Evans, Postman) speak v1alpha.
     {
