@@ -33,6 +33,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS for the gRPC server.
     pub tls: TlsConfig,
+    /// Joining a SPEAR cluster through its metadata server.
+    pub sms: SmsConfig,
 }
 
 impl Default for Config {
@@ -47,6 +49,72 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            sms: SmsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The configuration with renamed keys moved to their current place.
+    ///
+    /// # Errors
+    ///
+    /// A message naming both keys when an old key and its replacement
+    /// disagree.
+    pub fn normalized(mut self) -> Result<Config, String> {
+        if let Some(old) = self.artifacts.sms_http.take() {
+            match &self.sms.http {
+                Some(new) if *new != old => {
+                    return Err(format!(
+                        "artifacts.sms_http ({old}) and sms.http ({new}) disagree: \
+                         artifacts.sms_http is the old name of sms.http, keep only sms.http"
+                    ))
+                }
+                _ => {
+                    tracing::warn!("artifacts.sms_http is now sms.http; the old key still works");
+                    self.sms.http = Some(old);
+                }
+            }
+        }
+        Ok(self)
+    }
+}
+
+/// Joining a SPEAR cluster: with `grpc` set, spearlet registers itself as a
+/// node of the SMS (SPEAR's metadata server), registers the tasks it
+/// creates there, and looks up there the task ids it does not know. See
+/// `docs/cluster.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// The SMS's gRPC address, `http://HOST:PORT`. Default: none (no cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<Url>,
+    /// The SMS's HTTP address, for its file API: `smsfile://ID` artifacts are
+    /// fetched there and local artifacts of registered tasks are published
+    /// there. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<Url>,
+    /// How often the node's heartbeat is sent. Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// `HOST:PORT` other nodes and clients reach this spearlet at.
+    /// Default: the listen address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Time allowed for one call to the SMS. Default: 5 s.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        SmsConfig {
+            grpc: None,
+            http: None,
+            heartbeat_interval: Duration::from_secs(10),
+            advertise: None,
+            request_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -278,9 +346,8 @@ pub struct ArtifactConfig {
     /// Time allowed for one download attempt. Default: 60 s.
     #[serde(with = "humantime_serde")]
     pub download_timeout: Duration,
-    /// Base URL of the SMS HTTP API, for `sms+file://ID` / `smsfile://ID`
-    /// locations (`GET {sms_http}/api/v1/files/{ID}`). Default: none.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The old name of `sms.http`, still read (see [`Config::normalized`]).
+    #[serde(skip_serializing)]
     pub sms_http: Option<Url>,
 }
 
@@ -315,5 +382,20 @@ mod tests {
         assert_eq!(parsed.artifacts.retry_base_delay, Duration::from_millis(50));
         let typo = toml::from_str::<Config>("[artifacts]\nroot = [\"/srv\"]\n").unwrap_err();
         assert!(typo.to_string().contains("unknown field `root`"), "{typo}");
+    }
+
+    #[test]
+    fn the_old_sms_http_key_still_works_unless_it_disagrees() {
+        let old: Config =
+            toml::from_str("[artifacts]\nsms_http = \"http://sms:8080\"\n").unwrap();
+        let old = old.normalized().unwrap();
+        assert_eq!(old.sms.http.unwrap().as_str(), "http://sms:8080/");
+        assert_eq!(old.artifacts.sms_http, None);
+        let both: Config = toml::from_str(
+            "[artifacts]\nsms_http = \"http://a:1\"\n[sms]\nhttp = \"http://b:2\"\n",
+        )
+        .unwrap();
+        let err = both.normalized().unwrap_err();
+        assert!(err.contains("sms.http") && err.contains("artifacts.sms_http"), "{err}");
     }
 }

@@ -243,14 +243,49 @@ pub enum Error {
         limit: u64,
     },
 
-    /// An `sms+file://` location was given but no SMS HTTP address is configured.
+    /// An artifact needs the SMS file API (an `smsfile://` location to
+    /// fetch, or a local file to publish to the cluster) but no SMS HTTP
+    /// address is configured.
     #[error(
-        "artifact `{location}` is served by the SMS file API, but no SMS HTTP address \
-         is configured (set `artifacts.sms_http`)"
+        "artifact `{location}` needs the SMS file API {purpose}, but no SMS HTTP address \
+         is configured (set `sms.http` or pass --sms-http)"
     )]
     SmsNotConfigured {
         /// The location given.
         location: String,
+        /// What the file API was needed for.
+        purpose: &'static str,
+    },
+
+    /// The SMS could not be reached, or did not answer in time.
+    #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
+    SmsUnavailable {
+        /// The call that failed.
+        call: crate::sms::SmsCall,
+        /// The SMS address.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The SMS answered, and refused the call.
+    #[error("the SMS at {endpoint} refused {call}: {message}")]
+    SmsRefused {
+        /// The call refused.
+        call: crate::sms::SmsCall,
+        /// The SMS address.
+        endpoint: String,
+        /// What the SMS said.
+        message: String,
+    },
+
+    /// The SMS knows the task, but this node cannot run what it registered.
+    #[error("task `{task_id}` is registered at the SMS but cannot run on this node: {reason}")]
+    TaskNotRunnableHere {
+        /// The id asked for.
+        task_id: String,
+        /// Why not.
+        reason: String,
     },
 
     /// The loaded plugin is not the one the artifact spec names.
@@ -425,6 +460,9 @@ impl Error {
             Error::DownloadFailed { .. } => "download_failed",
             Error::ArtifactTooLarge { .. } => "artifact_too_large",
             Error::SmsNotConfigured { .. } => "sms_not_configured",
+            Error::SmsUnavailable { .. } => "sms_unavailable",
+            Error::SmsRefused { .. } => "sms_refused",
+            Error::TaskNotRunnableHere { .. } => "task_not_runnable_here",
             Error::PluginIdentityMismatch { .. } => "plugin_identity_mismatch",
             Error::InvalidRequest { .. } => "invalid_request",
             Error::TaskNotFound { .. } => "task_not_found",

@@ -22,6 +22,7 @@ use crate::registry::{Task, TaskRegistry};
 use crate::tier::{PluginProfile, TierPolicy};
 use crate::Value;
 
+mod cluster;
 mod stats;
 mod stop;
 
@@ -54,11 +55,15 @@ struct Inner {
     serving: AtomicUsize,
     /// Signalled when `serving` drops to zero.
     idle: tokio::sync::Notify,
+    /// The SMS, when the host is part of a cluster.
+    sms: Option<Arc<crate::sms::Sms>>,
 }
 
 /// How deleting a task went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
+    /// Its standing in the cluster (see [`Host::withdraw_deleted`]).
+    pub membership: crate::registry::Membership,
     /// Executions that were running (and were asked to stop) or queued
     /// (and were cancelled).
     pub cancelled_running: usize,
@@ -74,7 +79,14 @@ impl Host {
     ///
     /// [`Error::Io`] when the data directory cannot be prepared.
     pub fn new(config: Config) -> Result<Host> {
+        let config = config
+            .normalized()
+            .map_err(|reason| Error::InvalidRequest {
+                field: "configuration",
+                reason,
+            })?;
         let artifacts = ArtifactStore::new(&config)?;
+        let sms = crate::sms::Sms::from_config(&config.sms, &config.data_dir)?.map(Arc::new);
         let executions =
             ExecutionStore::new(config.executions.max_records, config.executions.record_ttl);
         Ok(Host {
@@ -94,6 +106,7 @@ impl Host {
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 serving: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
+                sms,
             }),
         })
     }
@@ -421,6 +434,7 @@ impl Host {
         };
         tracing::info!(task = task_id, cancelled_running, "task deleted");
         Ok(Deleted {
+            membership: task.membership.clone(),
             cancelled_running,
             cleaned_executions,
         })

@@ -10,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot};
 use crate::host::Host;
 use crate::pool::{InstancePool, PoolContext, PoolLimits};
-use crate::registry::{CreationKey, NewTask, Task};
+use crate::loader::Plugin;
+use crate::registry::{CreationKey, Membership, NewTask, Task};
 use crate::Value;
 
 /// Which task an invocation is for.
@@ -121,8 +122,9 @@ impl Host {
     }
 
     /// Finds or creates the task `request` is for: flow 2 (NEW_TASK) or 3
-    /// (EXISTING_TASK) of the seed. Returns the task and whether it was
-    /// created here.
+    /// (EXISTING_TASK) of the seed, asking the SMS about an unknown id when
+    /// the host is part of a cluster. Returns the task and whether this
+    /// invocation created it.
     pub(crate) async fn resolve_task(&self, request: &InvokeRequest) -> Result<(Arc<Task>, bool)> {
         match &request.target {
             Target::NewTask {
@@ -133,14 +135,12 @@ impl Host {
                 if let Some(task) = self.tasks().by_name(name) {
                     return Ok((task, false));
                 }
-                let id = crate::exec::new_id();
                 // Boxed: creation (artifact fetch and load) is a large future,
                 // and the path that only finds the task must stay small.
                 Box::pin(self.create_task(
                     CreationKey::Name(name.clone()),
-                    id,
-                    name,
-                    description,
+                    None,
+                    (name, description),
                     artifact,
                     request,
                 ))
@@ -156,8 +156,12 @@ impl Host {
                 if let Some(task) = self.tasks().get(task_id) {
                     return Ok((task, false));
                 }
-                if let Some(task) = self.lookup_remote_task(task_id).await? {
-                    return Ok((task, false));
+                if let Some(sms) = self.sms() {
+                    match Box::pin(self.replicate(sms, task_id)).await {
+                        Ok(task) => return Ok((task, false)),
+                        Err(Error::TaskNotFound { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
                 if !create_if_not_exists {
                     return Err(Error::TaskNotFound {
@@ -172,9 +176,8 @@ impl Host {
                 let name = if name.is_empty() { task_id } else { name };
                 Box::pin(self.create_task(
                     CreationKey::Id(task_id.clone()),
-                    Arc::from(task_id.as_str()),
-                    name,
-                    description,
+                    Some(Arc::from(task_id.as_str())),
+                    (name, description),
                     artifact,
                     request,
                 ))
@@ -183,59 +186,112 @@ impl Host {
         }
     }
 
-    /// The seam where a task unknown locally is looked up in the SMS (the
-    /// metadata server) before giving up. No SMS client is wired in yet, so
-    /// nothing is found there.
-    async fn lookup_remote_task(&self, _task_id: &str) -> Result<Option<Arc<Task>>> {
-        Ok(None)
-    }
-
+    /// Creates a task under `id` (NEW_TASK: none, so the SMS assigns one in
+    /// a cluster, else a fresh one), registering it at the SMS after its
+    /// plugin loaded. If anything fails after the registration, the
+    /// registration is withdrawn: nothing is left behind.
     async fn create_task(
         &self,
         key: CreationKey,
-        id: Arc<str>,
-        name: &str,
-        description: &str,
+        id: Option<Arc<str>>,
+        (name, description): (&str, &str),
         artifact: &ArtifactSpec,
         request: &InvokeRequest,
     ) -> Result<(Arc<Task>, bool)> {
         let mut created = false;
-        let task = self
+        let mut registered: Option<String> = None;
+        let outcome = self
             .tasks()
             .get_or_create(key, async {
                 created = true;
+                self.pool_limits(&request.metadata)?;
                 let plugin = self.artifacts().load(artifact).await?;
-                let limits = self.pool_limits(&request.metadata)?;
-                let config: Vec<(String, String)> = request
-                    .metadata
-                    .iter()
-                    .filter(|(k, _)| !k.starts_with("spearlet."))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                let profile = self.profile_of(&plugin);
-                let context = PoolContext {
-                    policy: self.tier_policy(),
-                    profile: Arc::clone(&profile),
-                    quarantine: Arc::clone(self.quarantine_limits()),
+                let (id, membership) = match self.sms() {
+                    None => (id.unwrap_or_else(crate::exec::new_id), Membership::Local),
+                    Some(sms) => {
+                        if let Some(existing) = self.tasks().by_name(name) {
+                            return Err(Error::TaskNameTaken {
+                                name: name.to_owned(),
+                                existing: existing.id.to_string(),
+                            });
+                        }
+                        let sms_id = self
+                            .register_in_cluster(
+                                sms,
+                                &plugin,
+                                (name, description),
+                                artifact,
+                                id.as_deref(),
+                                &request.metadata,
+                            )
+                            .await?;
+                        registered = Some(sms_id.clone());
+                        (
+                            id.unwrap_or_else(|| Arc::from(sms_id.as_str())),
+                            Membership::Registered { sms_id },
+                        )
+                    }
                 };
-                let pool =
-                    InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context)
-                        .await?;
-                tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
-                Ok(NewTask {
-                    pin: Some(self.artifacts().cache().pin(&plugin.digest())),
-                    id: id.clone(),
-                    name: name.to_owned(),
-                    description: description.to_owned(),
-                    artifact: artifact.clone(),
+                self.assemble_task(
+                    id,
+                    (name, description),
+                    artifact,
                     plugin,
-                    metadata: request.metadata.clone(),
-                    pool,
-                    profile,
-                })
+                    &request.metadata,
+                    membership,
+                )
+                .await
             })
-            .await?;
-        Ok((task, created))
+            .await;
+        match outcome {
+            Ok(task) => Ok((task, created)),
+            Err(e) => {
+                if let Some(sms_id) = registered {
+                    self.withdraw_registration(&sms_id, &e).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// A task's parts around a loaded plugin: its pool, pre-warmed (the
+    /// constructors run here), configured from the metadata.
+    pub(crate) async fn assemble_task(
+        &self,
+        id: Arc<str>,
+        (name, description): (&str, &str),
+        artifact: &ArtifactSpec,
+        plugin: Arc<Plugin>,
+        metadata: &BTreeMap<String, String>,
+        membership: Membership,
+    ) -> Result<NewTask> {
+        let limits = self.pool_limits(metadata)?;
+        let config: Vec<(String, String)> = metadata
+            .iter()
+            .filter(|(k, _)| !k.starts_with("spearlet."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let profile = self.profile_of(&plugin);
+        let context = PoolContext {
+            policy: self.tier_policy(),
+            profile: Arc::clone(&profile),
+            quarantine: Arc::clone(self.quarantine_limits()),
+        };
+        let pool =
+            InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context).await?;
+        tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
+        Ok(NewTask {
+            pin: Some(self.artifacts().cache().pin(&plugin.digest())),
+            id,
+            name: name.to_owned(),
+            description: description.to_owned(),
+            artifact: artifact.clone(),
+            plugin,
+            metadata: metadata.clone(),
+            pool,
+            profile,
+            membership,
+        })
     }
 
     fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {

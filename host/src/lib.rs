@@ -39,6 +39,7 @@ pub mod loader;
 pub mod pool;
 pub mod registry;
 pub mod server;
+pub mod sms;
 pub mod tier;
 
 pub use config::Config;

@@ -40,6 +40,8 @@ pub struct Task {
     /// What the inline tier knows of its plugin (shared by every task of
     /// the same plugin).
     pub profile: Arc<PluginProfile>,
+    /// Its standing in the cluster, when the host is part of one.
+    pub membership: Membership,
     /// Unix nanoseconds of the last execution's end (or creation).
     updated_at: AtomicU64,
     /// The last execution's final status, as an index into
@@ -86,6 +88,28 @@ pub struct NewTask {
     pub profile: Arc<PluginProfile>,
     /// Keeps the artifact in the cache while the task lives.
     pub pin: Option<CachePin>,
+    /// Its standing in the cluster.
+    pub membership: Membership,
+}
+
+/// A task's standing in the cluster (see `docs/cluster.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Membership {
+    /// Known only here: the host is in no cluster.
+    #[default]
+    Local,
+    /// Created here and registered at the SMS, which knows it as `sms_id`.
+    Registered {
+        /// The SMS's id for it.
+        sms_id: String,
+    },
+    /// Created elsewhere in the cluster and run here from its registration.
+    Replica {
+        /// The SMS's id for it.
+        sms_id: String,
+        /// The node that registered it.
+        node_uuid: String,
+    },
 }
 
 impl Task {
@@ -108,6 +132,7 @@ impl Task {
             created_at: now,
             pool: t.pool,
             profile: t.profile,
+            membership: t.membership,
             updated_at: AtomicU64::new(unix_nanos(now)),
             last_status: AtomicU8::new(0),
             executions: AtomicU64::new(0),

@@ -61,7 +61,11 @@ pub async fn serve(
         None => Ok(request),
     };
     let maintenance = host.spawn_maintenance();
-    let stopping = drain(host.clone(), reporter, shutdown);
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
+    let node = host.join_cluster(local);
+    let stopping = drain(host.clone(), reporter, node, shutdown);
     let limits = host.config().limits.clone();
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
         .max_decoding_message_size(limits.max_message_bytes)
@@ -96,13 +100,15 @@ pub async fn serve(
 }
 
 /// A graceful stop, once `signal` fires: health turns NOT_SERVING and new
-/// calls are refused (UNAVAILABLE, `host_stopping`) at once; SYNC and STREAM
+/// calls are refused (UNAVAILABLE, `host_stopping`) at once; the node
+/// leaves the cluster, so no one routes to it any more; SYNC and STREAM
 /// calls in flight finish, for up to `server.shutdown_grace`; ASYNC
 /// executions still running then are cancelled (`host_stopping`; a plugin
 /// that ignores its flag is abandoned); then the transport closes.
 async fn drain(
     host: Host,
     reporter: tonic_health::server::HealthReporter,
+    node: Option<crate::sms::NodeAgent>,
     signal: impl Future<Output = ()> + Send,
 ) {
     signal.await;
@@ -113,6 +119,12 @@ async fn drain(
     reporter
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
+    if let Some(node) = node {
+        match node.leave().await {
+            Ok(()) => tracing::info!("left the cluster: the node is deleted from the SMS"),
+            Err(e) => tracing::warn!(error = %e, "could not delete the node from the SMS; it expires there"),
+        }
+    }
     let grace = host.config().server.shutdown_grace;
     tracing::info!(grace = ?grace, "stopping: new calls are refused, calls in flight finish");
     if tokio::time::timeout(grace, host.drained()).await.is_ok() {

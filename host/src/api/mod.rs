@@ -255,16 +255,21 @@ impl FunctionService for FunctionApi {
         let deleted = self
             .host
             .delete_task(&req.task_id, req.force, req.cleanup_executions)?;
+        let mut message = "deleted".to_owned();
+        if deleted.cancelled_running > 0 {
+            message.push_str(&format!(
+                "; {} running execution(s) asked to stop",
+                deleted.cancelled_running
+            ));
+        }
+        // The local delete stands whatever the SMS says; the reply tells.
+        if let Some(cluster) = self.host.withdraw_deleted(&deleted.membership).await {
+            message.push_str("; ");
+            message.push_str(&cluster);
+        }
         Ok(Response::new(pb::DeleteTaskResponse {
             success: true,
-            message: if deleted.cancelled_running > 0 {
-                format!(
-                    "deleted; {} running execution(s) asked to stop",
-                    deleted.cancelled_running
-                )
-            } else {
-                "deleted".to_owned()
-            },
+            message,
             deleted: true,
             cleaned_executions: i32::try_from(deleted.cleaned_executions).unwrap_or(i32::MAX),
         }))
@@ -301,6 +306,7 @@ impl FunctionService for FunctionApi {
         request: Request<pb::GetHealthRequest>,
     ) -> Result<Response<pb::GetHealthResponse>, Status> {
         let stats = self.host.stats();
+        let sms = self.host.sms_status();
         let details = request.into_inner().include_details.then(|| {
             let mut system_info = std::collections::HashMap::new();
             system_info.insert("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
@@ -327,6 +333,9 @@ impl FunctionService for FunctionApi {
                 "quarantined_instances".to_owned(),
                 stats.quarantined.to_string(),
             );
+            if let Some(link) = &sms {
+                reply::sms_link(link, &mut system_info);
+            }
             pb::HealthDetails {
                 active_tasks: clamp(stats.tasks),
                 running_executions: clamp(stats.running),
@@ -339,8 +348,12 @@ impl FunctionService for FunctionApi {
         Ok(Response::new(pb::GetHealthResponse {
             status: "healthy".to_owned(),
             message: format!(
-                "{} task(s), {} execution(s) running",
-                stats.tasks, stats.running
+                "{} task(s), {} execution(s) running{}",
+                stats.tasks,
+                stats.running,
+                sms.as_ref()
+                    .map(|link| format!("; SMS {}", link.state.word()))
+                    .unwrap_or_default()
             ),
             uptime_seconds: i64::try_from(stats.uptime.as_secs()).unwrap_or(i64::MAX),
             details,

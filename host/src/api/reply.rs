@@ -8,7 +8,7 @@ use spearlet_proto::spearlet as pb;
 use super::value::to_any;
 use crate::artifact::ArtifactSpec;
 use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
-use crate::registry::Task;
+use crate::registry::{Membership, Task};
 use crate::tier::Tier;
 
 fn artifact_spec(spec: &ArtifactSpec) -> pb::ArtifactSpec {
@@ -144,6 +144,18 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     if !task.description.is_empty() {
         metadata.insert("description".to_owned(), task.description.clone());
     }
+    match &task.membership {
+        Membership::Local => {}
+        Membership::Registered { sms_id } => {
+            metadata.insert("cluster".to_owned(), "registered".to_owned());
+            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
+        }
+        Membership::Replica { sms_id, node_uuid } => {
+            metadata.insert("cluster".to_owned(), "replica".to_owned());
+            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
+            metadata.insert("sms_owner_node".to_owned(), node_uuid.clone());
+        }
+    }
     let pool = task.pool.stats();
     metadata.insert("instances".to_owned(), pool.live.to_string());
     if pool.quarantined > 0 {
@@ -178,4 +190,31 @@ pub(super) fn string_map<N: TryInto<i32>>(
     map.into_iter()
         .map(|(k, v)| (k, v.try_into().unwrap_or(i32::MAX)))
         .collect()
+}
+
+/// The SMS link, as `GetHealth` details: `sms` (connecting, registered,
+/// unreachable, left), `sms_endpoint`, `sms_node_uuid`, `sms_since` and
+/// `sms_last_heartbeat` (RFC 3339), `sms_error` while unreachable, and
+/// `sms_calls` / `sms_failures`.
+pub(super) fn sms_link(
+    link: &crate::sms::LinkStatus,
+    info: &mut std::collections::HashMap<String, String>,
+) {
+    let time = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    info.insert("sms".to_owned(), link.state.word().to_owned());
+    info.insert("sms_endpoint".to_owned(), link.endpoint.clone());
+    info.insert("sms_node_uuid".to_owned(), link.node_uuid.clone());
+    info.insert("sms_since".to_owned(), time(link.since));
+    if let Some(at) = link.last_heartbeat {
+        info.insert("sms_last_heartbeat".to_owned(), time(at));
+    }
+    if let crate::sms::LinkState::Unreachable { error } = &link.state {
+        info.insert("sms_error".to_owned(), error.clone());
+    }
+    let (made, failed) = link
+        .calls
+        .iter()
+        .fold((0, 0), |(m, f), (_, made, failed)| (m + made, f + failed));
+    info.insert("sms_calls".to_owned(), made.to_string());
+    info.insert("sms_failures".to_owned(), failed.to_string());
 }

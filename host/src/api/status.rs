@@ -41,13 +41,17 @@ pub fn code(error: &Error) -> Code {
         | Error::InstanceCreation { .. }
         | Error::TaskNameTaken { .. }
         | Error::TaskBusy { .. }
-        | Error::SmsNotConfigured { .. } => Code::FailedPrecondition,
+        | Error::SmsNotConfigured { .. }
+        | Error::SmsRefused { .. }
+        | Error::TaskNotRunnableHere { .. } => Code::FailedPrecondition,
         Error::PoolExhausted { .. }
         | Error::QuarantineFull { .. }
         | Error::ArtifactTooLarge { .. }
         | Error::TooManyPending { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-        Error::DownloadFailed { .. } | Error::HostStopping => Code::Unavailable,
+        Error::DownloadFailed { .. } | Error::HostStopping | Error::SmsUnavailable { .. } => {
+            Code::Unavailable
+        }
         Error::TaskDeleted { .. } => Code::Aborted,
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }

@@ -45,6 +45,8 @@ type Flight = Arc<OnceCell<Result<PathBuf>>>;
 #[derive(Debug)]
 pub struct ArtifactStore {
     config: ArtifactConfig,
+    /// The SMS file API, for `smsfile://` locations.
+    sms_http: Option<Url>,
     cache: ArtifactCache,
     client: reqwest::Client,
     in_flight: Mutex<HashMap<Sha256Digest, Flight>>,
@@ -73,6 +75,7 @@ impl ArtifactStore {
             })?;
         Ok(ArtifactStore {
             config: config.artifacts.clone(),
+            sms_http: config.sms.http.clone().or_else(|| config.artifacts.sms_http.clone()),
             cache,
             client,
             in_flight: Mutex::default(),
@@ -114,13 +117,13 @@ impl ArtifactStore {
                     .await?
             }
             Location::SmsFile(id) => {
-                let base =
-                    self.config
-                        .sms_http
-                        .as_ref()
-                        .ok_or_else(|| Error::SmsNotConfigured {
-                            location: spec.location.clone(),
-                        })?;
+                let base = self
+                    .sms_http
+                    .as_ref()
+                    .ok_or_else(|| Error::SmsNotConfigured {
+                        location: spec.location.clone(),
+                        purpose: "to fetch it",
+                    })?;
                 let url = sms_file_url(base, &id, &spec.location)?;
                 self.load_remote(&spec.location, url, expected, progress)
                     .await?

@@ -61,6 +61,15 @@ impl ArtifactSpec {
         Ok(Some(self.checksum.parse()?))
     }
 
+    /// Whether it names a file on this machine (a path or `file://`), which
+    /// other machines cannot read.
+    pub fn is_local(&self) -> bool {
+        matches!(
+            super::location::Location::parse(&self.location),
+            Ok(super::location::Location::Local(_))
+        )
+    }
+
     /// The plugin name and version this spec requires, if any: only what
     /// the metadata asks for explicitly. The `version` field is a label.
     pub(super) fn expected_identity(&self) -> (Option<&str>, Option<&str>) {

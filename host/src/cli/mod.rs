@@ -41,6 +41,8 @@ enum Command {
     Status(client::StatusArgs),
     /// Cancel an execution.
     Cancel(client::CancelArgs),
+    /// Show the server's health, counters and SMS link.
+    Health(client::HealthArgs),
     /// Work with plugin files.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -70,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status(args) => client::status(endpoint, &args),
         Command::Cancel(args) => client::cancel(endpoint, &args),
+        Command::Health(args) => client::health(endpoint, &args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Inspect(args)) => inspect::run(&args),
     }
 }

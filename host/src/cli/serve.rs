@@ -24,6 +24,25 @@ pub struct ServeArgs {
     #[arg(long = "artifact-root", value_name = "DIR")]
     artifact_roots: Vec<PathBuf>,
 
+    /// Join a SPEAR cluster: the SMS's gRPC address, `http://HOST:PORT`
+    /// [config: sms.grpc].
+    #[arg(long, value_name = "URL")]
+    sms_grpc: Option<url::Url>,
+
+    /// The SMS's HTTP address, for its file API [config: sms.http].
+    #[arg(long, value_name = "URL")]
+    sms_http: Option<url::Url>,
+
+    /// How often the node's heartbeat goes to the SMS, e.g. `10s`
+    /// [config: sms.heartbeat_interval].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    sms_heartbeat: Option<std::time::Duration>,
+
+    /// `HOST:PORT` other nodes and clients reach this spearlet at
+    /// [config: sms.advertise; default: the listen address].
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+
     /// A TOML configuration file. Every key is optional; environment
     /// variables `SPEARLET_<SECTION>__<KEY>` (e.g. `SPEARLET_POOL__MAX_INSTANCES=4`)
     /// override it, and these flags override both.
@@ -38,7 +57,7 @@ pub struct ServeArgs {
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
 /// client's `SPEARLET_ENDPOINT`) are not configuration.
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 10] = [
     "data_dir",
     "server",
     "artifacts",
@@ -47,6 +66,8 @@ const SECTIONS: [&str; 8] = [
     "exec",
     "limits",
     "auth",
+    "tls",
+    "sms",
 ];
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -74,7 +95,19 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         .artifacts
         .roots
         .extend(args.artifact_roots.iter().cloned());
-    Ok(config)
+    if let Some(url) = &args.sms_grpc {
+        config.sms.grpc = Some(url.clone());
+    }
+    if let Some(url) = &args.sms_http {
+        config.sms.http = Some(url.clone());
+    }
+    if let Some(interval) = args.sms_heartbeat {
+        config.sms.heartbeat_interval = interval;
+    }
+    if let Some(addr) = &args.advertise {
+        config.sms.advertise = Some(addr.clone());
+    }
+    config.normalized().map_err(anyhow::Error::msg)
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -105,6 +138,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
         for root in &roots {
             eprintln!("  artifact root:  {}", root.display());
+        }
+        if let Some(sms) = host.sms() {
+            eprintln!("  SMS:            {} (node {})", sms.endpoint(), sms.node_uuid());
         }
         spearlet::server::serve(host, listener, async {
             stop_signal().await;

@@ -363,7 +363,7 @@ async fn sms_files_come_from_the_sms_file_api() {
         Err(Error::SmsNotConfigured { .. })
     ));
 
-    let store = fx.store_with(|c| c.artifacts.sms_http = Some(server.base_url().parse().unwrap()));
+    let store = fx.store_with(|c| c.sms.http = Some(server.base_url().parse().unwrap()));
     assert_eq!(store.load(&spec).await.unwrap().name(), "echo");
     let seed_era = ArtifactSpec::at("sms+file://file-123").with_checksum(digest(&bytes));
     assert_eq!(store.load(&seed_era).await.unwrap().name(), "echo");

@@ -281,3 +281,50 @@ pub fn cancel(endpoint: &Endpoint, args: &CancelArgs) -> anyhow::Result<std::pro
         })
     })
 }
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {}
+
+/// The server's health, its counters, and its link to the SMS when it is
+/// part of a cluster.
+pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let reply = connect(endpoint)
+            .await?
+            .get_health(pb::GetHealthRequest {
+                include_details: true,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        println!("{}: {}", reply.status, reply.message);
+        println!("uptime:      {} s", reply.uptime_seconds);
+        let Some(details) = reply.details else {
+            return Ok(());
+        };
+        let info = &details.system_info;
+        let get = |key: &str| info.get(key).map_or("-", String::as_str);
+        println!(
+            "tasks:       {}   running: {}   pending: {}   executions: {}",
+            details.active_tasks,
+            details.running_executions,
+            details.pending_executions,
+            details.total_executions
+        );
+        println!("version:     {} (plugin ABI {})", get("version"), get("plugin_abi"));
+        match info.get("sms") {
+            None => println!("cluster:     none (no SMS configured)"),
+            Some(state) => {
+                println!("SMS:         {state} at {}", get("sms_endpoint"));
+                println!("  node:      {}", get("sms_node_uuid"));
+                println!("  since:     {}", get("sms_since"));
+                println!("  heartbeat: {}", get("sms_last_heartbeat"));
+                println!("  calls:     {} ({} failed)", get("sms_calls"), get("sms_failures"));
+                if let Some(error) = info.get("sms_error") {
+                    println!("  error:     {error}");
+                }
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,4 +1,5 @@
-//! The client commands: `invoke`, `tasks`, `task`, `executions`, `status`, `cancel`.
+//! The client commands: `invoke`, `tasks`, `task`, `executions`, `status`,
+//! `cancel`, `health`.
 
 mod invoke;
 mod manage;
@@ -13,8 +14,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 pub use invoke::{invoke, InvokeArgs};
 pub use manage::{
-    cancel, executions, status, task, tasks, CancelArgs, ExecutionsArgs, StatusArgs, TaskCommand,
-    TasksArgs,
+    cancel, executions, health, status, task, tasks, CancelArgs, ExecutionsArgs, HealthArgs,
+    StatusArgs, TaskCommand, TasksArgs,
 };
 
 /// Where the server is.

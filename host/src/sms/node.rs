@@ -1,0 +1,334 @@
+//! This process as a node of the cluster: registered when it starts (and
+//! again whenever the SMS has forgotten it), a heartbeat every interval
+//! carrying its health, deleted when it stops gracefully.
+//!
+//! An SMS that cannot be reached never stops the host from serving: the
+//! node keeps trying, with backoff, and the link's state says how it
+//! stands (see [`super::LinkState`]).
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use spearlet_proto::sms::node_service_client::NodeServiceClient;
+use spearlet_proto::sms::{DeleteNodeRequest, HeartbeatRequest, Node, RegisterNodeRequest};
+use tokio::sync::watch;
+
+use super::{unix_seconds, LinkState, Sms, SmsCall};
+use crate::error::{Error, Result};
+
+/// The file in the data directory that keeps the node's uuid.
+const IDENTITY_FILE: &str = "node-id";
+
+/// Where other nodes and clients reach this spearlet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// Host name or IP address.
+    pub host: String,
+    /// gRPC port.
+    pub port: u16,
+}
+
+/// Reads `HOST:PORT` (an IPv6 host in brackets).
+pub(super) fn parse_advertised(text: &str) -> Result<Advertised> {
+    let invalid = |reason: &str| Error::InvalidRequest {
+        field: "sms.advertise",
+        reason: format!("`{text}` {reason}; expected HOST:PORT"),
+    };
+    let (host, port) = text
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("has no port"))?;
+    let port: u16 = port.parse().map_err(|_| invalid("has no valid port"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(invalid("names no host or port 0"));
+    }
+    Ok(Advertised {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// The node's uuid, made once and kept in `data_dir` so that a restart is
+/// the same node. Written under a temporary name and linked into place, so
+/// a crash never leaves a half-written identity and two processes starting
+/// together agree on one.
+pub(super) fn identity(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(IDENTITY_FILE);
+    let read = |path: &Path| -> Result<Option<String>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let id = text.trim();
+                uuid::Uuid::parse_str(id).map_err(|_| Error::InvalidRequest {
+                    field: "data_dir",
+                    reason: format!(
+                        "{} does not hold a node uuid (`{id}`); remove it to make a new identity",
+                        path.display()
+                    ),
+                })?;
+                Ok(Some(id.to_owned()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    };
+    if let Some(id) = read(&path)? {
+        return Ok(id);
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let mut temp = tempfile::NamedTempFile::new_in(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    temp.write_all(id.as_bytes())
+        .and_then(|()| temp.as_file().sync_all())
+        .map_err(|e| Error::io(temp.path(), e))?;
+    match std::fs::hard_link(temp.path(), &path) {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(&path)?.ok_or_else(|| Error::Internal(format!("{} vanished", path.display())))
+        }
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// The node's life in the cluster, run in the background until
+/// [`NodeAgent::leave`].
+#[derive(Debug)]
+pub struct NodeAgent {
+    sms: Arc<Sms>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The health a heartbeat carries.
+pub type HealthInfo = Box<dyn Fn() -> HashMap<String, String> + Send + Sync>;
+
+impl Sms {
+    /// Starts this node's registration and heartbeats, advertising
+    /// `sms.advertise` or else `listening`; `health` is asked for the
+    /// heartbeat's health info each time.
+    pub fn join(self: &Arc<Self>, listening: SocketAddr, health: HealthInfo) -> NodeAgent {
+        let advertised = match &self.advertise {
+            Some(text) => parse_advertised(text).expect("checked when the client was made"),
+            None => {
+                if listening.ip().is_unspecified() {
+                    tracing::warn!(
+                        %listening,
+                        "advertising an unspecified address to the SMS: other nodes cannot reach \
+                         this one; set sms.advertise (or --advertise HOST:PORT)"
+                    );
+                }
+                Advertised {
+                    host: listening.ip().to_string(),
+                    port: listening.port(),
+                }
+            }
+        };
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(Arc::clone(self).live(advertised, health, stopped));
+        NodeAgent {
+            sms: Arc::clone(self),
+            stop,
+            task,
+        }
+    }
+
+    async fn live(
+        self: Arc<Self>,
+        advertised: Advertised,
+        health: HealthInfo,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut registered = false;
+        let mut failures = 0u32;
+        loop {
+            let pause = if registered {
+                match self.heartbeat(&health()).await {
+                    Ok(()) => {
+                        failures = 0;
+                        self.heartbeat
+                    }
+                    // The SMS answered but does not know this node (it
+                    // restarted, or expired it): register again at once.
+                    Err(Error::SmsRefused { message, .. }) => {
+                        tracing::info!(%message, "the SMS refused a heartbeat; registering again");
+                        registered = false;
+                        Duration::ZERO
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        self.unreachable(&e, failures);
+                        self.heartbeat
+                    }
+                }
+            } else {
+                match self.register_node(&advertised).await {
+                    Ok(()) => {
+                        registered = true;
+                        failures = 0;
+                        tracing::info!(
+                            sms = %self.grpc,
+                            node = %self.node_uuid,
+                            advertised = %format!("{}:{}", advertised.host, advertised.port),
+                            "registered with the SMS"
+                        );
+                        self.heartbeat
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        self.unreachable(&e, failures);
+                        crate::backoff::full_jitter(
+                            Duration::from_millis(200),
+                            self.heartbeat.max(Duration::from_millis(200)),
+                            failures,
+                        )
+                    }
+                }
+            };
+            tokio::select! {
+                _ = stopped.changed() => return,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    fn unreachable(&self, error: &Error, failures: u32) {
+        // The first failure and then every tenth: an SMS down for an hour
+        // must not fill the log.
+        if failures == 1 || failures % 10 == 0 {
+            tracing::warn!(%error, failures, "the SMS cannot be reached; the host serves on and retries");
+        }
+        self.set_state(LinkState::Unreachable {
+            error: error.to_string(),
+        });
+    }
+
+    async fn register_node(&self, advertised: &Advertised) -> Result<()> {
+        let now = unix_seconds(SystemTime::now());
+        let node = Node {
+            uuid: self.node_uuid.clone(),
+            ip_address: advertised.host.clone(),
+            port: i32::from(advertised.port),
+            status: "active".to_owned(),
+            last_heartbeat: now,
+            registered_at: now,
+            metadata: HashMap::from([
+                ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+                (
+                    "plugin_abi".to_owned(),
+                    spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
+                ),
+                ("kind".to_owned(), "native-plugins".to_owned()),
+            ]),
+            http_port: 0,
+        };
+        let call = SmsCall::RegisterNode;
+        let reply = self.outcome(
+            call,
+            NodeServiceClient::new(self.channel())
+                .register_node(RegisterNodeRequest { node: Some(node) })
+                .await,
+        )?;
+        let reply = reply.into_inner();
+        if !reply.success {
+            return Err(self.refused(call, reply.message));
+        }
+        if !reply.node_uuid.is_empty() && reply.node_uuid != self.node_uuid {
+            tracing::warn!(
+                ours = %self.node_uuid,
+                theirs = %reply.node_uuid,
+                "the SMS registered this node under another uuid; tasks name ours"
+            );
+        }
+        let mut link = self.link();
+        link.last_heartbeat = Some(SystemTime::now());
+        drop(link);
+        self.set_state(LinkState::Registered);
+        Ok(())
+    }
+
+    async fn heartbeat(&self, health: &HashMap<String, String>) -> Result<()> {
+        let call = SmsCall::Heartbeat;
+        let reply = self.outcome(
+            call,
+            NodeServiceClient::new(self.channel())
+                .heartbeat(HeartbeatRequest {
+                    uuid: self.node_uuid.clone(),
+                    timestamp: unix_seconds(SystemTime::now()),
+                    health_info: health.clone(),
+                })
+                .await,
+        )?;
+        let reply = reply.into_inner();
+        if !reply.success {
+            return Err(self.refused(call, reply.message));
+        }
+        self.link().last_heartbeat = Some(SystemTime::now());
+        self.set_state(LinkState::Registered);
+        Ok(())
+    }
+}
+
+impl NodeAgent {
+    /// Stops the heartbeats and deletes the node from the SMS, so that no
+    /// one routes to a host that is going away.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SmsUnavailable`] or [`Error::SmsRefused`] when the SMS could
+    /// not be told (the node then expires there by its missing heartbeats).
+    pub async fn leave(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let sms = &self.sms;
+        let call = SmsCall::DeleteNode;
+        let reply = sms.outcome(
+            call,
+            NodeServiceClient::new(sms.channel())
+                .delete_node(DeleteNodeRequest {
+                    uuid: sms.node_uuid.clone(),
+                })
+                .await,
+        )?;
+        let reply = reply.into_inner();
+        if !reply.success {
+            return Err(sms.refused(call, reply.message));
+        }
+        sms.set_state(LinkState::Left);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = identity(dir.path()).unwrap();
+        assert!(uuid::Uuid::parse_str(&first).is_ok());
+        assert_eq!(identity(dir.path()).unwrap(), first);
+        std::fs::write(dir.path().join(IDENTITY_FILE), "not a uuid").unwrap();
+        let err = identity(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("remove it"), "{err}");
+    }
+
+    #[test]
+    fn advertised_addresses_are_host_and_port() {
+        assert_eq!(
+            parse_advertised("node-a.internal:50052").unwrap(),
+            Advertised {
+                host: "node-a.internal".into(),
+                port: 50052
+            }
+        );
+        assert_eq!(parse_advertised("[::1]:7").unwrap().host, "::1");
+        for bad in ["node-a", "node-a:http", ":50052", "h:0"] {
+            let err = parse_advertised(bad).unwrap_err().to_string();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
+    }
+}
