@@ -386,8 +386,7 @@ mod tests {
 
     #[test]
     fn the_old_sms_http_key_still_works_unless_it_disagrees() {
-        let old: Config =
-            toml::from_str("[artifacts]\nsms_http = \"http://sms:8080\"\n").unwrap();
+        let old: Config = toml::from_str("[artifacts]\nsms_http = \"http://sms:8080\"\n").unwrap();
         let old = old.normalized().unwrap();
         assert_eq!(old.sms.http.unwrap().as_str(), "http://sms:8080/");
         assert_eq!(old.artifacts.sms_http, None);
@@ -396,6 +395,9 @@ mod tests {
         )
         .unwrap();
         let err = both.normalized().unwrap_err();
-        assert!(err.contains("sms.http") && err.contains("artifacts.sms_http"), "{err}");
+        assert!(
+            err.contains("sms.http") && err.contains("artifacts.sms_http"),
+            "{err}"
+        );
     }
 }

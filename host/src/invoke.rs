@@ -9,8 +9,8 @@ use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot};
 use crate::host::Host;
-use crate::pool::{InstancePool, PoolContext, PoolLimits};
 use crate::loader::Plugin;
+use crate::pool::{InstancePool, PoolContext, PoolLimits};
 use crate::registry::{CreationKey, Membership, NewTask, Task};
 use crate::Value;
 

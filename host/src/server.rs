@@ -122,7 +122,9 @@ async fn drain(
     if let Some(node) = node {
         match node.leave().await {
             Ok(()) => tracing::info!("left the cluster: the node is deleted from the SMS"),
-            Err(e) => tracing::warn!(error = %e, "could not delete the node from the SMS; it expires there"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not delete the node from the SMS; it expires there")
+            }
         }
     }
     let grace = host.config().server.shutdown_grace;

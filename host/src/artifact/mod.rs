@@ -75,7 +75,11 @@ impl ArtifactStore {
             })?;
         Ok(ArtifactStore {
             config: config.artifacts.clone(),
-            sms_http: config.sms.http.clone().or_else(|| config.artifacts.sms_http.clone()),
+            sms_http: config
+                .sms
+                .http
+                .clone()
+                .or_else(|| config.artifacts.sms_http.clone()),
             cache,
             client,
             in_flight: Mutex::default(),

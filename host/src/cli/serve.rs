@@ -140,7 +140,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             eprintln!("  artifact root:  {}", root.display());
         }
         if let Some(sms) = host.sms() {
-            eprintln!("  SMS:            {} (node {})", sms.endpoint(), sms.node_uuid());
+            eprintln!(
+                "  SMS:            {} (node {})",
+                sms.endpoint(),
+                sms.node_uuid()
+            );
         }
         spearlet::server::serve(host, listener, async {
             stop_signal().await;

@@ -41,7 +41,12 @@ impl Host {
                     ("pending_executions".to_owned(), stats.pending.to_string()),
                     (
                         "status".to_owned(),
-                        if host.is_stopping() { "stopping" } else { "serving" }.to_owned(),
+                        if host.is_stopping() {
+                            "stopping"
+                        } else {
+                            "serving"
+                        }
+                        .to_owned(),
                     ),
                 ])
             }),
@@ -122,13 +127,14 @@ impl Host {
                     .ok_or_else(|| Error::TaskNotFound {
                         task_id: task_id.to_owned(),
                     })?;
-                let artifact = remote
-                    .artifact
-                    .clone()
-                    .map_err(|reason| Error::TaskNotRunnableHere {
-                        task_id: task_id.to_owned(),
-                        reason,
-                    })?;
+                let artifact =
+                    remote
+                        .artifact
+                        .clone()
+                        .map_err(|reason| Error::TaskNotRunnableHere {
+                            task_id: task_id.to_owned(),
+                            reason,
+                        })?;
                 let plugin = self.artifacts().load(&artifact).await?;
                 // A name another task holds here names that one; this one
                 // goes by its id.

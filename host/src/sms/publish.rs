@@ -50,8 +50,10 @@ impl Published {
 
     fn remember(&self, digest: &Sha256Digest, base: &str, id: &str) -> Result<()> {
         let path = self.dir.join(digest.to_hex());
-        let temp = tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        std::fs::write(temp.path(), format!("{base}\n{id}\n")).map_err(|e| Error::io(temp.path(), e))?;
+        let temp =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        std::fs::write(temp.path(), format!("{base}\n{id}\n"))
+            .map_err(|e| Error::io(temp.path(), e))?;
         temp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
         Ok(())
     }

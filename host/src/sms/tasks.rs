@@ -313,7 +313,10 @@ mod tests {
         };
         let sum = "ab".repeat(32);
         let ok = runnable(&task(ExecutableType::Binary, "smsfile://f1", &sum)).unwrap();
-        assert_eq!((ok.location.as_str(), ok.checksum.as_str()), ("smsfile://f1", sum.as_str()));
+        assert_eq!(
+            (ok.location.as_str(), ok.checksum.as_str()),
+            ("smsfile://f1", sum.as_str())
+        );
         let wasm = runnable(&task(ExecutableType::Wasm, "smsfile://f1", &sum)).unwrap_err();
         assert!(wasm.contains("EXECUTABLE_TYPE_WASM"), "{wasm}");
         let unpinned = runnable(&task(ExecutableType::Binary, "smsfile://f1", "")).unwrap_err();

@@ -2,8 +2,10 @@
 
 mod abi_conformance;
 mod artifacts;
+mod cluster;
 mod endings;
 mod execution;
+mod fake_sms;
 mod function_service;
 mod grpc_util;
 mod helpers;

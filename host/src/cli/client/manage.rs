@@ -311,7 +311,11 @@ pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
             details.pending_executions,
             details.total_executions
         );
-        println!("version:     {} (plugin ABI {})", get("version"), get("plugin_abi"));
+        println!(
+            "version:     {} (plugin ABI {})",
+            get("version"),
+            get("plugin_abi")
+        );
         match info.get("sms") {
             None => println!("cluster:     none (no SMS configured)"),
             Some(state) => {
@@ -319,7 +323,11 @@ pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
                 println!("  node:      {}", get("sms_node_uuid"));
                 println!("  since:     {}", get("sms_since"));
                 println!("  heartbeat: {}", get("sms_last_heartbeat"));
-                println!("  calls:     {} ({} failed)", get("sms_calls"), get("sms_failures"));
+                println!(
+                    "  calls:     {} ({} failed)",
+                    get("sms_calls"),
+                    get("sms_failures")
+                );
                 if let Some(error) = info.get("sms_error") {
                     println!("  error:     {error}");
                 }
