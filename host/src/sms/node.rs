@@ -283,6 +283,11 @@ impl NodeAgent {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let sms = &self.sms;
+        if sms.link().last_heartbeat.is_none() {
+            // Never registered: there is nothing to delete.
+            sms.set_state(LinkState::Left);
+            return Ok(());
+        }
         let call = SmsCall::DeleteNode;
         let reply = sms.outcome(
             call,

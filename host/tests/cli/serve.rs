@@ -344,3 +344,32 @@ fn bad_configuration_is_refused_with_the_key_named() {
     );
     assert!(effective.contains("/srv/plugins"), "{effective}");
 }
+
+#[test]
+fn health_shows_the_server_and_its_sms_link() {
+    let alone = Served::start("");
+    let out = alone.run(&["health"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.starts_with("healthy: 0 task(s)"), "{shown}");
+    assert!(shown.contains("cluster:     none"), "{shown}");
+    alone.stop();
+
+    // An SMS nobody answers at: the host serves anyway and says so.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let clustered = Served::start(&format!("[sms]\ngrpc = \"http://{dead}\"\n"));
+    let out = clustered.run(&["health"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(&format!("SMS:         connecting at http://{dead}/"))
+            || shown.contains(&format!("SMS:         unreachable at http://{dead}/")),
+        "{shown}"
+    );
+    assert!(shown.contains("  node:      "), "{shown}");
+    let status = clustered.stop();
+    assert!(status.success(), "a clean stop: {status:?}");
+}
