@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/spearlet/function.proto",
         "proto/sms/task.proto",
         "proto/sms/node.proto",
+        "proto/spearlet/admin/v1/admin.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -257,6 +257,33 @@ pub enum Error {
         purpose: &'static str,
     },
 
+    /// An upgrade's plugin lacks functions the running version exports.
+    #[error(
+        "the new version of task `{task_id}` lacks functions the running one exports: {}; \
+         clients calling them would fail (pass allow_removed / --allow-removed to upgrade anyway)",
+        missing.join(", ")
+    )]
+    FunctionsRemoved {
+        /// The task.
+        task_id: String,
+        /// Functions missing, or changed from unary to stream or back.
+        missing: Vec<String>,
+    },
+
+    /// A rollback was asked for a task with no previous version.
+    #[error("task `{task_id}` has no previous version to roll back to")]
+    NoPreviousVersion {
+        /// The task.
+        task_id: String,
+    },
+
+    /// The task was deleted or switched by someone else during the operation.
+    #[error("task `{task_id}` changed while this operation ran (deleted, or switched by another upgrade); nothing was changed by this one")]
+    TaskChanged {
+        /// The task.
+        task_id: String,
+    },
+
     /// The SMS could not be reached, or did not answer in time.
     #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
     SmsUnavailable {
@@ -461,6 +488,9 @@ impl Error {
             Error::ArtifactTooLarge { .. } => "artifact_too_large",
             Error::SmsNotConfigured { .. } => "sms_not_configured",
             Error::SmsUnavailable { .. } => "sms_unavailable",
+            Error::FunctionsRemoved { .. } => "functions_removed",
+            Error::NoPreviousVersion { .. } => "no_previous_version",
+            Error::TaskChanged { .. } => "task_changed",
             Error::SmsRefused { .. } => "sms_refused",
             Error::TaskNotRunnableHere { .. } => "task_not_runnable_here",
             Error::PluginIdentityMismatch { .. } => "plugin_identity_mismatch",

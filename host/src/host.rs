@@ -25,9 +25,11 @@ use crate::Value;
 mod cluster;
 mod stats;
 mod stop;
+mod upgrade;
 
 pub use stats::HostStats;
 use stop::PendingSlot;
+pub use upgrade::Switched;
 
 /// An embeddable spearlet: tasks, instance pools, executions.
 ///

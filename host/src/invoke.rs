@@ -291,6 +291,7 @@ impl Host {
             pool,
             profile,
             membership,
+            switch: None,
         })
     }
 

@@ -44,5 +44,5 @@ pub mod tier;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use host::{Deleted, Host, HostStats};
+pub use host::{Deleted, Host, HostStats, Switched};
 pub use spear_plugin_sdk::{LogLevel, Value};

@@ -42,6 +42,9 @@ pub struct Task {
     pub profile: Arc<PluginProfile>,
     /// Its standing in the cluster, when the host is part of one.
     pub membership: Membership,
+    /// When this version replaced another (an upgrade or a rollback), and
+    /// the version a rollback returns to.
+    pub switch: Option<Switch>,
     /// Unix nanoseconds of the last execution's end (or creation).
     updated_at: AtomicU64,
     /// The last execution's final status, as an index into
@@ -90,6 +93,30 @@ pub struct NewTask {
     pub pin: Option<CachePin>,
     /// Its standing in the cluster.
     pub membership: Membership,
+    /// Set when this version replaces another.
+    pub switch: Option<Switch>,
+}
+
+/// A version switch: this task version replaced another at `at`.
+#[derive(Debug, Clone)]
+pub struct Switch {
+    /// When.
+    pub at: SystemTime,
+    /// The version a rollback returns to; `None` after a rollback (one
+    /// step back is kept, not a history).
+    pub previous: Option<PreviousVersion>,
+}
+
+/// A version kept for a rollback: its plugin stays loaded and its artifact
+/// cached, so returning to it needs no fetch.
+#[derive(Debug, Clone)]
+pub struct PreviousVersion {
+    /// Its artifact.
+    pub artifact: ArtifactSpec,
+    /// Its plugin.
+    pub plugin: Arc<Plugin>,
+    /// Keeps its artifact in the cache.
+    pub pin: Arc<CachePin>,
 }
 
 /// A task's standing in the cluster (see `docs/cluster.md`).
@@ -110,6 +137,12 @@ pub enum Membership {
         /// The node that registered it.
         node_uuid: String,
     },
+}
+
+impl From<NewTask> for Task {
+    fn from(t: NewTask) -> Self {
+        Task::new(t)
+    }
 }
 
 impl Task {
@@ -133,6 +166,7 @@ impl Task {
             pool: t.pool,
             profile: t.profile,
             membership: t.membership,
+            switch: t.switch,
             updated_at: AtomicU64::new(unix_nanos(now)),
             last_status: AtomicU8::new(0),
             executions: AtomicU64::new(0),
@@ -307,6 +341,26 @@ impl TaskRegistry {
             .insert(task.name.clone(), Arc::clone(&task.id));
         tables.by_id.insert(Arc::clone(&task.id), task);
         Ok(())
+    }
+
+    /// Puts `task` in the place of `current` (same id and name): calls that
+    /// start from now on find `task`; calls holding `current` finish on it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TaskChanged`] when the task is no longer `current` (deleted,
+    /// or replaced by a racing switch).
+    pub fn replace(&self, current: &Arc<Task>, task: Arc<Task>) -> Result<()> {
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        match tables.by_id.get_mut(&*current.id) {
+            Some(slot) if Arc::ptr_eq(slot, current) && task.name == current.name => {
+                *slot = task;
+                Ok(())
+            }
+            _ => Err(Error::TaskChanged {
+                task_id: current.id.to_string(),
+            }),
+        }
     }
 
     /// Removes a task; returns it if it existed.

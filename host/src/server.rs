@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use spearlet_proto::spearlet::admin::v1::admin_service_server::AdminServiceServer;
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,7 +16,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::api::FunctionApi;
+use crate::api::{AdminApi, FunctionApi};
 use crate::auth::Tokens;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -44,6 +45,7 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("spearlet.FunctionService")
+            .with_service_name("spearlet.admin.v1.AdminService")
             .with_service_name("grpc.health.v1.Health")
     };
     let reflection_error = |e| Error::Internal(format!("reflection service: {e}"));
@@ -67,6 +69,8 @@ pub async fn serve(
     let node = host.join_cluster(local);
     let stopping = drain(host.clone(), reporter, node, shutdown);
     let limits = host.config().limits.clone();
+    let admin = AdminServiceServer::new(AdminApi::new(host.clone()))
+        .max_decoding_message_size(limits.max_message_bytes);
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
@@ -84,6 +88,7 @@ pub async fn serve(
             reflection_v1alpha,
             authorize.clone(),
         ))
+        .add_service(InterceptedService::new(admin, authorize.clone()))
         .add_service(InterceptedService::new(functions, authorize))
         // Small unary replies must not wait out Nagle's algorithm, and go
         // out in one write (see `OneWrite`).

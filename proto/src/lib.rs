@@ -1,7 +1,8 @@
 //! spearlet's gRPC contract, generated at build time from `proto/`.
 //!
 //! - [`spearlet`]: `spearlet.FunctionService`, the API clients call —
-//!   wire-compatible with the SPEAR project's spearlet;
+//!   wire-compatible with the SPEAR project's spearlet — and
+//!   `spearlet.admin.v1.AdminService`, our own (task upgrades);
 //! - [`sms`]: the SPEAR metadata server's `sms.TaskService` and
 //!   `sms.NodeService`, which spearlet calls as a client when it joins a
 //!   cluster (servers are generated too, for tests that play the SMS).
@@ -14,6 +15,14 @@
 /// `package spearlet`.
 pub mod spearlet {
     tonic::include_proto!("spearlet");
+
+    /// spearlet's own APIs.
+    pub mod admin {
+        /// `package spearlet.admin.v1`: `AdminService` (upgrades, rollbacks).
+        pub mod v1 {
+            tonic::include_proto!("spearlet.admin.v1");
+        }
+    }
 }
 
 /// `package sms`.

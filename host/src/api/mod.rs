@@ -1,6 +1,7 @@
 //! The gRPC adapter: `spearlet.FunctionService` over [`Host`]. It converts,
 //! validates and maps errors; it holds no business logic.
 
+mod admin;
 mod convert;
 mod limits;
 mod reply;
@@ -16,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+pub use admin::AdminApi;
 pub use status::{code, retry_delay, ERROR_KIND_KEY};
 
 use crate::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};

@@ -144,6 +144,22 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     if !task.description.is_empty() {
         metadata.insert("description".to_owned(), task.description.clone());
     }
+    if let Some(switch) = &task.switch {
+        metadata.insert(
+            "switched_at".to_owned(),
+            humantime::format_rfc3339_seconds(switch.at).to_string(),
+        );
+        if let Some(previous) = &switch.previous {
+            metadata.insert(
+                "previous_digest".to_owned(),
+                previous.plugin.digest().to_hex(),
+            );
+            metadata.insert(
+                "previous_plugin_version".to_owned(),
+                previous.plugin.version().to_owned(),
+            );
+        }
+    }
     match &task.membership {
         Membership::Local => {}
         Membership::Registered { sms_id } => {

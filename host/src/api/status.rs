@@ -43,7 +43,9 @@ pub fn code(error: &Error) -> Code {
         | Error::TaskBusy { .. }
         | Error::SmsNotConfigured { .. }
         | Error::SmsRefused { .. }
-        | Error::TaskNotRunnableHere { .. } => Code::FailedPrecondition,
+        | Error::TaskNotRunnableHere { .. }
+        | Error::FunctionsRemoved { .. }
+        | Error::NoPreviousVersion { .. } => Code::FailedPrecondition,
         Error::PoolExhausted { .. }
         | Error::QuarantineFull { .. }
         | Error::ArtifactTooLarge { .. }
@@ -52,7 +54,7 @@ pub fn code(error: &Error) -> Code {
         Error::DownloadFailed { .. } | Error::HostStopping | Error::SmsUnavailable { .. } => {
             Code::Unavailable
         }
-        Error::TaskDeleted { .. } => Code::Aborted,
+        Error::TaskDeleted { .. } | Error::TaskChanged { .. } => Code::Aborted,
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }
         | Error::Io { .. }

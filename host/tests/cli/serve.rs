@@ -373,3 +373,53 @@ fn health_shows_the_server_and_its_sms_link() {
     let status = clustered.stop();
     assert!(status.success(), "a clean stop: {status:?}");
 }
+
+#[test]
+fn task_upgrade_and_rollback_switch_the_version_under_one_id() {
+    let served = Served::start("");
+    let v1 = path(Artifact::Versioned1);
+    let v2 = path(Artifact::Versioned2);
+    let out = served.run(&["invoke", "--task-name", "v", "--artifact", v1, "version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("\"1.0.0\""), "{shown}");
+    let id = shown
+        .split("(task ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the task id in the status line")
+        .to_owned();
+
+    let out = served.run(&["task", "upgrade", &id, "--artifact", v2]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("now       2.0.0"), "{shown}");
+    assert!(shown.contains("previous  1.0.0"), "{shown}");
+    let out = served.run(&["invoke", "--task-id", &id, "version"]);
+    assert!(
+        text(&out.stdout).contains("\"2.0.0\""),
+        "{}",
+        text(&out.stdout)
+    );
+    let shown = text(&served.run(&["task", "get", &id]).stdout);
+    assert!(
+        shown.contains("switched    ") && shown.contains("from 1.0.0"),
+        "{shown}"
+    );
+
+    let out = served.run(&["task", "rollback", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("now       1.0.0"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = served.run(&["task", "rollback", &id]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no_previous_version"),
+        "{}",
+        text(&out.stderr)
+    );
+    served.stop();
+}

@@ -476,3 +476,45 @@ async fn a_failed_registration_leaves_nothing_behind() {
     server.stop().await;
     sms.stop().await;
 }
+
+#[tokio::test]
+async fn an_upgrade_is_what_the_cluster_resolves_the_id_to() {
+    use spearlet_proto::spearlet::admin::v1 as admin;
+    let sms = FakeSms::start().await;
+    let a = TestServer::start_with(|c| sms.join(c)).await;
+    let created = a
+        .invoke(new_task("versioned", Artifact::Versioned1, "version"))
+        .await
+        .unwrap();
+    let id = created.task_id.clone();
+    let mut client = admin::admin_service_client::AdminServiceClient::connect(a.channel_url())
+        .await
+        .unwrap();
+    client
+        .upgrade_task(admin::UpgradeTaskRequest {
+            task_id: id.clone(),
+            artifact_spec: Some(spec(Artifact::Versioned2)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let v2 = sha256_hex(&std::fs::read(Artifact::Versioned2.path()).unwrap());
+    {
+        let seen = sms.seen();
+        assert!(!seen.tasks.contains_key(&id), "the old registration went");
+        let now: Vec<&Task> = seen
+            .tasks
+            .values()
+            .filter(|t| t.metadata.get("spearlet.task_id") == Some(&id))
+            .collect();
+        assert_eq!(now.len(), 1, "{now:?}");
+        assert_eq!(now[0].executable.as_ref().unwrap().checksum_sha256, v2);
+    }
+    // A node that did not know the task resolves the id to version 2.
+    let b = bare_node(&sms).await;
+    let reply = b.invoke(existing(&id, "version")).await.unwrap();
+    assert_eq!(crate::grpc_util::result_str(&reply), "2.0.0");
+    a.stop().await;
+    b.stop().await;
+    sms.stop().await;
+}

@@ -218,6 +218,16 @@ pub fn result_i64(resp: &pb::InvokeFunctionResponse) -> i64 {
     i64::decode(any.value.as_slice()).unwrap()
 }
 
+pub fn result_str(resp: &pb::InvokeFunctionResponse) -> String {
+    let any = resp
+        .result
+        .as_ref()
+        .and_then(|r| r.result.as_ref())
+        .expect("a result value");
+    assert_eq!(any.type_url, format!("{WRAPPER}StringValue"));
+    String::decode(any.value.as_slice()).unwrap()
+}
+
 pub fn status_of(resp: &pb::InvokeFunctionResponse) -> pb::ExecutionStatus {
     pb::ExecutionStatus::try_from(resp.result.as_ref().unwrap().status).unwrap()
 }

@@ -17,3 +17,4 @@ mod samples;
 mod streaming;
 mod task_management;
 mod tier;
+mod upgrade;

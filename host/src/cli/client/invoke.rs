@@ -159,21 +159,26 @@ async fn stream(
     })
 }
 
+/// An artifact as the server needs it: URLs as they are, a file path made
+/// absolute (the server does not share the client's working directory).
+pub(super) fn artifact_location(a: &str) -> anyhow::Result<String> {
+    Ok(if a.contains("://") || a.starts_with('/') {
+        a.to_owned()
+    } else {
+        std::fs::canonicalize(a)
+            .with_context(|| format!("artifact {a}"))?
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest> {
     let artifact_spec = args
         .artifact
         .as_deref()
         .map(|a| -> anyhow::Result<pb::ArtifactSpec> {
-            let location = if a.contains("://") || a.starts_with('/') {
-                a.to_owned()
-            } else {
-                std::fs::canonicalize(a)
-                    .with_context(|| format!("artifact {a}"))?
-                    .to_string_lossy()
-                    .into_owned()
-            };
             Ok(pb::ArtifactSpec {
-                location,
+                location: artifact_location(a)?,
                 artifact_type: "native".to_owned(),
                 checksum: args.checksum.clone().unwrap_or_default(),
                 ..Default::default()

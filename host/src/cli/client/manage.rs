@@ -6,7 +6,42 @@ use spearlet_proto::spearlet as pb;
 use super::present::{
     describe_status, parse_status, print_execution, print_execution_header, show_any, status_name,
 };
-use super::{connect, runtime, status_error, Endpoint};
+use super::{connect, connect_admin, runtime, status_error, Endpoint};
+use spearlet_proto::spearlet::admin::v1 as admin;
+
+fn print_switch(s: &admin::TaskSwitch) {
+    let show = |v: &Option<admin::TaskVersion>| {
+        v.as_ref().map_or_else(
+            || "-".to_owned(),
+            |v| format!("{} sha256:{} ({})", v.plugin_version, v.digest, v.location),
+        )
+    };
+    if s.unchanged {
+        println!(
+            "task {} already runs {}; nothing switched",
+            s.task_id,
+            show(&s.current)
+        );
+        return;
+    }
+    println!("task      {}", s.task_id);
+    println!("now       {}", show(&s.current));
+    if s.previous.is_some() {
+        println!(
+            "previous  {}  (task rollback returns to it)",
+            show(&s.previous)
+        );
+    }
+    if !s.removed_functions.is_empty() {
+        println!("removed   {}", s.removed_functions.join(", "));
+    }
+    if s.still_running > 0 {
+        println!(
+            "draining  {} call(s) still running on the old version finish there",
+            s.still_running
+        );
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct TasksArgs {
@@ -30,6 +65,33 @@ pub enum TaskCommand {
         /// How many recent executions to show.
         #[arg(long, default_value_t = 10)]
         executions: i32,
+    },
+    /// Switch a task to a new version of its plugin, blue/green: calls in
+    /// flight finish on the running version, later calls run on the new
+    /// one; the task id stays. The running version is kept for one
+    /// `task rollback`.
+    Upgrade {
+        /// The task's id.
+        task_id: String,
+        /// The new plugin: a file path (made absolute) or a URL.
+        #[arg(long, value_name = "PATH|URL")]
+        artifact: String,
+        /// Its sha256 (required for URLs).
+        #[arg(long, value_name = "SHA256")]
+        checksum: Option<String>,
+        /// Upgrade even if the new version lacks functions the running one
+        /// exports.
+        #[arg(long)]
+        allow_removed: bool,
+        /// How long to wait for calls still running on the old version,
+        /// e.g. `30s` (they are never cut short).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        drain_timeout: Option<std::time::Duration>,
+    },
+    /// Switch a task back to the version its last upgrade replaced.
+    Rollback {
+        /// The task's id.
+        task_id: String,
     },
     /// Delete a task (its artifact stays cached).
     Delete {
@@ -166,6 +228,18 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                     Some(q) => println!("instances   {} ({q} quarantined)", meta("instances")),
                     None => println!("instances   {}", meta("instances")),
                 }
+                if let Some(at) = t.metadata.get("switched_at") {
+                    match t.metadata.get("previous_digest") {
+                        Some(previous) => println!(
+                            "switched    {at}, from {} sha256:{previous} (task rollback returns to it)",
+                            meta("previous_plugin_version")
+                        ),
+                        None => println!("switched    {at} (a rollback)"),
+                    }
+                }
+                if let Some(cluster) = t.metadata.get("cluster") {
+                    println!("cluster     {cluster}, SMS task {}", meta("sms_task_id"));
+                }
                 println!("executions  {}", t.execution_count);
                 if !reply.executions.is_empty() {
                     print_execution_header();
@@ -173,6 +247,43 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                 for e in &reply.executions {
                     print_execution(e);
                 }
+            }
+            TaskCommand::Upgrade {
+                task_id,
+                artifact,
+                checksum,
+                allow_removed,
+                drain_timeout,
+            } => {
+                let reply = connect_admin(endpoint)
+                    .await?
+                    .upgrade_task(admin::UpgradeTaskRequest {
+                        task_id: task_id.clone(),
+                        artifact_spec: Some(pb::ArtifactSpec {
+                            location: super::invoke::artifact_location(artifact)?,
+                            checksum: checksum.clone().unwrap_or_default(),
+                            ..Default::default()
+                        }),
+                        drain_timeout_ms: drain_timeout
+                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+                        allow_removed: *allow_removed,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                print_switch(&reply);
+            }
+            TaskCommand::Rollback { task_id } => {
+                let reply = connect_admin(endpoint)
+                    .await?
+                    .rollback_task(admin::RollbackTaskRequest {
+                        task_id: task_id.clone(),
+                        drain_timeout_ms: 0,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                print_switch(&reply);
             }
             TaskCommand::Delete {
                 task_id,

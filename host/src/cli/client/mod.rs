@@ -60,7 +60,27 @@ impl tonic::service::Interceptor for Bearer {
 /// The client the commands use.
 pub(super) type Client = FunctionServiceClient<InterceptedService<Channel, Bearer>>;
 
+/// The admin client (`spearlet.admin.v1.AdminService`).
+pub(super) type AdminClient =
+    spearlet_proto::spearlet::admin::v1::admin_service_client::AdminServiceClient<
+        InterceptedService<Channel, Bearer>,
+    >;
+
 pub(super) async fn connect(endpoint: &Endpoint) -> anyhow::Result<Client> {
+    let (channel, bearer) = channel(endpoint).await?;
+    Ok(FunctionServiceClient::with_interceptor(channel, bearer))
+}
+
+pub(super) async fn connect_admin(endpoint: &Endpoint) -> anyhow::Result<AdminClient> {
+    let (channel, bearer) = channel(endpoint).await?;
+    Ok(
+        spearlet_proto::spearlet::admin::v1::admin_service_client::AdminServiceClient::with_interceptor(
+            channel, bearer,
+        ),
+    )
+}
+
+async fn channel(endpoint: &Endpoint) -> anyhow::Result<(Channel, Bearer)> {
     let bearer = match &endpoint.token {
         Some(token) => Some(
             format!("Bearer {}", token.trim())
@@ -85,10 +105,7 @@ pub(super) async fn connect(endpoint: &Endpoint) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to spearlet at {}", endpoint.endpoint))?;
-    Ok(FunctionServiceClient::with_interceptor(
-        channel,
-        Bearer(bearer),
-    ))
+    Ok((channel, Bearer(bearer)))
 }
 
 pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
