@@ -35,6 +35,17 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Joining a SPEAR cluster through its metadata server.
     pub sms: SmsConfig,
+    /// Tasks kept across restarts.
+    pub tasks: TasksConfig,
+}
+
+/// Tasks kept across restarts (in `<data_dir>/state.redb`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Load every recorded task's plugin when the server starts, instead of
+    /// on each task's first use. Default: `false`.
+    pub preload: bool,
 }
 
 impl Default for Config {
@@ -50,6 +61,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             sms: SmsConfig::default(),
+            tasks: TasksConfig::default(),
         }
     }
 }

@@ -284,6 +284,32 @@ pub enum Error {
         task_id: String,
     },
 
+    /// The state database was written by a newer spearlet.
+    #[error(
+        "{} was written by a newer spearlet (state schema {found}; this one reads up to {supported}): \
+         run that version, or move the file aside to start with no saved tasks",
+        path.display()
+    )]
+    StateSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema.
+        found: u64,
+        /// The newest this build reads.
+        supported: u64,
+    },
+
+    /// The state database could not be read or written.
+    #[error("cannot {action} in {}: {reason}", path.display())]
+    State {
+        /// The database file.
+        path: PathBuf,
+        /// What was being done.
+        action: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The SMS could not be reached, or did not answer in time.
     #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
     SmsUnavailable {
@@ -489,6 +515,8 @@ impl Error {
             Error::SmsNotConfigured { .. } => "sms_not_configured",
             Error::SmsUnavailable { .. } => "sms_unavailable",
             Error::FunctionsRemoved { .. } => "functions_removed",
+            Error::StateSchema { .. } => "state_schema",
+            Error::State { .. } => "state",
             Error::NoPreviousVersion { .. } => "no_previous_version",
             Error::TaskChanged { .. } => "task_changed",
             Error::SmsRefused { .. } => "sms_refused",

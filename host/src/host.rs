@@ -23,10 +23,12 @@ use crate::tier::{PluginProfile, TierPolicy};
 use crate::Value;
 
 mod cluster;
+mod durable;
 mod stats;
 mod stop;
 mod upgrade;
 
+pub use durable::HOST_RESTARTED;
 pub use stats::HostStats;
 use stop::PendingSlot;
 pub use upgrade::Switched;
@@ -59,6 +61,10 @@ struct Inner {
     idle: tokio::sync::Notify,
     /// The SMS, when the host is part of a cluster.
     sms: Option<Arc<crate::sms::Sms>>,
+    /// What survives a restart.
+    state: Arc<crate::state::StateDb>,
+    /// Tasks recorded by an earlier run, not loaded yet, by id.
+    dormant: Mutex<std::collections::BTreeMap<String, crate::state::StoredTask>>,
 }
 
 /// How deleting a task went.
@@ -74,12 +80,16 @@ pub struct Deleted {
 }
 
 impl Host {
-    /// A host with `config`: its artifact cache is opened, nothing else runs
-    /// until asked.
+    /// A host with `config`: its artifact cache and state database are
+    /// opened — tasks recorded by an earlier run come back dormant (loaded
+    /// on first use), ASYNC executions it accepted are reported as they
+    /// ended — and nothing else runs until asked.
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the data directory cannot be prepared.
+    /// [`Error::Io`] when the data directory cannot be prepared;
+    /// [`Error::StateSchema`] when a newer spearlet wrote it;
+    /// [`Error::State`] when its database cannot be opened.
     pub fn new(config: Config) -> Result<Host> {
         let config = config
             .normalized()
@@ -91,6 +101,13 @@ impl Host {
         let sms = crate::sms::Sms::from_config(&config.sms, &config.data_dir)?.map(Arc::new);
         let executions =
             ExecutionStore::new(config.executions.max_records, config.executions.record_ttl);
+        let state = crate::state::StateDb::open(&config.data_dir)?;
+        durable::restore_executions(&state, &executions, config.executions.record_ttl)?;
+        let dormant = state
+            .tasks()?
+            .into_iter()
+            .map(|t| (t.id.clone(), t))
+            .collect();
         Ok(Host {
             inner: Arc::new(Inner {
                 artifacts,
@@ -109,6 +126,8 @@ impl Host {
                 serving: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
                 sms,
+                state: Arc::new(state),
+                dormant: Mutex::new(dormant),
             }),
         })
     }
@@ -321,9 +340,17 @@ impl Host {
                     exec::end_unserved(&record, &e);
                     return Err(e);
                 };
+                // Durable before the client hears it was accepted.
+                if let Err(e) = self.record_accepted(&record).await {
+                    exec::end_unserved(&record, &e);
+                    return Err(e);
+                }
+                let host = self.clone();
+                let ran = Arc::clone(&record);
                 tokio::spawn(async move {
                     let _slot = slot;
                     exec::run(job, None, ending).await;
+                    host.record_ended(&ran).await;
                 });
             }
         }

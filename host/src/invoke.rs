@@ -135,6 +135,9 @@ impl Host {
                 if let Some(task) = self.tasks().by_name(name) {
                     return Ok((task, false));
                 }
+                if let Some(stored) = self.dormant_task(name, true) {
+                    return Ok((Box::pin(self.wake(stored)).await?, false));
+                }
                 // Boxed: creation (artifact fetch and load) is a large future,
                 // and the path that only finds the task must stay small.
                 Box::pin(self.create_task(
@@ -155,6 +158,9 @@ impl Host {
             } => {
                 if let Some(task) = self.tasks().get(task_id) {
                     return Ok((task, false));
+                }
+                if let Some(stored) = self.dormant_task(task_id, false) {
+                    return Ok((Box::pin(self.wake(stored)).await?, false));
                 }
                 if let Some(sms) = self.sms() {
                     match Box::pin(self.replicate(sms, task_id)).await {
@@ -200,6 +206,7 @@ impl Host {
     ) -> Result<(Arc<Task>, bool)> {
         let mut created = false;
         let mut registered: Option<String> = None;
+        let mut recorded: Option<String> = None;
         let outcome = self
             .tasks()
             .get_or_create(key, async {
@@ -232,20 +239,32 @@ impl Host {
                         )
                     }
                 };
-                self.assemble_task(
-                    id,
-                    (name, description),
-                    artifact,
-                    plugin,
-                    &request.metadata,
-                    membership,
-                )
-                .await
+                let new = self
+                    .assemble_task(
+                        id,
+                        (name, description),
+                        artifact,
+                        plugin,
+                        &request.metadata,
+                        membership,
+                    )
+                    .await?;
+                // Recorded before anyone can see it: a restart, even a
+                // crash, brings back every task whose creation was
+                // acknowledged.
+                self.record_new_task(&new).await?;
+                recorded = Some(new.id.to_string());
+                Ok(new)
             })
             .await;
         match outcome {
             Ok(task) => Ok((task, created)),
             Err(e) => {
+                if let Some(id) = recorded {
+                    if let Err(e) = self.forget_task(&id).await {
+                        tracing::warn!(task = %id, error = %e, "a task whose creation failed stays recorded; it is restored after a restart");
+                    }
+                }
                 if let Some(sms_id) = registered {
                     self.withdraw_registration(&sms_id, &e).await;
                 }

@@ -40,9 +40,10 @@ pub mod pool;
 pub mod registry;
 pub mod server;
 pub mod sms;
+pub mod state;
 pub mod tier;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use host::{Deleted, Host, HostStats, Switched};
+pub use host::{Deleted, Host, HostStats, Switched, HOST_RESTARTED};
 pub use spear_plugin_sdk::{LogLevel, Value};

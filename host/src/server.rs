@@ -67,6 +67,10 @@ pub async fn serve(
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
     let node = host.join_cluster(local);
+    if host.config().tasks.preload {
+        let preloading = host.clone();
+        tokio::spawn(async move { preloading.preload().await });
+    }
     let stopping = drain(host.clone(), reporter, node, shutdown);
     let limits = host.config().limits.clone();
     let admin = AdminServiceServer::new(AdminApi::new(host.clone()))
@@ -148,6 +152,7 @@ async fn drain(
         "the shutdown grace ran out; ASYNC executions still running are cancelled"
     );
     let moment = (grace / 10).min(Duration::from_secs(1));
+    let unfinished = host.unfinished_async();
     if tokio::time::timeout(moment, host.drained()).await.is_err() {
         let abandoned = host.cancel_async(true, code, message);
         if abandoned > 0 {
@@ -157,6 +162,9 @@ async fn drain(
             );
         }
     }
+    // An abandoned plugin's task never gets to record how its execution
+    // ended: recorded here, so a restart reports it CANCELLED, not cut short.
+    host.record_endings(&unfinished).await;
 }
 
 /// Serving beyond this machine with no token check is allowed — a private

@@ -198,17 +198,31 @@ impl FunctionService for FunctionApi {
     ) -> Result<Response<pb::ListTasksResponse>, Status> {
         let req = request.into_inner();
         let start_after = (!req.start_after.is_empty()).then_some(req.start_after.as_str());
-        let (tasks, has_more) =
+        let limit = convert::page_limit(req.limit);
+        let (tasks, mut has_more) = self.host.tasks().list(&req.prefix, start_after, limit);
+        let mut page: Vec<pb::TaskInfo> = tasks.iter().map(|t| reply::task_info(t)).collect();
+        // Tasks recorded before a restart and not loaded yet belong in the
+        // list too, in name order with the others.
+        page.extend(
             self.host
-                .tasks()
-                .list(&req.prefix, start_after, convert::page_limit(req.limit));
+                .dormant_tasks()
+                .iter()
+                .filter(|t| t.name.starts_with(&req.prefix))
+                .filter(|t| start_after.is_none_or(|after| t.name.as_str() > after))
+                .map(reply::dormant_task_info),
+        );
+        page.sort_by(|a, b| a.task_name.cmp(&b.task_name));
+        if page.len() > limit.max(1) {
+            page.truncate(limit.max(1));
+            has_more = true;
+        }
         Ok(Response::new(pb::ListTasksResponse {
             next_start_after: if has_more {
-                tasks.last().map(|t| t.name.clone()).unwrap_or_default()
+                page.last().map(|t| t.task_name.clone()).unwrap_or_default()
             } else {
                 String::new()
             },
-            tasks: tasks.iter().map(|t| reply::task_info(t)).collect(),
+            tasks: page,
             has_more,
         }))
     }
@@ -219,7 +233,15 @@ impl FunctionService for FunctionApi {
     ) -> Result<Response<pb::GetTaskResponse>, Status> {
         let req = request.into_inner();
         limits::check_id("task_id", &req.task_id, &self.host.config().limits)?;
-        let Some(task) = self.host.task(&req.task_id) else {
+        let task = match self.host.task(&req.task_id) {
+            Some(task) => Some(task),
+            // Recorded before a restart: asking about it is a first use.
+            None => match self.host.dormant_task(&req.task_id, false) {
+                Some(stored) => Some(self.host.wake(stored).await?),
+                None => None,
+            },
+        };
+        let Some(task) = task else {
             return Ok(Response::new(pb::GetTaskResponse {
                 found: false,
                 task: None,
@@ -256,7 +278,8 @@ impl FunctionService for FunctionApi {
         limits::check_id("task_id", &req.task_id, &self.host.config().limits)?;
         let deleted = self
             .host
-            .delete_task(&req.task_id, req.force, req.cleanup_executions)?;
+            .remove_task(&req.task_id, req.force, req.cleanup_executions)
+            .await?;
         let mut message = "deleted".to_owned();
         if deleted.cancelled_running > 0 {
             message.push_str(&format!(

@@ -200,6 +200,29 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     }
 }
 
+/// A task recorded by an earlier run and not loaded yet: what the record
+/// says, with `state = dormant` (its plugin loads on first use).
+pub(super) fn dormant_task_info(task: &crate::state::StoredTask) -> pb::TaskInfo {
+    let mut metadata: std::collections::HashMap<String, String> =
+        task.metadata.clone().into_iter().collect();
+    metadata.insert("state".to_owned(), "dormant".to_owned());
+    metadata.insert("digest".to_owned(), task.digest.clone());
+    if !task.description.is_empty() {
+        metadata.insert("description".to_owned(), task.description.clone());
+    }
+    let created = i64::try_from(task.created_at).unwrap_or(i64::MAX);
+    pb::TaskInfo {
+        task_id: task.id.clone(),
+        task_name: task.name.clone(),
+        artifact_spec: Some(artifact_spec(&ArtifactSpec::from(task.artifact.clone()))),
+        created_at: created,
+        updated_at: created,
+        execution_count: 0,
+        last_status: pb::ExecutionStatus::Unknown.into(),
+        metadata,
+    }
+}
+
 pub(super) fn string_map<N: TryInto<i32>>(
     map: BTreeMap<String, N>,
 ) -> std::collections::HashMap<String, i32> {

@@ -58,6 +58,8 @@ pub fn code(error: &Error) -> Code {
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }
         | Error::Io { .. }
+        | Error::StateSchema { .. }
+        | Error::State { .. }
         | Error::Internal(_) => Code::Internal,
     }
 }

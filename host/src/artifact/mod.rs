@@ -107,6 +107,26 @@ impl ArtifactStore {
         self.load_with_progress(spec, None).await
     }
 
+    /// The plugin with `digest` from what this host already holds — loaded
+    /// in the process, or in the cache (hashed again as it is opened) —
+    /// without going to any location. `None` when it holds neither.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactCache::open_verified`], and the loader's refusals.
+    pub async fn load_held(&self, digest: &Sha256Digest) -> Result<Option<Arc<Plugin>>> {
+        if let Some(plugin) = Plugin::already_loaded(digest) {
+            return Ok(Some(plugin));
+        }
+        let (cache, digest, max_size) = (self.cache.clone(), *digest, self.config.max_size_bytes);
+        blocking(move || match cache.open_verified(&digest, max_size) {
+            Ok(Some(file)) => Plugin::load(file).map(Some),
+            Ok(None) | Err(Error::ChecksumMismatch { .. }) => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await
+    }
+
     /// As [`ArtifactStore::load`], reporting download progress.
     pub async fn load_with_progress(
         &self,

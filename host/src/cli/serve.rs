@@ -57,7 +57,7 @@ pub struct ServeArgs {
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
 /// client's `SPEARLET_ENDPOINT`) are not configuration.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "data_dir",
     "server",
     "artifacts",
@@ -68,6 +68,7 @@ const SECTIONS: [&str; 10] = [
     "auth",
     "tls",
     "sms",
+    "tasks",
 ];
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {

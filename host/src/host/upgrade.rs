@@ -165,6 +165,9 @@ impl Host {
             self.undo_reregistration(&membership, running, &e).await;
             return Err(e);
         }
+        if let Err(e) = self.record_task(&next).await {
+            tracing::warn!(task = %running.id, error = %e, "the new version is not recorded: a restart brings back the old one");
+        }
         // The old registration goes once the new one is in place: the id
         // resolves at the SMS throughout.
         if let (Membership::Registered { sms_id: old }, Some(sms)) =

@@ -1,0 +1,332 @@
+//! The host's side of the state database (`crate::state`): tasks recorded
+//! when created, woken after a restart; ASYNC executions recorded from
+//! acceptance to their end, and reported after a crash.
+//!
+//! A task restored from the database is *dormant* until first used (or
+//! until start, with `tasks.preload`): its plugin is loaded again then,
+//! pinned to the digest recorded at creation and verified on the bytes
+//! loaded.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::Host;
+use crate::artifact::ArtifactSpec;
+use crate::error::{Error, Result};
+use crate::exec::{
+    ExecutionError, ExecutionMode, ExecutionRecord, ExecutionStatus, ExecutionStore,
+};
+use crate::registry::{CreationKey, NewTask, Task};
+use crate::state::{StateDb, StoredArtifact, StoredExecution, StoredMembership, StoredTask};
+
+/// The code an ASYNC execution ends with when a restart cut it short.
+pub const HOST_RESTARTED: &str = "host_restarted";
+
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Brings the ASYNC executions of the last run into `store`: ended ones as
+/// they ended, unfinished ones as FAILED with [`HOST_RESTARTED`] (and so
+/// recorded). Records older than `ttl` are dropped.
+pub(super) fn restore_executions(
+    state: &StateDb,
+    store: &ExecutionStore,
+    ttl: Duration,
+) -> Result<()> {
+    let now = unix_millis(SystemTime::now());
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let mut expired = Vec::new();
+    let mut cut_short = 0usize;
+    for mut stored in state.executions()? {
+        if now.saturating_sub(stored.accepted_at) > ttl_ms {
+            expired.push(stored.id);
+            continue;
+        }
+        let (record, _) = store.create(
+            Some(&stored.id),
+            &Arc::from(stored.task_id.as_str()),
+            &Arc::from(stored.function.as_str()),
+            ExecutionMode::Async,
+        );
+        let status = stored
+            .status
+            .as_deref()
+            .and_then(|s| {
+                ExecutionStatus::ALL
+                    .into_iter()
+                    .find(|x| x.to_string() == s)
+            })
+            .filter(|s| s.is_final());
+        match status {
+            Some(status) => {
+                let error = (!stored.error_code.is_empty())
+                    .then(|| ExecutionError::new(&stored.error_code, &stored.error_message));
+                record.finish(status, stored.output.clone().map(Into::into), error);
+            }
+            None => {
+                cut_short += 1;
+                let error = ExecutionError::new(
+                    HOST_RESTARTED,
+                    "the host stopped (crashed or was killed) before this execution ended; \
+                     it may have run in part",
+                );
+                stored.status = Some(ExecutionStatus::Failed.to_string());
+                stored.error_code = error.code.clone();
+                stored.error_message = error.message.clone();
+                record.finish(ExecutionStatus::Failed, None, Some(error));
+                state.put_execution(&stored)?;
+            }
+        }
+    }
+    if !expired.is_empty() {
+        state.remove_executions(expired.iter().map(String::as_str))?;
+    }
+    if cut_short > 0 {
+        tracing::warn!(
+            executions = cut_short,
+            "ASYNC executions accepted before a crash are reported FAILED ({HOST_RESTARTED})"
+        );
+    }
+    Ok(())
+}
+
+impl Host {
+    async fn with_state<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateDb) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let state = Arc::clone(&self.inner.state);
+        tokio::task::spawn_blocking(move || f(&state))
+            .await
+            .map_err(|e| Error::Internal(format!("state database writer: {e}")))?
+    }
+
+    /// Records a task being created here, durably, before anyone can see
+    /// it. Replicas of other nodes' tasks are not recorded: the cluster
+    /// has them.
+    pub(crate) async fn record_new_task(&self, task: &NewTask) -> Result<()> {
+        self.record(StoredMembership::of(&task.membership), || StoredTask {
+            id: task.id.to_string(),
+            name: task.name.clone(),
+            description: task.description.clone(),
+            artifact: StoredArtifact::from(&task.artifact),
+            digest: task.plugin.digest().to_hex(),
+            metadata: task.metadata.clone(),
+            membership: StoredMembership::Local,
+            created_at: unix_millis(SystemTime::now()) / 1000,
+        })
+        .await
+    }
+
+    /// Records a task's new version (an upgrade or a rollback).
+    pub(crate) async fn record_task(&self, task: &Task) -> Result<()> {
+        self.record(StoredMembership::of(&task.membership), || StoredTask {
+            id: task.id.to_string(),
+            name: task.name.clone(),
+            description: task.description.clone(),
+            artifact: StoredArtifact::from(&task.artifact),
+            digest: task.plugin.digest().to_hex(),
+            metadata: task.metadata.clone(),
+            membership: StoredMembership::Local,
+            created_at: task
+                .created_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        })
+        .await
+    }
+
+    async fn record(
+        &self,
+        membership: Option<StoredMembership>,
+        stored: impl FnOnce() -> StoredTask,
+    ) -> Result<()> {
+        let Some(membership) = membership else {
+            return Ok(());
+        };
+        let stored = StoredTask {
+            membership,
+            ..stored()
+        };
+        self.with_state(move |state| state.put_task(&stored)).await
+    }
+
+    /// Deletes a task as [`Host::delete_task`] does, and its record, so a
+    /// restart does not bring it back; a dormant task is deleted too.
+    ///
+    /// # Errors
+    ///
+    /// As [`Host::delete_task`]; [`Error::State`].
+    pub async fn remove_task(
+        &self,
+        task_id: &str,
+        force: bool,
+        cleanup_executions: bool,
+    ) -> Result<super::Deleted> {
+        let deleted = match self.delete_task(task_id, force, cleanup_executions) {
+            Ok(deleted) => deleted,
+            Err(Error::TaskNotFound { .. }) if self.dormant_task(task_id, false).is_some() => {
+                let stored = self.dormant_task(task_id, false).expect("checked above");
+                super::Deleted {
+                    membership: stored.membership.into(),
+                    cancelled_running: 0,
+                    cleaned_executions: 0,
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        self.forget_task(task_id).await?;
+        Ok(deleted)
+    }
+
+    /// Forgets a deleted task (loaded or dormant).
+    pub(crate) async fn forget_task(&self, task_id: &str) -> Result<()> {
+        self.dormant().remove(task_id);
+        let id = task_id.to_owned();
+        self.with_state(move |state| state.remove_task(&id)).await
+    }
+
+    fn dormant(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, StoredTask>> {
+        self.inner
+            .dormant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Tasks recorded by an earlier run and not loaded yet.
+    pub fn dormant_tasks(&self) -> Vec<StoredTask> {
+        self.dormant().values().cloned().collect()
+    }
+
+    /// The dormant task with this id, or (`by_name`) this name.
+    pub(crate) fn dormant_task(&self, key: &str, by_name: bool) -> Option<StoredTask> {
+        let dormant = self.dormant();
+        if by_name {
+            dormant.values().find(|t| t.name == key).cloned()
+        } else {
+            dormant.get(key).cloned()
+        }
+    }
+
+    /// Loads a dormant task: its plugin from the cache (or its location),
+    /// verified against the recorded digest, a pool warmed, the task
+    /// registered under its recorded id. Racing callers wake it once.
+    ///
+    /// # Errors
+    ///
+    /// What loading the artifact or warming the pool fails with (the task
+    /// stays dormant, to be tried again).
+    pub(crate) async fn wake(&self, stored: StoredTask) -> Result<Arc<Task>> {
+        let id = stored.id.clone();
+        let task = self
+            .tasks()
+            .get_or_create(CreationKey::Id(id.clone()), async {
+                let display = ArtifactSpec::from(stored.artifact.clone());
+                let pinned = ArtifactSpec {
+                    checksum: stored.digest.clone(),
+                    ..display.clone()
+                };
+                // The cached copy first: the bytes verified at creation,
+                // whatever the location holds by now.
+                let digest: crate::digest::Sha256Digest = stored.digest.parse()?;
+                let plugin = match self.artifacts().load_held(&digest).await? {
+                    Some(plugin) => plugin,
+                    None => self.artifacts().load(&pinned).await?,
+                };
+                tracing::info!(task = %id, name = %stored.name, digest = %stored.digest, "restoring a task recorded before the restart");
+                self.assemble_task(
+                    Arc::from(id.as_str()),
+                    (&stored.name, &stored.description),
+                    &display,
+                    plugin,
+                    &stored.metadata,
+                    stored.membership.clone().into(),
+                )
+                .await
+            })
+            .await?;
+        self.dormant().remove(&id);
+        Ok(task)
+    }
+
+    /// Wakes every dormant task (`tasks.preload`), logging the ones that
+    /// cannot be: they stay dormant.
+    pub async fn preload(&self) {
+        for stored in self.dormant_tasks() {
+            let (id, name) = (stored.id.clone(), stored.name.clone());
+            if let Err(e) = self.wake(stored).await {
+                tracing::warn!(task = %id, name, error = %e, "a recorded task cannot be restored yet");
+            }
+        }
+    }
+
+    /// Records an ASYNC execution as accepted, durably, before the client
+    /// is told it was.
+    pub(crate) async fn record_accepted(&self, record: &ExecutionRecord) -> Result<()> {
+        let stored = StoredExecution {
+            id: record.id().to_owned(),
+            task_id: record.task_id().to_owned(),
+            function: record.function().to_owned(),
+            accepted_at: unix_millis(SystemTime::now()),
+            status: None,
+            output: None,
+            error_code: String::new(),
+            error_message: String::new(),
+        };
+        self.with_state(move |state| state.put_execution(&stored))
+            .await
+    }
+
+    /// Records how an ASYNC execution ended (nothing while it runs on).
+    pub(crate) async fn record_ended(&self, record: &ExecutionRecord) {
+        let snapshot = record.snapshot();
+        if !snapshot.status.is_final() {
+            return;
+        }
+        let stored = StoredExecution {
+            id: snapshot.execution_id.to_string(),
+            task_id: snapshot.task_id.to_string(),
+            function: snapshot.function.to_string(),
+            accepted_at: unix_millis(snapshot.created_at),
+            status: Some(snapshot.status.to_string()),
+            output: snapshot.output.as_ref().map(Into::into),
+            error_code: snapshot
+                .error
+                .as_ref()
+                .map(|e| e.code.clone())
+                .unwrap_or_default(),
+            error_message: snapshot
+                .error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+        };
+        if let Err(e) = self
+            .with_state(move |state| state.put_execution(&stored))
+            .await
+        {
+            tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");
+        }
+    }
+
+    /// The ASYNC executions not ended yet.
+    pub fn unfinished_async(&self) -> Vec<Arc<ExecutionRecord>> {
+        self.inner
+            .executions
+            .unfinished(None)
+            .into_iter()
+            .filter(|r| r.mode() == ExecutionMode::Async)
+            .collect()
+    }
+
+    /// Records how `records` ended, for those that have: a graceful stop
+    /// calls it for executions ended from outside their task (abandoned at
+    /// the end of the grace), whose task may never get to record it.
+    pub async fn record_endings(&self, records: &[Arc<ExecutionRecord>]) {
+        for record in records {
+            self.record_ended(record).await;
+        }
+    }
+}
