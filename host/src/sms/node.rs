@@ -197,7 +197,7 @@ impl Sms {
     fn unreachable(&self, error: &Error, failures: u32) {
         // The first failure and then every tenth: an SMS down for an hour
         // must not fill the log.
-        if failures == 1 || failures % 10 == 0 {
+        if failures == 1 || failures.is_multiple_of(10) {
             tracing::warn!(%error, failures, "the SMS cannot be reached; the host serves on and retries");
         }
         self.set_state(LinkState::Unreachable {

@@ -26,20 +26,29 @@ pub fn add_2_40(math: &str) -> [&str; 10] {
 pub struct Served {
     pub child: std::process::Child,
     pub endpoint: String,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Served {
     pub fn start(extra_config: &str) -> Served {
-        use std::io::{BufRead, BufReader};
         let data = tempfile::tempdir().unwrap();
-        let config = data.path().join("spearlet.toml");
+        let mut served = Served::start_in(data.path(), extra_config);
+        served._data = Some(data);
+        served
+    }
+
+    /// A server keeping its state in `dir` (which outlives it: a second
+    /// server on the same directory is a restart).
+    pub fn start_in(dir: &std::path::Path, extra_config: &str) -> Served {
+        use std::io::{BufRead, BufReader};
+        let data = dir;
+        let config = data.join("spearlet.toml");
         let root = Artifact::Echo.path().parent().unwrap();
         std::fs::write(
             &config,
             format!(
                 "data_dir = {:?}\n[server]\nlisten = \"127.0.0.1:0\"\n[artifacts]\nroots = [{:?}]\n{extra_config}",
-                data.path().join("state"),
+                data.join("state"),
                 root
             ),
         )
@@ -50,15 +59,19 @@ impl Served {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().expect("a first line").unwrap();
-        let addr = first.rsplit(' ').next().unwrap().to_owned();
-        assert!(first.contains("listening on"), "{first}");
+        // Log lines (a restart's report, say) may come first.
+        let listening = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find(|l| l.contains("listening on"))
+            .expect("the server says where it listens");
+        let addr = listening.rsplit(' ').next().unwrap().to_owned();
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Served {
             child,
             endpoint: format!("http://{addr}"),
-            _data: data,
+            _data: None,
         }
     }
 
@@ -78,6 +91,12 @@ impl Served {
         let mut all = vec!["--endpoint", &self.endpoint];
         all.extend_from_slice(args);
         spearlet(&all)
+    }
+
+    /// SIGKILL: a crash, as far as the server can tell.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     pub fn stop(mut self) -> std::process::ExitStatus {
