@@ -167,7 +167,11 @@ pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
                 "{:<24} {:<36} {:<10} {:>10}  {}",
                 t.task_name,
                 t.task_id,
-                t.metadata.get("plugin").map_or("-", String::as_str),
+                // A task recorded before a restart loads on first use.
+                t.metadata.get("plugin").map_or_else(
+                    || t.metadata.get("state").map_or("-", String::as_str),
+                    String::as_str
+                ),
                 t.execution_count,
                 if last == pb::ExecutionStatus::Unknown {
                     "-"
