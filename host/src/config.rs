@@ -37,6 +37,29 @@ pub struct Config {
     pub sms: SmsConfig,
     /// Tasks kept across restarts.
     pub tasks: TasksConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus / OpenMetrics endpoint (`GET /metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to serve `/metrics` on. Default: none (not served).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    /// Tasks that get a `task` label of their own (the oldest); the rest
+    /// are added up under `task="_other"`. Default: 1000.
+    pub max_task_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: None,
+            max_task_labels: 1000,
+        }
+    }
 }
 
 /// Tasks kept across restarts (in `<data_dir>/state.redb`).
@@ -62,6 +85,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             sms: SmsConfig::default(),
             tasks: TasksConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

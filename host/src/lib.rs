@@ -36,11 +36,13 @@ mod host;
 pub mod invoke;
 #[allow(unsafe_code)]
 pub mod loader;
+pub mod metrics;
 pub mod pool;
 pub mod registry;
 pub mod server;
 pub mod sms;
 pub mod state;
+pub mod telemetry;
 pub mod tier;
 
 pub use config::Config;

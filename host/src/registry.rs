@@ -53,6 +53,8 @@ pub struct Task {
     executions: AtomicU64,
     /// Executions started, per function (index for index with the table).
     calls: Box<[AtomicU64]>,
+    /// How executions ended, per function (index for index with the table).
+    metrics: Box<[crate::telemetry::FunctionMetrics]>,
     running: AtomicUsize,
     _pin: Option<CachePin>,
 }
@@ -154,8 +156,15 @@ impl Task {
             .iter()
             .map(|_| AtomicU64::new(0))
             .collect();
+        let metrics = t
+            .plugin
+            .functions()
+            .iter()
+            .map(|_| crate::telemetry::FunctionMetrics::default())
+            .collect();
         Task {
             calls,
+            metrics,
             id: t.id,
             name: t.name,
             description: t.description,
@@ -185,8 +194,17 @@ impl Task {
         }
     }
 
-    /// Records how an execution ended, and when (a clock reading the caller has).
-    pub(crate) fn record_outcome(&self, status: ExecutionStatus, at: Instant) {
+    /// Records how an execution of `function` ended, how long after its
+    /// acceptance, and when (a clock reading the caller has).
+    pub(crate) fn record_outcome(
+        &self,
+        function: FunctionHandle,
+        mode: crate::exec::ExecutionMode,
+        status: ExecutionStatus,
+        took: Duration,
+        at: Instant,
+    ) {
+        self.metrics[function.index()].record(mode, status, took);
         self.updated_at
             .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
         let index = ExecutionStatus::ALL
@@ -204,6 +222,11 @@ impl Task {
         self.calls
             .get(index)
             .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// How executions of function number `index` ended.
+    pub fn function_metrics(&self, index: usize) -> Option<&crate::telemetry::FunctionMetrics> {
+        self.metrics.get(index)
     }
 
     /// The inline tier's profile of `function`.

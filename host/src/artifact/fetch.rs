@@ -29,6 +29,7 @@ pub(super) struct Download<'a> {
     pub base_delay: Duration,
     pub timeout: Duration,
     pub progress: Option<Progress<'a>>,
+    pub counters: &'a super::telemetry::ArtifactTelemetry,
 }
 
 /// What a finished download produced.
@@ -53,10 +54,17 @@ pub(super) async fn download(client: &reqwest::Client, d: &Download<'_>) -> Resu
         if attempt > 1 {
             tokio::time::sleep(full_jitter(d.base_delay, MAX_DELAY, attempt - 1)).await;
         }
+        d.counters.attempt();
         let outcome = match tokio::time::timeout(d.timeout, attempt_once(client, d)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Failure::Retry(format!("timed out after {:?}", d.timeout))),
         };
+        match &outcome {
+            Ok(done) => d
+                .counters
+                .received(done.file.as_file().metadata().map_or(0, |m| m.len())),
+            Err(_) => d.counters.attempt_failed(),
+        }
         match outcome {
             Ok(done) => return Ok(done),
             Err(Failure::Final(Error::DownloadFailed { attempts, .. })) => {

@@ -20,6 +20,7 @@ mod cache;
 mod fetch;
 mod location;
 mod spec;
+mod telemetry;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use url::Url;
 pub use cache::{ArtifactCache, CachePin, CacheStats};
 pub use fetch::Progress;
 pub use spec::{ArtifactSpec, ACCEPTED_TYPES};
+pub use telemetry::{ArtifactCounts, ArtifactTelemetry};
 
 use crate::config::{ArtifactConfig, Config};
 use crate::digest::Sha256Digest;
@@ -49,6 +51,7 @@ pub struct ArtifactStore {
     sms_http: Option<Url>,
     cache: ArtifactCache,
     client: reqwest::Client,
+    telemetry: Arc<ArtifactTelemetry>,
     in_flight: Mutex<HashMap<Sha256Digest, Flight>>,
     /// Local locations already confined to a root that yielded a digest now
     /// loaded: asking for the same location and digest again reads nothing.
@@ -82,9 +85,15 @@ impl ArtifactStore {
                 .or_else(|| config.artifacts.sms_http.clone()),
             cache,
             client,
+            telemetry: Arc::default(),
             in_flight: Mutex::default(),
             resolved: Mutex::default(),
         })
+    }
+
+    /// What the pipeline did (loads, refusals, downloads).
+    pub fn telemetry(&self) -> ArtifactCounts {
+        self.telemetry.snapshot()
     }
 
     /// The download cache (for pins and statistics).
@@ -129,6 +138,20 @@ impl ArtifactStore {
 
     /// As [`ArtifactStore::load`], reporting download progress.
     pub async fn load_with_progress(
+        &self,
+        spec: &ArtifactSpec,
+        progress: Option<Progress<'_>>,
+    ) -> Result<Arc<Plugin>> {
+        let began = std::time::Instant::now();
+        let loaded = self.resolve(spec, progress).await;
+        match &loaded {
+            Ok(_) => self.telemetry.loaded(began.elapsed()),
+            Err(e) => self.telemetry.refused(e.kind()),
+        }
+        loaded
+    }
+
+    async fn resolve(
         &self,
         spec: &ArtifactSpec,
         progress: Option<Progress<'_>>,
@@ -262,6 +285,7 @@ impl ArtifactStore {
                     base_delay: self.config.retry_base_delay,
                     timeout: self.config.download_timeout,
                     progress,
+                    counters: &self.telemetry,
                 };
                 let done = fetch::download(&self.client, &download).await?;
                 if done.digest != *digest {

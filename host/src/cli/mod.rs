@@ -22,6 +22,37 @@ pub struct Cli {
 
     #[command(flatten)]
     endpoint: client::Endpoint,
+
+    /// Log lines as `text`, or `json`: one object per line, with the
+    /// fields of the event and its span (trace_id, task, execution…).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Log level of spearlet and its plugins (error, warn, info, debug,
+    /// trace); RUST_LOG, when set, says more precisely.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<tracing::Level>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The log format asked for.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
+
+    /// The log level asked for, if any.
+    pub fn log_level(&self) -> Option<tracing::Level> {
+        self.log_level
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -43,6 +43,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
 
+    /// Serve Prometheus metrics at `http://ADDR/metrics` [config: metrics.listen].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+
     /// A TOML configuration file. Every key is optional; environment
     /// variables `SPEARLET_<SECTION>__<KEY>` (e.g. `SPEARLET_POOL__MAX_INSTANCES=4`)
     /// override it, and these flags override both.
@@ -57,7 +61,7 @@ pub struct ServeArgs {
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
 /// client's `SPEARLET_ENDPOINT`) are not configuration.
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "data_dir",
     "server",
     "artifacts",
@@ -69,6 +73,7 @@ const SECTIONS: [&str; 11] = [
     "tls",
     "sms",
     "tasks",
+    "metrics",
 ];
 
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -104,6 +109,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(interval) = args.sms_heartbeat {
         config.sms.heartbeat_interval = interval;
+    }
+    if let Some(addr) = args.metrics_listen {
+        config.metrics.listen = Some(addr);
     }
     if let Some(addr) = &args.advertise {
         config.sms.advertise = Some(addr.clone());
@@ -147,6 +155,23 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 sms.node_uuid()
             );
         }
+        let metrics = match host.config().metrics.listen {
+            Some(at) => {
+                let listener = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {at}"))?;
+                eprintln!(
+                    "  metrics:        http://{}/metrics",
+                    listener.local_addr()?
+                );
+                Some(tokio::spawn(spearlet::metrics::serve(
+                    host.clone(),
+                    listener,
+                    std::future::pending(),
+                )))
+            }
+            None => None,
+        };
         spearlet::server::serve(host, listener, async {
             stop_signal().await;
             eprintln!("stopping: calls in flight finish (a second signal stops at once)");
@@ -157,6 +182,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             });
         })
         .await?;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         anyhow::Ok(())
     });
     // Plugins that ignored their cancellation may still hold blocking

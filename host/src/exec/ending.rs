@@ -78,7 +78,15 @@ impl Drop for Ending {
                 )),
             );
         }
-        self.task
-            .record_outcome(self.record.status(), Instant::now());
+        if let Ok(function) = self.task.plugin.function(self.record.function()) {
+            let now = Instant::now();
+            self.task.record_outcome(
+                function,
+                self.record.mode(),
+                self.record.status(),
+                now.saturating_duration_since(self.record.created),
+                now,
+            );
+        }
     }
 }

@@ -165,7 +165,14 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
         }
     };
     ending.disarm();
-    held.job().task.record_outcome(status, ended);
+    let job = held.job();
+    job.task.record_outcome(
+        job.function,
+        job.mode,
+        status,
+        ended.saturating_duration_since(record.created),
+        ended,
+    );
     status
 }
 
@@ -191,7 +198,13 @@ pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
             }
         }
     };
-    job.task.record_outcome(status, ended);
+    job.task.record_outcome(
+        job.function,
+        job.mode,
+        status,
+        ended.saturating_duration_since(record.created),
+        ended,
+    );
     status
 }
 
