@@ -227,6 +227,7 @@ impl Host {
             request.mode,
         );
         if fresh {
+            request.join_trace(&record);
             let job = Job {
                 task: Arc::clone(&task),
                 function,
@@ -271,7 +272,7 @@ impl Host {
 
     async fn start(
         &self,
-        request: InvokeRequest,
+        mut request: InvokeRequest,
         chunks: Option<mpsc::Sender<Value>>,
     ) -> Result<InvokeOutcome> {
         let deadline = request.timeout.map(|t| Instant::now() + t);
@@ -294,6 +295,7 @@ impl Host {
                 execution: record.snapshot(),
             });
         }
+        request.join_trace(&record);
         // From here on the record ends whatever happens to this future.
         let ending = Ending::new(Arc::clone(&record), Arc::clone(&task), deadline);
         let job = Job {

@@ -69,6 +69,11 @@ pub struct InvokeRequest {
     /// Invocation metadata; when this invocation creates its task, it becomes
     /// the task's metadata and its instances' configuration.
     pub metadata: BTreeMap<String, String>,
+    /// The W3C trace the call belongs to: kept on the execution and handed
+    /// to the plugin as `traceparent` (with `tracestate`, when given).
+    pub trace: Option<crate::trace::TraceContext>,
+    /// The caller's `tracestate`, passed on as it is.
+    pub tracestate: Option<String>,
 }
 
 impl InvokeRequest {
@@ -86,6 +91,22 @@ impl InvokeRequest {
             max_retries: 0,
             force_new_instance: false,
             metadata: BTreeMap::new(),
+            trace: None,
+            tracestate: None,
+        }
+    }
+
+    /// Puts the call in `trace`: the execution keeps its id, and the plugin
+    /// gets a `traceparent` for a span of its own (and `tracestate`).
+    pub(crate) fn join_trace(&mut self, record: &crate::exec::ExecutionRecord) {
+        let Some(trace) = self.trace else { return };
+        record.set_trace(trace.trace_id);
+        self.headers.push((
+            "traceparent".to_owned(),
+            trace.child(crate::trace::new_span()),
+        ));
+        if let Some(state) = self.tracestate.take() {
+            self.headers.push(("tracestate".to_owned(), state));
         }
     }
 

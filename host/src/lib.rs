@@ -44,6 +44,7 @@ pub mod sms;
 pub mod state;
 pub mod telemetry;
 pub mod tier;
+pub mod trace;
 
 pub use config::Config;
 pub use error::{Error, Result};

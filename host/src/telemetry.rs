@@ -62,7 +62,8 @@ pub struct Latency {
 /// A [`Latency`] read at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LatencySnapshot {
-    /// `(upper bound in seconds, cumulative count)`, the last bound +∞.
+    /// `(upper bound in seconds, count in this bucket)`, the last bound +∞
+    /// (not cumulative: the exposition encoder accumulates).
     pub buckets: Vec<(f64, u64)>,
     /// Observations.
     pub count: u64,
@@ -84,11 +85,12 @@ impl Latency {
         let mut total = 0;
         let mut buckets = Vec::with_capacity(self.buckets.len());
         for (i, count) in self.buckets.iter().enumerate() {
-            total += count.load(Ordering::Relaxed);
+            let count = count.load(Ordering::Relaxed);
+            total += count;
             let bound = LATENCY_BOUNDS_NS
                 .get(i)
                 .map_or(f64::INFINITY, |ns| *ns as f64 / 1e9);
-            buckets.push((bound, total));
+            buckets.push((bound, count));
         }
         LatencySnapshot {
             buckets,
@@ -153,8 +155,8 @@ mod tests {
         let s = latency.snapshot();
         assert_eq!(s.count, 4);
         assert_eq!(s.buckets[0], (1e-6, 2), "≤ 1 µs, bounds inclusive");
-        assert_eq!(s.buckets[5].1, 3, "≤ 50 µs, cumulative");
-        assert_eq!(s.buckets.last().unwrap(), &(f64::INFINITY, 4));
+        assert_eq!(s.buckets[5], (50e-6, 1), "(25 µs, 50 µs]");
+        assert_eq!(s.buckets.last().unwrap(), &(f64::INFINITY, 1), "past 10 s");
         assert!((s.sum_seconds - 60.000_031_8).abs() < 1e-9);
     }
 

@@ -80,6 +80,16 @@ impl<'a> Context<'a> {
         })
     }
 
+    /// The W3C trace this call belongs to (32 hex digits), from the
+    /// `traceparent` header the host passes: the caller's trace, or one
+    /// the host started. Put it in your own log lines and outgoing calls
+    /// to tie them to the invocation.
+    pub fn trace_id(&self) -> Option<&'a str> {
+        let traceparent = self.header("traceparent")?;
+        let trace = traceparent.split('-').nth(1)?;
+        (trace.len() == 32).then_some(trace)
+    }
+
     /// When the call must be finished by, if it has a deadline.
     pub fn deadline(&self) -> Option<SystemTime> {
         match self.raw.deadline_unix_nanos {

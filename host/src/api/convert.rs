@@ -114,6 +114,8 @@ pub(super) fn invoke_request(
         execution_id,
         environment: sorted(context.environment),
         headers: sorted(context.headers),
+        trace: None,
+        tracestate: None,
         timeout,
         max_retries,
         force_new_instance: req.force_new_instance,
@@ -193,6 +195,25 @@ pub(super) fn page_limit(limit: i32) -> usize {
 }
 
 /// The gRPC deadline from the `grpc-timeout` header (`<digits><unit>`).
+/// The W3C trace a request belongs to: its `traceparent` (and
+/// `tracestate`) metadata when valid, else a new trace.
+pub(super) fn trace_context(
+    metadata: &tonic::metadata::MetadataMap,
+) -> (crate::trace::TraceContext, Option<String>) {
+    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
+    match text("traceparent").and_then(crate::trace::TraceContext::parse) {
+        // tracestate means nothing without the traceparent it goes with,
+        // and is bounded by the spec (32 members, 512 characters).
+        Some(trace) => (
+            trace,
+            text("tracestate")
+                .filter(|s| s.len() <= 512)
+                .map(str::to_owned),
+        ),
+        None => (crate::trace::TraceContext::start(), None),
+    }
+}
+
 pub(super) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);

@@ -16,6 +16,7 @@ use spearlet_proto::spearlet::function_service_server::FunctionService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 pub use admin::AdminApi;
 pub use status::{code, retry_delay, ERROR_KIND_KEY};
@@ -50,11 +51,17 @@ impl FunctionService for FunctionApi {
         request: Request<pb::InvokeFunctionRequest>,
     ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
         let timeout = convert::grpc_timeout(request.metadata());
+        let (trace, tracestate) = convert::trace_context(request.metadata());
         let req = request.into_inner();
         limits::check_invoke(&req, &self.host.config().limits)?;
-        let req = convert::invoke_request(req, timeout)?;
+        let mut req = convert::invoke_request(req, timeout)?;
+        req.trace = Some(trace);
+        req.tracestate = tracestate;
         let sync = req.mode == ExecutionMode::Sync;
-        let outcome = self.host.invoke(req).await?;
+        // Disabled below debug level: a level check, nothing more.
+        let span =
+            tracing::debug_span!("invoke", trace_id = %trace.trace_id, function = %req.function);
+        let outcome = self.host.invoke(req).instrument(span).await?;
         let e = outcome.execution;
         if sync && e.status == ExecutionStatus::Timeout {
             let message = e
@@ -170,10 +177,13 @@ impl FunctionService for FunctionApi {
         request: Request<pb::InvokeFunctionRequest>,
     ) -> Result<Response<Self::StreamFunctionStream>, Status> {
         let timeout = convert::grpc_timeout(request.metadata());
+        let (trace, tracestate) = convert::trace_context(request.metadata());
         let req = request.into_inner();
         limits::check_invoke(&req, &self.host.config().limits)?;
         let mut req = convert::invoke_request(req, timeout)?;
         req.mode = ExecutionMode::Stream;
+        req.trace = Some(trace);
+        req.tracestate = tracestate;
         let execution_id = req
             .execution_id
             .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())

@@ -78,8 +78,11 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         .map(|err| (err.code.clone(), err.message.clone()))
         .unwrap_or_default();
     // The instance is the reply's own `instance_id` field.
-    let mut metrics = std::collections::HashMap::with_capacity(2);
+    let mut metrics = std::collections::HashMap::with_capacity(3);
     metrics.insert("attempts".to_owned(), e.attempts.to_string());
+    if let Some(trace) = e.trace_id {
+        metrics.insert("trace_id".to_owned(), trace.to_string());
+    }
     metrics.insert(
         "execution_time_us".to_owned(),
         e.execution_time.as_micros().to_string(),

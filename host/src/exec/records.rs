@@ -129,6 +129,8 @@ pub struct ExecutionSnapshot {
     pub attempts: u32,
     /// The plugin's log lines (`LEVEL message`), oldest first.
     pub logs: Vec<String>,
+    /// The W3C trace it belongs to.
+    pub trace_id: Option<crate::trace::TraceId>,
 }
 
 /// One reading of both clocks, so that a monotonic instant can be reported
@@ -183,6 +185,8 @@ pub struct ExecutionRecord {
     /// Whether anyone ever waited on `ended` (notifying costs a lock).
     watched: AtomicBool,
     counts: Arc<StatusCounts>,
+    /// The W3C trace it belongs to, when its request carried or started one.
+    trace: std::sync::OnceLock<crate::trace::TraceId>,
 }
 
 #[derive(Debug)]
@@ -253,6 +257,7 @@ impl ExecutionRecord {
             ended: Notify::new(),
             watched: AtomicBool::new(false),
             counts,
+            trace: std::sync::OnceLock::new(),
         }
     }
 
@@ -480,7 +485,18 @@ impl ExecutionRecord {
             instance_id: state.instance_id.clone(),
             attempts: state.attempts,
             logs,
+            trace_id: self.trace.get().copied(),
         }
+    }
+
+    /// Puts the execution in a trace (once; later calls are ignored).
+    pub(crate) fn set_trace(&self, trace: crate::trace::TraceId) {
+        let _ = self.trace.set(trace);
+    }
+
+    /// The trace it belongs to, if any.
+    pub fn trace_id(&self) -> Option<crate::trace::TraceId> {
+        self.trace.get().copied()
     }
 
     /// A copy of the record as it is now.

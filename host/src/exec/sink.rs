@@ -60,13 +60,45 @@ impl CallSink for RecordSink<'_> {
     }
 
     fn log(&self, level: LogLevel, line: &str) {
-        let level = match level {
-            LogLevel::Trace => "TRACE",
-            LogLevel::Debug => "DEBUG",
-            LogLevel::Info => "INFO",
-            LogLevel::Warn => "WARN",
-            LogLevel::Error => "ERROR",
+        // To the host's log too (target `plugin`), carrying what ties the
+        // line to its call: the trace, the execution, the task.
+        let r = &self.record;
+        let trace = r.trace_id().map(tracing::field::display);
+        macro_rules! emit {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "plugin",
+                    $level,
+                    trace_id = trace,
+                    execution = r.id(),
+                    task = r.task_id(),
+                    function = r.function(),
+                    "{line}"
+                )
+            };
+        }
+        let name = match level {
+            LogLevel::Trace => {
+                emit!(tracing::Level::TRACE);
+                "TRACE"
+            }
+            LogLevel::Debug => {
+                emit!(tracing::Level::DEBUG);
+                "DEBUG"
+            }
+            LogLevel::Info => {
+                emit!(tracing::Level::INFO);
+                "INFO"
+            }
+            LogLevel::Warn => {
+                emit!(tracing::Level::WARN);
+                "WARN"
+            }
+            LogLevel::Error => {
+                emit!(tracing::Level::ERROR);
+                "ERROR"
+            }
         };
-        self.record.log(format!("{level} {line}"));
+        self.record.log(format!("{name} {line}"));
     }
 }

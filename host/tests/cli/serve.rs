@@ -570,3 +570,70 @@ fn a_crash_loses_no_acknowledged_task_or_execution() {
     );
     assert!(restarted.stop().success());
 }
+
+#[test]
+fn json_logs_carry_the_trace_of_the_call_that_logged() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let root = Artifact::Probe.path().parent().unwrap().to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args([
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--artifact-root",
+            root,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let listening = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|l| l.contains("listening on"))
+        .unwrap();
+    let endpoint = format!("http://{}", listening.rsplit(' ').next().unwrap());
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let out = spearlet(&[
+        "--endpoint",
+        &endpoint,
+        "invoke",
+        "--task-name",
+        "probe",
+        "--artifact",
+        path(Artifact::Probe),
+        "trace",
+        "--traceparent",
+        &format!("00-{trace}-b7ad6b7169203331-01"),
+    ]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shown.contains(&format!("trace      {trace}")), "{shown}");
+    assert!(
+        shown.contains(&format!("\"{trace}\" (string)")),
+        "the plugin's ctx.trace_id(): {shown}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(child.wait().unwrap().success());
+    let mut json = 0;
+    let mut plugin_line = None;
+    for line in lines.map(Result::unwrap).filter(|l| l.starts_with('{')) {
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        json += 1;
+        if event["target"] == "plugin" {
+            plugin_line = Some(event);
+        }
+    }
+    assert!(json >= 2, "the server's own log lines are JSON too");
+    let plugin_line = plugin_line.expect("the plugin's log line reached the host's log");
+    assert_eq!(plugin_line["message"], "tracing this call");
+    assert_eq!(plugin_line["trace_id"], trace);
+    assert_eq!(plugin_line["task"].as_str().map(str::len), Some(36));
+}

@@ -33,7 +33,8 @@ pub enum Artifact {
     NoFunctions,
     /// A plugin declaring one function name twice.
     DuplicateFunctions,
-    /// `context()` reports what a call carries; `spin(ms)` ignores cancellation;
+    /// `context()` reports what a call carries; `trace()` returns
+    /// `ctx.trace_id()`; `spin(ms)` ignores cancellation;
     /// `wait(ms)` is marked `#[function(blocking)]`.
     Probe,
     /// A plugin linked with `RUNPATH` `$ORIGIN`.

@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod limits;
 mod loader;
+mod observability;
 mod pools;
 mod samples;
 mod streaming;

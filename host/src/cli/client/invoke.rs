@@ -72,10 +72,24 @@ pub struct InvokeArgs {
     /// its task, this becomes the instances' configuration.
     #[arg(long = "meta", value_name = "KEY=VALUE")]
     metadata: Vec<String>,
+
+    /// Join this W3C trace (`00-<trace id>-<span id>-<flags>`), e.g. the
+    /// caller's; without it the server starts a new trace. The trace id is
+    /// shown either way, and the plugin reads it as `ctx.trace_id()`.
+    #[arg(long, value_name = "TRACEPARENT")]
+    traceparent: Option<String>,
 }
 
 pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let request = build_request(args)?;
+    let mut request = tonic::Request::new(build_request(args)?);
+    if let Some(traceparent) = &args.traceparent {
+        request.metadata_mut().insert(
+            "traceparent",
+            traceparent
+                .parse()
+                .context("--traceparent must be printable ASCII")?,
+        );
+    }
     runtime()?.block_on(async {
         let mut client = connect(endpoint).await?;
         if args.stream {
@@ -102,6 +116,9 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
         if let Some(value) = result.result {
             println!("result     {}", show_any(&value));
         }
+        if let Some(trace) = result.metrics.get("trace_id") {
+            println!("trace      {trace}");
+        }
         if status == pb::ExecutionStatus::Pending || status == pb::ExecutionStatus::Running {
             let estimate = match reply.estimated_completion_ms {
                 // Nothing to estimate from before the function's first run.
@@ -123,7 +140,7 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
 
 async fn stream(
     client: &mut super::Client,
-    request: pb::InvokeFunctionRequest,
+    request: tonic::Request<pb::InvokeFunctionRequest>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let mut chunks = client
         .stream_function(request)

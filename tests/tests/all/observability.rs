@@ -1,0 +1,198 @@
+//! `/metrics` scraped from a real server after known calls; W3C trace
+//! context from the client to the execution and into the plugin.
+
+use std::collections::HashMap;
+
+use spearlet_proto::spearlet as pb;
+use spearlet_test_artifacts::Artifact;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::grpc_util::{
+    any_f64, any_i64, any_str, existing, new_task, result_str, with_params, TestServer,
+};
+
+/// Scrapes `/metrics` over plain HTTP/1.1 and parses the exposition into
+/// `series → value` (series as written: `name{labels}`).
+async fn scrape(addr: std::net::SocketAddr) -> HashMap<String, f64> {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("openmetrics-text"), "{head}");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("`series value`");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened_with_bounded_task_labels() {
+    let server = TestServer::start_with(|c| c.metrics.max_task_labels = 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = tokio::spawn(spearlet::metrics::serve(
+        server.host.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    for b in [1, 2, 3] {
+        server
+            .invoke(with_params(
+                new_task("math", Artifact::Math, "add"),
+                &[("a", any_i64(1)), ("b", any_i64(b))],
+            ))
+            .await
+            .unwrap();
+    }
+    let failed = server
+        .invoke(with_params(
+            new_task("math", Artifact::Math, "divide"),
+            &[("a", any_f64(1.0)), ("b", any_f64(0.0))],
+        ))
+        .await
+        .unwrap();
+    assert!(!failed.success);
+    // Two tasks past the cap of one: counted together as `_other`.
+    for name in ["echo-a", "echo-b"] {
+        server
+            .invoke(with_params(
+                new_task(name, Artifact::Echo, "upper"),
+                &[("input", any_str("x"))],
+            ))
+            .await
+            .unwrap();
+    }
+
+    let m = scrape(addr).await;
+    let get = |series: &str| -> f64 {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("no series {series} in {m:#?}"))
+    };
+    assert_eq!(
+        get(
+            r#"spearlet_invocations_total{task="math",function="add",mode="sync",status="completed"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        get(
+            r#"spearlet_invocations_total{task="math",function="divide",mode="sync",status="failed"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            r#"spearlet_invocations_total{task="_other",function="upper",mode="sync",status="completed"}"#
+        ),
+        2.0
+    );
+    assert!(
+        !m.keys()
+            .any(|k| k.contains("echo-a") || k.contains("echo-b")),
+        "tasks past the cap have no label of their own"
+    );
+    assert_eq!(
+        get(r#"spearlet_invocation_duration_seconds_count{task="math",function="add"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"spearlet_invocation_duration_seconds_bucket{le="+Inf",task="math",function="add"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"spearlet_pool_instances{task="math",state="idle"}"#),
+        1.0
+    );
+    assert_eq!(get("spearlet_tasks"), 3.0);
+    assert_eq!(get("spearlet_executions_in_flight"), 0.0);
+    assert!(get("spearlet_artifact_load_duration_seconds_count") >= 3.0);
+    assert!(get("spearlet_process_resident_memory_bytes") > 0.0);
+    assert!(get("spearlet_process_threads") > 0.0);
+
+    // The same counters as GetHealth: they cannot disagree.
+    let health = server
+        .client
+        .clone()
+        .get_health(pb::GetHealthRequest {
+            include_details: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .details
+        .unwrap();
+    assert_eq!(
+        get("spearlet_artifact_cache_hits_total").to_string(),
+        health.system_info["artifact_cache_hits"]
+    );
+
+    let _ = stop.send(());
+    endpoint.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_traceparent_reaches_the_execution_and_the_plugin() {
+    let server = TestServer::start().await;
+    let created = server
+        .invoke(new_task("probe", Artifact::Probe, "trace"))
+        .await
+        .unwrap();
+    // Without a traceparent, the host starts a trace: the plugin sees it.
+    let started = created.result.as_ref().unwrap().metrics["trace_id"].clone();
+    assert_eq!(started.len(), 32);
+    assert_eq!(result_str(&created), started);
+
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut request = tonic::Request::new(existing(&created.task_id, "trace"));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").parse().unwrap(),
+    );
+    let reply = server
+        .client
+        .clone()
+        .invoke_function(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        result_str(&reply),
+        trace,
+        "the plugin reads the caller's trace"
+    );
+    assert_eq!(reply.result.as_ref().unwrap().metrics["trace_id"], trace);
+    let kept = server.host.execution(&reply.execution_id).unwrap();
+    assert_eq!(
+        kept.trace_id.unwrap().to_string(),
+        trace,
+        "the execution keeps it"
+    );
+
+    // A malformed traceparent is ignored: a new trace, not an error.
+    let mut request = tonic::Request::new(existing(&created.task_id, "trace"));
+    request
+        .metadata_mut()
+        .insert("traceparent", "garbage".parse().unwrap());
+    let reply = server
+        .client
+        .clone()
+        .invoke_function(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let fresh = result_str(&reply);
+    assert!(fresh.len() == 32 && fresh != trace, "{fresh}");
+    server.stop().await;
+}
