@@ -20,6 +20,11 @@ pub struct P2 {
     pub overheads_ns: Vec<f64>,
     /// Per block of calls: Host::invoke p50, ns.
     pub invoke_p50s_ns: Vec<f64>,
+    /// Per round: what recording one execution for the metrics costs
+    /// (it is always on: the counters the task keeps), ns.
+    pub metrics_overheads_ns: Vec<f64>,
+    /// Rendering `/metrics` for the P2 host, µs.
+    pub scrape_us: f64,
 }
 
 fn local_nop() -> Value {
@@ -49,6 +54,32 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
     }
     let overheads_ns = table.iter().zip(&direct).map(|(t, d)| t - d).collect();
 
+    // The per-execution metrics work, exactly as the host does it when an
+    // execution ends, against the loop alone.
+    let metrics = spearlet::telemetry::FunctionMetrics::default();
+    let mut metrics_overheads_ns = Vec::new();
+    for round in 0..if quick { 5 } else { 15 } {
+        let took = std::time::Duration::from_nanos(700 + round);
+        let start = Instant::now();
+        for _ in 0..n {
+            metrics.record(
+                black_box(spearlet::exec::ExecutionMode::Sync),
+                black_box(spearlet::exec::ExecutionStatus::Completed),
+                black_box(took),
+            );
+        }
+        let recorded = start.elapsed().as_nanos() as f64 / n as f64;
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box((
+                black_box(spearlet::exec::ExecutionMode::Sync),
+                black_box(spearlet::exec::ExecutionStatus::Completed),
+                black_box(took),
+            ));
+        }
+        metrics_overheads_ns.push(recorded - start.elapsed().as_nanos() as f64 / n as f64);
+    }
+
     let (host, task_id) = crate::echo_task(data_dir, "p2").await?;
     let call = crate::call_existing(&task_id, "nop");
     let mut latencies = Vec::new();
@@ -68,7 +99,15 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         .chunks(latencies.len().div_ceil(10).max(1))
         .map(|block| crate::stats::percentile(block, 50.0))
         .collect();
+    let start = Instant::now();
+    let scrapes = 100;
+    for _ in 0..scrapes {
+        black_box(spearlet::metrics::render(&host)?);
+    }
+    let scrape_us = micros(start.elapsed()) / f64::from(scrapes);
     Ok(P2 {
+        metrics_overheads_ns,
+        scrape_us,
         table_call_ns: summary(&table).median,
         local_call_ns: summary(&direct).median,
         overheads_ns,

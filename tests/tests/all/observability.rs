@@ -196,3 +196,39 @@ async fn a_traceparent_reaches_the_execution_and_the_plugin() {
     assert!(fresh.len() == 32 && fresh != trace, "{fresh}");
     server.stop().await;
 }
+
+/// Every metric the Grafana dashboard queries is one the endpoint serves.
+#[tokio::test]
+async fn the_dashboard_queries_only_metrics_that_exist() {
+    let sms = crate::fake_sms::FakeSms::start().await;
+    let server = TestServer::start_with(|c| sms.join(c)).await;
+    let families: std::collections::BTreeSet<String> = spearlet::metrics::render(&server.host)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/spearlet.json"),
+    )
+    .unwrap();
+    let mut used = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("spearlet_") {
+            continue;
+        }
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| word.strip_suffix(s))
+            .unwrap_or(word);
+        assert!(
+            families.contains(family),
+            "the dashboard queries {word}, which is not served: {families:?}"
+        );
+        used += 1;
+    }
+    assert!(used >= 10, "the dashboard queries the metrics ({used})");
+    server.stop().await;
+    sms.stop().await;
+}
