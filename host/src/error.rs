@@ -257,6 +257,23 @@ pub enum Error {
         purpose: &'static str,
     },
 
+    /// A NEW_TASK names a task whose plugin is evidently not the one the
+    /// request's artifact holds: running it would run stale code.
+    #[error(
+        "task `{name}` ({task_id}) runs another version of its plugin: {reason}. \
+         To switch the task to the new one, pass --upgrade (invocation metadata \
+         spearlet.upgrade=true) or run `spearlet task upgrade {task_id} --artifact …`; \
+         to keep both, use another task name"
+    )]
+    StaleArtifact {
+        /// The task's name.
+        name: String,
+        /// Its id.
+        task_id: String,
+        /// How the artifact differs.
+        reason: String,
+    },
+
     /// An upgrade's plugin lacks functions the running version exports.
     #[error(
         "the new version of task `{task_id}` lacks functions the running one exports: {}; \
@@ -515,6 +532,7 @@ impl Error {
             Error::SmsNotConfigured { .. } => "sms_not_configured",
             Error::SmsUnavailable { .. } => "sms_unavailable",
             Error::FunctionsRemoved { .. } => "functions_removed",
+            Error::StaleArtifact { .. } => "stale_artifact",
             Error::StateSchema { .. } => "state_schema",
             Error::State { .. } => "state",
             Error::NoPreviousVersion { .. } => "no_previous_version",

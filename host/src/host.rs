@@ -248,6 +248,7 @@ impl Host {
         Some(Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),
             created_task: false,
+            upgraded_task: false,
             execution: record.snapshot(),
         }))
     }
@@ -276,7 +277,11 @@ impl Host {
         chunks: Option<mpsc::Sender<Value>>,
     ) -> Result<InvokeOutcome> {
         let deadline = request.timeout.map(|t| Instant::now() + t);
-        let (task, created_task) = self.resolve_task(&request).await?;
+        let (task, origin) = self.resolve_task(&request).await?;
+        let (created_task, upgraded_task) = (
+            origin == crate::invoke::TaskOrigin::Created,
+            origin == crate::invoke::TaskOrigin::Upgraded,
+        );
         let function = task.plugin.function(&request.function)?;
         if chunks.is_none() && function.kind() == FunctionKind::Stream {
             tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
@@ -292,6 +297,7 @@ impl Host {
             return Ok(InvokeOutcome {
                 task_id: Arc::clone(&task.id),
                 created_task,
+                upgraded_task,
                 execution: record.snapshot(),
             });
         }
@@ -359,6 +365,7 @@ impl Host {
         Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),
             created_task,
+            upgraded_task,
             execution: record.snapshot(),
         })
     }

@@ -11,7 +11,7 @@ use crate::exec::{ExecutionMode, ExecutionSnapshot};
 use crate::host::Host;
 use crate::loader::Plugin;
 use crate::pool::{InstancePool, PoolContext, PoolLimits};
-use crate::registry::{CreationKey, Membership, NewTask, Task};
+use crate::registry::{CreationKey, Membership, NewTask, SourceFile, Task};
 use crate::Value;
 
 /// Which task an invocation is for.
@@ -124,9 +124,27 @@ pub struct InvokeOutcome {
     pub task_id: Arc<str>,
     /// Whether this invocation created that task.
     pub created_task: bool,
+    /// Whether this invocation upgraded that task to its artifact first
+    /// (see [`UPGRADE_KEY`]).
+    pub upgraded_task: bool,
     /// The execution: final for SYNC, PENDING (or later) for ASYNC.
     pub execution: ExecutionSnapshot,
 }
+
+/// How an invocation came by its task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskOrigin {
+    /// It existed (or was woken, or run from the cluster's registration).
+    Found,
+    /// This invocation created it.
+    Created,
+    /// This invocation switched it to its artifact first.
+    Upgraded,
+}
+
+/// Invocation metadata key: `true` upgrades a NEW_TASK's task when the
+/// request's artifact is not what it runs (CLI: `spearlet invoke --upgrade`).
+pub const UPGRADE_KEY: &str = "spearlet.upgrade";
 
 /// Metadata keys that override the pool size of the task they create.
 pub const POOL_MIN_KEY: &str = "spearlet.pool.min";
@@ -134,10 +152,17 @@ pub const POOL_MIN_KEY: &str = "spearlet.pool.min";
 pub const POOL_MAX_KEY: &str = "spearlet.pool.max";
 
 impl Host {
-    /// The task `target` names, if it exists here already.
+    /// The task `target` names, if it exists here already and can be used
+    /// without looking further: a NEW_TASK's artifact must be pinned to the
+    /// digest the task runs (anything else needs the staleness check of
+    /// the general path, which may touch the file system).
     pub(crate) fn known_task(&self, target: &Target) -> Option<Arc<Task>> {
         match target {
-            Target::NewTask { name, .. } => self.tasks().by_name(name),
+            Target::NewTask { name, artifact, .. } => {
+                let task = self.tasks().by_name(name)?;
+                let pinned: crate::digest::Sha256Digest = artifact.checksum.parse().ok()?;
+                (pinned == task.plugin.digest()).then_some(task)
+            }
             Target::ExistingTask { task_id, .. } => self.tasks().get(task_id),
         }
     }
@@ -146,7 +171,10 @@ impl Host {
     /// (EXISTING_TASK) of the seed, asking the SMS about an unknown id when
     /// the host is part of a cluster. Returns the task and whether this
     /// invocation created it.
-    pub(crate) async fn resolve_task(&self, request: &InvokeRequest) -> Result<(Arc<Task>, bool)> {
+    pub(crate) async fn resolve_task(
+        &self,
+        request: &InvokeRequest,
+    ) -> Result<(Arc<Task>, TaskOrigin)> {
         match &request.target {
             Target::NewTask {
                 name,
@@ -154,10 +182,10 @@ impl Host {
                 artifact,
             } => {
                 if let Some(task) = self.tasks().by_name(name) {
-                    return Ok((task, false));
+                    return Box::pin(self.fresh_or_upgraded(task, artifact, request)).await;
                 }
                 if let Some(stored) = self.dormant_task(name, true) {
-                    return Ok((Box::pin(self.wake(stored)).await?, false));
+                    return Ok((Box::pin(self.wake(stored)).await?, TaskOrigin::Found));
                 }
                 // Boxed: creation (artifact fetch and load) is a large future,
                 // and the path that only finds the task must stay small.
@@ -178,14 +206,14 @@ impl Host {
                 description,
             } => {
                 if let Some(task) = self.tasks().get(task_id) {
-                    return Ok((task, false));
+                    return Ok((task, TaskOrigin::Found));
                 }
                 if let Some(stored) = self.dormant_task(task_id, false) {
-                    return Ok((Box::pin(self.wake(stored)).await?, false));
+                    return Ok((Box::pin(self.wake(stored)).await?, TaskOrigin::Found));
                 }
                 if let Some(sms) = self.sms() {
                     match Box::pin(self.replicate(sms, task_id)).await {
-                        Ok(task) => return Ok((task, false)),
+                        Ok(task) => return Ok((task, TaskOrigin::Found)),
                         Err(Error::TaskNotFound { .. }) => {}
                         Err(e) => return Err(e),
                     }
@@ -213,6 +241,78 @@ impl Host {
         }
     }
 
+    /// The task a NEW_TASK names, unless the request's artifact is evidently
+    /// not what the task runs — another checksum, another location, or its
+    /// local file changed since the task was created. Never serve stale code
+    /// silently: that is refused ([`Error::StaleArtifact`]) unless the
+    /// request asks for an upgrade ([`UPGRADE_KEY`]), which switches the
+    /// task blue/green (see `Host::upgrade_task`) before the call runs.
+    async fn fresh_or_upgraded(
+        &self,
+        task: Arc<Task>,
+        artifact: &ArtifactSpec,
+        request: &InvokeRequest,
+    ) -> Result<(Arc<Task>, TaskOrigin)> {
+        let Some(reason) = self.staleness(&task, artifact).await? else {
+            return Ok((task, TaskOrigin::Found));
+        };
+        let upgrade = request
+            .metadata
+            .get(UPGRADE_KEY)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        if !upgrade {
+            return Err(Error::StaleArtifact {
+                name: task.name.clone(),
+                task_id: task.id.to_string(),
+                reason,
+            });
+        }
+        tracing::info!(task = %task.id, name = %task.name, %reason, "upgrading a task whose artifact changed, as asked");
+        self.upgrade_task(
+            &task.id,
+            artifact,
+            std::time::Duration::from_secs(30),
+            false,
+        )
+        .await?;
+        let now = self
+            .tasks()
+            .get(&task.id)
+            .ok_or_else(|| Error::TaskChanged {
+                task_id: task.id.to_string(),
+            })?;
+        Ok((now, TaskOrigin::Upgraded))
+    }
+
+    /// Why `artifact` is evidently not what `task` runs, if it is not.
+    async fn staleness(&self, task: &Task, artifact: &ArtifactSpec) -> Result<Option<String>> {
+        let running = task.plugin.digest();
+        if !artifact.checksum.trim().is_empty() {
+            let asked: crate::digest::Sha256Digest = artifact.checksum.parse()?;
+            return Ok((asked != running).then(|| {
+                format!("the request pins sha256:{asked}, the task runs sha256:{running}")
+            }));
+        }
+        if artifact.location.trim() != task.artifact.location.trim() {
+            return Ok(Some(format!(
+                "the task was created from `{}`, the request names `{}`",
+                task.artifact.location, artifact.location
+            )));
+        }
+        let (Some(path), Some(then)) = (artifact.local_path(), task.source.clone()) else {
+            return Ok(None);
+        };
+        let now = tokio::task::spawn_blocking(move || SourceFile::of(&path))
+            .await
+            .unwrap_or(None);
+        Ok((now.as_ref() != Some(&then)).then(|| {
+            format!(
+                "`{}` changed since the task was created from it (sha256:{running})",
+                artifact.location
+            )
+        }))
+    }
+
     /// Creates a task under `id` (NEW_TASK: none, so the SMS assigns one in
     /// a cluster, else a fresh one), registering it at the SMS after its
     /// plugin loaded. If anything fails after the registration, the
@@ -224,7 +324,7 @@ impl Host {
         (name, description): (&str, &str),
         artifact: &ArtifactSpec,
         request: &InvokeRequest,
-    ) -> Result<(Arc<Task>, bool)> {
+    ) -> Result<(Arc<Task>, TaskOrigin)> {
         let mut created = false;
         let mut registered: Option<String> = None;
         let mut recorded: Option<String> = None;
@@ -279,7 +379,14 @@ impl Host {
             })
             .await;
         match outcome {
-            Ok(task) => Ok((task, created)),
+            Ok(task) => Ok((
+                task,
+                if created {
+                    TaskOrigin::Created
+                } else {
+                    TaskOrigin::Found
+                },
+            )),
             Err(e) => {
                 if let Some(id) = recorded {
                     if let Err(e) = self.forget_task(&id).await {
@@ -319,6 +426,12 @@ impl Host {
         };
         let pool =
             InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context).await?;
+        let source = match artifact.local_path() {
+            Some(path) => tokio::task::spawn_blocking(move || SourceFile::of(&path))
+                .await
+                .unwrap_or(None),
+            None => None,
+        };
         tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
         Ok(NewTask {
             pin: Some(self.artifacts().cache().pin(&plugin.digest())),
@@ -332,6 +445,7 @@ impl Host {
             profile,
             membership,
             switch: None,
+            source,
         })
     }
 

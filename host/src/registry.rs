@@ -45,6 +45,9 @@ pub struct Task {
     /// When this version replaced another (an upgrade or a rollback), and
     /// the version a rollback returns to.
     pub switch: Option<Switch>,
+    /// The local file it was created from, as it was then: a later request
+    /// naming the file after it changed is told so, not served stale code.
+    pub source: Option<SourceFile>,
     /// Unix nanoseconds of the last execution's end (or creation).
     updated_at: AtomicU64,
     /// The last execution's final status, as an index into
@@ -97,6 +100,33 @@ pub struct NewTask {
     pub membership: Membership,
     /// Set when this version replaces another.
     pub switch: Option<Switch>,
+    /// The local file it comes from, as it was when loaded.
+    pub source: Option<SourceFile>,
+}
+
+/// A local file's identity: which file a path named, and its content's
+/// version as far as the file system tells (size and modification time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Device and inode.
+    pub file: (u64, u64),
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub modified_ns: i128,
+}
+
+impl SourceFile {
+    /// The identity of what `path` names now (`None` if it names nothing).
+    pub fn of(path: &std::path::Path) -> Option<SourceFile> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(SourceFile {
+            file: (m.dev(), m.ino()),
+            size: m.size(),
+            modified_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
+    }
 }
 
 /// A version switch: this task version replaced another at `at`.
@@ -176,6 +206,7 @@ impl Task {
             profile: t.profile,
             membership: t.membership,
             switch: t.switch,
+            source: t.source,
             updated_at: AtomicU64::new(unix_nanos(now)),
             last_status: AtomicU8::new(0),
             executions: AtomicU64::new(0),

@@ -99,15 +99,29 @@ impl FunctionService for FunctionApi {
                 ),
             )
         };
+        let (execution_id, instance_id) = (
+            e.execution_id.to_string(),
+            e.instance_id.as_deref().unwrap_or_default().to_owned(),
+        );
+        let mut result = reply::into_execution_result(e);
+        let mut message = message;
+        if outcome.upgraded_task {
+            // Said in the reply, never silent: the task runs new code now.
+            if let Some(task) = self.host.task(&outcome.task_id) {
+                let digest = task.plugin.digest().to_hex();
+                message = format!("{message} (task upgraded to sha256:{digest})");
+                result.metrics.insert("task_upgraded_to".to_owned(), digest);
+            }
+        }
         Ok(Response::new(pb::InvokeFunctionResponse {
             success,
             message,
-            execution_id: e.execution_id.to_string(),
+            execution_id,
             task_id: outcome.task_id.to_string(),
-            instance_id: e.instance_id.as_deref().unwrap_or_default().to_owned(),
+            instance_id,
             status_endpoint,
             estimated_completion_ms: estimated,
-            result: Some(reply::into_execution_result(e)),
+            result: Some(result),
         }))
     }
 

@@ -45,6 +45,7 @@ pub fn code(error: &Error) -> Code {
         | Error::SmsRefused { .. }
         | Error::TaskNotRunnableHere { .. }
         | Error::FunctionsRemoved { .. }
+        | Error::StaleArtifact { .. }
         | Error::NoPreviousVersion { .. } => Code::FailedPrecondition,
         Error::PoolExhausted { .. }
         | Error::QuarantineFull { .. }

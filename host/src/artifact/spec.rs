@@ -64,10 +64,15 @@ impl ArtifactSpec {
     /// Whether it names a file on this machine (a path or `file://`), which
     /// other machines cannot read.
     pub fn is_local(&self) -> bool {
-        matches!(
-            super::location::Location::parse(&self.location),
-            Ok(super::location::Location::Local(_))
-        )
+        self.local_path().is_some()
+    }
+
+    /// The file it names on this machine, if it names one.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        match super::location::Location::parse(&self.location) {
+            Ok(super::location::Location::Local(path)) => Some(path),
+            _ => None,
+        }
     }
 
     /// The plugin name and version this spec requires, if any: only what

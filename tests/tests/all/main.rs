@@ -3,6 +3,7 @@
 mod abi_conformance;
 mod artifacts;
 mod cluster;
+mod devloop;
 mod durable;
 mod endings;
 mod execution;

@@ -78,6 +78,12 @@ pub struct InvokeArgs {
     /// shown either way, and the plugin reads it as `ctx.trace_id()`.
     #[arg(long, value_name = "TRACEPARENT")]
     traceparent: Option<String>,
+
+    /// With --task-name and --artifact: if the task exists but runs another
+    /// version of the plugin (the file was rebuilt, or another checksum),
+    /// switch the task to this one first (blue/green) instead of refusing.
+    #[arg(long, requires = "artifact")]
+    upgrade: bool,
 }
 
 pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -115,6 +121,9 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
         );
         if let Some(value) = result.result {
             println!("result     {}", show_any(&value));
+        }
+        if let Some(digest) = result.metrics.get("task_upgraded_to") {
+            println!("upgraded   the task now runs sha256:{digest} (spearlet task rollback returns to the previous one)");
         }
         if let Some(trace) = result.metrics.get("trace_id") {
             println!("trace      {trace}");
@@ -237,7 +246,13 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest>
         }),
         create_if_not_exists: args.create,
         force_new_instance: args.fresh,
-        invocation_metadata: pairs(&args.metadata, "--meta")?,
+        invocation_metadata: {
+            let mut metadata = pairs(&args.metadata, "--meta")?;
+            if args.upgrade {
+                metadata.insert(spearlet::invoke::UPGRADE_KEY.to_owned(), "true".to_owned());
+            }
+            metadata
+        },
         execution_id: args.execution_id.clone(),
         ..Default::default()
     })
