@@ -23,11 +23,13 @@ use crate::tier::{PluginProfile, TierPolicy};
 use crate::Value;
 
 mod cluster;
+mod dry_run;
 mod durable;
 mod stats;
 mod stop;
 mod upgrade;
 
+pub use dry_run::{DryRun, DRY_RUN_KEY};
 pub use durable::HOST_RESTARTED;
 pub use stats::HostStats;
 use stop::PendingSlot;

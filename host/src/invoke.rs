@@ -284,6 +284,28 @@ impl Host {
         Ok((now, TaskOrigin::Upgraded))
     }
 
+    /// [`Error::StaleArtifact`] when `artifact` is evidently not what `task`
+    /// runs (a dry run reports what the real call would be refused with).
+    pub(crate) async fn check_fresh(
+        &self,
+        task: &Task,
+        artifact: &ArtifactSpec,
+        request: &InvokeRequest,
+    ) -> Result<()> {
+        let upgrade = request
+            .metadata
+            .get(UPGRADE_KEY)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        match self.staleness(task, artifact).await? {
+            Some(reason) if !upgrade => Err(Error::StaleArtifact {
+                name: task.name.clone(),
+                task_id: task.id.to_string(),
+                reason,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Why `artifact` is evidently not what `task` runs, if it is not.
     async fn staleness(&self, task: &Task, artifact: &ArtifactSpec) -> Result<Option<String>> {
         let running = task.plugin.digest();

@@ -40,6 +40,7 @@ pub mod metrics;
 pub mod pool;
 pub mod registry;
 pub mod server;
+pub mod signature;
 pub mod sms;
 pub mod state;
 pub mod telemetry;
@@ -48,5 +49,5 @@ pub mod trace;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use host::{Deleted, Host, HostStats, Switched, HOST_RESTARTED};
+pub use host::{Deleted, DryRun, Host, HostStats, Switched, DRY_RUN_KEY, HOST_RESTARTED};
 pub use spear_plugin_sdk::{LogLevel, Value};

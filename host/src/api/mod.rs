@@ -57,6 +57,10 @@ impl FunctionService for FunctionApi {
         let mut req = convert::invoke_request(req, timeout)?;
         req.trace = Some(trace);
         req.tracestate = tracestate;
+        if req.is_dry_run() {
+            let dry = self.host.dry_run(&req).await?;
+            return Ok(Response::new(reply::dry_run(&dry)));
+        }
         let sync = req.mode == ExecutionMode::Sync;
         // Disabled below debug level: a level check, nothing more.
         let span =

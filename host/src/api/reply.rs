@@ -180,6 +180,12 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     if pool.quarantined > 0 {
         metadata.insert("quarantined".to_owned(), pool.quarantined.to_string());
     }
+    for f in task.plugin.functions() {
+        // What clients need to call it right: the CLI types its values and
+        // streams stream functions from these.
+        metadata.insert(format!("signature.{}", f.name), f.signature.clone());
+        metadata.insert(format!("kind.{}", f.name), f.kind.to_string());
+    }
     for (index, f) in task.plugin.functions().iter().enumerate() {
         let tier = match task.profile.functions[index].tier() {
             Tier::Inline => "inline",
@@ -259,4 +265,58 @@ pub(super) fn sms_link(
         .fold((0, 0), |(m, f), (_, made, failed)| (m + made, f + failed));
     info.insert("sms_calls".to_owned(), made.to_string());
     info.insert("sms_failures".to_owned(), failed.to_string());
+}
+
+/// A dry run's reply: nothing executed (no execution id), and what would
+/// run in the result's metrics: `dry_run`, `task_id` (empty when the call
+/// would create its task), `plugin`, `plugin_version`, `digest`,
+/// `function`, `signature`, `kind` — and, when the parameters do not fit,
+/// `parameters` (why) with `success: false`.
+pub(super) fn dry_run(dry: &crate::host::DryRun) -> pb::InvokeFunctionResponse {
+    let task = dry.task_id.as_deref().unwrap_or_default().to_owned();
+    let digest = dry.plugin.digest().to_hex();
+    let mut metrics = std::collections::HashMap::from([
+        ("dry_run".to_owned(), "true".to_owned()),
+        ("task_id".to_owned(), task.clone()),
+        ("plugin".to_owned(), dry.plugin.name().to_owned()),
+        ("plugin_version".to_owned(), dry.plugin.version().to_owned()),
+        ("digest".to_owned(), digest.clone()),
+        ("function".to_owned(), dry.function.clone()),
+        ("signature".to_owned(), dry.signature.clone()),
+        ("kind".to_owned(), dry.kind.to_string()),
+    ]);
+    if let Some(problem) = &dry.parameters {
+        metrics.insert("parameters".to_owned(), problem.clone());
+        return pb::InvokeFunctionResponse {
+            success: false,
+            message: format!(
+                "dry run: {}{} would refuse these parameters: {problem}; nothing was executed",
+                dry.function, dry.signature
+            ),
+            task_id: task,
+            result: Some(pb::ExecutionResult {
+                metrics,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+    }
+    pb::InvokeFunctionResponse {
+        success: true,
+        message: format!(
+            "dry run: would run {}{} ({}) of {} on plugin {} {} sha256:{digest}; nothing was executed",
+            dry.function,
+            dry.signature,
+            dry.kind,
+            if task.is_empty() { "a task this call would create".to_owned() } else { format!("task {task}") },
+            dry.plugin.name(),
+            dry.plugin.version(),
+        ),
+        task_id: task,
+        result: Some(pb::ExecutionResult {
+            metrics,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

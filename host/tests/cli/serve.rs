@@ -637,3 +637,78 @@ fn json_logs_carry_the_trace_of_the_call_that_logged() {
     assert_eq!(plugin_line["trace_id"], trace);
     assert_eq!(plugin_line["task"].as_str().map(str::len), Some(36));
 }
+
+#[test]
+fn the_cli_follows_what_the_function_declares() {
+    let served = Served::start("");
+    // `&str` declared: 42 goes as text, not as an integer.
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "e",
+        "--artifact",
+        path(Artifact::Echo),
+        "upper",
+        "-p",
+        "input=42",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("\"42\" (string)"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A stream function streams without --stream, on its first call too.
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "s",
+        "--artifact",
+        path(Artifact::Stream),
+        "count",
+        "-p",
+        "n=3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("chunk") || shown.lines().count() >= 3,
+        "{shown}"
+    );
+
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "m",
+        "--artifact",
+        path(Artifact::Math),
+        "add",
+        "-p",
+        "a=1",
+        "-p",
+        "b=2",
+        "--dry-run",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("dry run: would run add(a: i64, b: i64) -> i64"),
+        "{shown}"
+    );
+    let tasks = text(&served.run(&["tasks"]).stdout);
+    assert!(
+        !tasks.contains("\nm "),
+        "a dry run creates no task: {tasks}"
+    );
+    served.stop();
+}

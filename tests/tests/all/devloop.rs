@@ -126,3 +126,81 @@ async fn another_checksum_or_location_for_a_task_name_is_stale() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_dry_run_says_what_would_run_and_runs_nothing() {
+    use crate::grpc_util::{any_i64, any_str, existing, with_params};
+    let server = TestServer::start().await;
+    let dry = |req: pb::InvokeFunctionRequest| with_metadata(req, &[("spearlet.dry_run", "true")]);
+
+    let reply = server
+        .invoke(dry(with_params(
+            new_task("math", Artifact::Math, "add"),
+            &[("a", any_i64(1)), ("b", any_i64(2))],
+        )))
+        .await
+        .unwrap();
+    assert!(reply.success, "{}", reply.message);
+    assert!(reply.execution_id.is_empty(), "nothing executed");
+    let m = &reply.result.as_ref().unwrap().metrics;
+    assert_eq!(m["signature"], "(a: i64, b: i64) -> i64");
+    assert_eq!(
+        (
+            m["function"].as_str(),
+            m["kind"].as_str(),
+            m["task_id"].as_str()
+        ),
+        ("add", "unary", "")
+    );
+    assert_eq!(m["digest"], sha256_hex(Artifact::Math.path()));
+    assert!(
+        reply.message.contains("a task this call would create"),
+        "{}",
+        reply.message
+    );
+    assert!(server.host.tasks().is_empty(), "no task was created");
+
+    let wrong = server
+        .invoke(dry(with_params(
+            new_task("math", Artifact::Math, "add"),
+            &[("a", any_str("one"))],
+        )))
+        .await
+        .unwrap();
+    assert!(!wrong.success);
+    let problem = &wrong.result.as_ref().unwrap().metrics["parameters"];
+    assert!(
+        problem.contains("`a` is declared `i64`, got a string"),
+        "{problem}"
+    );
+
+    let err = server
+        .invoke(dry(new_task("math", Artifact::Math, "nope")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+
+    let created = server
+        .invoke(with_params(
+            new_task("math", Artifact::Math, "add"),
+            &[("a", any_i64(1)), ("b", any_i64(2))],
+        ))
+        .await
+        .unwrap();
+    let before = server.host.stats().total_executions;
+    let reply = server
+        .invoke(dry(with_params(
+            existing(&created.task_id, "add"),
+            &[("a", any_i64(1)), ("b", any_i64(2))],
+        )))
+        .await
+        .unwrap();
+    assert_eq!(reply.task_id, created.task_id);
+    assert_eq!(server.host.stats().total_executions, before, "no execution");
+    let err = server
+        .invoke(dry(existing("unknown", "add")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    server.stop().await;
+}

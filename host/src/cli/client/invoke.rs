@@ -84,21 +84,104 @@ pub struct InvokeArgs {
     /// switch the task to this one first (blue/green) instead of refusing.
     #[arg(long, requires = "artifact")]
     upgrade: bool,
+
+    /// Resolve the task, verify and load the artifact, resolve the
+    /// function and check the parameters against its signature — and run
+    /// nothing; no task is created.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// What the server says the function declares, when the task exists there.
+struct Declared {
+    params: std::collections::HashMap<String, spearlet::signature::ParamKind>,
+    stream: bool,
+}
+
+/// The function's declared signature and kind, from the task's record on
+/// the server (best effort: `None` when the task does not exist yet).
+async fn declared(client: &mut super::Client, args: &InvokeArgs) -> Option<Declared> {
+    if let Some(known) = declared_by_task(client, args).await {
+        return Some(known);
+    }
+    // Not created yet: a dry run of this very call (nothing runs, no task
+    // is made) says what the function declares.
+    args.artifact.as_ref()?;
+    let mut probe = build_request(args, None).ok()?;
+    probe
+        .invocation_metadata
+        .insert(spearlet::DRY_RUN_KEY.to_owned(), "true".to_owned());
+    probe.parameters.clear();
+    let reply = client.invoke_function(probe).await.ok()?.into_inner();
+    let metrics = reply.result?.metrics;
+    Some(Declared {
+        params: spearlet::signature::params(metrics.get("signature")?)?
+            .into_iter()
+            .map(|p| (p.name, p.kind))
+            .collect(),
+        stream: metrics.get("kind").map(String::as_str) == Some("stream"),
+    })
+}
+
+async fn declared_by_task(client: &mut super::Client, args: &InvokeArgs) -> Option<Declared> {
+    let metadata = match (&args.task_id, &args.task_name) {
+        (Some(id), _) => {
+            client
+                .get_task(pb::GetTaskRequest {
+                    task_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .task?
+                .metadata
+        }
+        (None, Some(name)) => {
+            client
+                .list_tasks(pb::ListTasksRequest {
+                    prefix: name.clone(),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .tasks
+                .into_iter()
+                .find(|t| t.task_name == *name)?
+                .metadata
+        }
+        (None, None) => return None,
+    };
+    let signature = metadata.get(&format!("signature.{}", args.function))?;
+    Some(Declared {
+        params: spearlet::signature::params(signature)?
+            .into_iter()
+            .map(|p| (p.name, p.kind))
+            .collect(),
+        stream: metadata
+            .get(&format!("kind.{}", args.function))
+            .map(String::as_str)
+            == Some("stream"),
+    })
 }
 
 pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
-    let mut request = tonic::Request::new(build_request(args)?);
-    if let Some(traceparent) = &args.traceparent {
-        request.metadata_mut().insert(
-            "traceparent",
-            traceparent
-                .parse()
-                .context("--traceparent must be printable ASCII")?,
-        );
-    }
     runtime()?.block_on(async {
         let mut client = connect(endpoint).await?;
-        if args.stream {
+        let declared = declared(&mut client, args).await;
+        let mut request = tonic::Request::new(build_request(args, declared.as_ref())?);
+        if let Some(traceparent) = &args.traceparent {
+            request.metadata_mut().insert(
+                "traceparent",
+                traceparent
+                    .parse()
+                    .context("--traceparent must be printable ASCII")?,
+            );
+        }
+        // A stream function streams, whether or not --stream was given.
+        if !args.dry_run && (args.stream || declared.as_ref().is_some_and(|d| d.stream)) {
             return stream(&mut client, request).await;
         }
         let reply = client
@@ -107,6 +190,14 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
             .map_err(status_error)?
             .into_inner();
         let result = reply.result.unwrap_or_default();
+        if result.metrics.get("dry_run").map(String::as_str) == Some("true") {
+            println!("{}", reply.message);
+            return Ok(if reply.success {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            });
+        }
         let status = pb::ExecutionStatus::try_from(result.status).unwrap_or_default();
         println!(
             "execution  {}  {}  (task {}, instance {})",
@@ -198,7 +289,10 @@ pub(super) fn artifact_location(a: &str) -> anyhow::Result<String> {
     })
 }
 
-fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest> {
+fn build_request(
+    args: &InvokeArgs,
+    declared: Option<&Declared>,
+) -> anyhow::Result<pb::InvokeFunctionRequest> {
     let artifact_spec = args
         .artifact
         .as_deref()
@@ -233,7 +327,7 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest>
         parameters: args
             .params
             .iter()
-            .map(|p| parse_param(p))
+            .map(|p| parse_param(p, declared))
             .collect::<anyhow::Result<_>>()?,
         execution_mode: mode.into(),
         context: Some(pb::ExecutionContext {
@@ -250,6 +344,9 @@ fn build_request(args: &InvokeArgs) -> anyhow::Result<pb::InvokeFunctionRequest>
             let mut metadata = pairs(&args.metadata, "--meta")?;
             if args.upgrade {
                 metadata.insert(spearlet::invoke::UPGRADE_KEY.to_owned(), "true".to_owned());
+            }
+            if args.dry_run {
+                metadata.insert(spearlet::DRY_RUN_KEY.to_owned(), "true".to_owned());
             }
             metadata
         },
@@ -269,13 +366,27 @@ fn pairs(raw: &[String], flag: &str) -> anyhow::Result<std::collections::HashMap
 }
 
 /// `name=value` or `name:type=value` as a typed parameter.
-fn parse_param(raw: &str) -> anyhow::Result<pb::FunctionParameter> {
+fn parse_param(raw: &str, declared: Option<&Declared>) -> anyhow::Result<pb::FunctionParameter> {
+    use spearlet::signature::ParamKind;
     let (key, value) = raw
         .split_once('=')
         .with_context(|| format!("-p takes NAME=VALUE or NAME:TYPE=VALUE, got `{raw}`"))?;
     let (name, ty) = match key.split_once(':') {
         Some((name, ty)) => (name, Some(ty)),
-        None => (key, None),
+        // Untyped: the declared type, when the server told it.
+        None => (
+            key,
+            declared
+                .and_then(|d| d.params.get(key))
+                .and_then(|kind| match kind {
+                    ParamKind::Integer => Some("i64"),
+                    ParamKind::Float => Some("f64"),
+                    ParamKind::Bool => Some("bool"),
+                    ParamKind::Text => Some("str"),
+                    ParamKind::Bytes => Some("bytes"),
+                    ParamKind::Other => None,
+                }),
+        ),
     };
     let bad = |ty: &str| anyhow::anyhow!("parameter `{name}`: `{value}` is not a valid {ty}");
     let (kind, bytes) = match ty {
