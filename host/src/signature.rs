@@ -134,14 +134,16 @@ pub fn check(declared: &[Param], given: &[(String, Value)]) -> Result<(), String
 }
 
 fn fits(kind: ParamKind, value: &Value) -> bool {
-    match (kind, value) {
-        (_, Value::Unit) | (ParamKind::Other, _) => true,
-        (ParamKind::Integer, Value::I64(_)) | (ParamKind::Bool, Value::Bool(_)) => true,
-        (ParamKind::Float, Value::F64(_) | Value::I64(_)) => true,
-        (ParamKind::Text, Value::String(_)) => true,
-        (ParamKind::Bytes, Value::Bytes(_) | Value::String(_)) => true,
-        _ => false,
-    }
+    matches!(
+        (kind, value),
+        (_, Value::Unit)
+            | (ParamKind::Other, _)
+            | (ParamKind::Integer, Value::I64(_))
+            | (ParamKind::Bool, Value::Bool(_))
+            | (ParamKind::Float, Value::F64(_) | Value::I64(_))
+            | (ParamKind::Text, Value::String(_))
+            | (ParamKind::Bytes, Value::Bytes(_) | Value::String(_))
+    )
 }
 
 fn value_kind(value: &Value) -> &'static str {
