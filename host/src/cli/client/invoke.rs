@@ -453,15 +453,46 @@ mod tests {
 
     #[test]
     fn params_are_typed_by_inference_or_annotation() {
-        let url = |raw: &str| parse_param(raw).unwrap().value.unwrap().type_url;
+        let url = |raw: &str| parse_param(raw, None).unwrap().value.unwrap().type_url;
         assert!(url("a=5").ends_with("Int64Value"));
         assert!(url("a=2.5").ends_with("DoubleValue"));
         assert!(url("a=true").ends_with("BoolValue"));
         assert!(url("a=hello").ends_with("StringValue"));
         assert!(url("a:str=5").ends_with("StringValue"));
         assert!(url("a:bytes=xyz").ends_with("BytesValue"));
-        assert!(parse_param("a:i64=x").is_err());
-        assert!(parse_param("novalue").is_err());
-        assert!(parse_param("a:weird=1").is_err());
+        assert!(parse_param("a:i64=x", None).is_err());
+        assert!(parse_param("novalue", None).is_err());
+        assert!(parse_param("a:weird=1", None).is_err());
+    }
+
+    #[test]
+    fn declared_types_win_over_inference_but_not_over_annotation() {
+        use spearlet::signature::ParamKind;
+        let declared = Declared {
+            params: [
+                ("text".to_owned(), ParamKind::Text),
+                ("n".to_owned(), ParamKind::Float),
+            ]
+            .into_iter()
+            .collect(),
+            stream: false,
+        };
+        let url = |raw: &str| {
+            parse_param(raw, Some(&declared))
+                .unwrap()
+                .value
+                .unwrap()
+                .type_url
+        };
+        assert!(url("text=42").ends_with("StringValue"));
+        assert!(url("n=2").ends_with("DoubleValue"));
+        assert!(
+            url("text:i64=42").ends_with("Int64Value"),
+            "an annotation is the author's word"
+        );
+        assert!(
+            url("other=42").ends_with("Int64Value"),
+            "undeclared: inferred"
+        );
     }
 }
