@@ -100,6 +100,7 @@
 //! [spearlet]: https://github.com/spearlet/spearlet
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod context;
@@ -114,8 +115,10 @@ pub use error::{ErrorCode, PluginError};
 pub use spear_plugin_sdk_macros::function;
 pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};
 
-/// A mock host for unit-testing plugin functions (feature `testing`).
-#[cfg(feature = "testing")]
+/// A mock host for unit-testing plugin functions (feature `testing`:
+/// enable it for your dev-dependency on the SDK).
+#[cfg(any(feature = "testing", doc))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing {
     pub use crate::ffi::testing::MockCall;
 }

@@ -243,3 +243,92 @@ mod coded {
         assert_ne!(plain.code, "");
     }
 }
+
+/// Panics on purpose.
+#[function]
+fn explode(why: &str) -> i64 {
+    panic!("exploded: {why}")
+}
+
+#[test]
+fn a_panic_ends_as_it_would_under_a_host() {
+    let out = MockCall::new()
+        .param("why", "on purpose")
+        .call::<explode>(&mut ());
+    let err = out.expect_err("a panic is an error, not an unwinding test");
+    assert_eq!(err.code, PluginError::PANIC);
+    assert!(
+        err.message.contains("exploded: on purpose"),
+        "{}",
+        err.message
+    );
+}
+
+/// Reads the trace the host hands it.
+#[function]
+fn trace(ctx: &Context) -> String {
+    ctx.trace_id().unwrap_or("-").to_owned()
+}
+
+#[test]
+fn the_trace_id_comes_from_the_traceparent_header() {
+    let out = MockCall::new()
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .call::<trace>(&mut ());
+    assert_eq!(
+        out,
+        Ok(Value::String("4bf92f3577b34da6a3ce929d0e0e4736".into()))
+    );
+    assert_eq!(
+        MockCall::new().call::<trace>(&mut ()),
+        Ok(Value::String("-".into()))
+    );
+}
+
+/// The README's stateful and streaming examples, as written there.
+mod readme {
+    use spear_plugin_sdk::prelude::*;
+    use spear_plugin_sdk::testing::MockCall;
+
+    struct Greetings(i64);
+
+    impl Instance for Greetings {
+        fn new(config: &Config) -> Result<Self, PluginError> {
+            Ok(Greetings(config.parse("start")?.unwrap_or(0)))
+        }
+    }
+
+    #[function]
+    fn served(count: &mut Greetings) -> i64 {
+        count.0 += 1;
+        count.0
+    }
+
+    #[function(stream)]
+    fn chorus(ctx: &Context, n: i64) -> Result<(), PluginError> {
+        for i in 0..n {
+            if ctx.should_stop() {
+                return Err(PluginError::cancelled("stopped early"));
+            }
+            ctx.emit(format!("hello #{i}"))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn stateful_and_streaming_functions_test_as_documented() {
+        let mut state = Greetings(41);
+        assert_eq!(
+            MockCall::new().call::<served>(&mut state),
+            Ok(Value::I64(42))
+        );
+        let call = MockCall::new().param("n", 3);
+        assert_eq!(call.call::<chorus>(&mut ()), Ok(Value::Unit));
+        assert_eq!(call.chunks().len(), 3);
+        let impatient = MockCall::new().param("n", 10).consumer_capacity(2);
+        assert!(impatient.call::<chorus>(&mut ()).is_err());
+    }
+}

@@ -110,11 +110,17 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
 /// `AssertUnwindSafe` is sound here because the host discards an instance
 /// whose call panicked: state a panic left half-updated is never seen again.
 fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, FfiError> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(value)) => RResult::ROk(value),
-        Ok(Err(err)) => RResult::RErr(err.into()),
-        Err(payload) => RResult::RErr(PluginError::panic(panic_message(payload.as_ref())).into()),
+    match barrier(f) {
+        Ok(value) => RResult::ROk(value),
+        Err(err) => RResult::RErr(err.into()),
     }
+}
+
+/// The panic barrier itself, shared with `testing::MockCall` so that a
+/// panic in a unit test ends exactly as it would under a host.
+pub(crate) fn barrier<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|payload| Err(PluginError::panic(panic_message(payload.as_ref()))))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

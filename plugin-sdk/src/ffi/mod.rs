@@ -19,7 +19,7 @@
 
 mod export;
 mod root;
-#[cfg(feature = "testing")]
+#[cfg(any(feature = "testing", doc))]
 pub(crate) mod testing;
 mod types;
 

@@ -98,11 +98,14 @@ impl MockCall {
     }
 
     /// Calls function `F` (the type `#[function]` generated) on `state` —
-    /// `&mut ()` for a plugin without instance state.
+    /// `&mut ()` for a plugin without instance state — behind the same
+    /// panic barrier a host call goes through: a panic comes back as an
+    /// error with code `panic` and the panic's message.
     ///
     /// # Errors
     ///
-    /// Whatever the function returns, or a parameter conversion error.
+    /// Whatever the function returns, a parameter conversion error, or the
+    /// `panic` error.
     pub fn call<F: FunctionDef>(&self, state: &mut dyn Any) -> Result<Value, PluginError> {
         let params: Vec<FfiParam<'_>> = self
             .params
@@ -134,7 +137,7 @@ impl MockCall {
         // SAFETY: the sink's data is this `MockCall`, which outlives `raw`
         // and the context made from it; its callbacks take exactly that.
         let ctx = unsafe { Context::new(&raw) };
-        F::call(state, &ctx)
+        super::export::barrier(|| F::call(state, &ctx))
     }
 
     /// The chunks the function emitted.
