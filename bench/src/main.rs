@@ -216,6 +216,14 @@ fn main() -> anyhow::Result<()> {
             "<= 50",
             at_most(50.0),
         ));
+        rows.push(Row::new(
+            ("P2", "p2_memory_read_ns"),
+            "memory per call: reading the plugin's counters",
+            summary(&p2.memory_reads_ns),
+            "ns",
+            "<= 50",
+            at_most(50.0),
+        ));
         notes.push(format!(
             "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}; rendering /metrics for one task: {:.1} µs",
             p2.table_call_ns, p2.local_call_ns, p2.scrape_us

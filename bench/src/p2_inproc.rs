@@ -25,6 +25,9 @@ pub struct P2 {
     pub metrics_overheads_ns: Vec<f64>,
     /// Rendering `/metrics` for the P2 host, µs.
     pub scrape_us: f64,
+    /// Per round: reading a call's memory from the plugin's counting
+    /// allocator after the call (done on every call), ns.
+    pub memory_reads_ns: Vec<f64>,
 }
 
 fn local_nop() -> Value {
@@ -53,6 +56,14 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         direct.push(start.elapsed().as_nanos() as f64 / n as f64);
     }
     let overheads_ns = table.iter().zip(&direct).map(|(t, d)| t - d).collect();
+    let mut memory_reads_ns = Vec::new();
+    for _ in 0..if quick { 5 } else { 15 } {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(black_box(&plugin).call_memory());
+        }
+        memory_reads_ns.push(start.elapsed().as_nanos() as f64 / n as f64);
+    }
 
     // The per-execution metrics work, exactly as the host does it when an
     // execution ends, against the loop alone.
@@ -106,6 +117,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
     }
     let scrape_us = micros(start.elapsed()) / f64::from(scrapes);
     Ok(P2 {
+        memory_reads_ns,
         metrics_overheads_ns,
         scrape_us,
         table_call_ns: summary(&table).median,

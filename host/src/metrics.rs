@@ -184,6 +184,7 @@ impl Collector for HostCollector {
         let cap = host.config().metrics.max_task_labels;
         let mut ended: BTreeMap<Invocation, u64> = BTreeMap::new();
         let mut latency: BTreeMap<(String, String), LatencySnapshot> = BTreeMap::new();
+        let mut memory: BTreeMap<(String, String), LatencySnapshot> = BTreeMap::new();
         let mut instances: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         let mut created: BTreeMap<String, u64> = BTreeMap::new();
         let mut discarded: BTreeMap<String, u64> = BTreeMap::new();
@@ -211,9 +212,14 @@ impl Collector for HostCollector {
                         }
                     }
                 }
-                let snapshot = m.latency.snapshot();
-                if snapshot.count > 0 {
-                    match latency.entry((label.clone(), function.name.clone())) {
+                for (into, snapshot) in [
+                    (&mut latency, m.latency.snapshot()),
+                    (&mut memory, m.memory.snapshot()),
+                ] {
+                    if snapshot.count == 0 {
+                        continue;
+                    }
+                    match into.entry((label.clone(), function.name.clone())) {
                         std::collections::btree_map::Entry::Vacant(v) => {
                             v.insert(snapshot);
                         }
@@ -262,6 +268,16 @@ impl Collector for HostCollector {
             e,
             "spearlet_invocation_duration_seconds",
             "Server-side latency of executions, from acceptance to end.",
+            &series,
+        )?;
+        let series: Vec<_> = memory
+            .iter()
+            .map(|((t, f), h)| ([("task", t.as_str()), ("function", f.as_str())], h.clone()))
+            .collect();
+        histograms(
+            e,
+            "spearlet_invocation_memory_peak_bytes",
+            "Peak bytes the plugin had live during a call (plugins built with the SDK's alloc-stats).",
             &series,
         )?;
         let series: Vec<_> = instances

@@ -109,13 +109,69 @@ impl Latency {
     }
 }
 
+/// Upper bounds of the memory buckets, in bytes: 1 KiB to 1 GiB, by 4×.
+pub const MEMORY_BOUNDS: [u64; 11] = [
+    1 << 10,
+    1 << 12,
+    1 << 14,
+    1 << 16,
+    1 << 18,
+    1 << 20,
+    1 << 22,
+    1 << 24,
+    1 << 26,
+    1 << 28,
+    1 << 30,
+];
+
+/// A histogram of bytes over [`MEMORY_BOUNDS`].
+#[derive(Debug, Default)]
+pub struct Memory {
+    buckets: [AtomicU64; MEMORY_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl Memory {
+    /// Counts one observation of `bytes`.
+    pub fn observe(&self, bytes: u64) {
+        let bucket = MEMORY_BOUNDS.partition_point(|bound| *bound < bytes);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The histogram now, in the form [`Latency::snapshot`] gives (bounds
+    /// and sum in bytes).
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let mut total = 0;
+        let buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let count = count.load(Ordering::Relaxed);
+                total += count;
+                let bound = MEMORY_BOUNDS.get(i).map_or(f64::INFINITY, |b| *b as f64);
+                (bound, count)
+            })
+            .collect();
+        LatencySnapshot {
+            buckets,
+            count: total,
+            sum_seconds: self.sum.load(Ordering::Relaxed) as f64,
+        }
+    }
+}
+
 /// What one function of one task did: executions ended, by mode and final
-/// status, and their server-side latency (acceptance to end).
+/// status, and their server-side latency (acceptance to end); and the peak
+/// memory of its calls, when its plugin counts.
 #[derive(Debug, Default)]
 pub struct FunctionMetrics {
     ended: [AtomicU64; MODES.len() * ENDINGS.len()],
     /// Acceptance to end.
     pub latency: Latency,
+    /// Peak bytes live during each call.
+    pub memory: Memory,
 }
 
 impl FunctionMetrics {

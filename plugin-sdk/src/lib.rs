@@ -123,6 +123,33 @@ pub mod testing {
     pub use crate::ffi::testing::MockCall;
 }
 
+/// Installs the counting allocator and exports what the host reads it by
+/// (feature `alloc-stats`, on by default; turn it off to use an allocator
+/// of your own, and calls report no memory).
+#[cfg(feature = "alloc-stats")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __count_allocations {
+    () => {
+        #[global_allocator]
+        static __SPEAR_ALLOCATOR: $crate::ffi::CountingAllocator = $crate::ffi::CountingAllocator;
+
+        #[doc(hidden)]
+        #[export_name = "spear_plugin_alloc_stats"]
+        pub extern "C" fn __spear_plugin_alloc_stats() -> $crate::ffi::FfiAllocStats {
+            $crate::ffi::alloc_stats()
+        }
+    };
+}
+
+/// Without `alloc-stats`: nothing (the plugin keeps its own allocator).
+#[cfg(not(feature = "alloc-stats"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __count_allocations {
+    () => {};
+}
+
 /// Version of this SDK crate, recorded in every plugin's root module.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -192,6 +219,8 @@ macro_rules! export_plugin {
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static __SPEAR_PLUGIN_HEADER: $crate::ffi::abi::LibHeader =
             $crate::ffi::lib_header::<__SpearPlugin>();
+
+        $crate::__count_allocations!();
     };
     (@instance) => { () };
     (@instance $instance:ty) => { $instance };

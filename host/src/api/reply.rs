@@ -83,6 +83,9 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
     if let Some(trace) = e.trace_id {
         metrics.insert("trace_id".to_owned(), trace.to_string());
     }
+    if let Some((allocated, _)) = e.memory {
+        metrics.insert("memory_allocated_bytes".to_owned(), allocated.to_string());
+    }
     metrics.insert(
         "execution_time_us".to_owned(),
         e.execution_time.as_micros().to_string(),
@@ -93,7 +96,10 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         error_message,
         error_code,
         execution_time_ms: millis(e.execution_time),
-        memory_used_bytes: 0,
+        // The peak bytes live during the call, as the plugin counted them.
+        memory_used_bytes: e
+            .memory
+            .map_or(0, |(_, peak)| i64::try_from(peak).unwrap_or(i64::MAX)),
         metrics,
         started_at: e.started_at.map(timestamp),
         completed_at: e.completed_at.map(timestamp),
@@ -115,7 +121,10 @@ pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {
         started_at: e.started_at.map(timestamp),
         completed_at: e.completed_at.map(timestamp),
         execution_time_ms: millis(e.execution_time),
-        memory_used_bytes: 0,
+        // The peak bytes live during the call, as the plugin counted them.
+        memory_used_bytes: e
+            .memory
+            .map_or(0, |(_, peak)| i64::try_from(peak).unwrap_or(i64::MAX)),
         error_message: e
             .error
             .as_ref()

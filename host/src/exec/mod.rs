@@ -390,7 +390,16 @@ fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
         cancelled: job.record.cancel_flag(),
         sink: &sink,
     };
-    lease.call(job.function, &request)
+    let result = lease.call(job.function, &request);
+    // Read on this thread, right after the call: the plugin's counters are
+    // per thread and were reset when the call began.
+    if let Some((allocated, peak)) = job.task.plugin.call_memory() {
+        job.record.set_memory(allocated, peak);
+        if let Some(metrics) = job.task.function_metrics(job.function.index()) {
+            metrics.memory.observe(peak);
+        }
+    }
+    result
 }
 
 fn on_multi_thread_runtime() -> bool {

@@ -7,7 +7,7 @@
 //! wall-clock times reported are derived from the monotonic ones).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -131,6 +131,9 @@ pub struct ExecutionSnapshot {
     pub logs: Vec<String>,
     /// The W3C trace it belongs to.
     pub trace_id: Option<crate::trace::TraceId>,
+    /// What the plugin allocated during the last attempt, when it counts
+    /// (SDK feature `alloc-stats`): `(bytes allocated, peak bytes live)`.
+    pub memory: Option<(u64, u64)>,
 }
 
 /// One reading of both clocks, so that a monotonic instant can be reported
@@ -187,6 +190,10 @@ pub struct ExecutionRecord {
     counts: Arc<StatusCounts>,
     /// The W3C trace it belongs to, when its request carried or started one.
     trace: std::sync::OnceLock<crate::trace::TraceId>,
+    /// The last attempt's memory (bytes allocated, peak bytes live);
+    /// `u64::MAX`: not counted. Atomics, not the state's lock: written on
+    /// every call of a counting plugin.
+    memory: [AtomicU64; 2],
 }
 
 #[derive(Debug)]
@@ -258,6 +265,7 @@ impl ExecutionRecord {
             watched: AtomicBool::new(false),
             counts,
             trace: std::sync::OnceLock::new(),
+            memory: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
         }
     }
 
@@ -486,7 +494,19 @@ impl ExecutionRecord {
             attempts: state.attempts,
             logs,
             trace_id: self.trace.get().copied(),
+            memory: self.memory(),
         }
+    }
+
+    /// Records the memory of an attempt (the last one counts).
+    pub(crate) fn set_memory(&self, allocated: u64, peak: u64) {
+        self.memory[0].store(allocated.min(u64::MAX - 1), Ordering::Relaxed);
+        self.memory[1].store(peak.min(u64::MAX - 1), Ordering::Relaxed);
+    }
+
+    fn memory(&self) -> Option<(u64, u64)> {
+        let allocated = self.memory[0].load(Ordering::Relaxed);
+        (allocated != u64::MAX).then(|| (allocated, self.memory[1].load(Ordering::Relaxed)))
     }
 
     /// Puts the execution in a trace (once; later calls are ignored).

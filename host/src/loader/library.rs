@@ -108,7 +108,13 @@ pub struct Plugin {
     needed: Vec<String>,
     module: PluginModRef,
     pub(super) call: CallFn,
+    /// The plugin's memory counter (SDK feature `alloc-stats`), if it
+    /// exports one: read after each call, on the thread that made it.
+    pub(super) alloc_stats: Option<AllocStatsFn>,
 }
+
+/// What a plugin exports as `spear_plugin_alloc_stats`.
+pub(super) type AllocStatsFn = extern "C" fn() -> spear_plugin_sdk::ffi::FfiAllocStats;
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -258,7 +264,18 @@ impl Plugin {
             functions,
             by_name,
             call: module.call(),
+            alloc_stats: alloc_stats_fn(&file.loader_path()),
             module,
+        })
+    }
+
+    /// The memory of the last call this thread made into the plugin:
+    /// `(bytes allocated, peak bytes live)`. `None` when the plugin does not
+    /// count (built without the SDK's `alloc-stats` feature, or before it).
+    pub fn call_memory(&self) -> Option<(u64, u64)> {
+        self.alloc_stats.map(|read| {
+            let stats = read();
+            (stats.allocated, stats.peak)
         })
     }
 
@@ -357,6 +374,23 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
         file.keep_open();
     }
     outcome
+}
+
+/// The plugin's optional memory counter. The library is open already (this
+/// dlopen only takes another reference, which is kept like the first: a
+/// library is never unloaded); a plugin without the symbol reports no
+/// memory.
+fn alloc_stats_fn(loader_path: &Path) -> Option<AllocStatsFn> {
+    use spear_plugin_sdk::ffi::abi::RawLibrary;
+    let library = RawLibrary::load_at(loader_path).ok()?;
+    let name = format!("{}\0", spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL);
+    // SAFETY: the SDK exports this symbol (under this name, only from
+    // `export_plugin!`) as `extern "C" fn() -> FfiAllocStats`, the type it
+    // is read as; the library stays loaded for the life of the process.
+    let symbol = unsafe { library.get::<AllocStatsFn>(name.as_bytes()) }.ok()?;
+    let function = *symbol;
+    std::mem::forget(library);
+    Some(function)
 }
 
 /// dlopen + abi_stable's version and layout checks, with errors mapped.

@@ -85,6 +85,7 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
     // SAFETY: the caller guarantees `instance` points to a live `P::Instance`
     // with no other reference to it for the duration of this call.
     let state: &mut P::Instance = unsafe { &mut *instance.0.cast::<P::Instance>() };
+    super::alloc::begin_call();
     guarded(|| {
         let handler = P::HANDLERS.get(function as usize).ok_or_else(|| {
             PluginError::new(

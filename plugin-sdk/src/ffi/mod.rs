@@ -17,12 +17,14 @@
 //!   side frees with the allocator that allocated;
 //! - nothing unwinds across: every entry point the SDK exports catches panics.
 
+mod alloc;
 mod export;
 mod root;
 #[cfg(any(feature = "testing", doc))]
 pub(crate) mod testing;
 mod types;
 
+pub use alloc::{alloc_stats, CountingAllocator, FfiAllocStats, ALLOC_STATS_SYMBOL};
 pub use export::lib_header;
 pub use root::{init_root_module, PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
 pub use types::{
@@ -35,7 +37,9 @@ pub use types::{
 /// Hosts (spearlet's loader, conformance fixtures) go through these aliases so
 /// that they never name `abi_stable` directly.
 pub mod abi {
-    pub use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
+    pub use abi_stable::library::{
+        lib_header_from_path, LibHeader, LibraryError, RawLibrary, RootModule,
+    };
     pub use abi_stable::sabi_types::VersionNumber;
     pub use abi_stable::std_types::{RResult, RSlice, RStr, RString, RVec};
 }

@@ -34,7 +34,8 @@ pub enum Artifact {
     /// A plugin declaring one function name twice.
     DuplicateFunctions,
     /// `context()` reports what a call carries; `trace()` returns
-    /// `ctx.trace_id()`; `spin(ms)` ignores cancellation;
+    /// `ctx.trace_id()`; `allocate(bytes)` allocates and frees that much;
+    /// `spin(ms)` ignores cancellation;
     /// `wait(ms)` is marked `#[function(blocking)]`.
     Probe,
     /// A plugin linked with `RUNPATH` `$ORIGIN`.

@@ -232,3 +232,46 @@ async fn the_dashboard_queries_only_metrics_that_exist() {
     server.stop().await;
     sms.stop().await;
 }
+
+/// The SDK's counting allocator reports each call's memory: on the
+/// execution, in the reply, in the metrics.
+#[tokio::test]
+async fn each_call_reports_the_memory_its_plugin_used() {
+    let server = TestServer::start().await;
+    let reply = server
+        .invoke(with_params(
+            new_task("probe", Artifact::Probe, "allocate"),
+            &[("bytes", any_i64(1_000_000))],
+        ))
+        .await
+        .unwrap();
+    assert!(reply.success, "{}", reply.message);
+    let result = reply.result.as_ref().unwrap();
+    assert!(
+        (1_000_000..1_100_000).contains(&result.memory_used_bytes),
+        "peak bytes live: {}",
+        result.memory_used_bytes
+    );
+    let allocated: u64 = result.metrics["memory_allocated_bytes"].parse().unwrap();
+    assert!(allocated >= 1_000_000, "{allocated}");
+    let small = server
+        .invoke(with_params(
+            existing(&reply.task_id, "allocate"),
+            &[("bytes", any_i64(10))],
+        ))
+        .await
+        .unwrap();
+    assert!(
+        small.result.as_ref().unwrap().memory_used_bytes < 10_000,
+        "counted per call, not cumulatively: {}",
+        small.result.as_ref().unwrap().memory_used_bytes
+    );
+    let exposition = spearlet::metrics::render(&server.host).unwrap();
+    assert!(
+        exposition.contains(
+            r#"spearlet_invocation_memory_peak_bytes_count{task="probe",function="allocate"} 2"#
+        ),
+        "{exposition}"
+    );
+    server.stop().await;
+}
