@@ -6,6 +6,61 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::Layer as _;
+
+/// Span export over OTLP (feature `otel`).
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TracerProvider as _;
+
+    /// What keeps the export going; dropped at the end of `main`, it
+    /// flushes the spans left, then stops the exporter's runtime.
+    pub struct Spans {
+        provider: opentelemetry_sdk::trace::SdkTracerProvider,
+        _runtime: tokio::runtime::Runtime,
+    }
+
+    impl Drop for Spans {
+        fn drop(&mut self) {
+            let _ = self.provider.shutdown();
+        }
+    }
+
+    /// A tracing layer exporting spans to the collector the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` names (default
+    /// `http://localhost:4317`). The gRPC exporter runs on a one-thread
+    /// runtime of its own, apart from the one that serves.
+    pub fn layer<S>() -> anyhow::Result<(
+        tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>,
+        Spans,
+    )>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("otlp-export")
+            .enable_all()
+            .build()?;
+        let exporter = {
+            let _inside = runtime.enter();
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()?
+        };
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .build();
+        let tracer = provider.tracer("spearlet");
+        Ok((
+            tracing_opentelemetry::layer().with_tracer(tracer),
+            Spans {
+                provider,
+                _runtime: runtime,
+            },
+        ))
+    }
+}
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
@@ -16,17 +71,35 @@ fn main() -> ExitCode {
             None => "warn,spearlet=info,plugin=info".to_owned(),
         })
     });
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format() {
-        cli::LogFormat::Json => logs
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let lines = match args.log_format() {
+        cli::LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
-        cli::LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+            .with_writer(std::io::stderr)
+            .boxed(),
+        cli::LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(lines);
+    // Kept to the end of `main`: dropping it flushes the spans left.
+    #[cfg(feature = "otel")]
+    let _spans = match otel::layer() {
+        Ok((layer, provider)) => {
+            registry.with(layer).init();
+            provider
+        }
+        Err(e) => {
+            eprintln!("error: OTLP span export: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "otel"))]
+    registry.init();
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
