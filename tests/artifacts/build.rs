@@ -24,6 +24,7 @@ const PLUGINS: &[(&str, &str)] = &[
     ("fixture-rpath", "fixture_rpath"),
     ("fixture-slow-constructor", "fixture_slow_constructor"),
     ("fixture-unchecked-layout", "fixture_unchecked_layout"),
+    ("fixture-hostile-constructor", "fixture_hostile_constructor"),
     ("fixture-versioned-1", "fixture_versioned_1"),
     ("fixture-versioned-2", "fixture_versioned_2"),
 ];

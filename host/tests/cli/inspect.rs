@@ -190,3 +190,64 @@ fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
     );
     runtime.block_on(server.stop());
 }
+
+#[test]
+fn plugin_check_passes_every_sample_and_fails_every_refusal_with_its_reason() {
+    let samples: Vec<&str> = Artifact::SAMPLES.iter().map(|a| path(*a)).collect();
+    let mut args = vec!["plugin", "check"];
+    args.extend(&samples);
+    let out = spearlet(&args);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert_eq!(shown.matches("PASS  ").count(), samples.len(), "{shown}");
+    assert!(!shown.contains("FAIL"), "{shown}");
+
+    for (fixture, reason) in [
+        (Artifact::NoRoot, "no_root_module"),
+        (Artifact::BadVersion, "incompatible_sdk"),
+        (Artifact::BadLayout, "layout_mismatch"),
+        (Artifact::NoFunctions, "no_functions"),
+        (Artifact::DuplicateFunctions, "duplicate_function"),
+        (Artifact::Rpath, "unverified_dependency"),
+        (Artifact::UncheckedLayout, "layout_unchecked"),
+    ] {
+        let out = spearlet(&["plugin", "check", path(fixture)]);
+        let shown = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{fixture:?}: {shown}");
+        assert!(
+            shown.contains("FAIL loads") && shown.contains(reason),
+            "{fixture:?}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn plugin_check_survives_a_library_that_aborts_or_hangs_while_loading() {
+    let hostile = path(Artifact::HostileConstructor);
+    let check = |mode: &str, extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_spearlet"))
+            .args(["plugin", "check", hostile])
+            .args(extra)
+            .env("SPEARLET_FIXTURE_CONSTRUCTOR", mode)
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    let (code, shown) = check("abort", &[]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("crashed or aborted"), "{shown}");
+    // A bound, not a synchronisation: the verdict for a hang is the timeout.
+    let (code, shown) = check("hang", &["--timeout", "1s"]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("did not finish loading"), "{shown}");
+    let (code, shown) = check("none", &["--format", "junit"]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.starts_with("<?xml") && shown.contains("failures=\"0\""),
+        "{shown}"
+    );
+    let (code, shown) = check("abort", &["--format", "json"]);
+    assert_eq!(code, Some(2));
+    let reports: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(reports[0]["outcomes"][0]["passed"], false);
+}

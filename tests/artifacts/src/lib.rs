@@ -44,6 +44,9 @@ pub enum Artifact {
     UncheckedLayout,
     /// A plugin whose ELF constructor can be made to wait (see its source).
     SlowConstructor,
+    /// A plugin whose ELF constructor aborts or hangs when the loading
+    /// process sets `SPEARLET_FIXTURE_CONSTRUCTOR` (`abort`, `hang`).
+    HostileConstructor,
     /// `version()`, `hold(ms)`: plugin `versioned` 1.0.0.
     Versioned1,
     /// The same source as [`Artifact::Versioned1`], built as 2.0.0.
@@ -79,6 +82,9 @@ impl Artifact {
             Artifact::Rpath => env!("SPEARLET_ARTIFACT_FIXTURE_RPATH"),
             Artifact::UncheckedLayout => env!("SPEARLET_ARTIFACT_FIXTURE_UNCHECKED_LAYOUT"),
             Artifact::SlowConstructor => env!("SPEARLET_ARTIFACT_FIXTURE_SLOW_CONSTRUCTOR"),
+            Artifact::HostileConstructor => {
+                env!("SPEARLET_ARTIFACT_FIXTURE_HOSTILE_CONSTRUCTOR")
+            }
             Artifact::Versioned1 => env!("SPEARLET_ARTIFACT_FIXTURE_VERSIONED_1"),
             Artifact::Versioned2 => env!("SPEARLET_ARTIFACT_FIXTURE_VERSIONED_2"),
         })
