@@ -320,6 +320,43 @@ macro_rules! widen_int {
 }
 widen_int!(i8, i16, i32, i64, u8, u16, u32);
 
+/// `None` is no value (the client sees `Empty`).
+impl<T: IntoValue> IntoValue for Option<T> {
+    fn into_value(self) -> Value {
+        self.map_or(Value::Unit, IntoValue::into_value)
+    }
+}
+
+/// Integers wider than a value holds: returned as `i64` when they fit,
+/// else an `out_of_range` error naming the number (never a silent wrap).
+macro_rules! checked_int {
+    ($($t:ty),*) => {$(
+        impl IntoOutput for $t {
+            fn into_output(self) -> Result<Value, PluginError> {
+                i64::try_from(self).map(Value::I64).map_err(|_| {
+                    PluginError::new(
+                        "out_of_range",
+                        format!("the result {self} ({}) does not fit in a 64-bit signed integer", stringify!($t)),
+                    )
+                })
+            }
+        }
+
+        impl<E: Into<PluginError>> IntoOutput for Result<$t, E> {
+            fn into_output(self) -> Result<Value, PluginError> {
+                self.map_err(Into::into)?.into_output()
+            }
+        }
+
+        impl IntoOutput for Option<$t> {
+            fn into_output(self) -> Result<Value, PluginError> {
+                self.map_or(Ok(Value::Unit), IntoOutput::into_output)
+            }
+        }
+    )*};
+}
+checked_int!(u64, usize, isize, i128, u128);
+
 /// What a plugin function may return: a value, or `Result<value, error>`
 /// whose error converts into [`PluginError`].
 pub trait IntoOutput {
@@ -346,6 +383,19 @@ impl<T: IntoValue, E: Into<PluginError>> IntoOutput for Result<T, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_integer_width_and_options_come_out() {
+        assert_eq!(7u64.into_output(), Ok(Value::I64(7)));
+        assert_eq!(usize::MAX.into_output().unwrap_err().code, "out_of_range");
+        assert_eq!((-3isize).into_output(), Ok(Value::I64(-3)));
+        assert_eq!(Some(5u64).into_output(), Ok(Value::I64(5)));
+        assert_eq!(None::<u64>.into_output(), Ok(Value::Unit));
+        assert_eq!(Some("x").into_output(), Ok(Value::String("x".into())));
+        assert_eq!(None::<String>.into_output(), Ok(Value::Unit));
+        let failed: Result<u64, PluginError> = Err(PluginError::new("nope", "no"));
+        assert_eq!(failed.into_output().unwrap_err().code, "nope");
+    }
 
     #[test]
     fn params_convert_with_named_errors() {

@@ -332,3 +332,68 @@ mod readme {
         assert!(impatient.call::<chorus>(&mut ()).is_err());
     }
 }
+
+/// Wider integers and optional results, as a plugin author writes them.
+mod wide_results {
+    use spear_plugin_sdk::prelude::*;
+    use spear_plugin_sdk::testing::MockCall;
+
+    #[function]
+    fn length(text: &str) -> usize {
+        text.len()
+    }
+
+    #[function]
+    fn biggest() -> u64 {
+        u64::MAX
+    }
+
+    #[function]
+    fn find(items: &str, wanted: &str) -> Option<u32> {
+        items
+            .split(',')
+            .position(|i| i == wanted)
+            .and_then(|p| u32::try_from(p).ok())
+    }
+
+    #[function]
+    fn checked(n: u8) -> Result<u64, PluginError> {
+        if n == 0 {
+            return Err(PluginError::invalid_argument("n must not be 0"));
+        }
+        Ok(u64::from(n) * 2)
+    }
+
+    #[test]
+    fn they_convert_or_say_why_not() {
+        assert_eq!(
+            MockCall::new().param("text", "abc").call::<length>(&mut ()),
+            Ok(Value::I64(3))
+        );
+        assert_eq!(
+            MockCall::new().call::<biggest>(&mut ()).unwrap_err().code,
+            "out_of_range"
+        );
+        let find_in = |wanted: &str| {
+            MockCall::new()
+                .param("items", "a,b,c")
+                .param("wanted", wanted)
+                .call::<find>(&mut ())
+        };
+        assert_eq!(find_in("c"), Ok(Value::I64(2)));
+        assert_eq!(find_in("z"), Ok(Value::Unit), "None is no value");
+        assert_eq!(
+            MockCall::new().param("n", 21).call::<checked>(&mut ()),
+            Ok(Value::I64(42))
+        );
+        assert_eq!(
+            MockCall::new()
+                .param("n", 300)
+                .call::<checked>(&mut ())
+                .unwrap_err()
+                .code,
+            "invalid_argument",
+            "parameters are range-checked too"
+        );
+    }
+}
