@@ -106,12 +106,17 @@ mod config;
 mod context;
 mod error;
 pub mod ffi;
+#[cfg(any(feature = "json", doc))]
+#[cfg_attr(docsrs, doc(cfg(feature = "json")))]
+mod json;
 mod registry;
 mod value;
 
 pub use config::{Config, Instance};
 pub use context::{Context, LogLevel};
 pub use error::{ErrorCode, PluginError};
+#[cfg(any(feature = "json", doc))]
+pub use json::Json;
 pub use spear_plugin_sdk_macros::function;
 pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};
 

@@ -115,7 +115,7 @@ impl ValueRef<'_> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a plugin function parameter",
     label = "not a parameter type",
-    note = "parameters are i64 (and other integers), f64, f32, bool, String, &str, Vec<u8>, &[u8], Value, ValueRef, or Option of one of them; take the instance state as `&mut State` and the call as `&Context`"
+    note = "parameters are i64 (and other integers), f64, f32, bool, String, &str, Vec<u8>, &[u8], Value, ValueRef, Json<T> (feature `json`), or Option of one of them; take the instance state as `&mut State` and the call as `&Context`"
 )]
 pub trait FromParam<'a>: Sized {
     /// Converts `value` (absent when the client did not send `name`).

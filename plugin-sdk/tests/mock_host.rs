@@ -397,3 +397,40 @@ mod wide_results {
         );
     }
 }
+
+/// Records in and out as JSON (feature `json`).
+mod json_records {
+    use spear_plugin_sdk::prelude::*;
+    use spear_plugin_sdk::testing::MockCall;
+    use spear_plugin_sdk::Json;
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Order {
+        id: u32,
+        items: Vec<String>,
+    }
+
+    #[function]
+    fn sorted(order: Json<Order>) -> Json<Order> {
+        let Json(mut order) = order;
+        order.items.sort();
+        Json(order)
+    }
+
+    #[test]
+    fn records_come_in_and_go_out_as_json() {
+        let out = MockCall::new()
+            .param("order", r#"{"id": 7, "items": ["b", "a"]}"#)
+            .call::<sorted>(&mut ());
+        assert_eq!(
+            out,
+            Ok(Value::String(r#"{"id":7,"items":["a","b"]}"#.into()))
+        );
+        let bad = MockCall::new()
+            .param("order", r#"{"id": "seven"}"#)
+            .call::<sorted>(&mut ())
+            .unwrap_err();
+        assert_eq!(bad.code, "invalid_argument");
+        assert!(bad.message.contains("parameter `order`"), "{}", bad.message);
+    }
+}
