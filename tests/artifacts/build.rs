@@ -95,6 +95,23 @@ fn main() {
         "cargo:rustc-env=SPEARLET_ARTIFACT_ABI_NEXT_HOST={}",
         next_target.join("debug/abi-next-host").display()
     );
+
+    // So is the plugin built as the previous SDK minor version built them.
+    let previous_target = target_root.join("abi-previous");
+    let mut previous = nested_cargo(&workspace);
+    previous
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("tests/fixtures/abi-previous-plugin/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&previous_target);
+    run(previous, "the abi-previous plugin fixture");
+    println!(
+        "cargo:rustc-env=SPEARLET_ARTIFACT_ABI_PREVIOUS_PLUGIN={}",
+        previous_target
+            .join("debug/libabi_previous_plugin.so")
+            .display()
+    );
 }
 
 fn nested_cargo(workspace: &Path) -> Command {

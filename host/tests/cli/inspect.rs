@@ -193,7 +193,13 @@ fn inspect_downloads_a_url_once_and_then_uses_the_cache() {
 
 #[test]
 fn plugin_check_passes_every_sample_and_fails_every_refusal_with_its_reason() {
-    let samples: Vec<&str> = Artifact::SAMPLES.iter().map(|a| path(*a)).collect();
+    let mut samples: Vec<&str> = Artifact::SAMPLES.iter().map(|a| path(*a)).collect();
+    // Built as the previous SDK minor version built plugins: passes too.
+    samples.push(
+        spearlet_test_artifacts::abi_previous_plugin()
+            .to_str()
+            .unwrap(),
+    );
     let mut args = vec!["plugin", "check"];
     args.extend(&samples);
     let out = spearlet(&args);

@@ -39,6 +39,7 @@ fn build_module<P: PluginDef>() -> PluginModRef {
         new_instance: new_instance_fn_wrapper::<P>,
         drop_instance: drop_instance_fn_wrapper::<P>,
         call: call_fn_wrapper::<P>,
+        #[cfg(not(feature = "abi-previous-fixture"))]
         function_hints: RSlice::from_slice(P::HINTS),
         #[cfg(feature = "abi-next-fixture")]
         next_fixture_field: 0,

@@ -5,9 +5,9 @@ use abi_stable::sabi_types::VersionStrings;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use abi_stable::StableAbi;
 
-use super::types::{
-    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiInstance, FfiKv, FfiValue,
-};
+#[cfg(not(feature = "abi-previous-fixture"))]
+use super::types::FfiFunctionHints;
+use super::types::{FfiCallContext, FfiError, FfiFunctionDesc, FfiInstance, FfiKv, FfiValue};
 
 /// The plugin ABI version, checked by the host before it calls anything in
 /// the plugin (its root-module constructor included).
@@ -17,8 +17,12 @@ use super::types::{
 ///
 /// - 1.0: the function table and its entry points;
 /// - 1.1: `function_hints` (e.g. `#[function(blocking)]`).
-#[cfg(not(feature = "abi-next-fixture"))]
+#[cfg(not(any(feature = "abi-next-fixture", feature = "abi-previous-fixture")))]
 pub const ABI_VERSION: &str = "1.1.0";
+/// The plugin ABI version, checked by the host before it calls anything in
+/// the plugin.
+#[cfg(feature = "abi-previous-fixture")]
+pub const ABI_VERSION: &str = "1.0.0";
 /// The plugin ABI version, checked by the host before it calls anything in
 /// the plugin.
 #[cfg(feature = "abi-next-fixture")]
@@ -70,6 +74,7 @@ pub struct PluginMod {
         ctx: &FfiCallContext<'_>,
     ) -> RResult<FfiValue, FfiError>,
     /// How each function may be run, index for index with `functions` (ABI 1.1).
+    #[cfg(not(feature = "abi-previous-fixture"))]
     pub function_hints: RSlice<'static, FfiFunctionHints>,
     /// Present only in the conformance fixture that plays a later SDK.
     #[cfg(feature = "abi-next-fixture")]
@@ -77,8 +82,10 @@ pub struct PluginMod {
 }
 
 /// Fields of the current [`PluginMod`].
-#[cfg(not(feature = "abi-next-fixture"))]
+#[cfg(not(any(feature = "abi-next-fixture", feature = "abi-previous-fixture")))]
 const CURRENT_FIELDS: usize = 8;
+#[cfg(feature = "abi-previous-fixture")]
+const CURRENT_FIELDS: usize = 7;
 #[cfg(feature = "abi-next-fixture")]
 const CURRENT_FIELDS: usize = 9;
 

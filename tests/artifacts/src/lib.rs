@@ -91,6 +91,12 @@ impl Artifact {
     }
 }
 
+/// A plugin with the previous SDK minor version's root module (ABI 1.0:
+/// no `function_hints`): `add(a, b)`, and `slow_echo(text)` marked blocking.
+pub fn abi_previous_plugin() -> &'static Path {
+    Path::new(env!("SPEARLET_ARTIFACT_ABI_PREVIOUS_PLUGIN"))
+}
+
 /// A host binary built against the next SDK (one more root-module field).
 ///
 /// Run it with a plugin path; it prints `key=value` lines.

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use spearlet::loader::Plugin;
-use spearlet::Error;
+use spearlet::{Error, Value};
 use spearlet_test_artifacts::{abi_next_host, Artifact};
 
 fn refusal(artifact: Artifact) -> Error {
@@ -160,5 +160,41 @@ fn a_plugin_built_today_loads_into_a_host_expecting_one_more_field() {
             "next_fixture_field=absent",
             "upper=Str(\"ABI\")",
         ]
+    );
+}
+
+/// The other direction of the compatibility matrix: a plugin built the way
+/// the previous SDK minor version (ABI 1.0) built them loads and runs here,
+/// and the field it predates reads as absent (so no function is taken for
+/// blocking, whatever its source says).
+#[test]
+fn a_plugin_built_with_the_previous_minor_abi_loads_and_runs() {
+    use spearlet_test_artifacts::abi_previous_plugin;
+    let plugin = Plugin::load_verified(abi_previous_plugin(), None)
+        .unwrap_or_else(|e| panic!("a 1.0 plugin must load: {e}"));
+    assert_eq!(plugin.abi_version(), "1.0.0");
+    assert_eq!(plugin.name(), "abi-previous");
+    assert!(
+        plugin.functions().iter().all(|f| !f.blocking),
+        "ABI 1.0 has no function hints"
+    );
+    let mut instance = crate::helpers::instance(&plugin);
+    assert_eq!(
+        crate::helpers::call(
+            &mut instance,
+            "add",
+            &[("a", Value::I64(40)), ("b", Value::I64(2))]
+        )
+        .unwrap(),
+        Value::I64(42)
+    );
+    assert_eq!(
+        crate::helpers::call(
+            &mut instance,
+            "slow_echo",
+            &[("text", Value::String("hi".into()))]
+        )
+        .unwrap(),
+        Value::String("hi".into())
     );
 }
