@@ -3,6 +3,7 @@
 mod check;
 mod client;
 mod inspect;
+mod new;
 mod serve;
 
 use std::process::ExitCode;
@@ -101,6 +102,10 @@ enum PluginCommand {
     /// hangs while loading gets a verdict. The exit status is 0 only when
     /// every check of every file passes (else 2).
     Check(check::CheckArgs),
+    /// Create a plugin crate (in `./NAME`) that builds, tests with
+    /// `MockCall` and passes `plugin check` as it is, with the lean release
+    /// profile.
+    New(new::NewArgs),
     /// The child side of `plugin check` (one file, a JSON report).
     #[command(name = "__check-one", hide = true)]
     CheckOne {
@@ -125,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health(args) => client::health(endpoint, &args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Inspect(args)) => inspect::run(&args),
         Command::Plugin(PluginCommand::Check(args)) => check::run(&args),
+        Command::Plugin(PluginCommand::New(args)) => new::run(&args),
         Command::Plugin(PluginCommand::CheckOne { file }) => check::run_child(&file),
     }
 }

@@ -257,3 +257,62 @@ fn plugin_check_survives_a_library_that_aborts_or_hangs_while_loading() {
     let reports: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(reports[0]["outcomes"][0]["passed"], false);
 }
+
+/// `plugin new` makes a crate that builds and passes `plugin check`. It is
+/// built into the fixture build's target directory, whose dependencies are
+/// compiled already, so only the new crate itself compiles here.
+#[test]
+fn plugin_new_builds_and_passes_plugin_check() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let crate_dir = dir.path().join("greeter");
+    let sdk = workspace.join("plugin-sdk");
+    let out = spearlet(&[
+        "plugin",
+        "new",
+        "greeter",
+        "--dir",
+        crate_dir.to_str().unwrap(),
+        "--sdk",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("spearlet plugin check target/release/libgreeter.so"));
+    let again = spearlet(&[
+        "plugin",
+        "new",
+        "greeter",
+        "--dir",
+        crate_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        !again.status.success(),
+        "an existing crate is never overwritten"
+    );
+
+    // The workspace's lock file: the same dependency versions, no resolution.
+    std::fs::copy(workspace.join("Cargo.lock"), crate_dir.join("Cargo.lock")).unwrap();
+    let fixture_target = Artifact::Echo.path().parent().unwrap().parent().unwrap();
+    let mut build =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args(["build", "--quiet", "--offline", "--manifest-path"])
+        .arg(crate_dir.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(fixture_target);
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
+        "CARGO_TARGET_DIR",
+    ] {
+        build.env_remove(var);
+    }
+    let built = build.output().unwrap();
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let library = fixture_target.join("debug/libgreeter.so");
+    let out = spearlet(&["plugin", "check", library.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
