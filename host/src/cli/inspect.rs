@@ -34,9 +34,85 @@ pub struct InspectArgs {
     /// description of a layout difference) after the one-line reason.
     #[arg(long, short)]
     verbose: bool,
+
+    /// Time allowed per source (download and loading included), e.g.
+    /// `2m`; a library that hangs while loading is reported as such.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
+
+    /// Inspect here, not in a child process (what each child does).
+    #[arg(long, hide = true)]
+    in_process: bool,
 }
 
+/// Inspects each source in a child process of its own: loading a library
+/// runs its ELF constructors before any check can, so a library that
+/// crashes, aborts or hangs there must take down a child, not the tool.
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    if args.in_process {
+        return inspect_here(args);
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut refused = 0;
+    for (i, source) in args.sources.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        std::io::stdout().flush()?;
+        let mut child = std::process::Command::new(std::env::current_exe()?);
+        child.args(["plugin", "inspect", "--in-process", "--timeout"]);
+        child.arg(humantime::format_duration(args.timeout).to_string());
+        if let Some(sum) = &args.checksum {
+            child.args(["--checksum", &sum.to_hex()]);
+        }
+        if let Some(dir) = &args.data_dir {
+            child.arg("--data-dir").arg(dir);
+        }
+        if args.verbose {
+            child.arg("--verbose");
+        }
+        let mut child = child.arg(source).spawn()?;
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break Some(status);
+            }
+            if started.elapsed() >= args.timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            // Polled: an inspection is a one-off, and std has no timed wait.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
+        match status {
+            Some(status) if status.success() => {}
+            Some(status) => {
+                refused += 1;
+                if let Some(signal) = status.signal() {
+                    eprintln!(
+                        "refused [load_crashed]: {source}: the library killed the inspecting process \
+                         (signal {signal}) while loading: it crashed or aborted"
+                    );
+                }
+            }
+            None => {
+                refused += 1;
+                eprintln!(
+                    "refused [load_hung]: {source}: not loaded within {:?} (a constructor that hangs?)",
+                    args.timeout
+                );
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn inspect_here(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut downloads = None;
     let mut refused = 0;

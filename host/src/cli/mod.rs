@@ -88,7 +88,9 @@ enum PluginCommand {
     /// function table.
     ///
     /// A refused file gets one line naming the error kind; the exit status
-    /// is then 2.
+    /// is then 2. Each source is inspected in a child process, so a library
+    /// that crashes or hangs while loading (its constructors run before any
+    /// check) is reported, not fatal.
     Inspect(inspect::InspectArgs),
     /// Run plugin files through the host's checks, without a server, and
     /// report each check pass or fail with its reason: the library loads

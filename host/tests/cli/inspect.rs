@@ -316,3 +316,28 @@ fn plugin_new_builds_and_passes_plugin_check() {
     let out = spearlet(&["plugin", "check", library.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stdout));
 }
+
+#[test]
+fn inspect_survives_a_library_that_aborts_while_loading() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spearlet"))
+        .args([
+            "plugin",
+            "inspect",
+            path(Artifact::HostileConstructor),
+            path(Artifact::Echo),
+        ])
+        .env("SPEARLET_FIXTURE_CONSTRUCTOR", "abort")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("refused [load_crashed]"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("plugin:    echo"),
+        "the next file is still inspected: {}",
+        text(&out.stdout)
+    );
+}
