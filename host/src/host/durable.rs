@@ -150,7 +150,9 @@ impl Host {
             membership,
             ..stored()
         };
-        self.with_state(move |state| state.put_task(&stored)).await
+        // One `write` to the journal, in the page cache: done here rather
+        // than on a blocking thread, whose hand-off would cost more.
+        self.inner.state.put_task(&stored)
     }
 
     /// Deletes a task as [`Host::delete_task`] does, and its record, so a
@@ -275,8 +277,8 @@ impl Host {
             error_code: String::new(),
             error_message: String::new(),
         };
-        self.with_state(move |state| state.put_execution(&stored))
-            .await
+        // As for tasks: one journal `write`, here.
+        self.inner.state.put_execution(&stored)
     }
 
     /// Records how an ASYNC execution ended (nothing while it runs on).

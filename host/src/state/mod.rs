@@ -2,19 +2,24 @@
 //! executions accepted here, in an embedded database in the data directory
 //! (`<data_dir>/state.redb`, redb: pure Rust, crash-safe, no server).
 //!
-//! Every write is committed durably before the caller acknowledges what it
-//! recorded, so after a crash — SIGKILL, power loss — every task whose
-//! creation was acknowledged is there, and every acknowledged ASYNC
-//! execution is either final or reported as ended by the restart. SYNC and
-//! STREAM executions stay in memory only: their caller was answered, or
-//! saw the connection drop.
+//! Every write reaches the write-ahead journal (`journal`) before the
+//! caller acknowledges what it recorded, so after the process dies — a
+//! crash, SIGKILL — every task whose creation was acknowledged is there, and
+//! every acknowledged ASYNC execution is either final or reported as ended
+//! by the restart. The journal is folded into the database in the
+//! background, one fsync per batch: a power loss can take the records of
+//! the last moments, never leave the database inconsistent. SYNC and STREAM
+//! executions stay in memory only: their caller was answered, or saw the
+//! connection drop.
 //!
 //! The database carries a schema number; one written by a newer spearlet is
 //! refused rather than misread.
 
+mod journal;
 mod records;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -29,14 +34,45 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("tasks");
 const EXECUTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("async_executions");
 
+/// How long a journal record waits to be folded: records appended within
+/// it share one fsync.
+const FOLD_EVERY: Duration = Duration::from_millis(50);
+
 /// The file, under the data directory.
 pub const FILE: &str = "state.redb";
 
-/// The open database.
+/// The open database, its journal, and the thread that folds one into the
+/// other (stopped, with everything folded, when this is dropped).
 #[derive(Debug)]
 pub struct StateDb {
+    shared: std::sync::Arc<StateStore>,
+    folder: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The database and its journal: what [`StateDb`] reads and writes
+/// through.
+#[derive(Debug)]
+pub struct StateStore {
     db: Database,
     path: PathBuf,
+    journal: journal::Journal,
+}
+
+impl std::ops::Deref for StateDb {
+    type Target = StateStore;
+
+    fn deref(&self) -> &StateStore {
+        &self.shared
+    }
+}
+
+impl Drop for StateDb {
+    fn drop(&mut self) {
+        self.shared.journal.stop();
+        if let Some(folder) = self.folder.take() {
+            let _ = folder.join();
+        }
+    }
 }
 
 impl StateDb {
@@ -51,11 +87,33 @@ impl StateDb {
         std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
         let path = data_dir.join(FILE);
         let db = Database::create(&path).map_err(|e| state_error(&path, "open", &e))?;
-        let state = StateDb { db, path };
-        state.check_schema()?;
-        Ok(state)
+        let (journal, left) = journal::Journal::open(data_dir)?;
+        let shared = StateStore { db, path, journal };
+        shared.check_schema()?;
+        if !left.is_empty() {
+            tracing::info!(
+                records = left.len(),
+                "folding what the last run left in the journal"
+            );
+            shared.apply(&left)?;
+        }
+        shared.journal.replayed()?;
+        let shared = std::sync::Arc::new(shared);
+        let folding = std::sync::Arc::clone(&shared);
+        let folder = std::thread::Builder::new()
+            .name("state-journal".to_owned())
+            .spawn(move || folding.fold_until_stopped())
+            .map_err(|e| {
+                Error::Internal(format!("cannot start the state journal's thread: {e}"))
+            })?;
+        Ok(StateDb {
+            shared,
+            folder: Some(folder),
+        })
     }
+}
 
+impl StateStore {
     fn check_schema(&self) -> Result<()> {
         let txn = self.write("check the schema")?;
         {
@@ -94,7 +152,8 @@ impl StateDb {
     ///
     /// [`Error::State`].
     pub fn put_task(&self, task: &StoredTask) -> Result<()> {
-        self.put(TASKS, &task.id, &records::encode(task), "record a task")
+        self.journal
+            .append(journal::Op::PutTask { task: task.clone() })
     }
 
     /// Forgets a task.
@@ -103,7 +162,8 @@ impl StateDb {
     ///
     /// [`Error::State`].
     pub fn remove_task(&self, id: &str) -> Result<()> {
-        self.remove(TASKS, id, "forget a task")
+        self.journal
+            .append(journal::Op::RemoveTask { id: id.to_owned() })
     }
 
     /// Every task recorded. One that cannot be read is skipped, with a
@@ -122,12 +182,9 @@ impl StateDb {
     ///
     /// [`Error::State`].
     pub fn put_execution(&self, execution: &StoredExecution) -> Result<()> {
-        self.put(
-            EXECUTIONS,
-            &execution.id,
-            &records::encode(execution),
-            "record an execution",
-        )
+        self.journal.append(journal::Op::PutExecution {
+            execution: execution.clone(),
+        })
     }
 
     /// Forgets ASYNC executions.
@@ -162,33 +219,74 @@ impl StateDb {
         self.db.begin_write().map_err(|e| self.error(what, &e))
     }
 
-    fn put(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-        value: &[u8],
-        what: &'static str,
-    ) -> Result<()> {
+    /// Writes `ops` in one transaction, with an fsync.
+    fn apply(&self, ops: &[journal::Op]) -> Result<()> {
+        let what = "fold the journal";
         let txn = self.write(what)?;
         {
-            let mut table = txn.open_table(table).map_err(|e| self.error(what, &e))?;
-            table.insert(key, value).map_err(|e| self.error(what, &e))?;
+            let mut tasks = txn.open_table(TASKS).map_err(|e| self.error(what, &e))?;
+            let mut executions = txn
+                .open_table(EXECUTIONS)
+                .map_err(|e| self.error(what, &e))?;
+            for op in ops {
+                let done = match op {
+                    journal::Op::PutTask { task } => tasks
+                        .insert(task.id.as_str(), records::encode(task).as_slice())
+                        .map(drop),
+                    journal::Op::RemoveTask { id } => tasks.remove(id.as_str()).map(drop),
+                    journal::Op::PutExecution { execution } => executions
+                        .insert(execution.id.as_str(), records::encode(execution).as_slice())
+                        .map(drop),
+                };
+                done.map_err(|e| self.error(what, &e))?;
+            }
         }
         txn.commit().map_err(|e| self.error(what, &e))
     }
 
-    fn remove(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-        what: &'static str,
-    ) -> Result<()> {
-        let txn = self.write(what)?;
-        {
-            let mut table = txn.open_table(table).map_err(|e| self.error(what, &e))?;
-            table.remove(key).map_err(|e| self.error(what, &e))?;
+    /// The folder thread: batches from the journal into the database until
+    /// stopped. A batch that cannot be written is retried (its journal
+    /// file stays, so a restart folds it if this never succeeds).
+    fn fold_until_stopped(&self) {
+        let mut failures = 0u32;
+        loop {
+            let batch = match self.journal.next_batch(FOLD_EVERY) {
+                Ok(None) => return,
+                Ok(Some(batch)) => batch,
+                Err(e) => {
+                    // E.g. the data directory is gone. Records stay in the
+                    // journal file, folded at the next start if it is back.
+                    failures += 1;
+                    tracing::warn!(error = %e, failures, "the state journal cannot rotate");
+                    if failures > 50 || self.journal.is_stopping() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            loop {
+                match self.apply(&batch) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(error = %e, failures, "the state journal cannot be folded; retrying");
+                        if failures > 50 || self.journal.is_stopping() {
+                            // Left on disk: the next start folds it.
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+            failures = 0;
+            if let Err(e) = self.journal.folded() {
+                tracing::warn!(error = %e, "a folded journal file could not be removed; it is folded again at start");
+            }
         }
-        txn.commit().map_err(|e| self.error(what, &e))
     }
 
     fn all<T: serde::de::DeserializeOwned>(
@@ -243,6 +341,46 @@ mod tests {
         }
         let db = StateDb::open(dir.path()).unwrap();
         assert_eq!(db.tasks().unwrap(), [task]);
+    }
+
+    #[test]
+    fn what_a_killed_process_left_in_the_journal_is_folded_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(StateDb::open(dir.path()).unwrap());
+        // As a killed process leaves it: records in the journal files, not
+        // folded, and a last line the kill cut short.
+        let line = |op: &journal::Op| format!("{}\n", serde_json::to_string(op).unwrap());
+        let first = StoredTask::example("t-1");
+        let second = StoredTask::example("t-2");
+        std::fs::write(
+            dir.path().join("state.journal.folding"),
+            line(&journal::Op::PutTask {
+                task: first.clone(),
+            }),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("state.journal"),
+            line(&journal::Op::PutTask {
+                task: second.clone(),
+            }) + &line(&journal::Op::RemoveTask { id: "t-1".into() })
+                + "{\"op\":\"put_ta",
+        )
+        .unwrap();
+        let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(
+            db.tasks().unwrap(),
+            [second],
+            "in order: put, put, remove; the torn line dropped"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("state.journal"))
+                .unwrap()
+                .len(),
+            0,
+            "folded, then started afresh"
+        );
+        assert!(!dir.path().join("state.journal.folding").exists());
     }
 
     #[test]
