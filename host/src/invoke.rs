@@ -96,6 +96,14 @@ impl InvokeRequest {
         }
     }
 
+    /// Whether it asks for its task to be upgraded to its artifact
+    /// ([`UPGRADE_KEY`]).
+    pub(crate) fn wants_upgrade(&self) -> bool {
+        self.metadata
+            .get(UPGRADE_KEY)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
     /// Puts the call in `trace`: the execution keeps its id, and the plugin
     /// gets a `traceparent` for a span of its own (and `tracestate`).
     pub(crate) fn join_trace(&mut self, record: &crate::exec::ExecutionRecord) {
@@ -256,11 +264,7 @@ impl Host {
         let Some(reason) = self.staleness(&task, artifact).await? else {
             return Ok((task, TaskOrigin::Found));
         };
-        let upgrade = request
-            .metadata
-            .get(UPGRADE_KEY)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-        if !upgrade {
+        if !request.wants_upgrade() {
             return Err(Error::StaleArtifact {
                 name: task.name.clone(),
                 task_id: task.id.to_string(),
@@ -292,12 +296,8 @@ impl Host {
         artifact: &ArtifactSpec,
         request: &InvokeRequest,
     ) -> Result<()> {
-        let upgrade = request
-            .metadata
-            .get(UPGRADE_KEY)
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
         match self.staleness(task, artifact).await? {
-            Some(reason) if !upgrade => Err(Error::StaleArtifact {
+            Some(reason) if !request.wants_upgrade() => Err(Error::StaleArtifact {
                 name: task.name.clone(),
                 task_id: task.id.to_string(),
                 reason,
@@ -395,7 +395,7 @@ impl Host {
                 // Recorded before anyone can see it: a restart, even a
                 // crash, brings back every task whose creation was
                 // acknowledged.
-                self.record_new_task(&new).await?;
+                self.record_new_task(&new)?;
                 recorded = Some(new.id.to_string());
                 Ok(new)
             })

@@ -12,7 +12,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
@@ -108,19 +108,7 @@ fn check_in_child(file: &Path, timeout: Duration) -> anyhow::Result<Report> {
         let _ = stdout.read_to_string(&mut out);
         out
     });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if started.elapsed() >= timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        // Polled: a plugin check is a one-off, and std has no timed wait.
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let status = super::child::wait_bounded(&mut child, timeout)?;
     let out = reader.join().unwrap_or_default();
     let verdict = |detail: String| Report {
         file: name.clone(),
@@ -273,13 +261,13 @@ fn churn(plugin: &std::sync::Arc<Plugin>) -> (bool, String) {
     for _ in 0..50 {
         drop(PluginInstance::new(plugin, &[]));
     }
-    let before = resident_bytes();
+    let before = spearlet::metrics::resident_bytes();
     for _ in 0..CYCLES {
         if let Err(e) = PluginInstance::new(plugin, &[]) {
             return (false, format!("{}: {e}", e.kind()));
         }
     }
-    let grown = resident_bytes().saturating_sub(before);
+    let grown = spearlet::metrics::resident_bytes().saturating_sub(before);
     (
         grown <= ALLOWED_GROWTH,
         format!(
@@ -288,17 +276,6 @@ fn churn(plugin: &std::sync::Arc<Plugin>) -> (bool, String) {
             ALLOWED_GROWTH >> 20
         ),
     )
-}
-
-fn resident_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }
 
 fn text(reports: &[Report]) -> String {

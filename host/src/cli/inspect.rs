@@ -72,19 +72,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             child.arg("--verbose");
         }
         let mut child = child.arg(source).spawn()?;
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break Some(status);
-            }
-            if started.elapsed() >= args.timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            // Polled: an inspection is a one-off, and std has no timed wait.
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let status = super::child::wait_bounded(&mut child, args.timeout)?;
         match status {
             Some(status) if status.success() => {}
             Some(status) => {

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and dispatch.
 
 mod check;
+mod child;
 mod client;
 mod inspect;
 mod new;

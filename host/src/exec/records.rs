@@ -66,16 +66,35 @@ impl ExecutionStatus {
     }
 }
 
-impl fmt::Display for ExecutionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl ExecutionStatus {
+    /// Its lowercase name (`pending`, …, `timeout`), as logs, metrics and
+    /// the stored records write it.
+    pub const fn name(self) -> &'static str {
+        match self {
             ExecutionStatus::Pending => "pending",
             ExecutionStatus::Running => "running",
             ExecutionStatus::Completed => "completed",
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::Cancelled => "cancelled",
             ExecutionStatus::Timeout => "timeout",
-        })
+        }
+    }
+}
+
+impl fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl ExecutionMode {
+    /// Its lowercase name: `sync`, `async`, `stream`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExecutionMode::Sync => "sync",
+            ExecutionMode::Async => "async",
+            ExecutionMode::Stream => "stream",
+        }
     }
 }
 

@@ -103,56 +103,67 @@ impl Host {
             .map_err(|e| Error::Internal(format!("state database writer: {e}")))?
     }
 
-    /// Records a task being created here, durably, before anyone can see
-    /// it. Replicas of other nodes' tasks are not recorded: the cluster
-    /// has them.
-    pub(crate) async fn record_new_task(&self, task: &NewTask) -> Result<()> {
-        self.record(StoredMembership::of(&task.membership), || StoredTask {
-            id: task.id.to_string(),
-            name: task.name.clone(),
-            description: task.description.clone(),
-            artifact: StoredArtifact::from(&task.artifact),
-            digest: task.plugin.digest().to_hex(),
-            metadata: task.metadata.clone(),
-            membership: StoredMembership::Local,
-            created_at: unix_millis(SystemTime::now()) / 1000,
-        })
-        .await
+    /// Records a task being created here, before anyone can see it.
+    /// Replicas of other nodes' tasks are not recorded: the cluster has them.
+    pub(crate) fn record_new_task(&self, task: &NewTask) -> Result<()> {
+        let now = unix_millis(SystemTime::now()) / 1000;
+        self.record(
+            &task.id,
+            &task.name,
+            &task.description,
+            &task.artifact,
+            &task.plugin,
+            &task.metadata,
+            &task.membership,
+            now,
+        )
     }
 
     /// Records a task's new version (an upgrade or a rollback).
-    pub(crate) async fn record_task(&self, task: &Task) -> Result<()> {
-        self.record(StoredMembership::of(&task.membership), || StoredTask {
-            id: task.id.to_string(),
-            name: task.name.clone(),
-            description: task.description.clone(),
-            artifact: StoredArtifact::from(&task.artifact),
-            digest: task.plugin.digest().to_hex(),
-            metadata: task.metadata.clone(),
-            membership: StoredMembership::Local,
-            created_at: task
-                .created_at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        })
-        .await
+    pub(crate) fn record_task(&self, task: &Task) -> Result<()> {
+        let created = task
+            .created_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.record(
+            &task.id,
+            &task.name,
+            &task.description,
+            &task.artifact,
+            &task.plugin,
+            &task.metadata,
+            &task.membership,
+            created,
+        )
     }
 
-    async fn record(
+    #[allow(clippy::too_many_arguments)]
+    fn record(
         &self,
-        membership: Option<StoredMembership>,
-        stored: impl FnOnce() -> StoredTask,
+        id: &str,
+        name: &str,
+        description: &str,
+        artifact: &ArtifactSpec,
+        plugin: &crate::loader::Plugin,
+        metadata: &std::collections::BTreeMap<String, String>,
+        membership: &crate::registry::Membership,
+        created_at: u64,
     ) -> Result<()> {
-        let Some(membership) = membership else {
+        let Some(membership) = StoredMembership::of(membership) else {
             return Ok(());
-        };
-        let stored = StoredTask {
-            membership,
-            ..stored()
         };
         // One `write` to the journal, in the page cache: done here rather
         // than on a blocking thread, whose hand-off would cost more.
-        self.inner.state.put_task(&stored)
+        self.inner.state.put_task(&StoredTask {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            description: description.to_owned(),
+            artifact: StoredArtifact::from(artifact),
+            digest: plugin.digest().to_hex(),
+            metadata: metadata.clone(),
+            membership,
+            created_at,
+        })
     }
 
     /// Deletes a task as [`Host::delete_task`] does, and its record, so a

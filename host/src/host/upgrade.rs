@@ -165,7 +165,7 @@ impl Host {
             self.undo_reregistration(&membership, running, &e).await;
             return Err(e);
         }
-        if let Err(e) = self.record_task(&next).await {
+        if let Err(e) = self.record_task(&next) {
             tracing::warn!(task = %running.id, error = %e, "the new version is not recorded: a restart brings back the old one");
         }
         // The old registration goes once the new one is in place: the id

@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 use crate::telemetry::{Latency, LatencySnapshot, ENDINGS, MODES};
 
+mod process;
+
+pub use process::resident_bytes;
+
 /// The label under which tasks past the cap are counted.
 pub const OTHER_TASKS: &str = "_other";
 
@@ -205,8 +209,8 @@ impl Collector for HostCollector {
                             let key = (
                                 label.clone(),
                                 function.name.clone(),
-                                mode_name(mode),
-                                status_name(status),
+                                mode.name(),
+                                status.name(),
                             );
                             *ended.entry(key).or_default() += count;
                         }
@@ -430,7 +434,7 @@ impl Collector for HostCollector {
             )?;
         }
 
-        let process = process_now();
+        let process = process::now();
         gauge(
             e,
             "spearlet_process_resident_memory_bytes",
@@ -452,52 +456,4 @@ impl Collector for HostCollector {
         )?;
         Ok(())
     }
-}
-
-fn mode_name(mode: crate::exec::ExecutionMode) -> &'static str {
-    match mode {
-        crate::exec::ExecutionMode::Sync => "sync",
-        crate::exec::ExecutionMode::Async => "async",
-        crate::exec::ExecutionMode::Stream => "stream",
-    }
-}
-
-fn status_name(status: crate::exec::ExecutionStatus) -> &'static str {
-    match status {
-        crate::exec::ExecutionStatus::Pending => "pending",
-        crate::exec::ExecutionStatus::Running => "running",
-        crate::exec::ExecutionStatus::Completed => "completed",
-        crate::exec::ExecutionStatus::Failed => "failed",
-        crate::exec::ExecutionStatus::Cancelled => "cancelled",
-        crate::exec::ExecutionStatus::Timeout => "timeout",
-    }
-}
-
-/// This process, from `/proc/self`.
-#[derive(Debug, Default)]
-struct Process {
-    resident_bytes: u64,
-    threads: u64,
-    open_fds: u64,
-}
-
-fn process_now() -> Process {
-    let mut p = Process::default();
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
-        for line in status.lines() {
-            let number = |l: &str| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
-            if line.starts_with("VmRSS:") {
-                p.resident_bytes = number(line) * 1024;
-            } else if line.starts_with("Threads:") {
-                p.threads = number(line);
-            }
-        }
-    }
-    p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
-    p
 }
