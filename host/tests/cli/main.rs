@@ -2,6 +2,8 @@
 //! area (plugin files; a served instance and its client commands).
 
 mod inspect;
+mod lifecycle;
+mod observe;
 mod serve;
 mod served;
 
