@@ -1,8 +1,8 @@
 //! Write native [spearlet] function plugins in ordinary Rust.
 //!
 //! A plugin is a `cdylib` crate. Its functions are plain Rust functions marked
-//! with [`#[function]`](macro@function); one [`export_plugin!`] line publishes
-//! them in a table the host checks (ABI version and full type layout) before
+//! with [`#[function]`](macro@function); one [`export_plugin!`] publishes
+//! every one of them in a table the host checks (ABI version and full type layout) before
 //! calling any of your code, then calls through directly — no serialisation,
 //! no interpreter, one indirect call.
 //!
@@ -59,7 +59,6 @@
 //! export_plugin! {
 //!     name: "math",
 //!     instance: Calls,
-//!     functions: [add, divide, next, count],
 //! }
 //! # fn main() {}
 //! ```
@@ -170,32 +169,37 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        descriptor, hints, param, state, FunctionDef, Handler, InstanceOf, Output, PluginDef,
-        ViaCode, ViaIntoOutput,
+        descriptor, hints, param, registered, state, FunctionDef, FunctionTable, Handler,
+        InstanceOf, Output, PluginDef, Registration, ViaCode, ViaIntoOutput,
+        SPEAR_PLUGIN_FUNCTIONS,
     };
     pub use crate::IntoOutput;
+    pub use linkme;
 }
 
-/// Publishes a plugin: its name, optional version and instance type, and its
-/// functions, in the order given.
+/// Publishes a plugin: its name, optional version and instance type.
 ///
 /// ```ignore
 /// export_plugin! {
 ///     name: "math",                 // required
 ///     version: "1.2.0",             // default: the crate's version
 ///     instance: Calls,              // default: `()` (no state)
-///     functions: [add, divide],     // each marked #[function]
 /// }
 /// ```
+///
+/// Its functions are every `#[function]` linked into the library, sorted by
+/// name: a function is named once, where it is written. An explicit list,
+/// `functions: [add, divide],`, publishes those alone, in that order.
 ///
 /// Use it once per plugin crate, at the crate root.
 #[macro_export]
 macro_rules! export_plugin {
     (
-        name: $name:expr,
-        $(version: $version:expr,)?
-        $(instance: $instance:ty,)?
-        functions: [$($function:ident),* $(,)?] $(,)?
+        name: $name:expr
+        $(, version: $version:expr)?
+        $(, instance: $instance:ty)?
+        $(, functions: [$($function:ident),* $(,)?])?
+        $(,)?
     ) => {
         #[doc(hidden)]
         struct __SpearPlugin;
@@ -204,26 +208,22 @@ macro_rules! export_plugin {
             type Instance = $crate::export_plugin!(@instance $($instance)?);
             const NAME: &'static str = $name;
             const VERSION: &'static str = $crate::export_plugin!(@version $($version)?);
-            const DESCRIPTORS: &'static [$crate::ffi::FfiFunctionDesc] = &[
-                $(<$function as $crate::__private::FunctionDef>::DESCRIPTOR),*
-            ];
-            const HANDLERS: &'static [$crate::__private::Handler] = &[
-                $(<$function as $crate::__private::FunctionDef>::call),*
-            ];
-            const HINTS: &'static [$crate::ffi::FfiFunctionHints] = &[
-                $(<$function as $crate::__private::FunctionDef>::HINTS),*
-            ];
+            fn functions() -> &'static $crate::__private::FunctionTable {
+                $crate::export_plugin!(@table $([$($function),*])?)
+            }
         }
-
-        // Every function's state is the instance type.
-        const _: fn() = || {
-            $( $function::__check_instance::<<__SpearPlugin as $crate::__private::PluginDef>::Instance>(); )*
-        };
 
         #[doc(hidden)]
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static __SPEAR_PLUGIN_HEADER: $crate::ffi::abi::LibHeader =
             $crate::ffi::lib_header::<__SpearPlugin>();
+
+        #[doc(hidden)]
+        #[export_name = "spear_plugin_panic_probe"]
+        pub extern "C" fn __spear_plugin_panic_probe(
+        ) -> $crate::ffi::abi::RResult<(), $crate::ffi::FfiError> {
+            $crate::ffi::panic_probe()
+        }
 
         $crate::__count_allocations!();
     };
@@ -231,4 +231,13 @@ macro_rules! export_plugin {
     (@instance $instance:ty) => { $instance };
     (@version) => { env!("CARGO_PKG_VERSION") };
     (@version $version:expr) => { $version };
+    (@table) => { $crate::__private::registered() };
+    (@table [$($function:ident),*]) => {{
+        static TABLE: $crate::__private::FunctionTable = $crate::__private::FunctionTable {
+            descriptors: &[$(<$function as $crate::__private::FunctionDef>::DESCRIPTOR),*],
+            hints: &[$(<$function as $crate::__private::FunctionDef>::HINTS),*],
+            handlers: &[$(<$function as $crate::__private::FunctionDef>::call),*],
+        };
+        &TABLE
+    }};
 }

@@ -2,6 +2,7 @@
 //! `#[function]` and `export_plugin!` generate the implementations.
 
 use std::any::Any;
+use std::sync::OnceLock;
 
 use abi_stable::std_types::RStr;
 
@@ -29,12 +30,55 @@ pub trait PluginDef: 'static {
     const NAME: &'static str;
     /// The plugin's version.
     const VERSION: &'static str;
-    /// The function table, in dispatch order.
-    const DESCRIPTORS: &'static [FfiFunctionDesc];
-    /// The handlers, index for index with `DESCRIPTORS`.
-    const HANDLERS: &'static [Handler];
-    /// How each may be run, index for index with `DESCRIPTORS`.
-    const HINTS: &'static [FfiFunctionHints];
+    /// The function table: every `#[function]` of the library, or the list
+    /// `export_plugin!` was given.
+    fn functions() -> &'static FunctionTable;
+}
+
+/// A plugin's functions, in dispatch order: a call names one by its index.
+#[derive(Debug)]
+pub struct FunctionTable {
+    /// The table entries the host reads.
+    pub descriptors: &'static [FfiFunctionDesc],
+    /// How each may be run, index for index with `descriptors`.
+    pub hints: &'static [FfiFunctionHints],
+    /// The handlers, index for index with `descriptors`.
+    pub handlers: &'static [Handler],
+}
+
+/// What each `#[function]` adds to [`SPEAR_PLUGIN_FUNCTIONS`].
+#[derive(Debug)]
+pub struct Registration {
+    /// Its table entry.
+    pub descriptor: FfiFunctionDesc,
+    /// How the host may run it.
+    pub hints: FfiFunctionHints,
+    /// How the dispatcher calls it.
+    pub handler: Handler,
+}
+
+/// Every `#[function]` linked into the library, gathered by the linker
+/// (a section per slice, no constructors: nothing runs at load time).
+#[linkme::distributed_slice]
+pub static SPEAR_PLUGIN_FUNCTIONS: [Registration];
+
+/// The table of every registered function, sorted by name so that it does
+/// not depend on link order. Built once, on the first call.
+pub fn registered() -> &'static FunctionTable {
+    static TABLE: OnceLock<FunctionTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut entries: Vec<&Registration> = SPEAR_PLUGIN_FUNCTIONS.iter().collect();
+        entries.sort_by(|a, b| a.descriptor.name.as_str().cmp(b.descriptor.name.as_str()));
+        FunctionTable {
+            descriptors: entries
+                .iter()
+                .map(|r| r.descriptor)
+                .collect::<Vec<_>>()
+                .leak(),
+            hints: entries.iter().map(|r| r.hints).collect::<Vec<_>>().leak(),
+            handlers: entries.iter().map(|r| r.handler).collect::<Vec<_>>().leak(),
+        }
+    })
 }
 
 /// Builds a table entry at compile time.

@@ -13,7 +13,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 
-/// Registers a function for `export_plugin!`.
+/// Registers a function: the library `export_plugin!` builds offers it.
 ///
 /// Arguments (all optional): `stream` marks a streaming function;
 /// `blocking` keeps it off the host's inline tier (it may block or
@@ -139,20 +139,20 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
     let stream = args.stream;
     let blocking = args.blocking;
     let vis = &func.vis;
-    // `export_plugin!` calls this with its instance type, so a function
-    // whose state is another type is a compile error there, not a failure
-    // of every call at run time.
-    let state_check = match &state_type {
-        Some(ty) => quote_spanned! {ty.span()=>
-            #[doc(hidden)]
-            pub fn __check_instance<I: ::spear_plugin_sdk::__private::InstanceOf<#ty>>() {}
-        },
-        None => quote! {
-            #[doc(hidden)]
-            pub fn __check_instance<I>() {}
-        },
-    };
-
+    // A function whose state is not the plugin's instance type is a
+    // compile error, pointing at the type, not a failure of every call.
+    // Checked against the crate's `export_plugin!`; left out of test builds,
+    // where functions are called through `MockCall` with any state (whose
+    // mismatch is still an `instance_type` error there).
+    let state_check = state_type.as_ref().map(|ty| {
+        quote_spanned! {ty.span()=>
+            #[cfg(not(test))]
+            const _: fn() = || {
+                fn instance_is<I: ::spear_plugin_sdk::__private::InstanceOf<#ty>>() {}
+                instance_is::<<crate::__SpearPlugin as ::spear_plugin_sdk::__private::PluginDef>::Instance>();
+            };
+        }
+    });
     Ok(quote! {
         #func
 
@@ -162,9 +162,19 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
             _private: (),
         }
 
-        impl #ident {
-            #state_check
-        }
+        #state_check
+
+        // Registered where it is written: export_plugin! need not list it.
+        const _: () = {
+            #[::spear_plugin_sdk::__private::linkme::distributed_slice(::spear_plugin_sdk::__private::SPEAR_PLUGIN_FUNCTIONS)]
+            #[linkme(crate = ::spear_plugin_sdk::__private::linkme)]
+            static REGISTRATION: ::spear_plugin_sdk::__private::Registration =
+                ::spear_plugin_sdk::__private::Registration {
+                    descriptor: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::DESCRIPTOR,
+                    hints: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::HINTS,
+                    handler: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::call,
+                };
+        };
 
         impl ::spear_plugin_sdk::__private::FunctionDef for #ident {
             const DESCRIPTOR: ::spear_plugin_sdk::ffi::FfiFunctionDesc =

@@ -35,12 +35,12 @@ fn build_module<P: PluginDef>() -> PluginModRef {
         sdk_version: RStr::from_str(crate::SDK_VERSION),
         name: RStr::from_str(P::NAME),
         version: RStr::from_str(P::VERSION),
-        functions: RSlice::from_slice(P::DESCRIPTORS),
+        functions: RSlice::from_slice(P::functions().descriptors),
         new_instance: new_instance_fn_wrapper::<P>,
         drop_instance: drop_instance_fn_wrapper::<P>,
         call: call_fn_wrapper::<P>,
         #[cfg(not(feature = "abi-previous-fixture"))]
-        function_hints: RSlice::from_slice(P::HINTS),
+        function_hints: RSlice::from_slice(P::functions().hints),
         #[cfg(feature = "abi-next-fixture")]
         next_fixture_field: 0,
     }
@@ -88,13 +88,14 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
     let state: &mut P::Instance = unsafe { &mut *instance.0.cast::<P::Instance>() };
     super::alloc::begin_call();
     guarded(|| {
-        let handler = P::HANDLERS.get(function as usize).ok_or_else(|| {
+        let handlers = P::functions().handlers;
+        let handler = handlers.get(function as usize).ok_or_else(|| {
             PluginError::new(
                 "no_such_function",
                 format!(
                     "plugin `{}` has no function number {function} (it has {})",
                     P::NAME,
-                    P::HANDLERS.len()
+                    handlers.len()
                 ),
             )
         })?;
@@ -104,6 +105,21 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
         let ctx = unsafe { Context::new(ctx) };
         let value = handler(state as &mut dyn Any, &ctx)?;
         Ok(FfiValue::from(value))
+    })
+}
+
+/// The symbol under which a plugin exports its panic-barrier probe
+/// (`extern "C" fn() -> RResult<(), FfiError>`, from `export_plugin!`).
+pub const PANIC_PROBE_SYMBOL: &str = "spear_plugin_panic_probe";
+
+/// Panics inside the plugin's own panic barrier, for `spearlet plugin
+/// check`. Returns the `panic` error the barrier makes of it; in a library
+/// built with `panic = "abort"` it never returns (the process aborts),
+/// which is what the probe is for: such a plugin would take its host down
+/// with its first panic.
+pub extern "C" fn panic_probe() -> RResult<(), FfiError> {
+    guarded(|| -> Result<(), PluginError> {
+        panic!("spearlet panic-barrier probe: a panic the SDK must catch")
     })
 }
 

@@ -25,8 +25,11 @@ pub(crate) mod testing;
 mod types;
 
 pub use alloc::{alloc_stats, CountingAllocator, FfiAllocStats, ALLOC_STATS_SYMBOL};
-pub use export::lib_header;
-pub use root::{init_root_module, PluginMod, PluginModRef, ABI_VERSION, ROOT_MODULE_SYMBOL};
+pub use export::{lib_header, panic_probe, PANIC_PROBE_SYMBOL};
+pub use root::{
+    init_root_module, provided_fields, AbiMinor, PluginMod, PluginModRef, ABI_MINORS, ABI_VERSION,
+    ROOT_MODULE_SYMBOL,
+};
 pub use types::{
     FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind, FfiInstance,
     FfiKv, FfiLogLevel, FfiParam, FfiSink, FfiValue, FfiValueRef,

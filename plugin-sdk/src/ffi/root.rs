@@ -81,6 +81,41 @@ pub struct PluginMod {
     pub next_fixture_field: u64,
 }
 
+/// One minor version of ABI 1: the root-module fields a plugin of that
+/// version has, and what the version added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbiMinor {
+    /// The version, `1.<minor>`.
+    pub version: &'static str,
+    /// Root-module fields a plugin of this version provides, at least.
+    pub fields: usize,
+    /// What it added, as a host would miss it.
+    pub added: &'static str,
+}
+
+/// Every 1.x version a host built with this SDK accepts, oldest first.
+pub const ABI_MINORS: &[AbiMinor] = &[
+    AbiMinor {
+        version: "1.0",
+        fields: 7,
+        added: "the function table and its entry points",
+    },
+    AbiMinor {
+        version: "1.1",
+        fields: 8,
+        added: "function_hints (e.g. `#[function(blocking)]`)",
+    },
+];
+
+/// How many root-module fields the library behind `module` provides (its
+/// own metadata says; fields it predates are not counted).
+pub fn provided_fields(module: PluginModRef) -> usize {
+    let access = module.0.field_accessibility();
+    (0..64)
+        .take_while(|&i| access.at(i).is_accessible())
+        .count()
+}
+
 /// Fields of the current [`PluginMod`].
 #[cfg(not(any(feature = "abi-next-fixture", feature = "abi-previous-fixture")))]
 const CURRENT_FIELDS: usize = 8;

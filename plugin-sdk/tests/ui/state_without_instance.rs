@@ -17,7 +17,6 @@ fn next(counter: &mut Counter) -> i64 {
 
 export_plugin! {
     name: "forgetful",
-    functions: [next],
 }
 
 fn main() {}

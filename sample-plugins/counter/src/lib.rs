@@ -23,5 +23,4 @@ fn next(calls: &mut Calls) -> i64 {
 export_plugin! {
     name: "counter",
     instance: Calls,
-    functions: [next],
 }

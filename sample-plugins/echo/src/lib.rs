@@ -21,5 +21,4 @@ fn nop() {}
 
 export_plugin! {
     name: "echo",
-    functions: [echo, upper, nop],
 }

@@ -34,5 +34,4 @@ fn flaky(failures: &mut Failures, fail_times: i64) -> Result<String, PluginError
 export_plugin! {
     name: "faulty",
     instance: Failures,
-    functions: [panic, flaky],
 }

@@ -23,5 +23,4 @@ fn divide(a: f64, b: f64) -> Result<f64, PluginError> {
 
 export_plugin! {
     name: "math",
-    functions: [add, divide],
 }

@@ -31,5 +31,4 @@ fn sleep(ctx: &Context, ms: i64) -> Result<String, PluginError> {
 
 export_plugin! {
     name: "sleepy",
-    functions: [sleep],
 }

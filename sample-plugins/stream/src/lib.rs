@@ -23,5 +23,4 @@ fn count(ctx: &Context, n: i64) -> Result<(), PluginError> {
 
 export_plugin! {
     name: "stream",
-    functions: [count],
 }

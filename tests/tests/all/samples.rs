@@ -8,15 +8,17 @@ use spearlet_test_artifacts::Artifact;
 
 use crate::helpers::{call, call_with, instance, load, Collect};
 
+/// The samples name no functions in `export_plugin!`: every `#[function]`
+/// is published, sorted by name.
 #[test]
 fn every_sample_loads_with_its_function_table() {
     let expected: [(Artifact, &str, &[&str]); 6] = [
-        (Artifact::Echo, "echo", &["echo", "upper", "nop"]),
+        (Artifact::Echo, "echo", &["echo", "nop", "upper"]),
         (Artifact::Math, "math", &["add", "divide"]),
         (Artifact::Counter, "counter", &["next"]),
         (Artifact::Stream, "stream", &["count"]),
         (Artifact::Sleepy, "sleepy", &["sleep"]),
-        (Artifact::Faulty, "faulty", &["panic", "flaky"]),
+        (Artifact::Faulty, "faulty", &["flaky", "panic"]),
     ];
     for (artifact, name, functions) in expected {
         let plugin = load(artifact);
@@ -27,6 +29,14 @@ fn every_sample_loads_with_its_function_table() {
         let names: Vec<&str> = plugin.functions().iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, functions, "{name}'s function table");
     }
+}
+
+/// A plugin that lists its functions publishes those, in its order.
+#[test]
+fn listed_functions_keep_their_order() {
+    let plugin = load(Artifact::Versioned1);
+    let names: Vec<&str> = plugin.functions().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["version", "hold"]);
 }
 
 #[test]
