@@ -94,16 +94,19 @@ enum PluginCommand {
     /// check) is reported, not fatal.
     Inspect(inspect::InspectArgs),
     /// Run plugin files through the host's checks, without a server, and
-    /// report each check pass or fail with its reason: the library loads
-    /// (sha256, ELF, dependencies, ABI and root-module layout), its function
-    /// table reads, an instance is created and dropped with an empty
-    /// configuration, functions called without their required parameters
-    /// answer `invalid_argument`, and 1,000 instance create/drop cycles do not
-    /// grow memory.
+    /// report each check pass, fail or skip with its reason: constructors
+    /// beyond the Rust runtime's are flagged, the library loads (sha256,
+    /// ELF, dependencies, ABI and root-module layout), its root module has
+    /// the fields of every ABI version it claims, its function table reads,
+    /// an instance is created and dropped with an empty configuration,
+    /// functions called without their required parameters answer
+    /// `invalid_argument`, a panic comes back as an error, stream functions
+    /// stop within 2 s of cancellation, and 1,000 instance create/drop
+    /// cycles do not grow memory.
     ///
     /// Each file is checked in a child process, so a library that crashes or
-    /// hangs while loading gets a verdict. The exit status is 0 only when
-    /// every check of every file passes (else 2).
+    /// hangs gets a verdict naming the check. The exit status is 0 only when
+    /// no check of any file fails (else 2).
     Check(check::CheckArgs),
     /// Create a plugin crate (in `./NAME`) that builds, tests with
     /// `MockCall` and passes `plugin check` as it is, with the lean release

@@ -111,10 +111,17 @@ pub struct Plugin {
     /// The plugin's memory counter (SDK feature `alloc-stats`), if it
     /// exports one: read after each call, on the thread that made it.
     pub(super) alloc_stats: Option<AllocStatsFn>,
+    /// The SDK's panic-barrier probe, if the plugin exports it.
+    panic_probe: Option<PanicProbeFn>,
+    /// Root-module fields the library provides (see `ABI_MINORS`).
+    root_fields: usize,
 }
 
 /// What a plugin exports as `spear_plugin_alloc_stats`.
 pub(super) type AllocStatsFn = extern "C" fn() -> spear_plugin_sdk::ffi::FfiAllocStats;
+
+/// What a plugin exports as `spear_plugin_panic_probe`.
+type PanicProbeFn = extern "C" fn() -> RResult<(), spear_plugin_sdk::ffi::FfiError>;
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -264,7 +271,15 @@ impl Plugin {
             functions,
             by_name,
             call: module.call(),
-            alloc_stats: alloc_stats_fn(&file.loader_path()),
+            alloc_stats: optional_symbol::<AllocStatsFn>(
+                &file.loader_path(),
+                spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL,
+            ),
+            panic_probe: optional_symbol::<PanicProbeFn>(
+                &file.loader_path(),
+                spear_plugin_sdk::ffi::PANIC_PROBE_SYMBOL,
+            ),
+            root_fields: spear_plugin_sdk::ffi::provided_fields(module),
             module,
         })
     }
@@ -276,6 +291,36 @@ impl Plugin {
         self.alloc_stats.map(|read| {
             let stats = read();
             (stats.allocated, stats.peak)
+        })
+    }
+
+    /// Root-module fields the library provides: which 1.x versions' fields
+    /// it has (see `spear_plugin_sdk::ffi::ABI_MINORS`).
+    pub fn root_fields(&self) -> usize {
+        self.root_fields
+    }
+
+    /// Panics inside the plugin's panic barrier (the SDK's probe) and says
+    /// what came back: `Ok` is the barrier's `panic` error, as it should
+    /// be. `None` when the plugin exports no probe (hand-written, or built
+    /// before the SDK had one). A library built with `panic = "abort"`
+    /// aborts the process here: call it only where that is the verdict
+    /// (`spearlet plugin check`'s child process).
+    pub fn probe_panic_barrier(&self) -> Option<std::result::Result<String, String>> {
+        let probe = self.panic_probe?;
+        Some(match probe() {
+            RResult::RErr(e) => {
+                let e = spear_plugin_sdk::PluginError::from(e);
+                if e.code == spear_plugin_sdk::PluginError::PANIC {
+                    Ok(e.message)
+                } else {
+                    Err(format!(
+                        "the probe answered `{}` instead of `panic`: {}",
+                        e.code, e.message
+                    ))
+                }
+            }
+            RResult::ROk(()) => Err("the probe returned without its panic".to_owned()),
         })
     }
 
@@ -380,14 +425,15 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
 /// dlopen only takes another reference, which is kept like the first: a
 /// library is never unloaded); a plugin without the symbol reports no
 /// memory.
-fn alloc_stats_fn(loader_path: &Path) -> Option<AllocStatsFn> {
+fn optional_symbol<F: Copy>(loader_path: &Path, symbol: &str) -> Option<F> {
     use spear_plugin_sdk::ffi::abi::RawLibrary;
     let library = RawLibrary::load_at(loader_path).ok()?;
-    let name = format!("{}\0", spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL);
-    // SAFETY: the SDK exports this symbol (under this name, only from
-    // `export_plugin!`) as `extern "C" fn() -> FfiAllocStats`, the type it
-    // is read as; the library stays loaded for the life of the process.
-    let symbol = unsafe { library.get::<AllocStatsFn>(name.as_bytes()) }.ok()?;
+    let name = format!("{symbol}\0");
+    // SAFETY: the SDK exports these symbols (under these names, only from
+    // `export_plugin!`) with exactly the function types the callers read
+    // them as (`AllocStatsFn`, `PanicProbeFn`); the library stays loaded
+    // for the life of the process.
+    let symbol = unsafe { library.get::<F>(name.as_bytes()) }.ok()?;
     let function = *symbol;
     std::mem::forget(library);
     Some(function)

@@ -28,12 +28,14 @@
 //! a changed artifact must come from a new path.
 
 mod call;
+mod constructors;
 mod elf;
 mod instance;
 mod library;
 mod verified;
 
 pub use call::{CallRequest, CallSink, NullSink};
+pub use constructors::{constructors, Constructor, RUNTIME_CONSTRUCTOR_COUNT};
 pub use elf::Dependencies;
 pub use instance::PluginInstance;
 pub use library::{FunctionHandle, FunctionInfo, FunctionKind, Plugin};

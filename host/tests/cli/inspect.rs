@@ -207,6 +207,31 @@ fn plugin_check_passes_every_sample_and_fails_every_refusal_with_its_reason() {
     assert!(out.status.success(), "{shown}");
     assert_eq!(shown.matches("PASS  ").count(), samples.len(), "{shown}");
     assert!(!shown.contains("FAIL"), "{shown}");
+    for check in [
+        "constructors",
+        "loads",
+        "abi",
+        "function table",
+        "instance",
+        "missing parameters",
+        "panic barrier",
+        "instance churn",
+    ] {
+        assert_eq!(
+            shown.matches(&format!("ok   {check:<20} ")).count(),
+            samples.len(),
+            "{check}: {shown}"
+        );
+    }
+    assert!(
+        shown.contains("ok   stream cancel        count: stopped"),
+        "the stream sample stops when cancelled: {shown}"
+    );
+    assert!(
+        shown.contains("declares 1.0.0; this host is")
+            && shown.contains("1.1: predates it (function_hints"),
+        "the previous ABI's plugin is checked against each version: {shown}"
+    );
 
     for (fixture, reason) in [
         (Artifact::NoRoot, "no_root_module"),
@@ -225,10 +250,21 @@ fn plugin_check_passes_every_sample_and_fails_every_refusal_with_its_reason() {
             "{fixture:?}: {shown}"
         );
     }
+
+    let out = spearlet(&["plugin", "check", path(Artifact::Echo), "--format", "junit"]);
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.starts_with("<?xml") && shown.contains("failures=\"0\" skipped=\"1\""),
+        "{shown}"
+    );
 }
 
+/// The hostile fixture carries a constructor of its own and a stream that
+/// ignores cancellation; its environment variable makes the constructor
+/// abort, hang, or install a panic hook that aborts.
 #[test]
-fn plugin_check_survives_a_library_that_aborts_or_hangs_while_loading() {
+fn plugin_check_names_what_a_hostile_library_does_and_survives_it() {
     let hostile = path(Artifact::HostileConstructor);
     let check = |mode: &str, extra: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_spearlet"))
@@ -239,23 +275,48 @@ fn plugin_check_survives_a_library_that_aborts_or_hangs_while_loading() {
             .unwrap();
         (out.status.code(), text(&out.stdout))
     };
+    let (code, shown) = check("none", &[]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(
+        shown.contains("FAIL constructors         runs code at load time"),
+        "its own constructor is flagged: {shown}"
+    );
+    assert!(
+        shown.contains("FAIL stream cancel        deaf: still running"),
+        "{shown}"
+    );
+    assert!(shown.contains("ok   loads"), "{shown}");
+
     let (code, shown) = check("abort", &[]);
     assert_eq!(code, Some(2), "{shown}");
-    assert!(shown.contains("crashed or aborted"), "{shown}");
+    assert!(
+        shown.contains("FAIL loads") && shown.contains("crashed or aborted"),
+        "{shown}"
+    );
     // A bound, not a synchronisation: the verdict for a hang is the timeout.
     let (code, shown) = check("hang", &["--timeout", "1s"]);
     assert_eq!(code, Some(2), "{shown}");
     assert!(shown.contains("did not finish loading"), "{shown}");
-    let (code, shown) = check("none", &["--format", "junit"]);
-    assert_eq!(code, Some(0), "{shown}");
+
+    let (code, shown) = check("abort-on-panic", &[]);
+    assert_eq!(code, Some(2), "{shown}");
     assert!(
-        shown.starts_with("<?xml") && shown.contains("failures=\"0\""),
+        shown.contains("FAIL panic barrier") && shown.contains("killed the process (signal 6)"),
         "{shown}"
     );
+
     let (code, shown) = check("abort", &["--format", "json"]);
     assert_eq!(code, Some(2));
     let reports: serde_json::Value = serde_json::from_str(&shown).unwrap();
-    assert_eq!(reports[0]["outcomes"][0]["passed"], false);
+    let outcomes = reports[0]["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes[0]["check"], "constructors");
+    assert_eq!(outcomes[1]["check"], "loads");
+    assert_eq!(outcomes[1]["verdict"], "fail");
+    assert_eq!(outcomes[1]["passed"], false);
+
+    let (code, shown) = check("none", &["--format", "junit"]);
+    assert_eq!(code, Some(2));
+    assert!(shown.contains("failures=\"2\""), "{shown}");
 }
 
 /// `plugin new` makes a crate that builds and passes `plugin check`. It is

@@ -5,19 +5,24 @@
 //! with a hidden subcommand), because loading a library runs its ELF
 //! constructors before any check can: a library that crashes, aborts or
 //! hangs while loading yields a verdict, bounded by `--timeout`, instead of
-//! taking the tool down.
+//! taking the tool down. The child reports each check as it goes, so a
+//! check that kills it (a panic in a library built with `panic = "abort"`)
+//! is named in the verdict.
 
-use std::fmt::Write as _;
-use std::io::Read as _;
+mod checks;
+mod report;
+mod stream;
+
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::AtomicBool;
+use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
-use spearlet::loader::{CallRequest, Plugin, PluginInstance};
+
+use report::{Outcome, Report};
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -43,27 +48,6 @@ enum Format {
     Junit,
 }
 
-/// One check's outcome.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Outcome {
-    check: String,
-    passed: bool,
-    detail: String,
-}
-
-/// A file's report.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Report {
-    file: String,
-    outcomes: Vec<Outcome>,
-}
-
-impl Report {
-    fn passed(&self) -> bool {
-        !self.outcomes.is_empty() && self.outcomes.iter().all(|o| o.passed)
-    }
-}
-
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let reports: Vec<Report> = args
         .files
@@ -71,9 +55,9 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         .map(|file| check_in_child(file, args.timeout))
         .collect::<anyhow::Result<_>>()?;
     let shown = match args.format {
-        Format::Text => text(&reports),
+        Format::Text => report::text(&reports),
         Format::Json => serde_json::to_string_pretty(&reports)? + "\n",
-        Format::Junit => junit(&reports),
+        Format::Junit => report::junit(&reports),
     };
     print!("{shown}");
     Ok(if reports.iter().all(Report::passed) {
@@ -83,16 +67,34 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// The hidden subcommand the child runs: checks one file, prints its
-/// report as JSON.
+/// What the child prints, one JSON line each, as the checks go: the parent
+/// still knows which check was running if the plugin kills the child.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ChildLine {
+    Begin(String),
+    Outcome(Outcome),
+}
+
+/// The hidden subcommand the child runs: checks one file, reporting as it
+/// goes.
 pub fn run_child(file: &Path) -> anyhow::Result<ExitCode> {
-    let report = check_here(file);
-    println!("{}", serde_json::to_string(&report)?);
+    let print = |line: &ChildLine| {
+        // One line per write: stdout is line-buffered, so each reaches the
+        // parent before the next check can kill this process.
+        if let Ok(json) = serde_json::to_string(line) {
+            println!("{json}");
+        }
+    };
+    checks::check_file(
+        file,
+        &mut |check| print(&ChildLine::Begin(check.to_owned())),
+        &mut |outcome| print(&ChildLine::Outcome(outcome)),
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn check_in_child(file: &Path, timeout: Duration) -> anyhow::Result<Report> {
-    let name = file.display().to_string();
     let mut child = Command::new(std::env::current_exe().context("where this binary is")?)
         .args(["plugin", "__check-one"])
         .arg(file)
@@ -102,246 +104,65 @@ fn check_in_child(file: &Path, timeout: Duration) -> anyhow::Result<Report> {
         .stderr(Stdio::null())
         .spawn()
         .context("cannot start the checking process")?;
-    let mut stdout = child.stdout.take().context("the child's output")?;
+    let stdout = child.stdout.take().context("the child's output")?;
     let reader = std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = stdout.read_to_string(&mut out);
-        out
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| serde_json::from_str::<ChildLine>(&line).ok())
+            .collect::<Vec<_>>()
     });
     let status = super::child::wait_bounded(&mut child, timeout)?;
-    let out = reader.join().unwrap_or_default();
-    let verdict = |detail: String| Report {
-        file: name.clone(),
-        outcomes: vec![Outcome {
-            check: "loads".to_owned(),
-            passed: false,
-            detail,
-        }],
-    };
-    Ok(match status {
-        None => verdict(format!(
-            "the library did not finish loading and checking within {timeout:?} (a constructor that hangs?)"
-        )),
-        Some(status) => match out.lines().last().map(serde_json::from_str::<Report>) {
-            Some(Ok(report)) => report,
-            _ => {
-                use std::os::unix::process::ExitStatusExt;
-                verdict(match status.signal() {
-                    Some(signal) => format!(
-                        "the library killed the checking process (signal {signal}) while loading or running: it crashed or aborted"
-                    ),
-                    None => format!("the checking process failed ({status}) before it could report"),
-                })
+    let lines = reader.join().unwrap_or_default();
+    let mut outcomes = Vec::new();
+    let mut running: Option<String> = None;
+    for line in lines {
+        match line {
+            ChildLine::Begin(check) => running = Some(check),
+            ChildLine::Outcome(outcome) => {
+                if running.as_deref() == Some(outcome.check.as_str()) {
+                    running = None;
+                }
+                outcomes.push(outcome);
             }
-        },
+        }
+    }
+    let ended_well = status.is_some_and(|s| s.success());
+    if !ended_well {
+        let check = running.unwrap_or_else(|| "loads".to_owned());
+        let detail = died(&check, status, timeout);
+        outcomes.push(Outcome::judged(&check, false, detail));
+    }
+    Ok(Report {
+        file: file.display().to_string(),
+        outcomes,
     })
 }
 
-/// The checks, in this process (the child).
-fn check_here(file: &Path) -> Report {
-    let mut outcomes = Vec::new();
-    let mut pass = |check: &str, passed: bool, detail: String| {
-        outcomes.push(Outcome {
-            check: check.to_owned(),
-            passed,
-            detail,
-        });
-    };
-    let plugin = match Plugin::load_verified(file, None) {
-        Ok(plugin) => plugin,
-        Err(e) => {
-            pass("loads", false, format!("{}: {e}", e.kind()));
-            return Report {
-                file: file.display().to_string(),
-                outcomes,
-            };
-        }
-    };
-    pass(
-        "loads",
-        true,
-        format!(
-            "sha256:{} verified; ELF, dependencies ({}), ABI {} and root-module layout accepted",
-            plugin.digest(),
-            plugin.needed_libraries().join(", "),
-            plugin.abi_version()
-        ),
-    );
-    let unreadable: Vec<&str> = plugin
-        .functions()
-        .iter()
-        .filter(|f| spearlet::signature::params(&f.signature).is_none())
-        .map(|f| f.name.as_str())
-        .collect();
-    pass(
-        "function table",
-        unreadable.is_empty(),
-        if unreadable.is_empty() {
+/// Why the child ended without finishing `check`.
+fn died(check: &str, status: Option<ExitStatus>, timeout: Duration) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    let Some(status) = status else {
+        return if check == "loads" {
             format!(
-                "{} function(s), unique names, readable signatures",
-                plugin.functions().len()
+                "the library did not finish loading within {timeout:?} (a constructor that hangs?)"
             )
         } else {
-            format!("signatures that cannot be read: {}", unreadable.join(", "))
-        },
-    );
-    match PluginInstance::new(&plugin, &[]) {
-        Ok(instance) => {
-            drop(instance);
-            pass(
-                "instance",
-                true,
-                "created with an empty configuration, and dropped".to_owned(),
-            );
-        }
-        Err(e) => {
-            pass("instance", false, format!("{}: {e}", e.kind()));
-            return Report {
-                file: file.display().to_string(),
-                outcomes,
-            };
-        }
-    }
-    let (ok, detail) = missing_parameters(&plugin);
-    pass("missing parameters", ok, detail);
-    let (ok, detail) = churn(&plugin);
-    pass("instance churn", ok, detail);
-    Report {
-        file: file.display().to_string(),
-        outcomes,
-    }
-}
-
-/// Every function that takes a required parameter, called without any,
-/// must answer `invalid_argument` — never run, never panic.
-fn missing_parameters(plugin: &std::sync::Arc<Plugin>) -> (bool, String) {
-    let mut problems = Vec::new();
-    let mut tried = 0;
-    for f in plugin.functions() {
-        let needs = spearlet::signature::params(&f.signature)
-            .is_some_and(|p| p.iter().any(|p| !p.optional));
-        if !needs {
-            continue;
-        }
-        tried += 1;
-        let Ok(handle) = plugin.function(&f.name) else {
-            continue;
+            format!("checking did not finish within {timeout:?}: this check was still running")
         };
-        let mut instance = match PluginInstance::new(plugin, &[]) {
-            Ok(i) => i,
-            Err(e) => return (false, format!("{}: {e}", e.kind())),
-        };
-        // Raised: a stream or loop that did start would stop at once.
-        let cancelled = AtomicBool::new(true);
-        let request = CallRequest::new("plugin-check", &cancelled);
-        match instance.call(handle, &request) {
-            Err(spearlet::Error::PluginFailed { code, .. }) if code == "invalid_argument" => {}
-            Err(e) => problems.push(format!("{}: {} ({e})", f.name, e.kind())),
-            Ok(_) => problems.push(format!("{}: ran without its parameters", f.name)),
-        }
-    }
-    if problems.is_empty() {
-        (
-            true,
-            format!(
-                "{tried} function(s) with required parameters answer invalid_argument without them"
-            ),
-        )
-    } else {
-        (false, problems.join("; "))
-    }
-}
-
-/// 1,000 instances created and dropped must not grow the process: a
-/// constructor or destructor that leaks would sink a long-running host.
-fn churn(plugin: &std::sync::Arc<Plugin>) -> (bool, String) {
-    const CYCLES: usize = 1_000;
-    const ALLOWED_GROWTH: u64 = 4 << 20;
-    // Warm up the allocator's pools first, so they do not read as growth.
-    for _ in 0..50 {
-        drop(PluginInstance::new(plugin, &[]));
-    }
-    let before = spearlet::metrics::resident_bytes();
-    for _ in 0..CYCLES {
-        if let Err(e) = PluginInstance::new(plugin, &[]) {
-            return (false, format!("{}: {e}", e.kind()));
-        }
-    }
-    let grown = spearlet::metrics::resident_bytes().saturating_sub(before);
-    (
-        grown <= ALLOWED_GROWTH,
-        format!(
-            "{CYCLES} create/drop cycles grew resident memory by {:.1} MiB (allowed {} MiB)",
-            grown as f64 / f64::from(1 << 20),
-            ALLOWED_GROWTH >> 20
-        ),
-    )
-}
-
-fn text(reports: &[Report]) -> String {
-    let mut out = String::new();
-    for r in reports {
-        let _ = writeln!(
-            out,
-            "{}  {}",
-            if r.passed() { "PASS" } else { "FAIL" },
-            r.file
-        );
-        for o in &r.outcomes {
-            let _ = writeln!(
-                out,
-                "  {} {:<20} {}",
-                if o.passed { "ok  " } else { "FAIL" },
-                o.check,
-                o.detail
-            );
-        }
-    }
-    out
-}
-
-fn junit(reports: &[Report]) -> String {
-    let escape = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
     };
-    let tests: usize = reports.iter().map(|r| r.outcomes.len()).sum();
-    let failures: usize = reports
-        .iter()
-        .map(|r| r.outcomes.iter().filter(|o| !o.passed).count())
-        .sum();
-    let mut out = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"spearlet plugin check\" tests=\"{tests}\" failures=\"{failures}\">\n"
-    );
-    for r in reports {
-        let failed = r.outcomes.iter().filter(|o| !o.passed).count();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{failed}\">",
-            escape(&r.file),
-            r.outcomes.len()
-        );
-        for o in &r.outcomes {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                escape(&r.file),
-                escape(&o.check)
-            );
-            if o.passed {
-                let _ = writeln!(out, "/>");
-            } else {
-                let _ = writeln!(
-                    out,
-                    "><failure message=\"{}\"/></testcase>",
-                    escape(&o.detail)
-                );
-            }
-        }
-        let _ = writeln!(out, "  </testsuite>");
+    match (check, status.signal()) {
+        ("loads", Some(signal)) => format!(
+            "the library killed the checking process (signal {signal}) while loading: it crashed or aborted"
+        ),
+        ("panic barrier", Some(signal)) => format!(
+            "a panic inside the plugin killed the process (signal {signal}) instead of coming \
+             back as an error: built with panic = \"abort\", or a panic hook that aborts? \
+             A host would go down with the plugin's first panic"
+        ),
+        (_, Some(signal)) => format!(
+            "the plugin killed the checking process (signal {signal}) during this check"
+        ),
+        (_, None) => format!("the checking process failed ({status}) during this check"),
     }
-    out.push_str("</testsuites>\n");
-    out
 }
