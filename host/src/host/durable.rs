@@ -93,16 +93,6 @@ pub(super) fn restore_executions(
 }
 
 impl Host {
-    async fn with_state<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&StateDb) -> Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let state = Arc::clone(&self.inner.state);
-        tokio::task::spawn_blocking(move || f(&state))
-            .await
-            .map_err(|e| Error::Internal(format!("state database writer: {e}")))?
-    }
-
     /// Records a task being created here, before anyone can see it.
     /// Replicas of other nodes' tasks are not recorded: the cluster has them.
     pub(crate) fn record_new_task(&self, task: &NewTask) -> Result<()> {
@@ -197,8 +187,8 @@ impl Host {
     /// Forgets a deleted task (loaded or dormant).
     pub(crate) async fn forget_task(&self, task_id: &str) -> Result<()> {
         self.dormant().remove(task_id);
-        let id = task_id.to_owned();
-        self.with_state(move |state| state.remove_task(&id)).await
+        // One journal `write`, here (a hand-off would cost more).
+        self.inner.state.remove_task(task_id)
     }
 
     fn dormant(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, StoredTask>> {
@@ -316,10 +306,7 @@ impl Host {
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
         };
-        if let Err(e) = self
-            .with_state(move |state| state.put_execution(&stored))
-            .await
-        {
+        if let Err(e) = self.inner.state.put_execution(&stored) {
             tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");
         }
     }
