@@ -6,10 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use spear_plugin_sdk::ffi::abi::RResult;
-use spear_plugin_sdk::ffi::abi::{lib_header_from_path, LibraryError};
 use spear_plugin_sdk::ffi::{
-    init_root_module, FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue,
-    PluginModRef, ROOT_MODULE_SYMBOL,
+    FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue, PluginModRef,
 };
 
 use super::elf;
@@ -121,7 +119,7 @@ pub struct Plugin {
 pub(super) type AllocStatsFn = extern "C" fn() -> spear_plugin_sdk::ffi::FfiAllocStats;
 
 /// What a plugin exports as `spear_plugin_panic_probe`.
-type PanicProbeFn = extern "C" fn() -> RResult<(), spear_plugin_sdk::ffi::FfiError>;
+type PanicProbeFn = extern "C" fn() -> RResult<(), FfiError>;
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -408,7 +406,7 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
             reason,
         });
     }
-    let outcome = open_root_module(&file).and_then(|(module, abi)| {
+    let outcome = super::root_module::open(&file).and_then(|(module, abi)| {
         let mut plugin = Plugin::from_module(&file, module, abi)?;
         plugin.needed = deps.needed;
         Ok(Arc::new(plugin))
@@ -421,10 +419,10 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
     outcome
 }
 
-/// The plugin's optional memory counter. The library is open already (this
-/// dlopen only takes another reference, which is kept like the first: a
-/// library is never unloaded); a plugin without the symbol reports no
-/// memory.
+/// A symbol the SDK exports besides the root module (the memory counter,
+/// the panic-barrier probe), if the plugin has it. The library is open
+/// already: this dlopen only takes another reference, kept like the first
+/// (a library is never unloaded).
 fn optional_symbol<F: Copy>(loader_path: &Path, symbol: &str) -> Option<F> {
     use spear_plugin_sdk::ffi::abi::RawLibrary;
     let library = RawLibrary::load_at(loader_path).ok()?;
@@ -437,124 +435,4 @@ fn optional_symbol<F: Copy>(loader_path: &Path, symbol: &str) -> Option<F> {
     let function = *symbol;
     std::mem::forget(library);
     Some(function)
-}
-
-/// dlopen + abi_stable's version and layout checks, with errors mapped.
-fn open_root_module(file: &VerifiedFile) -> Result<(PluginModRef, String)> {
-    let path = file.path();
-    let loader_path = file.loader_path();
-    let header =
-        lib_header_from_path(&loader_path).map_err(|e| library_error(path, &loader_path, e))?;
-    if header.layout().is_none() {
-        // Built with `CheckTypeLayout::No`: abi_stable would take the root
-        // module's layout on trust.
-        return Err(Error::LayoutUnchecked {
-            path: path.to_owned(),
-        });
-    }
-    let module = init_root_module(header).map_err(|e| library_error(path, &loader_path, e))?;
-    Ok((module, header.version_strings().version.as_str().to_owned()))
-}
-
-fn library_error(path: &Path, loader_path: &Path, err: LibraryError) -> Error {
-    let path = path.to_owned();
-    match err {
-        LibraryError::OpenError { err, .. } => Error::NotSharedLibrary {
-            reason: {
-                // dlerror names the /proc/self/fd path; the caller's path is already in the message.
-                let text = err.to_string();
-                let prefix = format!("{}: ", loader_path.display());
-                text.strip_prefix(&prefix)
-                    .map_or(text.clone(), str::to_owned)
-            },
-            path,
-        },
-        LibraryError::GetSymbolError { .. } => Error::NoRootModule {
-            path,
-            symbol: ROOT_MODULE_SYMBOL,
-        },
-        LibraryError::IncompatibleVersionNumber {
-            expected_version,
-            actual_version,
-            ..
-        } => Error::IncompatibleSdk {
-            path,
-            expected: format!("{}.x (>= {expected_version})", expected_version.major),
-            actual: actual_version.to_string(),
-        },
-        LibraryError::ParseVersionError(e) => Error::IncompatibleSdk {
-            path,
-            expected: spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
-            actual: format!("an unreadable ABI version ({e})"),
-        },
-        LibraryError::InvalidAbiHeader(found) => Error::IncompatibleSdk {
-            path,
-            expected: "a plugin built with abi_stable 0.11".to_owned(),
-            actual: format!("abi_stable header {found:?}"),
-        },
-        LibraryError::AbiInstability(details) => {
-            let details = details.to_string();
-            Error::LayoutMismatch {
-                path,
-                summary: summarize_layout_report(&details),
-                details,
-            }
-        }
-        LibraryError::InvalidCAbi { expected, found } => Error::LayoutMismatch {
-            path,
-            summary: "the C ABI differs".to_owned(),
-            details: format!("expected {expected}, found {found}"),
-        },
-        LibraryError::RootModule { err, .. } => Error::RootModuleFailed {
-            path,
-            details: err.to_string(),
-        },
-        LibraryError::Many(mut errors) if !errors.is_empty() => {
-            library_error(&path, loader_path, errors.remove(0))
-        }
-        other => Error::RootModuleFailed {
-            path,
-            details: other.to_string(),
-        },
-    }
-}
-
-/// Boils abi_stable's layout report (a page per type compared) down to its
-/// `Error:` entries, e.g. `mismatched package (expected: a, found: b)`.
-fn summarize_layout_report(report: &str) -> String {
-    let lines: Vec<&str> = report.lines().map(str::trim).collect();
-    let mut entries = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        let Some(what) = line.strip_prefix("Error:") else {
-            continue;
-        };
-        let mut entry = what.trim().to_owned();
-        let mut rest = lines[i + 1..].iter().filter(|l| !l.is_empty());
-        if let (Some(&"Expected:"), Some(expected), Some(&"Found:"), Some(found)) =
-            (rest.next(), rest.next(), rest.next(), rest.next())
-        {
-            entry.push_str(&format!(" (expected: {expected}, found: {found})"));
-        }
-        entries.push(entry);
-    }
-    if entries.is_empty() {
-        "see the full report (`spearlet plugin inspect --verbose`)".to_owned()
-    } else {
-        entries.join("; ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layout_report_is_summarised_to_its_errors() {
-        let report = "Compared <this>:\n  --- Type Layout ---\n\nError:mismatched package\nExpected:\n    spear-plugin-sdk\nFound:\n    other\n";
-        assert_eq!(
-            summarize_layout_report(report),
-            "mismatched package (expected: spear-plugin-sdk, found: other)"
-        );
-        assert!(summarize_layout_report("nothing useful").contains("--verbose"));
-    }
 }

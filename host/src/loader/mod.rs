@@ -32,6 +32,7 @@ mod constructors;
 mod elf;
 mod instance;
 mod library;
+mod root_module;
 mod verified;
 
 pub use call::{CallRequest, CallSink, NullSink};
