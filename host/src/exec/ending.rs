@@ -12,7 +12,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::records::{ExecutionError, ExecutionRecord, ExecutionStatus};
+use super::records::ExecutionRecord;
+use super::status::{ExecutionError, ExecutionStatus};
 use crate::pool::Quarantine;
 use crate::registry::Task;
 

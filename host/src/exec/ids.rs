@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
-use super::records::unix_millis;
+use super::status::unix_millis;
 
 static SEED: LazyLock<u64> = LazyLock::new(|| {
     let bytes = *uuid::Uuid::new_v4().as_bytes();

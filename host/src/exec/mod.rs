@@ -8,6 +8,7 @@ mod ending;
 mod ids;
 mod records;
 mod sink;
+mod status;
 mod store;
 
 use std::sync::Arc;
@@ -17,10 +18,8 @@ use tokio::sync::mpsc;
 
 pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
-pub use records::{
-    wall_clock, CancelOutcome, ExecutionError, ExecutionMode, ExecutionRecord, ExecutionSnapshot,
-    ExecutionStatus,
-};
+pub use records::{CancelOutcome, ExecutionRecord};
+pub use status::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 pub use store::{ExecutionQuery, ExecutionStore};
 
 /// A new unique id (UUIDv7 text), cheap enough for every execution.

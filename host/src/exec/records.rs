@@ -6,178 +6,18 @@
 //! is read once per transition, by the caller, who reuses the reading (the
 //! wall-clock times reported are derived from the monotonic ones).
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use super::counts::StatusCounts;
+use super::status::{
+    wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus,
+};
 
 use crate::Value;
-
-/// How an execution is run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExecutionMode {
-    /// The caller waits for the result.
-    Sync,
-    /// The caller gets an execution id at once and asks for the status later.
-    Async,
-    /// The caller receives the chunks the function emits.
-    Stream,
-}
-
-/// Where an execution is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ExecutionStatus {
-    /// Accepted, not started.
-    Pending,
-    /// Running on an instance.
-    Running,
-    /// Finished with a result.
-    Completed,
-    /// Finished with an error.
-    Failed,
-    /// Stopped on request.
-    Cancelled,
-    /// Stopped at its deadline.
-    Timeout,
-}
-
-impl ExecutionStatus {
-    /// Every status, in life order.
-    pub const ALL: [ExecutionStatus; 6] = [
-        ExecutionStatus::Pending,
-        ExecutionStatus::Running,
-        ExecutionStatus::Completed,
-        ExecutionStatus::Failed,
-        ExecutionStatus::Cancelled,
-        ExecutionStatus::Timeout,
-    ];
-
-    /// Whether the execution has ended.
-    pub fn is_final(self) -> bool {
-        !matches!(self, ExecutionStatus::Pending | ExecutionStatus::Running)
-    }
-
-    pub(super) fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl ExecutionStatus {
-    /// Its lowercase name (`pending`, …, `timeout`), as logs, metrics and
-    /// the stored records write it.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ExecutionStatus::Pending => "pending",
-            ExecutionStatus::Running => "running",
-            ExecutionStatus::Completed => "completed",
-            ExecutionStatus::Failed => "failed",
-            ExecutionStatus::Cancelled => "cancelled",
-            ExecutionStatus::Timeout => "timeout",
-        }
-    }
-}
-
-impl fmt::Display for ExecutionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl ExecutionMode {
-    /// Its lowercase name: `sync`, `async`, `stream`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ExecutionMode::Sync => "sync",
-            ExecutionMode::Async => "async",
-            ExecutionMode::Stream => "stream",
-        }
-    }
-}
-
-/// An error an execution ended with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExecutionError {
-    /// Machine-readable code (the plugin's, or spearlet's error kind).
-    pub code: String,
-    /// Human-readable message.
-    pub message: String,
-}
-
-impl ExecutionError {
-    /// An error with this code and message.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        ExecutionError {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// A point-in-time copy of an execution record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExecutionSnapshot {
-    /// The execution's id.
-    pub execution_id: Arc<str>,
-    /// The task it ran on.
-    pub task_id: Arc<str>,
-    /// The function called.
-    pub function: Arc<str>,
-    /// How it was run.
-    pub mode: ExecutionMode,
-    /// Its status.
-    pub status: ExecutionStatus,
-    /// The function's output, once completed.
-    pub output: Option<Value>,
-    /// The error, once failed, cancelled or timed out.
-    pub error: Option<ExecutionError>,
-    /// When it was accepted.
-    pub created_at: SystemTime,
-    /// When the function started running (first attempt).
-    pub started_at: Option<SystemTime>,
-    /// When it ended.
-    pub completed_at: Option<SystemTime>,
-    /// Time from start to end (so far, while running).
-    pub execution_time: Duration,
-    /// The instance of the last attempt, once one started.
-    pub instance_id: Option<Arc<str>>,
-    /// Attempts made (retries included).
-    pub attempts: u32,
-    /// The plugin's log lines (`LEVEL message`), oldest first.
-    pub logs: Vec<String>,
-    /// The W3C trace it belongs to.
-    pub trace_id: Option<crate::trace::TraceId>,
-    /// What the plugin allocated during the last attempt, when it counts
-    /// (SDK feature `alloc-stats`): `(bytes allocated, peak bytes live)`.
-    pub memory: Option<(u64, u64)>,
-}
-
-/// One reading of both clocks, so that a monotonic instant can be reported
-/// as wall-clock time without reading the wall clock again.
-static ANCHOR: LazyLock<(Instant, SystemTime)> =
-    LazyLock::new(|| (Instant::now(), SystemTime::now()));
-
-/// Milliseconds since the Unix epoch at a monotonic instant.
-pub(super) fn unix_millis(t: Instant) -> u64 {
-    let (mono, wall) = *ANCHOR;
-    let anchor = wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let since = t.saturating_duration_since(mono).as_millis();
-    u64::try_from(anchor + since).unwrap_or(u64::MAX)
-}
-
-/// The wall-clock time of a monotonic instant.
-pub fn wall_clock(t: Instant) -> SystemTime {
-    let (mono, wall) = *ANCHOR;
-    match t.checked_duration_since(mono) {
-        Some(after) => wall + after,
-        None => wall - mono.duration_since(t),
-    }
-}
 
 /// One execution, shared by whoever runs it and whoever asks about it.
 ///

@@ -23,7 +23,8 @@ use hashbrown::HashTable;
 
 use super::counts::{CountsSnapshot, StatusCounts};
 use super::ids;
-use super::records::{ExecutionMode, ExecutionRecord, ExecutionSnapshot, ExecutionStatus};
+use super::records::ExecutionRecord;
+use super::status::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 use crate::error::{Error, Result};
 
 /// Filters for listing executions.
