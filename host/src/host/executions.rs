@@ -1,0 +1,64 @@
+//! Asking about executions, and cancelling them.
+
+use super::Host;
+use crate::error::{Error, Result};
+use crate::exec::{
+    CancelOutcome, ExecutionError, ExecutionQuery, ExecutionSnapshot, ExecutionStatus,
+};
+
+impl Host {
+    /// An execution's current state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`].
+    pub fn execution(&self, execution_id: &str) -> Result<ExecutionSnapshot> {
+        self.inner
+            .executions
+            .get(execution_id)
+            .map(|r| r.snapshot())
+            .ok_or_else(|| Error::ExecutionNotFound {
+                execution_id: execution_id.to_owned(),
+            })
+    }
+
+    /// Asks an execution to stop: PENDING ones are cancelled at once; for
+    /// running ones the cancellation flag is raised and they end when the
+    /// plugin returns — or at once with `force` (the instance stays out of
+    /// the pool until its call returns). Returns whether the request took
+    /// effect, and the status right after it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`].
+    pub fn cancel(&self, execution_id: &str, force: bool) -> Result<(bool, ExecutionStatus)> {
+        let record =
+            self.inner
+                .executions
+                .get(execution_id)
+                .ok_or_else(|| Error::ExecutionNotFound {
+                    execution_id: execution_id.to_owned(),
+                })?;
+        let error = ExecutionError::new("cancelled", "cancelled on request");
+        Ok(match record.cancel(force, error) {
+            CancelOutcome::AlreadyEnded(status) => (false, status),
+            CancelOutcome::Cancelled => (true, ExecutionStatus::Cancelled),
+            CancelOutcome::Requested => (true, record.status()),
+        })
+    }
+
+    /// Executions matching `query`, oldest first, and whether more follow.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`] when `query.start_after` names an
+    /// execution no longer held.
+    pub fn executions(&self, query: &ExecutionQuery) -> Result<(Vec<ExecutionSnapshot>, bool)> {
+        self.inner.executions.list(query)
+    }
+
+    /// The `limit` most recent executions of a task, newest first (without logs).
+    pub fn recent_executions(&self, task_id: &str, limit: usize) -> Vec<ExecutionSnapshot> {
+        self.inner.executions.recent(task_id, limit)
+    }
+}
