@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 
 /// Serves `host` on `listener` until `shutdown` completes, then stops
-/// gracefully (see [`drain`]).
+/// gracefully (see `drain`).
 ///
 /// # Errors
 ///

@@ -105,7 +105,7 @@ mod config;
 mod context;
 mod error;
 pub mod ffi;
-#[cfg(any(feature = "json", doc))]
+#[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
 mod json;
 mod registry;
@@ -114,7 +114,7 @@ mod value;
 pub use config::{Config, Instance};
 pub use context::{Context, LogLevel};
 pub use error::{ErrorCode, PluginError};
-#[cfg(any(feature = "json", doc))]
+#[cfg(feature = "json")]
 pub use json::Json;
 pub use spear_plugin_sdk_macros::function;
 pub use value::{FromParam, IntoOutput, IntoValue, Value, ValueRef};

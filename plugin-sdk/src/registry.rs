@@ -46,7 +46,7 @@ pub struct FunctionTable {
     pub handlers: &'static [Handler],
 }
 
-/// What each `#[function]` adds to [`SPEAR_PLUGIN_FUNCTIONS`].
+/// What each `#[function]` adds to `SPEAR_PLUGIN_FUNCTIONS`.
 #[derive(Debug)]
 pub struct Registration {
     /// Its table entry.

@@ -16,7 +16,7 @@ pub struct StatusCounts {
     run_nanos: AtomicU64,
 }
 
-/// What [`StatusCounts`] say now.
+/// What `StatusCounts` say now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CountsSnapshot {
     /// Records held, by status (index: [`ExecutionStatus::ALL`]).

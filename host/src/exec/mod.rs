@@ -1,7 +1,7 @@
 //! Running an execution: in place when the function has proven short,
 //! otherwise off the async workers within its deadline; retried when
 //! retrying can help, with every attempt recorded, and always ended — by
-//! its runner, or by [`Ending`] when the runner goes away.
+//! its runner, or by `Ending` when the runner goes away.
 
 mod counts;
 mod ending;

@@ -95,7 +95,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
 /// A file spearlet owns whose content has been hashed, open.
 ///
 /// Holding the file open keeps the hashed inode alive, and
-/// [`VerifiedFile::loader_path`] names that open file rather than any
+/// `VerifiedFile::loader_path` names that open file rather than any
 /// directory entry.
 #[derive(Debug)]
 pub struct VerifiedFile {

@@ -1,11 +1,11 @@
 //! Joining a SPEAR cluster: spearlet as a client of the SMS, SPEAR's
 //! metadata server (`docs/cluster.md` describes the behaviour).
 //!
-//! - [`node`]: this process as a node of the cluster — registered when it
+//! - `node`: this process as a node of the cluster — registered when it
 //!   starts, a heartbeat every interval, deleted when it stops gracefully;
-//! - [`tasks`]: tasks created here are registered at the SMS, and ids
+//! - `tasks`: tasks created here are registered at the SMS, and ids
 //!   unknown here are looked up there;
-//! - [`publish`]: a local artifact of a registered task is uploaded once to
+//! - `publish`: a local artifact of a registered task is uploaded once to
 //!   the SMS file API, so other nodes can fetch it.
 //!
 //! The SMS's answers are translated into this crate's errors here: an SMS
