@@ -76,7 +76,7 @@ pub(super) fn restore_executions(
                 stored.error_code = error.code.clone();
                 stored.error_message = error.message.clone();
                 record.finish(ExecutionStatus::Failed, None, Some(error));
-                state.put_execution(&stored)?;
+                state.put_execution(stored)?;
             }
         }
     }
@@ -144,7 +144,7 @@ impl Host {
         };
         // One `write` to the journal, in the page cache: done here rather
         // than on a blocking thread, whose hand-off would cost more.
-        self.inner.state.put_task(&StoredTask {
+        self.inner.state.put_task(StoredTask {
             id: id.to_owned(),
             name: name.to_owned(),
             description: description.to_owned(),
@@ -279,7 +279,7 @@ impl Host {
             error_message: String::new(),
         };
         // As for tasks: one journal `write`, here.
-        self.inner.state.put_execution(&stored)
+        self.inner.state.put_execution(stored)
     }
 
     /// Records how an ASYNC execution ended (nothing while it runs on).
@@ -306,7 +306,7 @@ impl Host {
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
         };
-        if let Err(e) = self.inner.state.put_execution(&stored) {
+        if let Err(e) = self.inner.state.put_execution(stored) {
             tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");
         }
     }

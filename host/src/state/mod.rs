@@ -151,9 +151,8 @@ impl StateStore {
     /// # Errors
     ///
     /// [`Error::State`].
-    pub fn put_task(&self, task: &StoredTask) -> Result<()> {
-        self.journal
-            .append(journal::Op::PutTask { task: task.clone() })
+    pub fn put_task(&self, task: StoredTask) -> Result<()> {
+        self.journal.append(journal::Op::PutTask { task })
     }
 
     /// Forgets a task.
@@ -181,10 +180,8 @@ impl StateStore {
     /// # Errors
     ///
     /// [`Error::State`].
-    pub fn put_execution(&self, execution: &StoredExecution) -> Result<()> {
-        self.journal.append(journal::Op::PutExecution {
-            execution: execution.clone(),
-        })
+    pub fn put_execution(&self, execution: StoredExecution) -> Result<()> {
+        self.journal.append(journal::Op::PutExecution { execution })
     }
 
     /// Forgets ASYNC executions.
@@ -335,8 +332,8 @@ mod tests {
         let task = StoredTask::example("t-1");
         {
             let db = StateDb::open(dir.path()).unwrap();
-            db.put_task(&task).unwrap();
-            db.put_task(&StoredTask::example("t-2")).unwrap();
+            db.put_task(task.clone()).unwrap();
+            db.put_task(StoredTask::example("t-2")).unwrap();
             db.remove_task("t-2").unwrap();
         }
         let db = StateDb::open(dir.path()).unwrap();

@@ -151,7 +151,7 @@ async fn an_async_execution_a_crash_cut_short_is_reported_failed() {
         // What a crashed run leaves: accepted, never ended.
         let state = StateDb::open(data.path()).unwrap();
         state
-            .put_execution(&StoredExecution {
+            .put_execution(StoredExecution {
                 id: "cut-short".into(),
                 task_id: "t".into(),
                 function: "work".into(),
