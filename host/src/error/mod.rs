@@ -1,8 +1,13 @@
 //! The one error type of the `spearlet` library.
 //!
 //! Every failure a caller can act on is its own variant with structured
-//! fields; [`Error::kind`] gives each a stable snake_case name for logs, the
-//! CLI and (later) gRPC error details.
+//! fields, grouped below by where it arises (loading, calling, artifacts,
+//! the cluster, task versions and state, requests). [`Error::kind`] (in
+//! `kind.rs`) gives each a stable snake_case name for logs, the CLI and the
+//! gRPC error details; the gRPC status code of each is chosen in
+//! `api/status.rs`, the one place errors meet the wire.
+
+mod kind;
 
 use std::io;
 use std::path::PathBuf;
@@ -12,6 +17,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    // Loading a plugin: the library, its root module, its function table.
     /// The file could not be opened by the dynamic loader.
     #[error("{} is not a loadable shared library: {reason}", path.display())]
     NotSharedLibrary {
@@ -58,6 +64,17 @@ pub enum Error {
         details: String,
     },
 
+    /// The library's header opts out of abi_stable's layout check.
+    #[error(
+        "{} exports a root module without layout information (built with \
+         CheckTypeLayout::No), so its layout cannot be checked; build it with the spearlet SDK",
+        path.display()
+    )]
+    LayoutUnchecked {
+        /// The file.
+        path: PathBuf,
+    },
+
     /// The plugin's root-module constructor failed.
     #[error("{} failed to initialise its root module: {details}", path.display())]
     RootModuleFailed {
@@ -85,6 +102,28 @@ pub enum Error {
         function: String,
     },
 
+    /// Loading the library would load code spearlet did not verify: it needs
+    /// a library beyond the C runtime, or sets a library search path.
+    #[error("{} is refused: {reason}", path.display())]
+    UnverifiedDependency {
+        /// The file.
+        path: PathBuf,
+        /// Which dependency or search path, and why.
+        reason: String,
+    },
+
+    /// The loaded plugin is not the one the artifact spec names.
+    #[error("artifact declares plugin {field} `{expected}`, but the library says `{actual}`")]
+    PluginIdentityMismatch {
+        /// `name` or `version`.
+        field: &'static str,
+        /// What the spec says.
+        expected: String,
+        /// What the plugin says.
+        actual: String,
+    },
+
+    // Calling into a plugin.
     /// The plugin has no function of the requested name.
     #[error("plugin `{plugin}` has no function `{function}` (it has: {available})")]
     FunctionNotFound {
@@ -129,6 +168,7 @@ pub enum Error {
         message: String,
     },
 
+    // Artifacts: where a plugin comes from, and its integrity.
     /// The bytes' sha256 is not the one required.
     #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]
     ChecksumMismatch {
@@ -139,6 +179,19 @@ pub enum Error {
         /// The digest of the bytes (hex).
         actual: String,
     },
+
+    /// A checksum is required for this artifact and none was given.
+    #[error("artifact `{location}` needs a sha256 checksum: {reason}")]
+    ChecksumRequired {
+        /// The location given.
+        location: String,
+        /// Why it is required here.
+        reason: &'static str,
+    },
+
+    /// The checksum given is not a sha256 digest.
+    #[error(transparent)]
+    InvalidChecksum(#[from] crate::digest::ParseDigestError),
 
     /// The bytes are not a shared object this host can load.
     #[error("{} is not a loadable plugin library: {reason}", path.display())]
@@ -157,27 +210,6 @@ pub enum Error {
         path: PathBuf,
         /// What it is instead.
         kind: &'static str,
-    },
-
-    /// Loading the library would load code spearlet did not verify: it needs
-    /// a library beyond the C runtime, or sets a library search path.
-    #[error("{} is refused: {reason}", path.display())]
-    UnverifiedDependency {
-        /// The file.
-        path: PathBuf,
-        /// Which dependency or search path, and why.
-        reason: String,
-    },
-
-    /// The library's header opts out of abi_stable's layout check.
-    #[error(
-        "{} exports a root module without layout information (built with \
-         CheckTypeLayout::No), so its layout cannot be checked; build it with the spearlet SDK",
-        path.display()
-    )]
-    LayoutUnchecked {
-        /// The file.
-        path: PathBuf,
     },
 
     /// The artifact's declared type is not a native shared library.
@@ -210,19 +242,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A checksum is required for this artifact and none was given.
-    #[error("artifact `{location}` needs a sha256 checksum: {reason}")]
-    ChecksumRequired {
-        /// The location given.
-        location: String,
-        /// Why it is required here.
-        reason: &'static str,
-    },
-
-    /// The checksum given is not a sha256 digest.
-    #[error(transparent)]
-    InvalidChecksum(#[from] crate::digest::ParseDigestError),
-
     /// Downloading failed after every attempt allowed.
     #[error("downloading {url} failed after {} attempt(s): {}", attempts.len(), attempts.join("; "))]
     DownloadFailed {
@@ -243,6 +262,7 @@ pub enum Error {
         limit: u64,
     },
 
+    // The cluster (the SMS).
     /// An artifact needs the SMS file API (an `smsfile://` location to
     /// fetch, or a local file to publish to the cluster) but no SMS HTTP
     /// address is configured.
@@ -257,6 +277,38 @@ pub enum Error {
         purpose: &'static str,
     },
 
+    /// The SMS could not be reached, or did not answer in time.
+    #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
+    SmsUnavailable {
+        /// The call that failed.
+        call: crate::sms::SmsCall,
+        /// The SMS address.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The SMS answered, and refused the call.
+    #[error("the SMS at {endpoint} refused {call}: {message}")]
+    SmsRefused {
+        /// The call refused.
+        call: crate::sms::SmsCall,
+        /// The SMS address.
+        endpoint: String,
+        /// What the SMS said.
+        message: String,
+    },
+
+    /// The SMS knows the task, but this node cannot run what it registered.
+    #[error("task `{task_id}` is registered at the SMS but cannot run on this node: {reason}")]
+    TaskNotRunnableHere {
+        /// The id asked for.
+        task_id: String,
+        /// Why not.
+        reason: String,
+    },
+
+    // Task versions and the durable state.
     /// A NEW_TASK names a task whose plugin is evidently not the one the
     /// request's artifact holds: running it would run stale code.
     #[error(
@@ -327,48 +379,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// The SMS could not be reached, or did not answer in time.
-    #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
-    SmsUnavailable {
-        /// The call that failed.
-        call: crate::sms::SmsCall,
-        /// The SMS address.
-        endpoint: String,
-        /// What went wrong.
-        reason: String,
-    },
-
-    /// The SMS answered, and refused the call.
-    #[error("the SMS at {endpoint} refused {call}: {message}")]
-    SmsRefused {
-        /// The call refused.
-        call: crate::sms::SmsCall,
-        /// The SMS address.
-        endpoint: String,
-        /// What the SMS said.
-        message: String,
-    },
-
-    /// The SMS knows the task, but this node cannot run what it registered.
-    #[error("task `{task_id}` is registered at the SMS but cannot run on this node: {reason}")]
-    TaskNotRunnableHere {
-        /// The id asked for.
-        task_id: String,
-        /// Why not.
-        reason: String,
-    },
-
-    /// The loaded plugin is not the one the artifact spec names.
-    #[error("artifact declares plugin {field} `{expected}`, but the library says `{actual}`")]
-    PluginIdentityMismatch {
-        /// `name` or `version`.
-        field: &'static str,
-        /// What the spec says.
-        expected: String,
-        /// What the plugin says.
-        actual: String,
-    },
-
+    // Requests, tasks and executions.
     /// The request is malformed: a required field is missing or a value is invalid.
     #[error("invalid request: {field}: {reason}")]
     InvalidRequest {
@@ -378,16 +389,23 @@ pub enum Error {
         reason: String,
     },
 
-    /// No task has this id (locally, or in the SMS when one is configured).
-    #[error("task `{task_id}` not found (and create_if_not_exists is false)")]
-    TaskNotFound {
-        /// The id asked for.
-        task_id: String,
+    /// A parameter the client marked required has no value.
+    #[error("parameter `{name}` is marked required but has no value")]
+    MissingParameter {
+        /// The parameter.
+        name: String,
     },
 
     /// `create_if_not_exists` was set for an unknown task, without an artifact to create it from.
     #[error("task `{task_id}` does not exist and cannot be created without an artifact_spec")]
     ArtifactSpecRequired {
+        /// The id asked for.
+        task_id: String,
+    },
+
+    /// No task has this id (locally, or in the SMS when one is configured).
+    #[error("task `{task_id}` not found (and create_if_not_exists is false)")]
+    TaskNotFound {
         /// The id asked for.
         task_id: String,
     },
@@ -401,11 +419,42 @@ pub enum Error {
         existing: String,
     },
 
-    /// A parameter the client marked required has no value.
-    #[error("parameter `{name}` is marked required but has no value")]
-    MissingParameter {
-        /// The parameter.
-        name: String,
+    /// The task has executions running and the request did not force it.
+    #[error("task `{task_id}` has {running} execution(s) running; pass force to delete it anyway")]
+    TaskBusy {
+        /// The task.
+        task_id: String,
+        /// Executions in progress.
+        running: usize,
+    },
+
+    /// The task was deleted while the call waited for one of its instances.
+    #[error("task `{task_id}` was deleted; its queued executions are cancelled")]
+    TaskDeleted {
+        /// The task.
+        task_id: String,
+    },
+
+    /// No execution has this id.
+    #[error("execution `{execution_id}` not found")]
+    ExecutionNotFound {
+        /// The id asked for.
+        execution_id: String,
+    },
+
+    /// STREAM mode was asked of InvokeFunction.
+    #[error(
+        "execution_mode STREAM must be called through the StreamFunction RPC, not InvokeFunction"
+    )]
+    UseStreamFunction,
+
+    /// The call did not finish before its deadline.
+    #[error("execution `{execution_id}` timed out after {elapsed_ms} ms")]
+    DeadlineExceeded {
+        /// The execution.
+        execution_id: String,
+        /// How long it ran.
+        elapsed_ms: u64,
     },
 
     /// Every instance of the task stayed busy until the call's deadline.
@@ -417,37 +466,6 @@ pub enum Error {
         max: usize,
     },
 
-    /// The call did not finish before its deadline.
-    #[error("execution `{execution_id}` timed out after {elapsed_ms} ms")]
-    DeadlineExceeded {
-        /// The execution.
-        execution_id: String,
-        /// How long it ran.
-        elapsed_ms: u64,
-    },
-
-    /// STREAM mode was asked of InvokeFunction.
-    #[error(
-        "execution_mode STREAM must be called through the StreamFunction RPC, not InvokeFunction"
-    )]
-    UseStreamFunction,
-
-    /// No execution has this id.
-    #[error("execution `{execution_id}` not found")]
-    ExecutionNotFound {
-        /// The id asked for.
-        execution_id: String,
-    },
-
-    /// The task has executions running and the request did not force it.
-    #[error("task `{task_id}` has {running} execution(s) running; pass force to delete it anyway")]
-    TaskBusy {
-        /// The task.
-        task_id: String,
-        /// Executions in progress.
-        running: usize,
-    },
-
     /// Too many executions are waiting to run.
     #[error("{pending} executions are already pending (limit {limit}); try again later")]
     TooManyPending {
@@ -455,19 +473,6 @@ pub enum Error {
         pending: usize,
         /// The configured limit.
         limit: usize,
-    },
-
-    /// The host is shutting down and takes no new calls.
-    #[error(
-        "this spearlet is stopping and takes no new calls; try another node or try again later"
-    )]
-    HostStopping,
-
-    /// The task was deleted while the call waited for one of its instances.
-    #[error("task `{task_id}` was deleted; its queued executions are cancelled")]
-    TaskDeleted {
-        /// The task.
-        task_id: String,
     },
 
     /// Too many abandoned calls (timed out or force-cancelled, their plugins
@@ -487,6 +492,13 @@ pub enum Error {
         limit: usize,
     },
 
+    /// The host is shutting down and takes no new calls.
+    #[error(
+        "this spearlet is stopping and takes no new calls; try another node or try again later"
+    )]
+    HostStopping,
+
+    // Everything else.
     /// Something inside spearlet failed that the caller cannot fix.
     #[error("internal error: {0}")]
     Internal(String),
@@ -500,64 +512,6 @@ pub enum Error {
         #[source]
         source: Arc<io::Error>,
     },
-}
-
-impl Error {
-    /// A stable snake_case name for this kind of error.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Error::NotSharedLibrary { .. } => "not_shared_library",
-            Error::NoRootModule { .. } => "no_root_module",
-            Error::IncompatibleSdk { .. } => "incompatible_sdk",
-            Error::LayoutMismatch { .. } => "layout_mismatch",
-            Error::RootModuleFailed { .. } => "root_module_failed",
-            Error::NoFunctions { .. } => "no_functions",
-            Error::DuplicateFunction { .. } => "duplicate_function",
-            Error::FunctionNotFound { .. } => "function_not_found",
-            Error::InstanceCreation { .. } => "instance_creation",
-            Error::PluginFailed { .. } => "plugin_error",
-            Error::PluginPanicked { .. } => "plugin_panic",
-            Error::ChecksumMismatch { .. } => "checksum_mismatch",
-            Error::ArtifactFormat { .. } => "artifact_format",
-            Error::NotRegularFile { .. } => "not_regular_file",
-            Error::UnverifiedDependency { .. } => "unverified_dependency",
-            Error::LayoutUnchecked { .. } => "layout_unchecked",
-            Error::UnsupportedArtifactType { .. } => "unsupported_artifact_type",
-            Error::UnsupportedLocation { .. } => "unsupported_location",
-            Error::PermissionDenied { .. } => "permission_denied",
-            Error::ChecksumRequired { .. } => "checksum_required",
-            Error::InvalidChecksum(_) => "invalid_checksum",
-            Error::DownloadFailed { .. } => "download_failed",
-            Error::ArtifactTooLarge { .. } => "artifact_too_large",
-            Error::SmsNotConfigured { .. } => "sms_not_configured",
-            Error::SmsUnavailable { .. } => "sms_unavailable",
-            Error::FunctionsRemoved { .. } => "functions_removed",
-            Error::StaleArtifact { .. } => "stale_artifact",
-            Error::StateSchema { .. } => "state_schema",
-            Error::State { .. } => "state",
-            Error::NoPreviousVersion { .. } => "no_previous_version",
-            Error::TaskChanged { .. } => "task_changed",
-            Error::SmsRefused { .. } => "sms_refused",
-            Error::TaskNotRunnableHere { .. } => "task_not_runnable_here",
-            Error::PluginIdentityMismatch { .. } => "plugin_identity_mismatch",
-            Error::InvalidRequest { .. } => "invalid_request",
-            Error::TaskNotFound { .. } => "task_not_found",
-            Error::ArtifactSpecRequired { .. } => "artifact_spec_required",
-            Error::TaskNameTaken { .. } => "task_name_taken",
-            Error::MissingParameter { .. } => "missing_parameter",
-            Error::PoolExhausted { .. } => "pool_exhausted",
-            Error::DeadlineExceeded { .. } => "deadline_exceeded",
-            Error::UseStreamFunction => "use_stream_function",
-            Error::ExecutionNotFound { .. } => "execution_not_found",
-            Error::TaskBusy { .. } => "task_busy",
-            Error::TooManyPending { .. } => "too_many_pending",
-            Error::TaskDeleted { .. } => "task_deleted",
-            Error::HostStopping => "host_stopping",
-            Error::QuarantineFull { .. } => "quarantine_full",
-            Error::Internal(_) => "internal",
-            Error::Io { .. } => "io",
-        }
-    }
 }
 
 impl Error {
