@@ -225,17 +225,18 @@ impl Task {
         }
     }
 
-    /// Records how an execution of `function` ended, how long after its
-    /// acceptance, and when (a clock reading the caller has).
+    /// Records how `record`, an execution of `function`, ended with
+    /// `status` at `at` (a clock reading the caller has), and so how long
+    /// after its acceptance.
     pub(crate) fn record_outcome(
         &self,
         function: FunctionHandle,
-        mode: crate::exec::ExecutionMode,
+        record: &crate::exec::ExecutionRecord,
         status: ExecutionStatus,
-        took: Duration,
         at: Instant,
     ) {
-        self.metrics[function.index()].record(mode, status, took);
+        let took = at.saturating_duration_since(record.created());
+        self.metrics[function.index()].record(record.mode(), status, took);
         self.updated_at
             .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
         let index = ExecutionStatus::ALL

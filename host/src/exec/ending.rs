@@ -80,14 +80,8 @@ impl Drop for Ending {
             );
         }
         if let Ok(function) = self.task.plugin.function(self.record.function()) {
-            let now = Instant::now();
-            self.task.record_outcome(
-                function,
-                self.record.mode(),
-                self.record.status(),
-                now.saturating_duration_since(self.record.created),
-                now,
-            );
+            self.task
+                .record_outcome(function, &self.record, self.record.status(), Instant::now());
         }
     }
 }

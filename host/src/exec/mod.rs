@@ -165,13 +165,8 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
     };
     ending.disarm();
     let job = held.job();
-    job.task.record_outcome(
-        job.function,
-        job.mode,
-        status,
-        ended.saturating_duration_since(record.created),
-        ended,
-    );
+    job.task
+        .record_outcome(job.function, &record, status, ended);
     status
 }
 
@@ -197,13 +192,8 @@ pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
             }
         }
     };
-    job.task.record_outcome(
-        job.function,
-        job.mode,
-        status,
-        ended.saturating_duration_since(record.created),
-        ended,
-    );
+    job.task
+        .record_outcome(job.function, &job.record, status, ended);
     status
 }
 
