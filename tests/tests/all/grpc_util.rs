@@ -90,6 +90,21 @@ impl TestServer {
             .await
             .map(|r| r.into_inner())
     }
+
+    /// `GetHealth`'s `system_info` details.
+    pub async fn health_info(&self) -> std::collections::HashMap<String, String> {
+        self.client
+            .clone()
+            .get_health(pb::GetHealthRequest {
+                include_details: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .details
+            .unwrap()
+            .system_info
+    }
 }
 
 pub fn spec(artifact: Artifact) -> pb::ArtifactSpec {

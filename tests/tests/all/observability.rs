@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -121,20 +120,9 @@ async fn metrics_count_what_happened_with_bounded_task_labels() {
     assert!(get("spearlet_process_threads") > 0.0);
 
     // The same counters as GetHealth: they cannot disagree.
-    let health = server
-        .client
-        .clone()
-        .get_health(pb::GetHealthRequest {
-            include_details: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .details
-        .unwrap();
     assert_eq!(
         get("spearlet_artifact_cache_hits_total").to_string(),
-        health.system_info["artifact_cache_hits"]
+        server.health_info().await["artifact_cache_hits"]
     );
 
     let _ = stop.send(());

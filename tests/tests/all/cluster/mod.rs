@@ -7,8 +7,6 @@ mod lookup;
 mod node;
 mod tasks;
 
-use std::collections::HashMap;
-
 use spearlet_proto::spearlet as pb;
 
 use crate::fake_sms::FakeSms;
@@ -21,21 +19,6 @@ pub(super) fn add(req: pb::InvokeFunctionRequest, a: i64, b: i64) -> pb::InvokeF
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-pub(super) async fn health(server: &TestServer) -> HashMap<String, String> {
-    server
-        .client
-        .clone()
-        .get_health(pb::GetHealthRequest {
-            include_details: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .details
-        .unwrap()
-        .system_info
 }
 
 /// A server that joined `sms`, with no artifact roots: it can run only

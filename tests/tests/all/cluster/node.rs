@@ -4,8 +4,6 @@
 use crate::fake_sms::FakeSms;
 use crate::grpc_util::TestServer;
 
-use super::health;
-
 #[tokio::test]
 async fn the_node_registers_heartbeats_and_leaves_when_stopped() {
     let sms = FakeSms::start().await;
@@ -28,7 +26,7 @@ async fn the_node_registers_heartbeats_and_leaves_when_stopped() {
         assert_eq!(beat.health_info["tasks"], "0");
         assert_eq!(beat.health_info["status"], "serving");
     }
-    let info = health(&server).await;
+    let info = server.health_info().await;
     assert_eq!(info["sms"], "registered");
     assert_eq!(info["sms_node_uuid"], uuid);
     assert!(info.contains_key("sms_last_heartbeat"));
@@ -63,7 +61,7 @@ async fn an_unreachable_sms_does_not_stop_the_host_and_is_joined_when_back() {
     let server = TestServer::start_with(|c| sms.join(c)).await;
     // Serving: a local call that needs no SMS works.
     let info = loop {
-        let info = health(&server).await;
+        let info = server.health_info().await;
         if info["sms"] == "unreachable" {
             break info;
         }
@@ -74,7 +72,7 @@ async fn an_unreachable_sms_does_not_stop_the_host_and_is_joined_when_back() {
     sms.until("the node registered", |s| s.node_registrations >= 1)
         .await;
     sms.until("a heartbeat", |s| !s.heartbeats.is_empty()).await;
-    assert_eq!(health(&server).await["sms"], "registered");
+    assert_eq!(server.health_info().await["sms"], "registered");
     server.stop().await;
     sms.stop().await;
 }
