@@ -2,7 +2,7 @@
 
 use spearlet_test_artifacts::Artifact;
 
-use crate::served::Served;
+use crate::served::{add_2_40, Served};
 use crate::{path, spearlet, text};
 
 #[test]
@@ -182,18 +182,7 @@ fn a_crash_loses_no_acknowledged_task_or_execution() {
         }
     }
     // The restarted server works on the recorded tasks.
-    let out = restarted.run(&[
-        "invoke",
-        "--task-name",
-        &tasks[0],
-        "--artifact",
-        path(Artifact::Math),
-        "add",
-        "-p",
-        "a=2",
-        "-p",
-        "b=40",
-    ]);
+    let out = restarted.run(&add_2_40(&tasks[0], path(Artifact::Math)));
     assert!(
         text(&out.stdout).contains("42 (i64)"),
         "{}",

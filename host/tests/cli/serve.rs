@@ -26,7 +26,7 @@ fn the_quickstart_path_works_over_tls() {
         all.extend_from_slice(args);
         spearlet(&all)
     };
-    let out = run(&add_2_40(math));
+    let out = run(&add_2_40("math", math));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("42"), "{}", text(&out.stdout));
     let out = run(&["tasks"]);
@@ -165,13 +165,8 @@ fn a_server_with_tokens_refuses_calls_without_one() {
         "{}",
         text(&out.stderr)
     );
-    let out = served.run(&["--token", "s3cret-token", "tasks"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).starts_with("NAME"),
-        "{}",
-        text(&out.stdout)
-    );
+    let tasks = served.ok(&["--token", "s3cret-token", "tasks"]);
+    assert!(tasks.starts_with("NAME"), "{tasks}");
     assert!(served.stop().success());
 }
 
@@ -180,13 +175,8 @@ fn serve_and_the_client_commands_work_together() {
     let served = Served::start("[pool]\nmax_instances = 2\n");
     let math = path(Artifact::Math);
 
-    let out = served.run(&add_2_40(math));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("result     42 (i64)"),
-        "{}",
-        text(&out.stdout)
-    );
+    let shown = served.ok(&add_2_40("math", math));
+    assert!(shown.contains("result     42 (i64)"), "{shown}");
 
     let out = served.run(&[
         "invoke",
@@ -349,7 +339,7 @@ fn bad_configuration_is_refused_with_the_key_named() {
 fn the_cli_follows_what_the_function_declares() {
     let served = Served::start("");
     // `&str` declared: 42 goes as text, not as an integer.
-    let out = served.run(&[
+    let shown = served.ok(&[
         "invoke",
         "--task-name",
         "e",
@@ -359,19 +349,9 @@ fn the_cli_follows_what_the_function_declares() {
         "-p",
         "input=42",
     ]);
-    assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("\"42\" (string)"),
-        "{}",
-        text(&out.stdout)
-    );
+    assert!(shown.contains("\"42\" (string)"), "{shown}");
     // A stream function streams without --stream, on its first call too.
-    let out = served.run(&[
+    let shown = served.ok(&[
         "invoke",
         "--task-name",
         "s",
@@ -382,18 +362,11 @@ fn the_cli_follows_what_the_function_declares() {
         "n=3",
     ]);
     assert!(
-        out.status.success(),
-        "{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let shown = text(&out.stdout);
-    assert!(
         shown.contains("chunk") || shown.lines().count() >= 3,
         "{shown}"
     );
 
-    let out = served.run(&[
+    let shown = served.ok(&[
         "invoke",
         "--task-name",
         "m",
@@ -406,8 +379,6 @@ fn the_cli_follows_what_the_function_declares() {
         "b=2",
         "--dry-run",
     ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let shown = text(&out.stdout);
     assert!(
         shown.starts_with("dry run: would run add(a: i64, b: i64) -> i64"),
         "{shown}"

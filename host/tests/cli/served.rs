@@ -6,12 +6,13 @@ use spearlet_test_artifacts::Artifact;
 
 use crate::{spearlet, text};
 
-/// `spearlet invoke` of math's `add(2, 40)` on the task `math`.
-pub fn add_2_40(math: &str) -> [&str; 10] {
+/// `spearlet invoke` of math's `add(2, 40)` on the task named `task`, from
+/// the math plugin at `math`.
+pub fn add_2_40<'a>(task: &'a str, math: &'a str) -> [&'a str; 10] {
     [
         "invoke",
         "--task-name",
-        "math",
+        task,
         "--artifact",
         math,
         "add",
@@ -91,6 +92,15 @@ impl Served {
         let mut all = vec!["--endpoint", &self.endpoint];
         all.extend_from_slice(args);
         spearlet(&all)
+    }
+
+    /// Runs a command that must succeed (else the test fails, showing its
+    /// output), and returns what it printed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        stdout
     }
 
     /// SIGKILL: a crash, as far as the server can tell.
