@@ -253,12 +253,9 @@ impl StateStore {
                 Err(e) => {
                     // E.g. the data directory is gone. Records stay in the
                     // journal file, folded at the next start if it is back.
-                    failures += 1;
-                    tracing::warn!(error = %e, failures, "the state journal cannot rotate");
-                    if failures > 50 || self.journal.is_stopping() {
+                    if self.give_up(&mut failures, &e, "the state journal cannot rotate") {
                         return;
                     }
-                    std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
             };
@@ -269,13 +266,11 @@ impl StateStore {
                 match self.apply(&batch) {
                     Ok(()) => break,
                     Err(e) => {
-                        failures += 1;
-                        tracing::warn!(error = %e, failures, "the state journal cannot be folded; retrying");
-                        if failures > 50 || self.journal.is_stopping() {
+                        let what = "the state journal cannot be folded; retrying";
+                        if self.give_up(&mut failures, &e, what) {
                             // Left on disk: the next start folds it.
                             return;
                         }
-                        std::thread::sleep(Duration::from_millis(100));
                     }
                 }
             }
@@ -284,6 +279,20 @@ impl StateStore {
                 tracing::warn!(error = %e, "a folded journal file could not be removed; it is folded again at start");
             }
         }
+    }
+
+    /// Counts and logs one more failure of the folder; whether to give up
+    /// (too many in a row, or the host is stopping) rather than pause and
+    /// retry.
+    fn give_up(&self, failures: &mut u32, e: &Error, what: &str) -> bool {
+        const MOST_FAILURES: u32 = 50;
+        *failures += 1;
+        tracing::warn!(error = %e, failures = *failures, "{what}");
+        if *failures > MOST_FAILURES || self.journal.is_stopping() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        false
     }
 
     fn all<T: serde::de::DeserializeOwned>(
