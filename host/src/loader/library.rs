@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
-use spear_plugin_sdk::ffi::abi::RResult;
+use spear_plugin_sdk::ffi::abi::{RResult, RawLibrary};
 use spear_plugin_sdk::ffi::{
     FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue, PluginModRef,
 };
@@ -109,8 +109,9 @@ pub struct Plugin {
     /// The plugin's memory counter (SDK feature `alloc-stats`), if it
     /// exports one: read after each call, on the thread that made it.
     pub(super) alloc_stats: Option<AllocStatsFn>,
-    /// The SDK's panic-barrier probe, if the plugin exports it.
-    panic_probe: Option<PanicProbeFn>,
+    /// Another handle on the library, for symbols besides the root module
+    /// (a library is never unloaded while abi_stable's own handle lives).
+    symbols: Option<RawLibrary>,
     /// Root-module fields the library provides (see `ABI_MINORS`).
     root_fields: usize,
 }
@@ -205,6 +206,8 @@ impl Plugin {
         abi_version: String,
     ) -> Result<Plugin> {
         let name = module.name().as_str().to_owned();
+        // The library is open already: this only takes another reference.
+        let symbols = RawLibrary::load_at(&file.loader_path()).ok();
         let table = module.functions();
         let hints = match module.function_hints() {
             Some(hints) if hints.len() != table.len() => {
@@ -269,14 +272,10 @@ impl Plugin {
             functions,
             by_name,
             call: module.call(),
-            alloc_stats: optional_symbol::<AllocStatsFn>(
-                &file.loader_path(),
-                spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL,
-            ),
-            panic_probe: optional_symbol::<PanicProbeFn>(
-                &file.loader_path(),
-                spear_plugin_sdk::ffi::PANIC_PROBE_SYMBOL,
-            ),
+            alloc_stats: symbols
+                .as_ref()
+                .and_then(|l| optional_symbol(l, spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL)),
+            symbols,
             root_fields: spear_plugin_sdk::ffi::provided_fields(module),
             module,
         })
@@ -305,7 +304,10 @@ impl Plugin {
     /// aborts the process here: call it only where that is the verdict
     /// (`spearlet plugin check`'s child process).
     pub fn probe_panic_barrier(&self) -> Option<std::result::Result<String, String>> {
-        let probe = self.panic_probe?;
+        let probe: PanicProbeFn = optional_symbol(
+            self.symbols.as_ref()?,
+            spear_plugin_sdk::ffi::PANIC_PROBE_SYMBOL,
+        )?;
         Some(match probe() {
             RResult::RErr(e) => {
                 let e = spear_plugin_sdk::PluginError::from(e);
@@ -420,19 +422,13 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
 }
 
 /// A symbol the SDK exports besides the root module (the memory counter,
-/// the panic-barrier probe), if the plugin has it. The library is open
-/// already: this dlopen only takes another reference, kept like the first
-/// (a library is never unloaded).
-fn optional_symbol<F: Copy>(loader_path: &Path, symbol: &str) -> Option<F> {
-    use spear_plugin_sdk::ffi::abi::RawLibrary;
-    let library = RawLibrary::load_at(loader_path).ok()?;
+/// the panic-barrier probe), if the plugin has it.
+fn optional_symbol<F: Copy>(library: &RawLibrary, symbol: &str) -> Option<F> {
     let name = format!("{symbol}\0");
     // SAFETY: the SDK exports these symbols (under these names, only from
     // `export_plugin!`) with exactly the function types the callers read
     // them as (`AllocStatsFn`, `PanicProbeFn`); the library stays loaded
     // for the life of the process.
     let symbol = unsafe { library.get::<F>(name.as_bytes()) }.ok()?;
-    let function = *symbol;
-    std::mem::forget(library);
-    Some(function)
+    Some(*symbol)
 }
