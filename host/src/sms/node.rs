@@ -242,10 +242,7 @@ impl Sms {
                 "the SMS registered this node under another uuid; tasks name ours"
             );
         }
-        let mut link = self.link();
-        link.last_heartbeat = Some(SystemTime::now());
-        drop(link);
-        self.set_state(LinkState::Registered);
+        self.answered();
         Ok(())
     }
 
@@ -265,9 +262,14 @@ impl Sms {
         if !reply.success {
             return Err(self.refused(call, reply.message));
         }
+        self.answered();
+        Ok(())
+    }
+
+    /// The SMS accepted a registration or a heartbeat just now.
+    fn answered(&self) {
         self.link().last_heartbeat = Some(SystemTime::now());
         self.set_state(LinkState::Registered);
-        Ok(())
     }
 }
 
