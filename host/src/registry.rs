@@ -225,18 +225,17 @@ impl Task {
         }
     }
 
-    /// Records how `record`, an execution of `function`, ended with
-    /// `status` at `at` (a clock reading the caller has), and so how long
-    /// after its acceptance.
+    /// Records how an execution of `function` ended, how long after its
+    /// acceptance, and when (a clock reading the caller has).
     pub(crate) fn record_outcome(
         &self,
         function: FunctionHandle,
-        record: &crate::exec::ExecutionRecord,
+        mode: crate::exec::ExecutionMode,
         status: ExecutionStatus,
+        took: Duration,
         at: Instant,
     ) {
-        let took = at.saturating_duration_since(record.created());
-        self.metrics[function.index()].record(record.mode(), status, took);
+        self.metrics[function.index()].record(mode, status, took);
         self.updated_at
             .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
         let index = ExecutionStatus::ALL

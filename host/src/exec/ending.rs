@@ -80,8 +80,14 @@ impl Drop for Ending {
             );
         }
         if let Ok(function) = self.task.plugin.function(self.record.function()) {
-            self.task
-                .record_outcome(function, &self.record, self.record.status(), Instant::now());
+            let now = Instant::now();
+            self.task.record_outcome(
+                function,
+                self.record.mode(),
+                self.record.status(),
+                now.saturating_duration_since(self.record.created),
+                now,
+            );
         }
     }
 }

@@ -165,8 +165,13 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
     };
     ending.disarm();
     let job = held.job();
-    job.task
-        .record_outcome(job.function, &record, status, ended);
+    job.task.record_outcome(
+        job.function,
+        job.mode,
+        status,
+        ended.saturating_duration_since(record.created),
+        ended,
+    );
     status
 }
 
@@ -192,8 +197,13 @@ pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
             }
         }
     };
-    job.task
-        .record_outcome(job.function, &job.record, status, ended);
+    job.task.record_outcome(
+        job.function,
+        job.mode,
+        status,
+        ended.saturating_duration_since(record.created),
+        ended,
+    );
     status
 }
 

@@ -133,11 +133,6 @@ impl ExecutionRecord {
         &self.id
     }
 
-    /// When it was accepted.
-    pub(crate) fn created(&self) -> Instant {
-        self.created
-    }
-
     /// How it is run.
     pub fn mode(&self) -> ExecutionMode {
         self.mode
