@@ -241,6 +241,18 @@ pub struct ExecConfig {
     pub inline_budget: Duration,
     /// Short runs in a row before a function is promoted. Default: 32.
     pub inline_warm_up: u32,
+    /// The tier of tasks whose NEW_TASK does not say (`spearlet.isolation`):
+    /// `in-process` (the default) or `process`.
+    pub isolation: crate::isolate::Isolation,
+    /// The `spearlet` executable that runs worker processes. Default: this
+    /// executable when it is `spearlet`, else a `spearlet` beside it or one
+    /// directory up (where cargo puts test binaries).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker_program: Option<std::path::PathBuf>,
+    /// Worker processes kept started and idle, ready to load a plugin: a
+    /// process-tier task (and the first load of any plugin, which runs in a
+    /// worker before the host loads it) then pays no process start. Default: 1.
+    pub warm_workers: usize,
 }
 
 impl Default for ExecConfig {
@@ -248,6 +260,9 @@ impl Default for ExecConfig {
         ExecConfig {
             inline_budget: Duration::from_micros(100),
             inline_warm_up: 32,
+            isolation: crate::isolate::Isolation::InProcess,
+            worker_program: None,
+            warm_workers: 1,
         }
     }
 }

@@ -34,6 +34,7 @@ mod error;
 pub mod exec;
 mod host;
 pub mod invoke;
+pub mod isolate;
 #[allow(unsafe_code)]
 pub mod loader;
 pub mod metrics;

@@ -71,6 +71,18 @@ mod otel {
 }
 
 fn main() -> ExitCode {
+    // A worker process of the process tier (started by a host, never by
+    // hand): its channel is its standard input, and it logs nothing of its
+    // own; what a plugin prints on stderr reaches the host's log.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") && std::env::args_os().len() == 2 {
+        return match spearlet::isolate::worker::serve() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spearlet worker: {e}");
+                ExitCode::from(70)
+            }
+        };
+    }
     let args = cli::Cli::parse();
     // RUST_LOG wins; else --log-level; else warnings, and spearlet's info.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -35,6 +35,8 @@ pub fn code(error: &Error) -> Code {
         | Error::IncompatibleSdk { .. }
         | Error::LayoutMismatch { .. }
         | Error::RootModuleFailed { .. }
+        | Error::ConstructorCrashed { .. }
+        | Error::RefusedByWorker { .. }
         | Error::NoFunctions { .. }
         | Error::DuplicateFunction { .. }
         | Error::PluginIdentityMismatch { .. }
@@ -50,14 +52,18 @@ pub fn code(error: &Error) -> Code {
         Error::PoolExhausted { .. }
         | Error::QuarantineFull { .. }
         | Error::ArtifactTooLarge { .. }
-        | Error::TooManyPending { .. } => Code::ResourceExhausted,
+        | Error::TooManyPending { .. }
+        | Error::MemoryLimitExceeded { .. } => Code::ResourceExhausted,
         Error::DeadlineExceeded { .. } => Code::DeadlineExceeded,
-        Error::DownloadFailed { .. } | Error::HostStopping | Error::SmsUnavailable { .. } => {
-            Code::Unavailable
-        }
+        Error::DownloadFailed { .. }
+        | Error::HostStopping
+        | Error::SmsUnavailable { .. }
+        | Error::CrashLooping { .. }
+        | Error::Worker { .. } => Code::Unavailable,
         Error::TaskDeleted { .. } | Error::TaskChanged { .. } => Code::Aborted,
         Error::PluginFailed { .. }
         | Error::PluginPanicked { .. }
+        | Error::PluginCrashed { .. }
         | Error::Io { .. }
         | Error::StateSchema { .. }
         | Error::State { .. }
@@ -75,6 +81,8 @@ pub fn retry_delay(error: &Error) -> Option<Duration> {
         Error::TooManyPending { .. } => Some(Duration::from_millis(500)),
         // A plugin that ignores cancellation returns when it returns.
         Error::QuarantineFull { .. } => Some(Duration::from_secs(1)),
+        // The worker is started again when the backoff ends.
+        Error::CrashLooping { retry_after_ms, .. } => Some(Duration::from_millis(*retry_after_ms)),
         _ => None,
     }
 }

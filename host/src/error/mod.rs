@@ -168,6 +168,75 @@ pub enum Error {
         message: String,
     },
 
+    /// A process-tier worker died while running calls: only its calls fail.
+    #[error("the worker process of task `{task_id}` crashed ({ended}) while running `{function}`")]
+    PluginCrashed {
+        /// The task.
+        task_id: String,
+        /// The call that was running.
+        function: String,
+        /// How it ended: the signal, or the exit status.
+        ended: String,
+    },
+
+    /// A process-tier task's workers keep crashing: calls are refused until
+    /// the backoff ends.
+    #[error(
+        "task `{task_id}` is crash-looping: its worker crashed {crashes} time(s) in a row \
+         (last: {ended}); calls are refused for {retry_after_ms} ms"
+    )]
+    CrashLooping {
+        /// The task.
+        task_id: String,
+        /// Crashes in a row.
+        crashes: u32,
+        /// How the last one ended.
+        ended: String,
+        /// How long until a worker is started again.
+        retry_after_ms: u64,
+    },
+
+    /// A process-tier call went over the task's memory cap; its worker was replaced.
+    #[error(
+        "function `{function}` of task `{task_id}` went over the task's memory limit of \
+         {limit} bytes (spearlet.memory.max); its worker was replaced"
+    )]
+    MemoryLimitExceeded {
+        /// The task.
+        task_id: String,
+        /// The call that was running.
+        function: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+
+    /// Loading the library in a worker process killed or hung the worker:
+    /// its ELF constructors (or the loader) crashed before any check could run.
+    #[error("{} is refused: loading it {ended} (its ELF constructors run on load)", path.display())]
+    ConstructorCrashed {
+        /// The file.
+        path: PathBuf,
+        /// What happened: the signal, exit status, or time it hung for.
+        ended: String,
+    },
+
+    /// A worker process's loader refused the library (the same checks as
+    /// a load in the host); `kind` is the refusal's own kind.
+    #[error("{message}")]
+    RefusedByWorker {
+        /// The loader's error kind (`no_root_module`, `incompatible_sdk`, …).
+        kind: &'static str,
+        /// Its message.
+        message: String,
+    },
+
+    /// A worker process could not be started or spoke out of turn.
+    #[error("worker process: {reason}")]
+    Worker {
+        /// What went wrong.
+        reason: String,
+    },
+
     // Artifacts: where a plugin comes from, and its integrity.
     /// The bytes' sha256 is not the one required.
     #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]
@@ -515,6 +584,33 @@ pub enum Error {
 }
 
 impl Error {
+    /// A refusal a worker reported by kind name: the kind is kept when it
+    /// is one of the loader's, else it is `worker`.
+    pub(crate) fn refused_by_worker(kind: &str, message: String) -> Self {
+        const LOADER_KINDS: &[&str] = &[
+            "not_shared_library",
+            "no_root_module",
+            "incompatible_sdk",
+            "layout_mismatch",
+            "layout_unchecked",
+            "root_module_failed",
+            "no_functions",
+            "duplicate_function",
+            "unverified_dependency",
+            "checksum_mismatch",
+            "artifact_format",
+            "not_regular_file",
+            "artifact_too_large",
+            "io",
+        ];
+        let kind = LOADER_KINDS
+            .iter()
+            .copied()
+            .find(|k| *k == kind)
+            .unwrap_or("worker");
+        Error::RefusedByWorker { kind, message }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 use spear_plugin_sdk::ffi::abi::{RResult, RSlice};
-use spear_plugin_sdk::ffi::{FfiCallContext, FfiInstance, FfiKv, FfiParam};
+use spear_plugin_sdk::ffi::{FfiCallContext, FfiInstance, FfiKv, FfiParam, PluginModRef};
 use spear_plugin_sdk::{PluginError, Value};
 
 use super::call::{kv_pairs, kv_slice, sink_for, unix_nanos, CallRequest};
-use super::library::{FunctionHandle, Plugin};
+use super::library::{CallFn, FunctionHandle, Plugin};
 use crate::error::{Error, Result};
 
 /// A plugin instance: state created by the plugin, owned by the host.
@@ -16,11 +16,23 @@ use crate::error::{Error, Result};
 /// `call` takes `&mut self`, so one call at a time runs on an instance;
 /// concurrency comes from having several. An instance whose call panicked is
 /// [poisoned](PluginInstance::is_poisoned) and must be dropped, not reused.
-#[derive(Debug)]
 pub struct PluginInstance {
     plugin: Arc<Plugin>,
+    /// The plugin's entry points, copied here: a call reads them from the
+    /// instance it already has in hand.
+    module: PluginModRef,
+    call: CallFn,
     raw: FfiInstance,
     poisoned: bool,
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
 }
 
 // SAFETY: the SDK only builds instances from `Instance: Send` types, and the
@@ -37,10 +49,20 @@ impl PluginInstance {
     /// [`Error::InstanceCreation`] when the plugin refuses the configuration
     /// (or panics while creating the instance).
     pub fn new(plugin: &Arc<Plugin>, config: &[(String, String)]) -> Result<Self> {
+        let (Some(module), Some(call)) = (plugin.module(), plugin.call) else {
+            return Err(Error::Worker {
+                reason: format!(
+                    "plugin `{}` runs in worker processes; its code is not loaded in the host",
+                    plugin.name()
+                ),
+            });
+        };
         let pairs: SmallVec<[FfiKv<'_>; 8]> = kv_pairs(config);
-        match (plugin.module().new_instance())(RSlice::from_slice(&pairs)) {
+        match (module.new_instance())(RSlice::from_slice(&pairs)) {
             RResult::ROk(raw) => Ok(PluginInstance {
                 plugin: Arc::clone(plugin),
+                module,
+                call,
                 raw,
                 poisoned: false,
             }),
@@ -86,7 +108,7 @@ impl PluginInstance {
         // is dropped only in `Drop`; `&mut self` makes this the only call on
         // it; `ctx` and everything it borrows (including `sink`, which the
         // sink's data pointer refers to) outlive the call.
-        let outcome = unsafe { (self.plugin.call)(self.raw, function.index, &ctx) };
+        let outcome = unsafe { (self.call)(self.raw, function.index, &ctx) };
         match outcome {
             RResult::ROk(value) => Ok(value.into()),
             RResult::RErr(e) => Err(self.failure(function, e.into())),
@@ -130,6 +152,6 @@ impl Drop for PluginInstance {
     fn drop(&mut self) {
         // SAFETY: `self.raw` came from this plugin's `new_instance`, and this
         // is its last use.
-        unsafe { (self.plugin.module().drop_instance())(self.raw) }
+        unsafe { (self.module.drop_instance())(self.raw) }
     }
 }

@@ -104,8 +104,13 @@ pub struct Plugin {
     names: Box<[Arc<str>]>,
     by_name: HashMap<String, FunctionHandle>,
     needed: Vec<String>,
-    module: PluginModRef,
-    pub(super) call: CallFn,
+    /// The loaded code; `None` for a plugin a worker process loaded and
+    /// described, whose code never runs in this process.
+    module: Option<PluginModRef>,
+    pub(super) call: Option<CallFn>,
+    /// For a plugin described by a worker: the verified bytes, kept open
+    /// so that every worker started for it loads exactly these.
+    held: Option<std::fs::File>,
     /// The plugin's memory counter (SDK feature `alloc-stats`), if it
     /// exports one: read after each call, on the thread that made it.
     pub(super) alloc_stats: Option<AllocStatsFn>,
@@ -244,19 +249,7 @@ impl Plugin {
                 plugin: name,
             });
         }
-        let mut by_name = HashMap::with_capacity(functions.len());
-        for (index, f) in functions.iter().enumerate() {
-            let handle = FunctionHandle {
-                index: u32::try_from(index).expect("function tables are far smaller than u32::MAX"),
-                kind: f.kind,
-            };
-            if by_name.insert(f.name.clone(), handle).is_some() {
-                return Err(Error::DuplicateFunction {
-                    plugin: name,
-                    function: f.name.clone(),
-                });
-            }
-        }
+        let by_name = index_by_name(&name, &functions)?;
         Ok(Plugin {
             path: file.path().to_owned(),
             digest: file.digest(),
@@ -271,13 +264,14 @@ impl Plugin {
             needed: Vec::new(),
             functions,
             by_name,
-            call: module.call(),
+            call: Some(module.call()),
+            held: None,
             alloc_stats: symbols
                 .as_ref()
                 .and_then(|l| optional_symbol(l, spear_plugin_sdk::ffi::ALLOC_STATS_SYMBOL)),
             symbols,
             root_fields: spear_plugin_sdk::ffi::provided_fields(module),
-            module,
+            module: Some(module),
         })
     }
 
@@ -390,9 +384,122 @@ impl Plugin {
         self.digest
     }
 
-    pub(super) fn module(&self) -> PluginModRef {
+    /// The loaded root module; `None` for a plugin only described here.
+    pub(super) fn module(&self) -> Option<PluginModRef> {
         self.module
     }
+
+    /// Whether its code is loaded in this process (else a worker process
+    /// loaded it: see [`Plugin::described`]).
+    pub fn is_loaded_here(&self) -> bool {
+        self.module.is_some()
+    }
+
+    /// A plugin that a worker process loaded from `file` and described:
+    /// the same checks of the file as a load here (ELF dependencies), the
+    /// worker's description of its table, and no code in this process.
+    /// The file stays open for the plugin's life, so every worker started
+    /// for it loads these very bytes ([`Plugin::worker_source`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ArtifactFormat`], [`Error::UnverifiedDependency`],
+    /// [`Error::NoFunctions`], [`Error::DuplicateFunction`].
+    pub fn described(file: VerifiedFile, description: PluginDescription) -> Result<Arc<Plugin>> {
+        let deps = elf::dependencies(file.file()).map_err(|reason| Error::ArtifactFormat {
+            path: file.path().to_owned(),
+            reason,
+        })?;
+        if let Some(reason) = deps.refusal() {
+            return Err(Error::UnverifiedDependency {
+                path: file.path().to_owned(),
+                reason,
+            });
+        }
+        let PluginDescription {
+            name,
+            version,
+            sdk_version,
+            abi_version,
+            root_fields,
+            functions,
+        } = description;
+        if functions.is_empty() {
+            return Err(Error::NoFunctions {
+                path: file.path().to_owned(),
+                plugin: name,
+            });
+        }
+        let by_name = index_by_name(&name, &functions)?;
+        Ok(Arc::new(Plugin {
+            path: file.path().to_owned(),
+            digest: file.digest(),
+            name,
+            version,
+            sdk_version,
+            abi_version,
+            names: functions
+                .iter()
+                .map(|f| Arc::from(f.name.as_str()))
+                .collect(),
+            functions,
+            by_name,
+            needed: deps.needed,
+            module: None,
+            call: None,
+            alloc_stats: None,
+            symbols: None,
+            root_fields,
+            held: Some(file.into_file()),
+        }))
+    }
+
+    /// Where a worker process of this host opens the verified bytes of a
+    /// plugin [described](Plugin::described) here.
+    pub fn worker_source(&self) -> Option<PathBuf> {
+        use std::os::fd::AsRawFd;
+        self.held
+            .as_ref()
+            .map(|f| PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())))
+    }
+}
+
+/// What a worker process reports of a plugin it loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginDescription {
+    /// The plugin's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The SDK version it was built with.
+    pub sdk_version: String,
+    /// Its plugin ABI version.
+    pub abi_version: String,
+    /// Root-module fields it provides.
+    pub root_fields: usize,
+    /// Its function table.
+    pub functions: Vec<FunctionInfo>,
+}
+
+/// The table's handles by name; a name twice is refused.
+fn index_by_name(
+    plugin: &str,
+    functions: &[FunctionInfo],
+) -> Result<HashMap<String, FunctionHandle>> {
+    let mut by_name = HashMap::with_capacity(functions.len());
+    for (index, f) in functions.iter().enumerate() {
+        let handle = FunctionHandle {
+            index: u32::try_from(index).expect("function tables are far smaller than u32::MAX"),
+            kind: f.kind,
+        };
+        if by_name.insert(f.name.clone(), handle).is_some() {
+            return Err(Error::DuplicateFunction {
+                plugin: plugin.to_owned(),
+                function: f.name.clone(),
+            });
+        }
+    }
+    Ok(by_name)
 }
 
 /// Dependencies, then dlopen, then abi_stable's version and layout

@@ -39,5 +39,5 @@ pub use call::{CallRequest, CallSink, NullSink};
 pub use constructors::{constructors, Constructor, RUNTIME_CONSTRUCTOR_COUNT};
 pub use elf::Dependencies;
 pub use instance::PluginInstance;
-pub use library::{FunctionHandle, FunctionInfo, FunctionKind, Plugin};
+pub use library::{FunctionHandle, FunctionInfo, FunctionKind, Plugin, PluginDescription};
 pub use verified::{anonymous_file, open_regular, sha256_file, VerifiedFile};

@@ -233,6 +233,11 @@ impl VerifiedFile {
         PathBuf::from(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
     }
 
+    /// The open file, given up by the verification (it stays what was hashed).
+    pub(super) fn into_file(self) -> File {
+        self.file
+    }
+
     /// Keeps the descriptor open for the life of the process (libraries are
     /// never unloaded, so neither is their name).
     pub(super) fn keep_open(self) {

@@ -1,4 +1,10 @@
 //! Faulty: failures on purpose, to exercise the host's recovery paths.
+//!
+//! `panic` and `flaky` fail the call and leave the process alone. The
+//! others end the process that runs them — `segfault`, `abort`, `exit`,
+//! `overflow` — or push its memory up (`hog`): they are for the process
+//! tier (`spearlet.isolation=process`), where that process is a worker.
+//! Called in-process, they take the host down with them.
 
 use spear_plugin_sdk::prelude::*;
 
@@ -29,6 +35,78 @@ fn flaky(failures: &mut Failures, fail_times: i64) -> Result<String, PluginError
         ));
     }
     Ok(format!("succeeded after {} failures", failures.0))
+}
+
+/// Raises SIGSEGV in its own process, as a wild pointer would, with no
+/// `unsafe`: the process ends (a worker's crash is reported as
+/// `plugin_crashed`).
+///
+/// The signal is aimed at this thread's id, so Linux delivers it here,
+/// before `kill` returns (aimed at the process, it goes to the main
+/// thread, whenever that thread runs). A Rust program's runtime handles
+/// the first SIGSEGV it gets — it looks for a stack overflow, then puts
+/// the default action back and returns — so the signal is raised again,
+/// with pauses for a handler running elsewhere, until the default action
+/// ends the process. A process that survives a second's worth (its SIGSEGV
+/// ignored or handled for good) gets `segfault_survived` instead of a hang.
+#[function]
+fn segfault() -> Result<(), PluginError> {
+    use rustix::process::{kill_process, Signal};
+    for _ in 0..100 {
+        kill_process(rustix::thread::gettid(), Signal::SEGV)
+            .map_err(|e| PluginError::new("segfault_failed", format!("kill: {e}")))?;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(PluginError::new(
+        "segfault_survived",
+        "the process handles or ignores SIGSEGV: it survived a second of them",
+    ))
+}
+
+/// Aborts its process (`std::process::abort`: SIGABRT, no unwinding).
+#[function]
+fn abort() {
+    std::process::abort()
+}
+
+/// Exits its process at once with status `code` (`std::process::exit`), as
+/// a library calling `exit` behind its host's back would.
+#[function]
+fn exit(code: i32) {
+    std::process::exit(code)
+}
+
+/// Recurses without end, a page of stack per frame, until the thread's
+/// stack runs out: the process ends (the Rust runtime reports the overflow
+/// and aborts). Never returns.
+#[function]
+fn overflow() -> u64 {
+    descend(0)
+}
+
+/// One frame of [`overflow`]. The buffer lives across the recursive call
+/// and `black_box` hides everything from the optimiser, so no frame can be
+/// dropped, merged or turned into a loop.
+#[inline(never)]
+fn descend(depth: u64) -> u64 {
+    let frame = std::hint::black_box([0u8; 4096]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    let below = descend(std::hint::black_box(depth + 1));
+    below.wrapping_add(u64::from(std::hint::black_box(&frame)[0]))
+}
+
+/// Allocates `bytes` bytes, writes every one (so each page is really
+/// resident), holds them until the call ends, and returns how many — for
+/// a task's memory cap (`spearlet.memory.max`). It allocates as ordinary
+/// code does: an allocation the system refuses ends the process (Rust's
+/// "memory allocation of N bytes failed", then abort), which is how a
+/// worker over its cap is recognised.
+#[function]
+fn hog(bytes: usize) -> usize {
+    let held = vec![0xA5u8; bytes];
+    std::hint::black_box(&held).len()
 }
 
 export_plugin! {

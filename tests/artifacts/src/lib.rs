@@ -21,7 +21,12 @@ pub enum Artifact {
     Stream,
     /// `sleep(ms)` — honours cancellation and deadlines.
     Sleepy,
-    /// `panic()`, `flaky(fail_times)`.
+    /// `panic()`, `flaky(fail_times)`; and, for the process tier only —
+    /// each ends (or swells) the process that runs it, so called in-process
+    /// it takes the test down: `segfault()` (SIGSEGV), `abort()` (SIGABRT),
+    /// `exit(code)`, `overflow()` (stack overflow), `hog(bytes)` (allocates
+    /// and touches `bytes` bytes, holds them for the call, returns the
+    /// count; an allocation refused is an `out_of_memory` error).
     Faulty,
     /// A shared library without a root module.
     NoRoot,

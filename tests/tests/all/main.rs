@@ -12,6 +12,7 @@ mod function_service;
 mod grpc_util;
 mod helpers;
 mod hostile;
+mod isolation;
 mod limits;
 mod loader;
 mod observability;

@@ -19,6 +19,7 @@ fn host(budget: Duration, warm_up: u32) -> (Host, tempfile::TempDir) {
         exec: ExecConfig {
             inline_budget: budget,
             inline_warm_up: warm_up,
+            ..ExecConfig::default()
         },
         ..crate::helpers::config_in(data.path())
     };

@@ -1,0 +1,724 @@
+//! The messages a host and a worker exchange, and their encoding: a tag
+//! byte, then fields as little-endian integers and length-prefixed bytes.
+//!
+//! Decoding never trusts a length: every read is checked against what is
+//! left, and anything out of place is a [`Malformed`] message — which the
+//! host treats as the worker having crashed.
+
+use spear_plugin_sdk::{LogLevel, Value};
+
+pub use crate::loader::PluginDescription as Description;
+use crate::loader::{FunctionInfo, FunctionKind};
+
+/// A message that does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message from the other side of the channel: {0}")]
+pub struct Malformed(pub &'static str);
+
+type Decoded<T> = Result<T, Malformed>;
+
+/// Host to worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToWorker {
+    /// Load the verified library readable at `source` (its sha256 must be
+    /// `digest`) and create an instance from `config` (unless `describe_only`).
+    Load {
+        /// A path the worker can open the host's verified copy at.
+        source: String,
+        /// The sha256 the bytes must have.
+        digest: [u8; 32],
+        /// The task's configuration.
+        config: Vec<(String, String)>,
+        /// Bytes of data memory the worker may use beyond what it had
+        /// after loading (0: no cap).
+        memory_max: u64,
+        /// Only load and describe: no instance (the first-load check).
+        describe_only: bool,
+    },
+    /// Run one call on the instance.
+    Call(CallMessage),
+    /// The host took a chunk (or a log line): `accepted` is what the
+    /// plugin's `emit` returns.
+    Ack {
+        /// Whether the consumer still listens.
+        accepted: bool,
+    },
+}
+
+/// What a call carries across.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallMessage {
+    /// The function's index in the table.
+    pub function: u32,
+    /// The execution id.
+    pub execution_id: String,
+    /// Parameters.
+    pub params: Vec<(String, Value)>,
+    /// Environment variables.
+    pub environment: Vec<(String, String)>,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// The deadline, as Unix nanoseconds (0: none).
+    pub deadline_unix_nanos: u64,
+}
+
+/// How a call ended in the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEnd {
+    /// The function returned a value.
+    Returned(Value),
+    /// The function returned an error.
+    Failed {
+        /// The plugin's code.
+        code: String,
+        /// Its message.
+        message: String,
+        /// Whether retrying may help.
+        retriable: bool,
+    },
+    /// The function panicked (the worker's instance is poisoned).
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Worker to host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToHost {
+    /// The worker is up and waits for a `Load`.
+    Ready,
+    /// The library loaded (and the instance was made, unless only described).
+    Loaded(Description),
+    /// The loader refused the library.
+    Refused {
+        /// The error's kind.
+        kind: String,
+        /// Its message.
+        message: String,
+    },
+    /// The plugin refused to create an instance.
+    InstanceRefused {
+        /// The plugin's code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// A stream chunk; the host answers with an `Ack`.
+    Chunk(Value),
+    /// A log line of the execution; the host answers with an `Ack`.
+    Log(LogLevel, String),
+    /// The call ended.
+    Done {
+        /// How.
+        end: CallEnd,
+        /// `(allocated, peak)` bytes of the call, when the plugin counts.
+        memory: Option<(u64, u64)>,
+    },
+}
+
+/// Appends fields to a message.
+#[derive(Debug, Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// The bytes written.
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+
+    fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, v: &[u8]) {
+        self.u64(v.len() as u64);
+        self.buf.extend_from_slice(v);
+    }
+
+    fn str(&mut self, v: &str) {
+        self.bytes(v.as_bytes());
+    }
+
+    fn pairs(&mut self, pairs: &[(String, String)]) {
+        self.u32(u32::try_from(pairs.len()).unwrap_or(u32::MAX));
+        for (k, v) in pairs {
+            self.str(k);
+            self.str(v);
+        }
+    }
+
+    fn value(&mut self, v: &Value) {
+        match v {
+            Value::Unit => self.u8(0),
+            Value::String(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            Value::I64(n) => {
+                self.u8(2);
+                self.u64(*n as u64);
+            }
+            Value::F64(f) => {
+                self.u8(3);
+                self.u64(f.to_bits());
+            }
+            Value::Bool(b) => {
+                self.u8(4);
+                self.u8(u8::from(*b));
+            }
+            Value::Bytes(b) => {
+                self.u8(5);
+                self.bytes(b);
+            }
+            Value::Raw { type_url, bytes } => {
+                self.u8(6);
+                self.str(type_url);
+                self.bytes(bytes);
+            }
+        }
+    }
+}
+
+/// Reads fields of a message, each checked against what is left.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    /// Reads `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    fn take(&mut self, n: usize) -> Decoded<&'a [u8]> {
+        if n > self.rest.len() {
+            return Err(Malformed("a field runs past the end of the message"));
+        }
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Decoded<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Decoded<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Decoded<u64> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    fn bytes(&mut self) -> Decoded<&'a [u8]> {
+        let n = self.u64()?;
+        let n = usize::try_from(n).map_err(|_| Malformed("a length beyond the address space"))?;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Decoded<String> {
+        std::str::from_utf8(self.bytes()?)
+            .map(str::to_owned)
+            .map_err(|_| Malformed("text that is not UTF-8"))
+    }
+
+    fn bool(&mut self) -> Decoded<bool> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Malformed("a boolean that is neither 0 nor 1")),
+        }
+    }
+
+    /// A count of items that each take at least `min_item` bytes: never
+    /// more than the message can hold, so no allocation is sized by a
+    /// count the sender made up.
+    fn count(&mut self, min_item: usize) -> Decoded<usize> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.rest.len() {
+            return Err(Malformed("a count larger than the message"));
+        }
+        Ok(n)
+    }
+
+    fn pairs(&mut self) -> Decoded<Vec<(String, String)>> {
+        let n = self.count(16)?;
+        let mut pairs = Vec::with_capacity(n);
+        for _ in 0..n {
+            pairs.push((self.string()?, self.string()?));
+        }
+        Ok(pairs)
+    }
+
+    fn value(&mut self) -> Decoded<Value> {
+        Ok(match self.u8()? {
+            0 => Value::Unit,
+            1 => Value::String(self.string()?),
+            2 => Value::I64(self.u64()? as i64),
+            3 => Value::F64(f64::from_bits(self.u64()?)),
+            4 => Value::Bool(self.bool()?),
+            5 => Value::Bytes(self.bytes()?.to_vec()),
+            6 => Value::Raw {
+                type_url: self.string()?,
+                bytes: self.bytes()?.to_vec(),
+            },
+            _ => return Err(Malformed("an unknown value type")),
+        })
+    }
+
+    fn end(self) -> Decoded<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(Malformed("bytes after the end of the message"))
+        }
+    }
+}
+
+const LOAD: u8 = 1;
+const CALL: u8 = 2;
+const ACK: u8 = 3;
+
+impl ToWorker {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            ToWorker::Load {
+                source,
+                digest,
+                config,
+                memory_max,
+                describe_only,
+            } => {
+                w.u8(LOAD);
+                w.str(source);
+                w.bytes(digest);
+                w.pairs(config);
+                w.u64(*memory_max);
+                w.u8(u8::from(*describe_only));
+            }
+            ToWorker::Call(call) => encode_call(&mut w, call),
+            ToWorker::Ack { accepted } => {
+                w.u8(ACK);
+                w.u8(u8::from(*accepted));
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes a message.
+    ///
+    /// # Errors
+    ///
+    /// [`Malformed`].
+    pub fn decode(bytes: &[u8]) -> Decoded<Self> {
+        let mut r = Reader::new(bytes);
+        let message = match r.u8()? {
+            LOAD => ToWorker::Load {
+                source: r.string()?,
+                digest: r
+                    .bytes()?
+                    .try_into()
+                    .map_err(|_| Malformed("a digest that is not 32 bytes"))?,
+                config: r.pairs()?,
+                memory_max: r.u64()?,
+                describe_only: r.bool()?,
+            },
+            CALL => ToWorker::Call(decode_call(&mut r)?),
+            ACK => ToWorker::Ack {
+                accepted: r.bool()?,
+            },
+            _ => return Err(Malformed("an unknown message to the worker")),
+        };
+        r.end()?;
+        Ok(message)
+    }
+}
+
+/// Encodes a call straight from what the host holds, without building a
+/// [`CallMessage`] first.
+pub fn encode_call_parts(
+    function: u32,
+    execution_id: &str,
+    params: &[(String, Value)],
+    environment: &[(String, String)],
+    headers: &[(String, String)],
+    deadline_unix_nanos: u64,
+) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(CALL);
+    w.u32(function);
+    w.str(execution_id);
+    w.u32(u32::try_from(params.len()).unwrap_or(u32::MAX));
+    for (name, value) in params {
+        w.str(name);
+        w.value(value);
+    }
+    w.pairs(environment);
+    w.pairs(headers);
+    w.u64(deadline_unix_nanos);
+    w.finish()
+}
+
+fn encode_call(w: &mut Writer, call: &CallMessage) {
+    let bytes = encode_call_parts(
+        call.function,
+        &call.execution_id,
+        &call.params,
+        &call.environment,
+        &call.headers,
+        call.deadline_unix_nanos,
+    );
+    w.buf.extend_from_slice(&bytes);
+}
+
+fn decode_call(r: &mut Reader<'_>) -> Decoded<CallMessage> {
+    let function = r.u32()?;
+    let execution_id = r.string()?;
+    let n = r.count(9)?;
+    let mut params = Vec::with_capacity(n);
+    for _ in 0..n {
+        params.push((r.string()?, r.value()?));
+    }
+    Ok(CallMessage {
+        function,
+        execution_id,
+        params,
+        environment: r.pairs()?,
+        headers: r.pairs()?,
+        deadline_unix_nanos: r.u64()?,
+    })
+}
+
+const READY: u8 = 1;
+const LOADED: u8 = 2;
+const REFUSED: u8 = 3;
+const INSTANCE_REFUSED: u8 = 4;
+const CHUNK: u8 = 5;
+const LOG: u8 = 6;
+const DONE: u8 = 7;
+
+fn level_code(level: LogLevel) -> u8 {
+    match level {
+        LogLevel::Trace => 0,
+        LogLevel::Debug => 1,
+        LogLevel::Info => 2,
+        LogLevel::Warn => 3,
+        LogLevel::Error => 4,
+    }
+}
+
+fn level_of(code: u8) -> Decoded<LogLevel> {
+    Ok(match code {
+        0 => LogLevel::Trace,
+        1 => LogLevel::Debug,
+        2 => LogLevel::Info,
+        3 => LogLevel::Warn,
+        4 => LogLevel::Error,
+        _ => return Err(Malformed("an unknown log level")),
+    })
+}
+
+impl ToHost {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            ToHost::Ready => w.u8(READY),
+            ToHost::Loaded(d) => {
+                w.u8(LOADED);
+                w.str(&d.name);
+                w.str(&d.version);
+                w.str(&d.sdk_version);
+                w.str(&d.abi_version);
+                w.u64(d.root_fields as u64);
+                w.u32(u32::try_from(d.functions.len()).unwrap_or(u32::MAX));
+                for f in &d.functions {
+                    w.str(&f.name);
+                    w.u8(match f.kind {
+                        FunctionKind::Unary => 0,
+                        FunctionKind::Stream => 1,
+                    });
+                    w.str(&f.description);
+                    w.str(&f.signature);
+                    w.u8(u8::from(f.blocking));
+                }
+            }
+            ToHost::Refused { kind, message } => {
+                w.u8(REFUSED);
+                w.str(kind);
+                w.str(message);
+            }
+            ToHost::InstanceRefused { code, message } => {
+                w.u8(INSTANCE_REFUSED);
+                w.str(code);
+                w.str(message);
+            }
+            ToHost::Chunk(v) => {
+                w.u8(CHUNK);
+                w.value(v);
+            }
+            ToHost::Log(level, line) => {
+                w.u8(LOG);
+                w.u8(level_code(*level));
+                w.str(line);
+            }
+            ToHost::Done { end, memory } => {
+                w.u8(DONE);
+                match end {
+                    CallEnd::Returned(v) => {
+                        w.u8(0);
+                        w.value(v);
+                    }
+                    CallEnd::Failed {
+                        code,
+                        message,
+                        retriable,
+                    } => {
+                        w.u8(1);
+                        w.str(code);
+                        w.str(message);
+                        w.u8(u8::from(*retriable));
+                    }
+                    CallEnd::Panicked { message } => {
+                        w.u8(2);
+                        w.str(message);
+                    }
+                }
+                match memory {
+                    None => w.u8(0),
+                    Some((allocated, peak)) => {
+                        w.u8(1);
+                        w.u64(*allocated);
+                        w.u64(*peak);
+                    }
+                }
+            }
+        }
+        w.finish()
+    }
+
+    /// Decodes a message.
+    ///
+    /// # Errors
+    ///
+    /// [`Malformed`].
+    pub fn decode(bytes: &[u8]) -> Decoded<Self> {
+        let mut r = Reader::new(bytes);
+        let message = match r.u8()? {
+            READY => ToHost::Ready,
+            LOADED => {
+                let (name, version, sdk_version, abi_version) =
+                    (r.string()?, r.string()?, r.string()?, r.string()?);
+                let root_fields = usize::try_from(r.u64()?)
+                    .map_err(|_| Malformed("a field count beyond the address space"))?;
+                let n = r.count(27)?;
+                let mut functions = Vec::with_capacity(n);
+                for _ in 0..n {
+                    functions.push(FunctionInfo {
+                        name: r.string()?,
+                        kind: match r.u8()? {
+                            0 => FunctionKind::Unary,
+                            1 => FunctionKind::Stream,
+                            _ => return Err(Malformed("an unknown function kind")),
+                        },
+                        description: r.string()?,
+                        signature: r.string()?,
+                        blocking: r.bool()?,
+                    });
+                }
+                ToHost::Loaded(Description {
+                    name,
+                    version,
+                    sdk_version,
+                    abi_version,
+                    root_fields,
+                    functions,
+                })
+            }
+            REFUSED => ToHost::Refused {
+                kind: r.string()?,
+                message: r.string()?,
+            },
+            INSTANCE_REFUSED => ToHost::InstanceRefused {
+                code: r.string()?,
+                message: r.string()?,
+            },
+            CHUNK => ToHost::Chunk(r.value()?),
+            LOG => ToHost::Log(level_of(r.u8()?)?, r.string()?),
+            DONE => {
+                let end = match r.u8()? {
+                    0 => CallEnd::Returned(r.value()?),
+                    1 => CallEnd::Failed {
+                        code: r.string()?,
+                        message: r.string()?,
+                        retriable: r.bool()?,
+                    },
+                    2 => CallEnd::Panicked {
+                        message: r.string()?,
+                    },
+                    _ => return Err(Malformed("an unknown call ending")),
+                };
+                let memory = match r.u8()? {
+                    0 => None,
+                    1 => Some((r.u64()?, r.u64()?)),
+                    _ => return Err(Malformed("a memory figure flag that is neither 0 nor 1")),
+                };
+                ToHost::Done { end, memory }
+            }
+            _ => return Err(Malformed("an unknown message to the host")),
+        };
+        r.end()?;
+        Ok(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Vec<Value> {
+        vec![
+            Value::Unit,
+            Value::String("héllo".into()),
+            Value::I64(-42),
+            Value::F64(1.5),
+            Value::Bool(true),
+            Value::Bytes(vec![0, 1, 255]),
+            Value::Raw {
+                type_url: "type.googleapis.com/x.Y".into(),
+                bytes: vec![9],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        let to_worker = [
+            ToWorker::Load {
+                source: "/proc/1/fd/3".into(),
+                digest: [7; 32],
+                config: vec![("k".into(), "v".into())],
+                memory_max: 1 << 20,
+                describe_only: false,
+            },
+            ToWorker::Call(CallMessage {
+                function: 3,
+                execution_id: "e".into(),
+                params: values()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("p{i}"), v))
+                    .collect(),
+                environment: vec![("A".into(), "1".into())],
+                headers: vec![],
+                deadline_unix_nanos: 99,
+            }),
+            ToWorker::Ack { accepted: true },
+        ];
+        for m in to_worker {
+            assert_eq!(ToWorker::decode(&m.encode()), Ok(m));
+        }
+        let mut to_host = vec![
+            ToHost::Ready,
+            ToHost::Loaded(Description {
+                name: "echo".into(),
+                version: "0.1.0".into(),
+                sdk_version: "0.1.0".into(),
+                abi_version: "1.1.0".into(),
+                root_fields: 9,
+                functions: vec![FunctionInfo {
+                    name: "echo".into(),
+                    kind: FunctionKind::Stream,
+                    description: "d".into(),
+                    signature: "(input: str) -> str".into(),
+                    blocking: true,
+                }],
+            }),
+            ToHost::Refused {
+                kind: "no_root_module".into(),
+                message: "m".into(),
+            },
+            ToHost::InstanceRefused {
+                code: "c".into(),
+                message: "m".into(),
+            },
+            ToHost::Log(LogLevel::Warn, "line".into()),
+            ToHost::Done {
+                end: CallEnd::Failed {
+                    code: "c".into(),
+                    message: "m".into(),
+                    retriable: true,
+                },
+                memory: Some((1, 2)),
+            },
+            ToHost::Done {
+                end: CallEnd::Panicked {
+                    message: "boom".into(),
+                },
+                memory: None,
+            },
+        ];
+        to_host.extend(values().into_iter().map(ToHost::Chunk));
+        to_host.extend(values().into_iter().map(|v| ToHost::Done {
+            end: CallEnd::Returned(v),
+            memory: None,
+        }));
+        for m in to_host {
+            assert_eq!(ToHost::decode(&m.encode()), Ok(m));
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed_never_a_panic() {
+        let valid = ToHost::Loaded(Description {
+            name: "n".into(),
+            version: "v".into(),
+            sdk_version: "s".into(),
+            abi_version: "a".into(),
+            root_fields: 1,
+            functions: vec![],
+        })
+        .encode();
+        // Every truncation, and every single-byte corruption.
+        for n in 0..valid.len() {
+            assert!(ToHost::decode(&valid[..n]).is_err());
+        }
+        for i in 0..valid.len() {
+            for b in [0u8, 1, 0x7f, 0xff] {
+                let mut bad = valid.clone();
+                bad[i] = b;
+                let _ = ToHost::decode(&bad);
+            }
+        }
+        // A count claiming more items than the message could hold.
+        let mut huge = vec![LOADED];
+        for _ in 0..4 {
+            huge.extend_from_slice(&0u64.to_le_bytes());
+        }
+        huge.extend_from_slice(&0u64.to_le_bytes());
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            ToHost::decode(&huge),
+            Err(Malformed("a count larger than the message"))
+        );
+        assert!(ToHost::decode(&[DONE, 0, 2, 0xff]).is_err());
+        assert!(ToHost::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,144 @@
+//! The process tier: a task's plugin in worker processes of its own, called
+//! across shared memory, so that a crash costs one worker and never the host.
+//!
+//! `docs/isolation.md` describes the tiers and what each costs.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Invocation metadata key choosing a task's tier on NEW_TASK.
+pub const ISOLATION_KEY: &str = "spearlet.isolation";
+
+/// Where a task's plugin code runs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// In the host process: inline when proven short, else on pooled threads.
+    #[default]
+    InProcess,
+    /// In worker processes, across shared memory.
+    Process,
+}
+
+impl Isolation {
+    /// Its name on the wire, in configuration and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::InProcess => "in-process",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a tier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not an isolation tier (expected `in-process` or `process`)")]
+pub struct UnknownIsolation(pub String);
+
+impl FromStr for Isolation {
+    type Err = UnknownIsolation;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "in-process" => Ok(Isolation::InProcess),
+            "process" => Ok(Isolation::Process),
+            other => Err(UnknownIsolation(other.to_owned())),
+        }
+    }
+}
+
+mod codec;
+mod instance;
+mod process;
+#[allow(unsafe_code)]
+mod shm;
+mod wake;
+pub mod worker;
+mod workers;
+
+pub use instance::{CrashGate, IsolatedInstance};
+pub use process::{Ended, GRACE};
+pub use workers::{worker_program, Workers, LOAD_PATIENCE};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
+use crate::digest::Sha256Digest;
+use crate::error::Result;
+use crate::loader::{Plugin, VerifiedFile};
+
+/// Digests whose first load ran in a worker and did not kill it: the host
+/// may map them itself.
+static PROBED: LazyLock<Mutex<HashSet<Sha256Digest>>> = LazyLock::new(Mutex::default);
+
+/// Plugins described by workers for process-tier tasks, by digest.
+static DESCRIBED: LazyLock<Mutex<HashMap<Sha256Digest, Arc<Plugin>>>> =
+    LazyLock::new(Mutex::default);
+
+/// Loads the verified `file` for a task of `isolation`. Blocks.
+///
+/// Either way the first load of a digest happens in a worker process: a
+/// library whose ELF constructor crashes or hangs is refused
+/// ([`crate::Error::ConstructorCrashed`]) before the host maps it. In
+/// process an in-process task then loads it here; a process-tier task
+/// gets the worker's description and the host never maps it.
+///
+/// # Errors
+///
+/// The loader's refusals, [`crate::Error::ConstructorCrashed`],
+/// [`crate::Error::Worker`].
+pub fn load(file: VerifiedFile, isolation: Isolation, workers: &Workers) -> Result<Arc<Plugin>> {
+    let digest = file.digest();
+    match isolation {
+        Isolation::InProcess => {
+            if let Some(plugin) = Plugin::already_loaded(&digest) {
+                return Ok(plugin);
+            }
+            let probed = PROBED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&digest);
+            if !probed {
+                match workers.describe(&file) {
+                    // A refusal the loader here will give again, with its details.
+                    Ok(_) | Err(crate::Error::RefusedByWorker { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                PROBED
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(digest);
+            }
+            Plugin::load(file)
+        }
+        Isolation::Process => {
+            if let Some(plugin) = described(&digest) {
+                return Ok(plugin);
+            }
+            let description = workers.describe(&file)?;
+            let plugin = Plugin::described(file, description)?;
+            DESCRIBED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(digest, Arc::clone(&plugin));
+            Ok(plugin)
+        }
+    }
+}
+
+/// The process-tier plugin of `digest`, if a worker described it already.
+pub fn described(digest: &Sha256Digest) -> Option<Arc<Plugin>> {
+    DESCRIBED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(digest)
+        .cloned()
+}

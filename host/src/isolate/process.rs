@@ -1,0 +1,374 @@
+//! A worker process seen from the host: starting it, posting to it, waiting
+//! for it, and knowing at once when it died and how.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::codec::{ToHost, ToWorker};
+use super::shm::{Channel, Direction};
+use super::wake::{self, Side, SpinBudget};
+
+/// How often a host waiting on a worker looks at cancellation and deadlines.
+const SLICE: Duration = Duration::from_millis(20);
+/// How long a worker that was asked to stop (deadline, cancellation) may
+/// take to return before it is killed.
+pub const GRACE: Duration = Duration::from_millis(200);
+/// Lines of a worker's standard error kept to explain its death.
+const TAIL: usize = 8;
+/// What Rust's default allocation-error handler prints before it aborts.
+const ALLOCATION_FAILED: &str = "memory allocation of";
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Killed by this signal.
+    Signal(i32),
+    /// Exited with this status.
+    Exit(i32),
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Ended::Signal(n) => match signal_name(n) {
+                Some(name) => write!(f, "killed by signal {n} ({name})"),
+                None => write!(f, "killed by signal {n}"),
+            },
+            Ended::Exit(code) => write!(f, "exited with status {code}"),
+        }
+    }
+}
+
+fn signal_name(n: i32) -> Option<&'static str> {
+    Some(match n {
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => return None,
+    })
+}
+
+/// Why a wait on a worker did not bring the message hoped for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// The worker died on its own.
+    Crashed(Ended),
+    /// The worker died from an allocation over its memory cap.
+    OutOfMemory(Ended),
+    /// The worker wrote something that is not a message; it was killed.
+    Garbage(String),
+    /// The host killed it: it ran past its deadline, or past its
+    /// cancellation, by more than [`GRACE`].
+    Stopped,
+    /// It did not answer in time (loading, or starting); it was killed.
+    Hung(Duration),
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Crashed(ended) => write!(f, "{ended}"),
+            Fault::OutOfMemory(ended) => write!(f, "ran out of its memory cap ({ended})"),
+            Fault::Garbage(what) => write!(f, "wrote garbage into its channel ({what}); killed"),
+            Fault::Stopped => f.write_str("ignored its deadline or cancellation; killed"),
+            Fault::Hung(after) => write!(f, "hung for {} ms; killed", after.as_millis()),
+        }
+    }
+}
+
+/// What a host-side wait watches besides the worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch<'a> {
+    /// The call's deadline.
+    pub deadline: Option<SystemTime>,
+    /// The host's cancellation flag of the call.
+    pub cancelled: Option<&'a AtomicBool>,
+    /// Give up (and kill) after this long without a message.
+    pub patience: Option<Duration>,
+}
+
+/// What the host knows of a worker's life, shared with the thread that
+/// reaps it.
+#[derive(Debug)]
+struct Life {
+    ended: Mutex<Option<Ended>>,
+    /// Set before the host kills it: its death is then no crash.
+    killed: AtomicBool,
+    tail: Mutex<VecDeque<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One worker process and the host's end of its channel.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    pid: rustix::process::Pid,
+    channel: Arc<Channel>,
+    life: Arc<Life>,
+    seen: u32,
+    budget: SpinBudget,
+    buf: Vec<u8>,
+}
+
+/// Every worker is started from this one thread: a worker asks to die with
+/// its parent, and Linux means the parent *thread*, so a worker started
+/// from a pool thread that later retires would be killed with it.
+type SpawnJob = Box<dyn FnOnce() + Send>;
+static SPAWNER: LazyLock<Mutex<mpsc::Sender<SpawnJob>>> = LazyLock::new(|| {
+    let (tx, rx) = mpsc::channel::<SpawnJob>();
+    std::thread::Builder::new()
+        .name("spearlet-spawner".into())
+        .spawn(move || {
+            for job in rx {
+                job();
+            }
+        })
+        .expect("the worker spawner thread starts");
+    Mutex::new(tx)
+});
+
+fn on_spawner<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::sync_channel(1);
+    lock(&SPAWNER)
+        .send(Box::new(move || {
+            let _ = tx.send(f());
+        }))
+        .expect("the spawner thread lives as long as the process");
+    rx.recv().expect("the spawner thread answers every job")
+}
+
+impl WorkerProcess {
+    /// Starts `program worker` and waits until it is ready.
+    ///
+    /// # Errors
+    ///
+    /// A description of what failed: the channel, the start, or the worker
+    /// dying or hanging before it was ready.
+    pub fn start(program: &Path) -> Result<WorkerProcess, String> {
+        let (channel, fd) = Channel::create().map_err(|e| format!("cannot make a channel: {e}"))?;
+        let mut command = Command::new(program);
+        command
+            .arg("worker")
+            .stdin(Stdio::from(fd))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = on_spawner(move || command.spawn())
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+            .ok_or("the worker has no process id")?;
+        let channel = Arc::new(channel);
+        let life = Arc::new(Life {
+            ended: Mutex::new(None),
+            killed: AtomicBool::new(false),
+            tail: Mutex::new(VecDeque::with_capacity(TAIL)),
+        });
+        let stderr = child.stderr.take();
+        let (reaper_life, reaper_channel) = (Arc::clone(&life), Arc::clone(&channel));
+        std::thread::Builder::new()
+            .name(format!("spearlet-worker-{}", child.id()))
+            .stack_size(64 << 10)
+            .spawn(move || {
+                let id = child.id();
+                if let Some(stderr) = stderr {
+                    for line in std::io::BufReader::new(stderr)
+                        .lines()
+                        .map_while(Result::ok)
+                    {
+                        tracing::warn!(worker = id, "{line}");
+                        let mut tail = lock(&reaper_life.tail);
+                        if tail.len() == TAIL {
+                            tail.pop_front();
+                        }
+                        tail.push_back(line);
+                    }
+                }
+                let ended = match child.wait() {
+                    Ok(status) => {
+                        use std::os::unix::process::ExitStatusExt;
+                        match (status.signal(), status.code()) {
+                            (Some(signal), _) => Ended::Signal(signal),
+                            (None, Some(code)) => Ended::Exit(code),
+                            (None, None) => Ended::Exit(-1),
+                        }
+                    }
+                    Err(_) => Ended::Exit(-1),
+                };
+                *lock(&reaper_life.ended) = Some(ended);
+                wake::wake_waiter(&reaper_channel, Side::Host);
+            })
+            .map_err(|e| format!("cannot start the thread watching a worker: {e}"))?;
+        let mut worker = WorkerProcess {
+            pid,
+            channel,
+            life,
+            seen: 0,
+            budget: if wake::spinning_helps() {
+                SpinBudget::default()
+            } else {
+                SpinBudget::never()
+            },
+            buf: Vec::new(),
+        };
+        let ready = worker.receive(&Watch {
+            deadline: None,
+            cancelled: None,
+            patience: Some(Duration::from_secs(10)),
+        });
+        match ready {
+            Ok(ToHost::Ready) => Ok(worker),
+            Ok(other) => Err(format!(
+                "the worker began with {other:?} instead of being ready"
+            )),
+            Err(fault) => Err(format!("the worker did not start: {fault}")),
+        }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw_nonzero().get()
+    }
+
+    /// The flag the plugin in the worker polls.
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        self.channel.cancel_flag()
+    }
+
+    /// Whether it has died (or been killed).
+    pub fn has_ended(&self) -> bool {
+        lock(&self.life.ended).is_some()
+    }
+
+    /// Posts `message` (already encoded).
+    ///
+    /// # Errors
+    ///
+    /// [`Fault::Garbage`] when it does not fit the channel (nothing was sent).
+    pub fn send(&mut self, message: &[u8]) -> Result<(), Fault> {
+        self.channel
+            .write(Direction::ToWorker, message)
+            .map_err(|e| Fault::Garbage(e.to_string()))?;
+        wake::post(&self.channel, Side::Host);
+        Ok(())
+    }
+
+    /// Posts a message.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerProcess::send`].
+    pub fn post(&mut self, message: &ToWorker) -> Result<(), Fault> {
+        self.send(&message.encode())
+    }
+
+    /// Waits for the worker's next message, watching `watch` meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// A [`Fault`]: after it, the worker is dead (or killed).
+    pub fn receive(&mut self, watch: &Watch<'_>) -> Result<ToHost, Fault> {
+        let started = Instant::now();
+        let mut stop_asked: Option<Instant> = None;
+        loop {
+            let life = &self.life;
+            let interrupted = || {
+                lock(&life.ended).is_some()
+                    || watch.cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
+                    || watch.deadline.is_some_and(|d| SystemTime::now() >= d)
+                    || watch.patience.is_some_and(|p| started.elapsed() >= p)
+            };
+            let outcome = wake::wait(
+                &self.channel,
+                Side::Host,
+                self.seen,
+                &mut self.budget,
+                None,
+                &interrupted,
+                SLICE,
+            );
+            if let Some(now) = outcome {
+                self.seen = now;
+                return self.read();
+            }
+            if let Some(ended) = *lock(&self.life.ended) {
+                return Err(self.fault_of(ended));
+            }
+            if let Some(patience) = watch.patience.filter(|p| started.elapsed() >= *p) {
+                self.kill();
+                return Err(Fault::Hung(patience));
+            }
+            let asked = *stop_asked.get_or_insert_with(|| {
+                self.channel.cancel_flag().store(true, Ordering::Release);
+                Instant::now()
+            });
+            if asked.elapsed() >= GRACE {
+                self.kill();
+                return Err(Fault::Stopped);
+            }
+            // Asked to stop: look again within the grace, not a whole slice later.
+            let until_kill = GRACE.saturating_sub(asked.elapsed());
+            if let Some(now) = wake::wait(
+                &self.channel,
+                Side::Host,
+                self.seen,
+                &mut self.budget,
+                Some(until_kill),
+                &|| lock(&life.ended).is_some(),
+                until_kill.max(Duration::from_millis(1)),
+            ) {
+                self.seen = now;
+                return self.read();
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<ToHost, Fault> {
+        let decoded = match self.channel.read(Direction::ToHost, &mut self.buf) {
+            Ok(()) => ToHost::decode(&self.buf).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        decoded.map_err(|what| {
+            self.kill();
+            Fault::Garbage(what)
+        })
+    }
+
+    fn fault_of(&self, ended: Ended) -> Fault {
+        if self.life.killed.load(Ordering::Acquire) {
+            return Fault::Stopped;
+        }
+        let out_of_memory = lock(&self.life.tail)
+            .iter()
+            .any(|line| line.contains(ALLOCATION_FAILED));
+        if out_of_memory {
+            Fault::OutOfMemory(ended)
+        } else {
+            Fault::Crashed(ended)
+        }
+    }
+
+    /// Kills the worker (its reaper thread collects it).
+    pub fn kill(&self) {
+        self.life.killed.store(true, Ordering::Release);
+        let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if !self.has_ended() {
+            self.kill();
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The host's worker processes not yet given to a task: where the worker
+//! program is, a few started ahead of need, and the first load of a
+//! library (which runs in a worker before anything else, for every tier).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::codec::{ToHost, ToWorker};
+use super::process::{Fault, Watch, WorkerProcess};
+use crate::error::{Error, Result};
+use crate::loader::{PluginDescription, VerifiedFile};
+
+/// How long loading a library (its ELF constructors, the layout checks) may
+/// take in a worker before the library is refused as hanging.
+pub const LOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Started workers waiting for a library, and how to start more.
+#[derive(Debug)]
+pub struct Workers {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    program: std::result::Result<PathBuf, String>,
+    ready: Mutex<Vec<WorkerProcess>>,
+    /// Workers kept ready.
+    target: usize,
+    refilling: AtomicBool,
+}
+
+impl Workers {
+    /// Workers of `program` (located as [`worker_program`] says when
+    /// `None`), keeping `warm` started once the first one was asked for.
+    pub fn new(program: Option<&Path>, warm: usize) -> Self {
+        Workers {
+            inner: Arc::new(Inner {
+                program: worker_program(program),
+                ready: Mutex::new(Vec::new()),
+                target: warm,
+                refilling: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Starts the warm workers now, in the background.
+    pub fn prestart(&self) {
+        Inner::refill(&self.inner);
+    }
+
+    /// A started worker: a warm one, or one started now.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Worker`] when none can be started.
+    pub fn take(&self) -> Result<WorkerProcess> {
+        let warm = {
+            let mut ready = self
+                .inner
+                .ready
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            ready.retain(|w| !w.has_ended());
+            ready.pop()
+        };
+        Inner::refill(&self.inner);
+        match warm {
+            Some(worker) => Ok(worker),
+            None => self.inner.start(),
+        }
+    }
+
+    /// Loads `file` in a worker and describes it, without making an
+    /// instance; the worker is discarded after. A library whose loading
+    /// kills or hangs the worker is refused here, before the host (or any
+    /// other worker) maps it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConstructorCrashed`]; [`Error::RefusedByWorker`] for what
+    /// the loader refused; [`Error::Worker`].
+    pub fn describe(&self, file: &VerifiedFile) -> Result<PluginDescription> {
+        let mut worker = self.take()?;
+        let source = format!("/proc/{}/fd/{}", std::process::id(), raw_fd(file));
+        let load = ToWorker::Load {
+            source,
+            digest: *file.digest().as_bytes(),
+            config: Vec::new(),
+            memory_max: 0,
+            describe_only: true,
+        };
+        let crashed = |fault: Fault| Error::ConstructorCrashed {
+            path: file.path().to_owned(),
+            ended: fault.to_string(),
+        };
+        worker.post(&load).map_err(crashed)?;
+        let reply = worker.receive(&Watch {
+            deadline: None,
+            cancelled: None,
+            patience: Some(LOAD_PATIENCE),
+        });
+        match reply.map_err(crashed)? {
+            ToHost::Loaded(description) => Ok(description),
+            ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
+            other => Err(Error::Worker {
+                reason: format!("a worker answered a load with {other:?}"),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    fn start(&self) -> Result<WorkerProcess> {
+        let program = self.program.as_ref().map_err(|reason| Error::Worker {
+            reason: reason.clone(),
+        })?;
+        WorkerProcess::start(program).map_err(|reason| Error::Worker { reason })
+    }
+
+    /// Tops the warm workers up to the target on a thread of its own, one
+    /// refill at a time.
+    fn refill(this: &Arc<Inner>) {
+        if this.target == 0 || this.program.is_err() || this.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let inner = Arc::clone(this);
+        let spawned = std::thread::Builder::new()
+            .name("spearlet-warm-workers".into())
+            .spawn(move || {
+                loop {
+                    let missing = {
+                        let ready = inner.ready.lock().unwrap_or_else(PoisonError::into_inner);
+                        inner.target.saturating_sub(ready.len())
+                    };
+                    if missing == 0 {
+                        break;
+                    }
+                    match inner.start() {
+                        Ok(worker) => inner
+                            .ready
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(worker),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot start a warm worker process");
+                            break;
+                        }
+                    }
+                }
+                inner.refilling.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            this.refilling.store(false, Ordering::Release);
+        }
+    }
+}
+
+fn raw_fd(file: &VerifiedFile) -> i32 {
+    use std::os::fd::AsRawFd;
+    file.file().as_raw_fd()
+}
+
+/// The `spearlet` executable that runs workers: `configured` if given;
+/// else this executable when it is `spearlet`; else a `spearlet` beside it
+/// or one directory up (cargo puts test binaries in `target/*/deps/`).
+///
+/// # Errors
+///
+/// A sentence naming where it looked.
+pub fn worker_program(configured: Option<&Path>) -> std::result::Result<PathBuf, String> {
+    if let Some(path) = configured {
+        return Ok(path.to_owned());
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this executable: {e}"))?;
+    if exe.file_name().is_some_and(|n| n == "spearlet") {
+        return Ok(exe);
+    }
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("spearlet"))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            format!(
+                "no spearlet executable to run worker processes (looked for {}); \
+                 set [exec] worker_program",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
