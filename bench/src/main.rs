@@ -14,6 +14,7 @@ mod p4_sha;
 mod p5_rss;
 #[cfg(feature = "peers")]
 mod p6_peers;
+mod p7_isolated;
 mod soak;
 mod stats;
 
@@ -35,7 +36,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
 
-    /// Only these parts (comma-separated: P1,P2,P3,P4,P5,P6).
+    /// Only these parts (comma-separated: P1,P2,P3,P4,P5,P6,P7).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 
@@ -52,6 +53,10 @@ struct Args {
     /// Internal: serve the bare echo service P1 compares against.
     #[arg(long, hide = true)]
     bare_echo_server: bool,
+
+    /// Internal: echo 64-byte messages on this Unix socket (P7's baseline).
+    #[arg(long, hide = true, value_name = "PATH")]
+    socket_echo_child: Option<PathBuf>,
 
     /// Where to write the JSON summary (default: target/bench/summary.json).
     #[arg(long)]
@@ -104,7 +109,15 @@ fn at_least(goal: f64) -> impl Fn(&stats::Summary) -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The hosts here start their worker processes from this binary (see
+    // `host_config`): it serves as `spearlet worker` does.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") {
+        return spearlet::isolate::worker::serve().map_err(anyhow::Error::msg);
+    }
     let args = Args::parse();
+    if let Some(path) = &args.socket_echo_child {
+        return p7_isolated::socket_echo_child(path);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -285,6 +298,65 @@ fn main() -> anyhow::Result<()> {
             p3.load_us, p3.bare_load_us
         ));
     }
+    if args.wants("P7") {
+        eprintln!(
+            "P7 the process tier: isolated echo, Unix-socket baseline, restarts, throughput …"
+        );
+        let p7 = runtime.block_on(p7_isolated::run(args.quick, &data.path().join("p7")))?;
+        let one = |v: f64| summary(&[v]);
+        rows.push(Row::new(
+            ("P7", "p7_isolated_p50_us"),
+            "isolated 64-byte echo, Host::invoke p50",
+            one(p7.isolated_p50_us),
+            "us",
+            "(info)",
+            |_| true,
+        ));
+        rows.push(Row::new(
+            ("P7", "p7_isolated_p99_us"),
+            "isolated 64-byte echo, Host::invoke p99",
+            one(p7.isolated_p99_us),
+            "us",
+            "(info)",
+            |_| true,
+        ));
+        rows.push(Row::new(
+            ("P7", "p7_socket_p50_us"),
+            "Unix socket 64-byte round trip p50",
+            one(p7.socket_p50_us),
+            "us",
+            "(info)",
+            |_| true,
+        ));
+        rows.push(Row::new(
+            ("P7", "p7_socket_ratio"),
+            "socket p50 / isolated p50",
+            one(p7.socket_p50_us / p7.isolated_p50_us),
+            "x",
+            ">= 3",
+            at_least(3.0),
+        ));
+        rows.push(Row::new(
+            ("P7", "p7_restart_ms"),
+            "worker crash to next successful call",
+            summary(&p7.restarts_ms),
+            "ms",
+            "<= 50",
+            at_most(50.0),
+        ));
+        rows.push(Row::new(
+            ("P7", "p7_throughput_ratio"),
+            "isolated / in-process, 32 in flight",
+            one(p7.isolated_rps / p7.in_process_rps),
+            "x",
+            "(info)",
+            |_| true,
+        ));
+        notes.push(format!(
+            "P7 req/s at 32 in flight: isolated {:.0}, in process {:.0}; host waits on workers: {} ended spinning, {} slept",
+            p7.isolated_rps, p7.in_process_rps, p7.wake.0, p7.wake.1
+        ));
+    }
     if args.wants("P4") {
         eprintln!("P4 sha256 vs openssl …");
         let p4 = p4_sha::run(args.quick)?;
@@ -436,6 +508,10 @@ pub(crate) fn host_config(data_dir: &std::path::Path, root: &std::path::Path) ->
         artifacts: spearlet::config::ArtifactConfig {
             roots: vec![root.to_owned()],
             ..spearlet::config::ArtifactConfig::default()
+        },
+        exec: spearlet::config::ExecConfig {
+            worker_program: std::env::current_exe().ok(),
+            ..spearlet::config::ExecConfig::default()
         },
         ..spearlet::Config::default()
     }

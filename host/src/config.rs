@@ -253,6 +253,11 @@ pub struct ExecConfig {
     /// process-tier task (and the first load of any plugin, which runs in a
     /// worker before the host loads it) then pays no process start. Default: 1.
     pub warm_workers: usize,
+    /// Load every plugin first in a worker process, so that a library whose
+    /// ELF constructor crashes or hangs is refused instead of taking the
+    /// host down. Default: true. (`plugin inspect` and `plugin check` turn
+    /// it off in the child process they already load each file in.)
+    pub first_load_in_worker: bool,
 }
 
 impl Default for ExecConfig {
@@ -263,6 +268,7 @@ impl Default for ExecConfig {
             isolation: crate::isolate::Isolation::InProcess,
             worker_program: None,
             warm_workers: 1,
+            first_load_in_worker: true,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::invoke::{InvokeOutcome, InvokeRequest};
 use crate::loader::{FunctionKind, Plugin};
 use crate::pool::QuarantineLimits;
 use crate::registry::{Task, TaskRegistry};
-use crate::tier::{PluginProfile, TierPolicy};
+use crate::tier::{Bound, Code, PluginProfile, TierPolicy};
 use crate::Value;
 
 mod cluster;
@@ -54,7 +54,12 @@ struct Inner {
     pending_async: AtomicUsize,
     quarantine: Arc<QuarantineLimits>,
     /// What the inline tier learnt, per loaded plugin: tasks of one plugin share it.
-    profiles: Mutex<HashMap<Sha256Digest, Arc<PluginProfile>>>,
+    /// Keyed by digest and whether the code runs here: a process-tier
+    /// plugin's calls wait on a worker process, and never run inline.
+    profiles: Mutex<HashMap<(Sha256Digest, bool), Arc<PluginProfile>>>,
+    /// The inline tier's cap and watchdog, which every profile's inline
+    /// calls are under.
+    inline: Arc<Bound>,
     /// Set when the host begins to stop: new calls are refused.
     stopping: std::sync::atomic::AtomicBool,
     /// SYNC and STREAM calls being served, which a stop waits for.
@@ -110,11 +115,12 @@ impl Host {
             .into_iter()
             .map(|t| (t.id.clone(), t))
             .collect();
+        let policy = config.exec.tier_policy();
         Ok(Host {
             inner: Arc::new(Inner {
                 artifacts,
                 executions,
-                policy: config.exec.tier_policy(),
+                policy,
                 quarantine: Arc::new(QuarantineLimits::new(
                     config.pool.max_quarantined,
                     config.pool.max_quarantined_total,
@@ -124,6 +130,7 @@ impl Host {
                 started: Instant::now(),
                 pending_async: AtomicUsize::new(0),
                 profiles: Mutex::default(),
+                inline: Bound::new(policy),
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 serving: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
@@ -164,11 +171,15 @@ impl Host {
             .profiles
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(profiles.entry(plugin.digest()).or_insert_with(|| {
-            Arc::new(PluginProfile::new(
-                plugin.functions().iter().map(|f| f.blocking),
-                &self.inner.policy,
-            ))
+        let here = plugin.is_loaded_here();
+        Arc::clone(profiles.entry((plugin.digest(), here)).or_insert_with(|| {
+            self.inner.inline.profile(
+                plugin.name(),
+                plugin
+                    .functions()
+                    .iter()
+                    .map(|f| (f.name.as_str(), f.blocking || !here)),
+            )
         }))
     }
 
@@ -201,14 +212,17 @@ impl Host {
     }
 
     /// The call that needs no waiting at all — a known task, a function the
-    /// inline tier has promoted, an idle instance, no retries — served
-    /// without a future: the common case of a busy host costs what its
-    /// bookkeeping costs. `None`, with `request` untouched, for anything
-    /// else: the general path serves it.
+    /// inline tier has promoted, a free seat under the tier's cap, an idle
+    /// instance, no retries, no deadline — served without a future: the
+    /// common case of a busy host costs what its bookkeeping costs. `None`,
+    /// with `request` untouched, for anything else: the general path serves
+    /// it. A call with a deadline never runs here: nothing could answer its
+    /// caller at the deadline while the plugin holds this thread.
     fn invoke_in_place(&self, request: &mut InvokeRequest) -> Option<Result<InvokeOutcome>> {
         if request.mode != ExecutionMode::Sync
             || request.max_retries > 0
             || request.force_new_instance
+            || request.timeout.is_some()
             || !self.inner.policy.enabled()
         {
             return None;
@@ -218,6 +232,8 @@ impl Host {
         if !task.profile(function).is_inline() {
             return None;
         }
+        // Before the instance: a call over the cap leaves the pool alone.
+        let seat = task.profile.seat(Code::Function(function.index()))?;
         let lease = match task.pool.try_acquire_idle()? {
             Ok(lease) => lease,
             Err(e) => return Some(Err(e)),
@@ -237,7 +253,7 @@ impl Host {
                 params: std::mem::take(&mut request.params),
                 environment: std::mem::take(&mut request.environment),
                 headers: std::mem::take(&mut request.headers),
-                deadline: request.timeout.map(|t| Instant::now() + t),
+                deadline: None,
                 acquire_timeout: self.inner.config.pool.acquire_timeout,
                 max_retries: 0,
                 fresh_instance: false,
@@ -245,7 +261,7 @@ impl Host {
                 chunks: None,
                 policy: self.inner.policy,
             };
-            exec::run_in_place(job, lease);
+            exec::run_in_place(job, lease, seat);
         }
         Some(Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),

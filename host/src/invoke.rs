@@ -9,8 +9,9 @@ use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot};
 use crate::host::Host;
+use crate::isolate::{Isolation, ISOLATION_KEY};
 use crate::loader::Plugin;
-use crate::pool::{InstancePool, PoolContext, PoolLimits};
+use crate::pool::{InstancePool, Isolated, PoolContext, PoolLimits};
 use crate::registry::{CreationKey, Membership, NewTask, SourceFile, Task};
 use crate::Value;
 
@@ -67,7 +68,8 @@ pub struct InvokeRequest {
     /// Run on a new instance rather than a pooled one.
     pub force_new_instance: bool,
     /// Invocation metadata; when this invocation creates its task, it becomes
-    /// the task's metadata and its instances' configuration.
+    /// the task's metadata (its isolation tier written in) and its
+    /// instances' configuration (the `spearlet.` keys left out).
     pub metadata: BTreeMap<String, String>,
     /// The W3C trace the call belongs to: kept on the execution and handed
     /// to the plugin as `traceparent` (with `tracestate`, when given).
@@ -158,6 +160,114 @@ pub const UPGRADE_KEY: &str = "spearlet.upgrade";
 pub const POOL_MIN_KEY: &str = "spearlet.pool.min";
 /// See [`POOL_MIN_KEY`].
 pub const POOL_MAX_KEY: &str = "spearlet.pool.max";
+
+/// Metadata key: the memory cap, in bytes, of each worker process of the
+/// process-tier task it creates (CLI: `spearlet invoke --memory-max`).
+pub const MEMORY_MAX_KEY: &str = "spearlet.memory.max";
+
+/// The largest [`MEMORY_MAX_KEY`] accepted, 1 TiB: a cap above it is a
+/// mistake of units, not a limit anyone means.
+pub const MEMORY_MAX_LIMIT: u64 = 1 << 40;
+
+/// Where a task's plugin code runs ([`ISOLATION_KEY`]) and, in worker
+/// processes, how much memory each may use ([`MEMORY_MAX_KEY`]): chosen by
+/// the invocation that creates the task, fixed for the task's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct IsolationSetting {
+    /// The tier.
+    pub isolation: Isolation,
+    /// The memory cap in bytes (process tier only).
+    pub memory_max: Option<u64>,
+}
+
+impl IsolationSetting {
+    /// The setting invocation `metadata` asks for; `default` when it names
+    /// no tier.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRequest`] naming the key and the value: a tier that is
+    /// not `process` or `in-process`; a memory cap that is not a number of
+    /// bytes from 1 to [`MEMORY_MAX_LIMIT`]; a memory cap for a task that
+    /// would run in-process, where nothing could enforce it.
+    pub fn from_metadata(
+        metadata: &BTreeMap<String, String>,
+        default: Isolation,
+    ) -> Result<IsolationSetting> {
+        let invalid = |reason: String| Error::InvalidRequest {
+            field: "invocation_metadata",
+            reason,
+        };
+        let isolation = match metadata.get(ISOLATION_KEY) {
+            None => default,
+            Some(v) => v.trim().parse().map_err(|_| {
+                invalid(format!(
+                    "`{ISOLATION_KEY}` must be `{}` or `{}`, got `{v}`",
+                    Isolation::Process,
+                    Isolation::InProcess
+                ))
+            })?,
+        };
+        let Some(v) = metadata.get(MEMORY_MAX_KEY) else {
+            return Ok(IsolationSetting {
+                isolation,
+                memory_max: None,
+            });
+        };
+        let bytes = v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MEMORY_MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "`{MEMORY_MAX_KEY}` must be a number of bytes from 1 to \
+                     {MEMORY_MAX_LIMIT} (1 TiB), got `{v}`"
+                ))
+            })?;
+        if isolation != Isolation::Process {
+            let why = if metadata.contains_key(ISOLATION_KEY) {
+                "the request asks for"
+            } else {
+                "the server's default is"
+            };
+            return Err(invalid(format!(
+                "`{MEMORY_MAX_KEY}` (`{v}`) needs `{ISOLATION_KEY}={}`: a memory cap \
+                 applies to worker processes, and {why} `{isolation}`",
+                Isolation::Process
+            )));
+        }
+        Ok(IsolationSetting {
+            isolation,
+            memory_max: Some(bytes),
+        })
+    }
+
+    /// The setting of a task assembled again from its `metadata` — after a
+    /// restart, for a new version, from a registration in the cluster:
+    /// what its creation wrote in ([`IsolationSetting::record`]), so the
+    /// server's default by then does not matter. A task recorded before
+    /// tiers existed names none, and ran in-process: it still does.
+    ///
+    /// # Errors
+    ///
+    /// As [`IsolationSetting::from_metadata`], for metadata nobody checked
+    /// (a registration made by another node).
+    pub fn of_task(metadata: &BTreeMap<String, String>) -> Result<IsolationSetting> {
+        IsolationSetting::from_metadata(metadata, Isolation::InProcess)
+    }
+
+    /// Writes the setting into a new task's metadata, in its canonical form:
+    /// the metadata is what is recorded, registered in the cluster and used
+    /// to assemble the task again, so the tier travels with it.
+    pub fn record(self, metadata: &mut BTreeMap<String, String>) {
+        metadata.insert(ISOLATION_KEY.to_owned(), self.isolation.to_string());
+        match self.memory_max {
+            Some(bytes) => metadata.insert(MEMORY_MAX_KEY.to_owned(), bytes.to_string()),
+            None => metadata.remove(MEMORY_MAX_KEY),
+        };
+    }
+}
 
 impl Host {
     /// The task `target` names, if it exists here already and can be used
@@ -354,7 +464,13 @@ impl Host {
             .get_or_create(key, async {
                 created = true;
                 self.pool_limits(&request.metadata)?;
-                let plugin = self.artifacts().load(artifact).await?;
+                let setting = self.isolation_setting(&request.metadata)?;
+                let mut metadata = request.metadata.clone();
+                setting.record(&mut metadata);
+                let plugin = self
+                    .artifacts()
+                    .load_as(artifact, setting.isolation)
+                    .await?;
                 let (id, membership) = match self.sms() {
                     None => (id.unwrap_or_else(crate::exec::new_id), Membership::Local),
                     Some(sms) => {
@@ -371,7 +487,7 @@ impl Host {
                                 (name, description),
                                 artifact,
                                 id.as_deref(),
-                                &request.metadata,
+                                &metadata,
                             )
                             .await?;
                         registered = Some(sms_id.clone());
@@ -387,7 +503,7 @@ impl Host {
                         (name, description),
                         artifact,
                         plugin,
-                        &request.metadata,
+                        &metadata,
                         membership,
                     )
                     .await?;
@@ -423,7 +539,9 @@ impl Host {
     }
 
     /// A task's parts around a loaded plugin: its pool, pre-warmed (the
-    /// constructors run here), configured from the metadata.
+    /// constructors run here), configured from the metadata, and its
+    /// isolation tier, read from the metadata as its creation wrote it
+    /// ([`IsolationSetting::of_task`]).
     pub(crate) async fn assemble_task(
         &self,
         id: Arc<str>,
@@ -434,6 +552,7 @@ impl Host {
         membership: Membership,
     ) -> Result<NewTask> {
         let limits = self.pool_limits(metadata)?;
+        let setting = IsolationSetting::of_task(metadata)?;
         let config: Vec<(String, String)> = metadata
             .iter()
             .filter(|(k, _)| !k.starts_with("spearlet."))
@@ -444,6 +563,11 @@ impl Host {
             policy: self.tier_policy(),
             profile: Arc::clone(&profile),
             quarantine: Arc::clone(self.quarantine_limits()),
+            isolated: (setting.isolation == Isolation::Process).then(|| Isolated {
+                workers: Arc::clone(self.artifacts().workers()),
+                memory_max: setting.memory_max,
+                gate: Arc::default(),
+            }),
         };
         let pool =
             InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context).await?;
@@ -460,12 +584,20 @@ impl Host {
             artifact: artifact.clone(),
             plugin,
             metadata: metadata.clone(),
+            isolation: setting.isolation,
+            memory_max: setting.memory_max,
             pool,
             profile,
             membership,
             switch: None,
             source,
         })
+    }
+
+    /// The isolation setting a new task's invocation `metadata` asks for,
+    /// the server's default tier (`exec.isolation`) when it names none.
+    fn isolation_setting(&self, metadata: &BTreeMap<String, String>) -> Result<IsolationSetting> {
+        IsolationSetting::from_metadata(metadata, self.config().exec.isolation)
     }
 
     fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {
@@ -492,5 +624,110 @@ impl Host {
             });
         }
         Ok(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn refusal(pairs: &[(&str, &str)], default: Isolation) -> String {
+        match IsolationSetting::from_metadata(&metadata(pairs), default) {
+            Err(e @ Error::InvalidRequest { .. }) => e.to_string(),
+            other => panic!("{pairs:?} should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_tier_is_the_request_s_or_else_the_default() {
+        let read = |pairs: &[(&str, &str)], default| {
+            IsolationSetting::from_metadata(&metadata(pairs), default).unwrap()
+        };
+        assert_eq!(
+            read(&[], Isolation::Process),
+            IsolationSetting {
+                isolation: Isolation::Process,
+                memory_max: None
+            }
+        );
+        assert_eq!(
+            read(&[(ISOLATION_KEY, " in-process ")], Isolation::Process).isolation,
+            Isolation::InProcess
+        );
+        assert_eq!(
+            read(
+                &[(ISOLATION_KEY, "process"), (MEMORY_MAX_KEY, "1048576")],
+                Isolation::InProcess
+            ),
+            IsolationSetting {
+                isolation: Isolation::Process,
+                memory_max: Some(1 << 20)
+            }
+        );
+        assert_eq!(
+            read(&[(MEMORY_MAX_KEY, "1099511627776")], Isolation::Process).memory_max,
+            Some(MEMORY_MAX_LIMIT),
+            "the limit itself is allowed"
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_key_and_the_value() {
+        let err = refusal(&[(ISOLATION_KEY, "sandbox")], Isolation::InProcess);
+        assert!(
+            err.contains("invocation_metadata")
+                && err.contains("`spearlet.isolation`")
+                && err.contains("`sandbox`"),
+            "{err}"
+        );
+        for bad in ["0", "-1", "lots", "1.5", "1099511627777", ""] {
+            let err = refusal(
+                &[(ISOLATION_KEY, "process"), (MEMORY_MAX_KEY, bad)],
+                Isolation::InProcess,
+            );
+            assert!(
+                err.contains("`spearlet.memory.max`")
+                    && err.contains(&format!("`{bad}`"))
+                    && err.contains("1099511627776"),
+                "{err}"
+            );
+        }
+        let err = refusal(
+            &[(ISOLATION_KEY, "in-process"), (MEMORY_MAX_KEY, "1048576")],
+            Isolation::Process,
+        );
+        assert!(
+            err.contains("`spearlet.memory.max`") && err.contains("spearlet.isolation=process"),
+            "{err}"
+        );
+        let err = refusal(&[(MEMORY_MAX_KEY, "1048576")], Isolation::InProcess);
+        assert!(err.contains("the server's default"), "{err}");
+    }
+
+    #[test]
+    fn a_recorded_setting_reads_back_whatever_the_default() {
+        let setting = IsolationSetting {
+            isolation: Isolation::Process,
+            memory_max: Some(4096),
+        };
+        let mut task = metadata(&[(MEMORY_MAX_KEY, " 4096"), ("start", "1")]);
+        setting.record(&mut task);
+        assert_eq!(task[MEMORY_MAX_KEY], "4096", "canonical");
+        assert_eq!(IsolationSetting::of_task(&task).unwrap(), setting);
+        let mut plain = metadata(&[]);
+        IsolationSetting::default().record(&mut plain);
+        assert_eq!(plain[ISOLATION_KEY], "in-process");
+        assert_eq!(
+            IsolationSetting::from_metadata(&plain, Isolation::Process).unwrap(),
+            IsolationSetting::default(),
+            "written in, the tier no longer depends on the default"
+        );
     }
 }

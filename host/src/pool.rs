@@ -16,7 +16,8 @@
 //! the task are refused until a quarantined call returns.
 //!
 //! Plugin code (constructors, destructors) runs off the async workers,
-//! except constructors the inline tier has seen to be short.
+//! except constructors the inline tier has seen to be short, and then only
+//! in a seat under the tier's cap, watched like any inline call.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,10 +26,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
+use crate::isolate::{CrashGate, IsolatedInstance, Workers};
 use crate::loader::{Plugin, PluginInstance};
-use crate::tier::{PluginProfile, TierPolicy};
+use crate::tier::{Code, PluginProfile, TierPolicy};
+mod instance;
 mod lease;
 
+pub use instance::Instance;
 pub use lease::{Lease, Quarantine};
 
 /// Sizing of one pool.
@@ -95,6 +99,19 @@ pub struct PoolContext {
     pub profile: Arc<PluginProfile>,
     /// The host-wide quarantine bounds.
     pub quarantine: Arc<QuarantineLimits>,
+    /// For a process-tier task: where its workers come from.
+    pub isolated: Option<Isolated>,
+}
+
+/// How a process-tier pool gets its instances: each is a worker process.
+#[derive(Debug, Clone)]
+pub struct Isolated {
+    /// The host's workers (warm ones are taken first).
+    pub workers: Arc<Workers>,
+    /// Each worker's memory cap, bytes.
+    pub memory_max: Option<u64>,
+    /// The task's crash record: its backoff refuses calls while it lasts.
+    pub gate: Arc<CrashGate>,
 }
 
 /// The instance pool of one task (cheap to clone; clones share the pool).
@@ -132,7 +149,7 @@ struct PoolState {
 
 #[derive(Debug)]
 struct Idle {
-    instance: PluginInstance,
+    instance: Instance,
     id: Arc<str>,
     since: Instant,
     permit: OwnedSemaphorePermit,
@@ -156,6 +173,10 @@ pub struct PoolStats {
     pub quarantined: usize,
     /// The pool's limits.
     pub limits: PoolLimits,
+    /// Process tier: worker crashes since the task was created.
+    pub worker_crashes: u64,
+    /// Process tier: backing off after repeated crashes (calls refused).
+    pub crash_looping: bool,
 }
 
 impl InstancePool {
@@ -220,6 +241,7 @@ impl InstancePool {
     /// deadline; [`Error::InstanceCreation`] when a new instance cannot be made.
     pub async fn acquire(&self, fresh: bool, wait: Wait) -> Result<Lease> {
         self.check_quarantine()?;
+        self.check_crashes()?;
         let mut deadline = None;
         loop {
             if self.is_closed() {
@@ -291,7 +313,7 @@ impl InstancePool {
     ///
     /// [`Error::TaskDeleted`]; [`Error::QuarantineFull`].
     pub fn try_acquire_idle(&self) -> Option<Result<Lease>> {
-        if let Err(e) = self.check_quarantine() {
+        if let Err(e) = self.check_quarantine().and_then(|()| self.check_crashes()) {
             return Some(Err(e));
         }
         if self.is_closed() {
@@ -329,6 +351,15 @@ impl InstancePool {
         })
     }
 
+    /// A process-tier task backing off after repeated crashes refuses
+    /// calls at once.
+    fn check_crashes(&self) -> Result<()> {
+        match &self.shared.context.isolated {
+            Some(isolated) => isolated.gate.check(&self.shared.task_id),
+            None => Ok(()),
+        }
+    }
+
     fn deleted(&self) -> Error {
         Error::TaskDeleted {
             task_id: self.shared.task_id.to_string(),
@@ -339,19 +370,27 @@ impl InstancePool {
         self.lease(idle.instance, idle.id, idle.permit)
     }
 
-    fn lease(&self, instance: PluginInstance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
+    fn lease(&self, instance: Instance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
         Lease::new(instance, id, Arc::clone(&self.shared), permit)
     }
 
-    async fn create(&self) -> Result<(PluginInstance, Arc<str>)> {
+    async fn create(&self) -> Result<(Instance, Arc<str>)> {
         let shared = &self.shared;
+        if let Some(isolated) = shared.context.isolated.clone() {
+            return self.create_isolated(isolated).await;
+        }
         let profile = &shared.context.profile.constructor;
         let policy = shared.context.policy;
-        let instance = if policy.enabled() && profile.is_inline() {
+        let seat = if policy.enabled() && profile.is_inline() {
+            shared.context.profile.seat(Code::Constructor)
+        } else {
+            None
+        };
+        let instance = if let Some(seat) = seat {
             let start = Instant::now();
+            seat.begin(start);
             let instance = PluginInstance::new(&shared.plugin, &shared.config);
-            profile
-                .inline_run(start.elapsed(), &policy)
+            seat.end(profile, start.elapsed(), &policy)
                 .log(shared.plugin.name(), "constructor");
             instance?
         } else {
@@ -369,10 +408,40 @@ impl InstancePool {
                 .log(shared.plugin.name(), "constructor");
             instance?
         };
+        Ok(self.count_new(Instance::Here(instance)))
+    }
+
+    /// A worker process for a process-tier task: a warm one (or one started
+    /// now) loads the plugin and makes the instance. Off the async workers:
+    /// starting a process and loading a library block.
+    async fn create_isolated(&self, isolated: Isolated) -> Result<(Instance, Arc<str>)> {
+        let shared = &self.shared;
+        let (task_id, plugin, config) = (
+            Arc::clone(&shared.task_id),
+            Arc::clone(&shared.plugin),
+            shared.config.clone(),
+        );
+        let worker = tokio::task::spawn_blocking(move || {
+            IsolatedInstance::create(
+                &isolated.workers,
+                &task_id,
+                &plugin,
+                &config,
+                isolated.memory_max,
+                &isolated.gate,
+            )
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("starting a worker did not finish: {e}")))??;
+        Ok(self.count_new(Instance::Worker(worker)))
+    }
+
+    fn count_new(&self, instance: Instance) -> (Instance, Arc<str>) {
+        let shared = &self.shared;
         shared.state().live += 1;
         shared.created.fetch_add(1, Ordering::Relaxed);
         let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok((instance, Arc::from(format!("{}-{n}", shared.task_id))))
+        (instance, Arc::from(format!("{}-{n}", shared.task_id)))
     }
 
     /// Destroys instances idle since before `now - idle_for`, keeping the
@@ -438,6 +507,18 @@ impl InstancePool {
             discarded: self.shared.discarded.load(Ordering::Relaxed),
             quarantined: state.quarantined,
             limits: self.shared.limits,
+            worker_crashes: self
+                .shared
+                .context
+                .isolated
+                .as_ref()
+                .map_or(0, |i| i.gate.crashes()),
+            crash_looping: self
+                .shared
+                .context
+                .isolated
+                .as_ref()
+                .is_some_and(|i| i.gate.is_looping()),
         }
     }
 }
@@ -465,7 +546,7 @@ impl Shared {
 
     /// Drops an instance; its destructor is plugin code, so off the async
     /// workers when there is a runtime.
-    fn destroy(&self, instance: PluginInstance) {
+    fn destroy(&self, instance: Instance) {
         self.state().live -= 1;
         dispose(instance);
     }
@@ -482,7 +563,12 @@ impl Drop for Shared {
     }
 }
 
-fn dispose(instance: PluginInstance) {
+fn dispose(instance: Instance) {
+    let instance = match instance {
+        // Killing a worker is one signal; nothing of the plugin runs here.
+        Instance::Worker(worker) => return drop(worker),
+        Instance::Here(instance) => instance,
+    };
     match tokio::runtime::Handle::try_current() {
         Ok(rt) => {
             rt.spawn_blocking(move || drop(instance));

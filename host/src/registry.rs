@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use crate::artifact::{ArtifactSpec, CachePin};
 use crate::error::{Error, Result};
 use crate::exec::{wall_clock, ExecutionStatus};
+use crate::isolate::Isolation;
 use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
 use crate::tier::{PluginProfile, Profile};
@@ -31,8 +32,14 @@ pub struct Task {
     pub artifact: ArtifactSpec,
     /// The loaded plugin.
     pub plugin: Arc<Plugin>,
-    /// The invocation metadata it was created with.
+    /// The invocation metadata it was created with, its isolation tier
+    /// written in (see [`crate::invoke::IsolationSetting::record`]).
     pub metadata: BTreeMap<String, String>,
+    /// Where its plugin code runs, fixed when it was created.
+    pub isolation: Isolation,
+    /// The memory cap, in bytes, of each of its worker processes (process
+    /// tier only).
+    pub memory_max: Option<u64>,
     /// When it was created.
     pub created_at: SystemTime,
     /// Its instances.
@@ -90,6 +97,10 @@ pub struct NewTask {
     pub plugin: Arc<Plugin>,
     /// Invocation metadata.
     pub metadata: BTreeMap<String, String>,
+    /// Where its plugin code runs.
+    pub isolation: Isolation,
+    /// The memory cap of each of its worker processes, in bytes.
+    pub memory_max: Option<u64>,
     /// Its pool, pre-warmed.
     pub pool: InstancePool,
     /// The inline tier's profile of its plugin.
@@ -201,6 +212,8 @@ impl Task {
             artifact: t.artifact,
             plugin: t.plugin,
             metadata: t.metadata,
+            isolation: t.isolation,
+            memory_max: t.memory_max,
             created_at: now,
             pool: t.pool,
             profile: t.profile,

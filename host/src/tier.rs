@@ -1,34 +1,64 @@
 //! The inline tier: which plugin code has *proven* short enough to run on
-//! the calling thread.
+//! an async runtime worker, and the bound that keeps it from stalling one.
 //!
 //! Plugin code runs off the async runtime's workers, paying a thread
 //! hand-off per call, unless it has earned the right not to: a function
 //! whose last `warm_up` off-worker runs all finished within the budget is
-//! promoted, and its SYNC calls then run in place. One inline run over the
-//! budget demotes it at once, and the warm-up it needs to come back doubles
-//! (up to [`MAX_WARM_UP_FACTOR`] times the configured one), so a function
-//! that is sometimes slow stops flapping. A function demoted after a long
-//! stable stretch inline ([`STABLE_FACTOR`] times its warm-up) needs only
-//! the configured warm-up again: run time is measured on the wall clock, and
-//! a busy machine's preemption now and then must not price a short function
-//! out of the tier for good. Functions marked `#[function(blocking)]` are
-//! never promoted.
+//! promoted, and its SYNC calls then run on a runtime worker. A run over
+//! the budget demotes it at once, and the warm-up it needs to come back
+//! doubles, so a function that is sometimes slow stops flapping. A function demoted after
+//! a long stable stretch inline ([`STABLE_FACTOR`] times its warm-up) needs
+//! only the configured warm-up again: run time is measured on the wall
+//! clock, and a busy machine's preemption now and then must not price a
+//! short function out of the tier. [`BAR_AFTER_DEMOTIONS`] demotions in a
+//! row with no stable stretch between them bar the code from the tier for
+//! good (for as long as its plugin is loaded): it is not short, whatever
+//! its warm-ups said. Functions marked `#[function(blocking)]` are never
+//! promoted.
 //!
-//! The same rule covers a plugin's instance constructor, so that a second
+//! Running plugin code on a worker is only safe while it stays short, so
+//! the tier is bounded ([`Bound`]):
+//!
+//! - **A cap**: at most (runtime workers − 1) inline calls run at once
+//!   across the host, so one worker is always free for health checks,
+//!   admin calls and I/O; a call that finds the cap reached takes the
+//!   pooled path. A current-thread runtime, or one with a single worker,
+//!   runs nothing inline.
+//! - **A watchdog** looks at the inline calls in flight every
+//!   [`WATCH_TICK`] and demotes the code of one that has overrun its budget
+//!   *while it runs*, so the next calls take the pooled path even if this
+//!   one never returns.
+//! - **Deadlines**: a call with a deadline never runs on its caller's own
+//!   future (see `exec`), so the caller is answered at the deadline even if
+//!   the plugin ignores cancellation.
+//!
+//! The same rules cover a plugin's instance constructor, so that a second
 //! task on an already-loaded plugin can be created without a hand-off.
 //!
 //! A profile belongs to a loaded plugin (one per digest): every task running
 //! that code shares what was learnt about it.
 
+mod bound;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// How far repeated demotions stretch the warm-up.
-pub const MAX_WARM_UP_FACTOR: u32 = 64;
+pub(crate) use bound::Seat;
+pub use bound::{Bound, Code, PARK_AFTER_IDLE_TICKS, WATCH_TICK};
 
 /// Inline runs since its promotion, in warm-ups, after which a demotion
 /// starts the function over from the configured warm-up.
 pub const STABLE_FACTOR: u64 = 16;
+
+/// Demotions in a row, each before a stable stretch inline, after which
+/// code is never promoted again while its plugin stays loaded. Four: with
+/// the warm-up doubling each time (so it reaches at most 8 times the
+/// configured one), the fourth comes after the function proved short in
+/// 32, 64, 128 and 256 (by default) runs in a row and still overran soon
+/// after each promotion — a pattern, not noise, and every further
+/// promotion would risk stalling a worker again.
+pub const BAR_AFTER_DEMOTIONS: u32 = 4;
 
 /// The tier's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +79,11 @@ impl TierPolicy {
 /// Where a function's calls run now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
-    /// Off the async workers, with a hand-off (the default).
+    /// Off the async workers, with a hand-off (the default; also code
+    /// barred from the tier after repeated demotions).
     OffWorker,
-    /// On the calling thread: the function has proven short.
+    /// On a runtime worker, within the tier's bound: the function has
+    /// proven short.
     Inline,
     /// Never inline: the author marked it `#[function(blocking)]`.
     Blocking,
@@ -62,10 +94,14 @@ pub enum Tier {
 pub struct Profile {
     blocking: bool,
     inline: AtomicBool,
+    /// Never promoted again: demoted [`BAR_AFTER_DEMOTIONS`] times in a row.
+    barred: AtomicBool,
     /// Short off-worker runs in a row.
     streak: AtomicU32,
     /// The streak needed for the next promotion.
     needed: AtomicU32,
+    /// Demotions in a row with no stable stretch between them.
+    strikes: AtomicU32,
     promotions: AtomicU64,
     demotions: AtomicU64,
     inline_runs: AtomicU64,
@@ -105,7 +141,13 @@ pub enum Change {
     Demoted {
         /// The warm-up now needed.
         warm_up: u32,
-        /// How long the slow run took.
+        /// How long the slow run took (or had run, when the watchdog saw it).
+        took: Duration,
+    },
+    /// The code was demoted for the [`BAR_AFTER_DEMOTIONS`]th time in a row
+    /// and is never promoted again.
+    Barred {
+        /// How long the slow run took (or had run, when the watchdog saw it).
         took: Duration,
     },
 }
@@ -130,6 +172,13 @@ impl Change {
                 took_us = took.as_micros(),
                 "demoted from the inline tier: a run went over the budget"
             ),
+            Change::Barred { took } => tracing::warn!(
+                plugin,
+                code,
+                demotions = BAR_AFTER_DEMOTIONS,
+                took_us = took.as_micros(),
+                "barred from the inline tier for good: it kept going over the budget"
+            ),
         }
     }
 }
@@ -140,8 +189,10 @@ impl Profile {
         Profile {
             blocking,
             inline: AtomicBool::new(false),
+            barred: AtomicBool::new(false),
             streak: AtomicU32::new(0),
             needed: AtomicU32::new(policy.warm_up.max(1)),
+            strikes: AtomicU32::new(0),
             promotions: AtomicU64::new(0),
             demotions: AtomicU64::new(0),
             inline_runs: AtomicU64::new(0),
@@ -168,7 +219,7 @@ impl Profile {
         Duration::from_nanos(self.mean_nanos.load(Ordering::Relaxed))
     }
 
-    /// Where the next call runs.
+    /// Where the next call runs, unless the tier's cap is reached.
     pub fn tier(&self) -> Tier {
         if self.blocking {
             Tier::Blocking
@@ -179,15 +230,20 @@ impl Profile {
         }
     }
 
-    /// Whether the next call may run on the calling thread.
+    /// Whether the next call may run inline (if the cap allows).
     #[inline]
     pub fn is_inline(&self) -> bool {
         self.inline.load(Ordering::Relaxed)
     }
 
+    /// Whether the code was barred from the tier for good.
+    pub fn is_barred(&self) -> bool {
+        self.barred.load(Ordering::Relaxed)
+    }
+
     /// Folds in an off-worker run that took `took`.
     pub fn off_worker_run(&self, took: Duration, policy: &TierPolicy) -> Change {
-        if self.blocking || !policy.enabled() || self.is_inline() {
+        if self.blocking || !policy.enabled() || self.is_inline() || self.is_barred() {
             return Change::None;
         }
         if took > policy.budget {
@@ -206,24 +262,53 @@ impl Profile {
         Change::None
     }
 
-    /// Folds in a run on the calling thread that took `took`.
+    /// Folds in an inline run that took `took`: over the budget, it demotes.
     pub fn inline_run(&self, took: Duration, policy: &TierPolicy) -> Change {
-        let runs = self.inline_runs.fetch_add(1, Ordering::Relaxed) + 1;
-        if took <= policy.budget || !self.inline.swap(false, Ordering::Relaxed) {
+        self.count_inline_run();
+        if took <= policy.budget {
+            return Change::None;
+        }
+        self.demote(took, policy)
+    }
+
+    /// Counts an inline run the watchdog has judged already.
+    pub(crate) fn count_inline_run(&self) {
+        self.inline_runs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Demotes the code after a run over the budget (seen ended, or still
+    /// running by the watchdog): its warm-up starts again, doubled unless it
+    /// had a stable stretch inline, and the [`BAR_AFTER_DEMOTIONS`]th
+    /// demotion in a row bars it. Nothing if it is not inline (the other
+    /// side — the run's end or the watchdog — was first).
+    pub(crate) fn demote(&self, took: Duration, policy: &TierPolicy) -> Change {
+        if !self.inline.swap(false, Ordering::Relaxed) {
             return Change::None;
         }
         self.streak.store(0, Ordering::Relaxed);
-        let base = policy.warm_up.max(1);
-        let cap = base.saturating_mul(MAX_WARM_UP_FACTOR);
-        let needed = self.needed.load(Ordering::Relaxed);
-        let since_promotion = runs.saturating_sub(self.promoted_at.load(Ordering::Relaxed));
-        let warm_up = if since_promotion >= STABLE_FACTOR * u64::from(needed) {
-            base
-        } else {
-            needed.saturating_mul(2).min(cap)
-        };
-        self.needed.store(warm_up, Ordering::Relaxed);
         self.demotions.fetch_add(1, Ordering::Relaxed);
+        let base = policy.warm_up.max(1);
+        let needed = self.needed.load(Ordering::Relaxed);
+        let since_promotion = self
+            .inline_runs
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.promoted_at.load(Ordering::Relaxed));
+        let (warm_up, strikes) = if since_promotion >= STABLE_FACTOR * u64::from(needed) {
+            // A stable stretch forgives the demotions before it: this one
+            // is the first of a new series.
+            (base, 1)
+        } else {
+            (
+                needed.saturating_mul(2),
+                self.strikes.load(Ordering::Relaxed).saturating_add(1),
+            )
+        };
+        self.strikes.store(strikes, Ordering::Relaxed);
+        self.needed.store(warm_up, Ordering::Relaxed);
+        if strikes >= BAR_AFTER_DEMOTIONS {
+            self.barred.store(true, Ordering::Relaxed);
+            return Change::Barred { took };
+        }
         Change::Demoted { warm_up, took }
     }
 
@@ -244,27 +329,23 @@ impl Profile {
 }
 
 /// The profiles of one loaded plugin: one per function, index for index
-/// with its table, and one for its instance constructor.
+/// with its table, and one for its instance constructor. Made by
+/// [`Bound::profile`], whose cap and watchdog its inline calls are under.
 #[derive(Debug)]
 pub struct PluginProfile {
     /// Per function.
     pub functions: Box<[Profile]>,
     /// The instance constructor.
     pub constructor: Profile,
+    /// For the watchdog's log lines: the plugin's name and its functions'.
+    plugin: Box<str>,
+    names: Box<[Box<str>]>,
+    /// Its number in `bound`, which names it in a seat's owner word.
+    serial: u32,
+    bound: Arc<Bound>,
 }
 
 impl PluginProfile {
-    /// Fresh profiles for a plugin whose functions are `blocking[i]`.
-    pub fn new(blocking: impl IntoIterator<Item = bool>, policy: &TierPolicy) -> Self {
-        PluginProfile {
-            functions: blocking
-                .into_iter()
-                .map(|b| Profile::new(b, policy))
-                .collect(),
-            constructor: Profile::new(false, policy),
-        }
-    }
-
     /// All its functions' counters, summed.
     pub fn counts(&self) -> TierCounts {
         let mut sum = TierCounts::default();
@@ -273,10 +354,34 @@ impl PluginProfile {
         }
         sum
     }
+
+    /// The profile of `code`.
+    pub fn of(&self, code: Code) -> &Profile {
+        match code {
+            Code::Function(i) => &self.functions[i],
+            Code::Constructor => &self.constructor,
+        }
+    }
+
+    /// A seat for an inline run of `code`, if the cap allows one now.
+    /// Whether the code is promoted is the caller's to check.
+    #[inline]
+    pub(crate) fn seat(&self, code: Code) -> Option<Seat<&Bound>> {
+        self.bound.seat(self.serial, code)
+    }
+
+    fn name_of(&self, code: Code) -> &str {
+        match code {
+            Code::Function(i) => self.names.get(i).map_or("?", |n| n),
+            Code::Constructor => "constructor",
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
     const POLICY: TierPolicy = TierPolicy {
@@ -378,15 +483,234 @@ mod tests {
     }
 
     #[test]
-    fn repeated_demotions_are_capped() {
+    fn each_demotion_in_a_row_doubles_the_warm_up_until_the_bar() {
         let p = Profile::new(false, &POLICY);
-        let mut last = 0;
-        for _ in 0..20 {
-            while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
-            if let Change::Demoted { warm_up, .. } = p.inline_run(LONG, &POLICY) {
-                last = warm_up;
+        let mut changes = Vec::new();
+        for _ in 0..BAR_AFTER_DEMOTIONS {
+            promote(&p);
+            changes.push(p.inline_run(LONG, &POLICY));
+        }
+        let demoted = |factor: u32| Change::Demoted {
+            warm_up: POLICY.warm_up * factor,
+            took: LONG,
+        };
+        assert_eq!(
+            changes,
+            [
+                demoted(2),
+                demoted(4),
+                demoted(8),
+                Change::Barred { took: LONG }
+            ]
+        );
+    }
+
+    /// A plugin profile with one function, `f`, under `bound`.
+    fn plugin(bound: &Bound) -> Arc<PluginProfile> {
+        bound.profile("p", [("f", false)])
+    }
+
+    /// Promotes `p` with short off-worker runs.
+    fn promote(p: &Profile) {
+        for _ in 0..10_000 {
+            if p.off_worker_run(SHORT, &POLICY) == Change::Promoted {
+                return;
             }
         }
-        assert_eq!(last, POLICY.warm_up * MAX_WARM_UP_FACTOR);
+        panic!("never promoted");
+    }
+
+    /// Runs `code` inline in a seat, past the budget, and lets the watchdog
+    /// look at it while it runs; returns what its end changed.
+    fn overrun(bound: &Bound, plugin: &PluginProfile, code: Code) -> Change {
+        let seat = plugin.seat(code).expect("a free seat");
+        let started = Instant::now();
+        seat.begin(started);
+        let mut seen = Vec::new();
+        assert!(
+            bound.scan(started, &mut seen),
+            "a call in flight is activity"
+        );
+        assert!(plugin.of(code).is_inline(), "within the budget so far");
+        bound.scan(started + LONG, &mut seen);
+        assert!(!plugin.of(code).is_inline(), "demoted while it still runs");
+        seat.end(plugin.of(code), LONG, &POLICY)
+    }
+
+    #[test]
+    fn the_watchdog_demotes_a_call_while_it_runs_and_its_end_does_not_again() {
+        let bound = Bound::with_capacity(POLICY, 1, false);
+        let plugin = plugin(&bound);
+        let f = &plugin.functions[0];
+        promote(f);
+        assert_eq!(
+            overrun(&bound, &plugin, Code::Function(0)),
+            Change::None,
+            "the watchdog demoted it already"
+        );
+        let c = f.counts();
+        assert_eq!((c.promotions, c.demotions, c.inline_runs), (1, 1, 1));
+        // Not promoted again without a fresh warm-up, twice as long.
+        for _ in 0..2 * POLICY.warm_up - 1 {
+            assert_eq!(f.off_worker_run(SHORT, &POLICY), Change::None);
+        }
+        assert_eq!(f.off_worker_run(SHORT, &POLICY), Change::Promoted);
+        // The constructor is watched the same way.
+        promote(&plugin.constructor);
+        overrun(&bound, &plugin, Code::Constructor);
+        assert_eq!(plugin.constructor.tier(), Tier::OffWorker);
+        assert_eq!(f.tier(), Tier::Inline, "the function's profile is its own");
+    }
+
+    #[test]
+    fn repeated_demotions_bar_the_code_for_good() {
+        let bound = Bound::with_capacity(POLICY, 1, false);
+        let plugin = plugin(&bound);
+        let f = &plugin.functions[0];
+        for n in 1..=BAR_AFTER_DEMOTIONS {
+            promote(f);
+            let seat = plugin.seat(Code::Function(0)).unwrap();
+            let started = Instant::now();
+            seat.begin(started);
+            bound.scan(started + LONG, &mut Vec::new());
+            seat.end(f, LONG, &POLICY);
+            assert_eq!(f.is_barred(), n == BAR_AFTER_DEMOTIONS, "after {n}");
+        }
+        for _ in 0..10_000 {
+            assert_eq!(f.off_worker_run(SHORT, &POLICY), Change::None);
+        }
+        assert_eq!(f.tier(), Tier::OffWorker);
+        assert_eq!(
+            f.counts().promotions,
+            u64::from(BAR_AFTER_DEMOTIONS),
+            "never promoted again"
+        );
+        // The run that ends over the budget bars the same way.
+        let g = Profile::new(false, &POLICY);
+        let mut last = Change::None;
+        for _ in 0..BAR_AFTER_DEMOTIONS {
+            promote(&g);
+            last = g.inline_run(LONG, &POLICY);
+        }
+        assert_eq!(last, Change::Barred { took: LONG });
+    }
+
+    #[test]
+    fn a_stable_stretch_forgives_earlier_demotions() {
+        let p = Profile::new(false, &POLICY);
+        for _ in 0..BAR_AFTER_DEMOTIONS - 1 {
+            promote(&p);
+            p.inline_run(LONG, &POLICY);
+        }
+        promote(&p);
+        let needed = POLICY.warm_up * 8;
+        for _ in 0..STABLE_FACTOR * u64::from(needed) {
+            p.inline_run(SHORT, &POLICY);
+        }
+        assert_eq!(
+            p.inline_run(LONG, &POLICY),
+            Change::Demoted {
+                warm_up: POLICY.warm_up,
+                took: LONG
+            }
+        );
+        assert!(!p.is_barred());
+        for _ in 0..BAR_AFTER_DEMOTIONS - 2 {
+            promote(&p);
+            p.inline_run(LONG, &POLICY);
+        }
+        assert!(!p.is_barred(), "the series started over");
+        promote(&p);
+        assert_eq!(p.inline_run(LONG, &POLICY), Change::Barred { took: LONG });
+    }
+
+    #[test]
+    fn the_cap_bounds_inline_calls_in_flight() {
+        let bound = Bound::with_capacity(POLICY, 2, false);
+        let plugin = plugin(&bound);
+        let a = plugin.seat(Code::Function(0)).unwrap();
+        let b = plugin.seat(Code::Constructor).unwrap();
+        assert!(
+            plugin.seat(Code::Function(0)).is_none(),
+            "the cap is reached"
+        );
+        assert_eq!(bound.in_flight(), 2);
+        drop(a);
+        let c = plugin.seat(Code::Function(0)).expect("a seat was freed");
+        assert_eq!(b.end(&plugin.constructor, SHORT, &POLICY), Change::None);
+        let detached = c.detach();
+        assert_eq!(bound.in_flight(), 1, "a detached seat is the same seat");
+        drop(detached);
+        assert_eq!(bound.in_flight(), 0);
+    }
+
+    #[test]
+    fn the_cap_is_one_less_than_the_runtime_workers() {
+        let seats_on = |runtime: tokio::runtime::Runtime| {
+            let bound = Bound::new(POLICY);
+            let plugin = plugin(&bound);
+            runtime.block_on(async {
+                let mut held = Vec::new();
+                while let Some(seat) = plugin.seat(Code::Function(0)) {
+                    held.push(seat);
+                }
+                assert_eq!(Some(held.len()), bound.capacity());
+                held.len()
+            })
+        };
+        let multi = |workers| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .build()
+                .unwrap()
+        };
+        assert_eq!(seats_on(multi(3)), 2);
+        assert_eq!(seats_on(multi(1)), 0, "a single worker runs nothing inline");
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(seats_on(current), 0);
+        // Outside any runtime: no seat, and nothing fixed yet.
+        let bound = Bound::new(POLICY);
+        assert!(plugin(&bound).seat(Code::Function(0)).is_none());
+        assert_eq!(bound.capacity(), None);
+    }
+
+    #[test]
+    fn the_watchdog_thread_demotes_a_stuck_call_and_then_parks() {
+        // Generous bounds that only a hang reaches.
+        const GIVE_UP: Duration = Duration::from_secs(60);
+        let bound = Bound::with_capacity(POLICY, 1, true);
+        let plugin = plugin(&bound);
+        let f = &plugin.functions[0];
+        promote(f);
+        let seat = plugin.seat(Code::Function(0)).unwrap();
+        // Began long enough ago to be over the budget at the first look.
+        let started = Instant::now();
+        seat.begin(started.checked_sub(LONG).unwrap_or(started));
+        let waiting = Instant::now();
+        while f.is_inline() {
+            assert!(waiting.elapsed() < GIVE_UP, "the watchdog never looked");
+            std::thread::yield_now();
+        }
+        // A call it has judged does not keep it awake, however long it
+        // runs on.
+        while !bound.watchdog_parked() {
+            assert!(waiting.elapsed() < GIVE_UP, "the watchdog never parked");
+            std::thread::yield_now();
+        }
+        assert_eq!(bound.in_flight(), 1);
+        assert_eq!(seat.end(f, LONG, &POLICY), Change::None);
+        assert_eq!(f.counts().demotions, 1);
+        // A call wakes it (it parks for good otherwise): the demotion
+        // shows it looked.
+        promote(f);
+        let seat = plugin.seat(Code::Function(0)).unwrap();
+        seat.begin(started.checked_sub(LONG).unwrap_or(started));
+        while f.is_inline() {
+            assert!(waiting.elapsed() < GIVE_UP, "the call did not wake it");
+            std::thread::yield_now();
+        }
+        drop(seat);
     }
 }

@@ -387,6 +387,7 @@ impl FunctionService for FunctionApi {
                 "quarantined_instances".to_owned(),
                 stats.quarantined.to_string(),
             );
+            reply::tasks_by_isolation(&self.host.tasks().all(), &mut system_info);
             if let Some(link) = &sms {
                 reply::sms_link(link, &mut system_info);
             }

@@ -8,6 +8,8 @@ use spearlet_proto::spearlet as pb;
 use super::value::to_any;
 use crate::artifact::ArtifactSpec;
 use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::invoke::IsolationSetting;
+use crate::isolate::Isolation;
 use crate::registry::{Membership, Task};
 use crate::tier::Tier;
 
@@ -144,6 +146,12 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
         task.plugin.version().to_owned(),
     );
     metadata.insert("digest".to_owned(), task.plugin.digest().to_hex());
+    isolation(&mut metadata, task.isolation, task.memory_max);
+    if task.isolation == Isolation::Process {
+        let pool = task.pool.stats();
+        metadata.insert("worker_crashes".to_owned(), pool.worker_crashes.to_string());
+        metadata.insert("crash_looping".to_owned(), pool.crash_looping.to_string());
+    }
     metadata.insert(
         "functions".to_owned(),
         task.plugin
@@ -218,6 +226,40 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     }
 }
 
+/// A task's isolation tier, beside SPEAR's fields as our other extensions
+/// are: `isolation` (`in-process` or `process`) and, when capped,
+/// `memory_max` (bytes).
+fn isolation(
+    metadata: &mut std::collections::HashMap<String, String>,
+    tier: Isolation,
+    memory_max: Option<u64>,
+) {
+    metadata.insert("isolation".to_owned(), tier.to_string());
+    if let Some(bytes) = memory_max {
+        metadata.insert("memory_max".to_owned(), bytes.to_string());
+    }
+}
+
+/// Loaded tasks by isolation tier, as `GetHealth` details:
+/// `in_process_tasks` and `process_tasks` (dormant ones run nowhere yet).
+pub(super) fn tasks_by_isolation(
+    tasks: &[std::sync::Arc<Task>],
+    info: &mut std::collections::HashMap<String, String>,
+) {
+    for (key, tier) in [
+        ("in_process_tasks", Isolation::InProcess),
+        ("process_tasks", Isolation::Process),
+    ] {
+        let n = tasks.iter().filter(|t| t.isolation == tier).count();
+        info.insert(key.to_owned(), n.to_string());
+    }
+    let looping = tasks
+        .iter()
+        .filter(|t| t.isolation == Isolation::Process && t.pool.stats().crash_looping)
+        .count();
+    info.insert("crash_looping_tasks".to_owned(), looping.to_string());
+}
+
 /// A task recorded by an earlier run and not loaded yet: what the record
 /// says, with `state = dormant` (its plugin loads on first use).
 pub(super) fn dormant_task_info(task: &crate::state::StoredTask) -> pb::TaskInfo {
@@ -225,6 +267,11 @@ pub(super) fn dormant_task_info(task: &crate::state::StoredTask) -> pb::TaskInfo
         task.metadata.clone().into_iter().collect();
     metadata.insert("state".to_owned(), "dormant".to_owned());
     metadata.insert("digest".to_owned(), task.digest.clone());
+    // What it will run in once woken; a record nobody could read is
+    // reported when it is woken, not here.
+    if let Ok(setting) = IsolationSetting::of_task(&task.metadata) {
+        isolation(&mut metadata, setting.isolation, setting.memory_max);
+    }
     if !task.description.is_empty() {
         metadata.insert("description".to_owned(), task.description.clone());
     }

@@ -37,7 +37,8 @@ pub use telemetry::{ArtifactCounts, ArtifactTelemetry};
 use crate::config::{ArtifactConfig, Config};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::loader::Plugin;
+use crate::isolate::{Isolation, Workers};
+use crate::loader::{Plugin, VerifiedFile};
 use fetch::Download;
 use location::Location;
 
@@ -56,6 +57,10 @@ pub struct ArtifactStore {
     /// Local locations already confined to a root that yielded a digest now
     /// loaded: asking for the same location and digest again reads nothing.
     resolved: Mutex<HashSet<(String, Sha256Digest)>>,
+    /// Worker processes: where every first load runs, and where
+    /// process-tier plugins live.
+    workers: Arc<Workers>,
+    first_load_in_worker: bool,
 }
 
 /// Entries of the resolved-locations memo before it starts over.
@@ -88,6 +93,11 @@ impl ArtifactStore {
             telemetry: Arc::default(),
             in_flight: Mutex::default(),
             resolved: Mutex::default(),
+            workers: Arc::new(Workers::new(
+                config.exec.worker_program.as_deref(),
+                config.exec.warm_workers,
+            )),
+            first_load_in_worker: config.exec.first_load_in_worker,
         })
     }
 
@@ -113,7 +123,46 @@ impl ArtifactStore {
     /// [`Error::ArtifactFormat`], [`Error::PluginIdentityMismatch`], and the
     /// loader's own refusals.
     pub async fn load(&self, spec: &ArtifactSpec) -> Result<Arc<Plugin>> {
-        self.load_with_progress(spec, None).await
+        self.load_with_progress(spec, None, Isolation::InProcess)
+            .await
+    }
+
+    /// As [`ArtifactStore::load`], for a task of `isolation`: a
+    /// process-tier plugin is loaded and described by a worker process and
+    /// never mapped in this one.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::load`], and [`Error::ConstructorCrashed`].
+    pub async fn load_as(&self, spec: &ArtifactSpec, isolation: Isolation) -> Result<Arc<Plugin>> {
+        self.load_with_progress(spec, None, isolation).await
+    }
+
+    /// The worker processes this store loads with.
+    pub fn workers(&self) -> &Arc<Workers> {
+        &self.workers
+    }
+
+    /// The plugin loaded from `file` for `isolation`: first in a worker
+    /// (unless configured off), then here or only described. Blocks.
+    fn open(
+        workers: &Workers,
+        first_in_worker: bool,
+        file: VerifiedFile,
+        isolation: Isolation,
+    ) -> Result<Arc<Plugin>> {
+        if isolation == Isolation::InProcess && !first_in_worker {
+            return Plugin::load(file);
+        }
+        crate::isolate::load(file, isolation, workers)
+    }
+
+    /// A plugin of `digest` loaded already for `isolation`.
+    fn held(digest: &Sha256Digest, isolation: Isolation) -> Option<Arc<Plugin>> {
+        match isolation {
+            Isolation::InProcess => Plugin::already_loaded(digest),
+            Isolation::Process => crate::isolate::described(digest),
+        }
     }
 
     /// The plugin with `digest` from what this host already holds — loaded
@@ -123,13 +172,18 @@ impl ArtifactStore {
     /// # Errors
     ///
     /// As [`ArtifactCache::open_verified`], and the loader's refusals.
-    pub async fn load_held(&self, digest: &Sha256Digest) -> Result<Option<Arc<Plugin>>> {
-        if let Some(plugin) = Plugin::already_loaded(digest) {
+    pub async fn load_held(
+        &self,
+        digest: &Sha256Digest,
+        isolation: Isolation,
+    ) -> Result<Option<Arc<Plugin>>> {
+        if let Some(plugin) = Self::held(digest, isolation) {
             return Ok(Some(plugin));
         }
         let (cache, digest, max_size) = (self.cache.clone(), *digest, self.config.max_size_bytes);
+        let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
         blocking(move || match cache.open_verified(&digest, max_size) {
-            Ok(Some(file)) => Plugin::load(file).map(Some),
+            Ok(Some(file)) => Self::open(&workers, first, file, isolation).map(Some),
             Ok(None) | Err(Error::ChecksumMismatch { .. }) => Ok(None),
             Err(e) => Err(e),
         })
@@ -141,9 +195,10 @@ impl ArtifactStore {
         &self,
         spec: &ArtifactSpec,
         progress: Option<Progress<'_>>,
+        isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
         let began = std::time::Instant::now();
-        let loaded = self.resolve(spec, progress).await;
+        let loaded = self.resolve(spec, progress, isolation).await;
         match &loaded {
             Ok(_) => self.telemetry.loaded(began.elapsed()),
             Err(e) => self.telemetry.refused(e.kind()),
@@ -155,12 +210,16 @@ impl ArtifactStore {
         &self,
         spec: &ArtifactSpec,
         progress: Option<Progress<'_>>,
+        isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
         let expected = spec.checked_digest()?;
         let plugin = match Location::parse(&spec.location)? {
-            Location::Local(path) => self.load_local(&spec.location, path, expected).await?,
+            Location::Local(path) => {
+                self.load_local(&spec.location, path, expected, isolation)
+                    .await?
+            }
             Location::Http(url) => {
-                self.load_remote(&spec.location, url, expected, progress)
+                self.load_remote(&spec.location, url, expected, progress, isolation)
                     .await?
             }
             Location::SmsFile(id) => {
@@ -172,7 +231,7 @@ impl ArtifactStore {
                         purpose: "to fetch it",
                     })?;
                 let url = sms_file_url(base, &id, &spec.location)?;
-                self.load_remote(&spec.location, url, expected, progress)
+                self.load_remote(&spec.location, url, expected, progress, isolation)
                     .await?
             }
         };
@@ -185,6 +244,7 @@ impl ArtifactStore {
         location: &str,
         path: PathBuf,
         expected: Option<Sha256Digest>,
+        isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
         if expected.is_none() && self.config.require_local_checksum {
             return Err(Error::ChecksumRequired {
@@ -197,7 +257,7 @@ impl ArtifactStore {
             // gave these bytes, which are loaded. Nothing to read or check.
             let key = (location.to_owned(), digest);
             if self.resolved().contains(&key) {
-                if let Some(plugin) = Plugin::already_loaded(&digest) {
+                if let Some(plugin) = Self::held(&digest, isolation) {
                     return Ok(plugin);
                 }
             }
@@ -206,13 +266,14 @@ impl ArtifactStore {
         let cache = self.cache.clone();
         let max_size = self.config.max_size_bytes;
         let owned_location = location.to_owned();
+        let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
         let plugin = blocking(move || {
             let real = location::confine(&owned_location, &path, &roots)?;
-            if let Some(plugin) = expected.as_ref().and_then(Plugin::already_loaded) {
+            if let Some(plugin) = expected.and_then(|d| Self::held(&d, isolation)) {
                 return Ok(plugin);
             }
             let file = cache.ingest(&real, expected.as_ref(), max_size)?;
-            Plugin::load(file)
+            Self::open(&workers, first, file, isolation)
         })
         .await?;
         let mut resolved = self.resolved();
@@ -229,22 +290,24 @@ impl ArtifactStore {
         url: Url,
         expected: Option<Sha256Digest>,
         progress: Option<Progress<'_>>,
+        isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
         let digest = expected.ok_or_else(|| Error::ChecksumRequired {
             location: location.to_owned(),
             reason: "remote artifacts are verified against the checksum the client gives",
         })?;
-        if let Some(plugin) = Plugin::already_loaded(&digest) {
+        if let Some(plugin) = Self::held(&digest, isolation) {
             return Ok(plugin);
         }
         let max_size = self.config.max_size_bytes;
         for _ in 0..2 {
             self.fetch(location, &url, &digest, progress).await?;
             let cache = self.cache.clone();
+            let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
             // A cached copy that no longer matches its name is removed, and
             // fetched once more.
             match blocking(move || match cache.open_verified(&digest, max_size)? {
-                Some(file) => Plugin::load(file).map(Some),
+                Some(file) => Self::open(&workers, first, file, isolation).map(Some),
                 None => Ok(None),
             })
             .await

@@ -154,6 +154,9 @@ impl Downloads {
         if let Some(dir) = &args.data_dir {
             config.data_dir = dir.clone();
         }
+        // This is the child process each file is loaded in already.
+        config.exec.first_load_in_worker = false;
+        config.exec.warm_workers = 0;
         Ok(Downloads {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -172,9 +175,11 @@ impl Downloads {
             }
             bar.set_position(received);
         };
-        let result = self
-            .runtime
-            .block_on(self.store.load_with_progress(&spec, Some(&report)));
+        let result = self.runtime.block_on(self.store.load_with_progress(
+            &spec,
+            Some(&report),
+            spearlet::isolate::Isolation::InProcess,
+        ));
         bar.finish_and_clear();
         result
     }

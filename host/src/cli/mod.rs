@@ -120,6 +120,19 @@ enum PluginCommand {
     },
 }
 
+/// Parses an isolation tier flag (`--isolation`), listing the tiers in
+/// `--help` and in the error for any other word.
+fn isolation_parser() -> impl clap::builder::TypedValueParser<Value = spearlet::isolate::Isolation>
+{
+    use clap::builder::TypedValueParser as _;
+    use spearlet::isolate::Isolation;
+    clap::builder::PossibleValuesParser::new([
+        Isolation::InProcess.as_str(),
+        Isolation::Process.as_str(),
+    ])
+    .try_map(|tier| tier.parse::<Isolation>())
+}
+
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let endpoint = &cli.endpoint;

@@ -47,6 +47,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
 
+    /// Where the plugin code of tasks whose creation does not say
+    /// (`spearlet.isolation`) runs: `in-process`, or `process` (worker
+    /// processes: a crash costs a worker, not the server)
+    /// [config: exec.isolation; default in-process].
+    #[arg(long, value_name = "TIER", value_parser = super::isolation_parser())]
+    isolation: Option<spearlet::isolate::Isolation>,
+
     /// A TOML configuration file. Every key is optional; environment
     /// variables `SPEARLET_<SECTION>__<KEY>` (e.g. `SPEARLET_POOL__MAX_INSTANCES=4`)
     /// override it, and these flags override both.
@@ -116,6 +123,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(addr) = &args.advertise {
         config.sms.advertise = Some(addr.clone());
     }
+    if let Some(tier) = args.isolation {
+        config.exec.isolation = tier;
+    }
     config.normalized().map_err(anyhow::Error::msg)
 }
 
@@ -136,6 +146,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let roots = config.artifacts.roots.clone();
         let data_dir = config.data_dir.clone();
         let host = Host::new(config)?;
+        // Ready before the first task needs one: the first load of every
+        // plugin runs in a worker, and process-tier tasks run in them.
+        host.artifacts().workers().prestart();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
@@ -147,6 +160,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
         for root in &roots {
             eprintln!("  artifact root:  {}", root.display());
+        }
+        if host.config().exec.isolation != spearlet::isolate::Isolation::InProcess {
+            eprintln!(
+                "  isolation:      {} (tasks whose creation does not say)",
+                host.config().exec.isolation
+            );
         }
         if let Some(sms) = host.sms() {
             eprintln!(

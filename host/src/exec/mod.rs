@@ -1,7 +1,26 @@
-//! Running an execution: in place when the function has proven short,
-//! otherwise off the async workers within its deadline; retried when
-//! retrying can help, with every attempt recorded, and always ended — by
-//! its runner, or by `Ending` when the runner goes away.
+//! Running an execution: on a runtime worker when the function has proven
+//! short and the inline tier's cap allows, otherwise off the async workers;
+//! within its deadline either way; retried when retrying can help, with
+//! every attempt recorded, and always ended — by its runner, or by `Ending`
+//! when the runner goes away.
+//!
+//! Where an attempt runs:
+//!
+//! - **In place** (`call_inline`): a SYNC call of a promoted function,
+//!   without a deadline, with a seat under the tier's cap — on the caller's
+//!   own thread, no hand-off. Nothing waits for it but its caller.
+//! - **Inline in a task of its own** (`call_spawned`): the same, with a
+//!   deadline. The call is `tokio::spawn`ed and raced against the deadline
+//!   the way `call_off_worker` races `spawn_blocking`, so the caller's
+//!   future stays free to answer at the deadline even if the plugin never
+//!   returns; the cap keeps a worker free to do so. A spawn from a worker
+//!   costs an allocation and a push to that worker's LIFO slot, and the
+//!   worker runs the task as soon as the caller's future waits: no thread
+//!   hand-off, far cheaper than `spawn_blocking`'s two (there and back),
+//!   so the function keeps the tier's benefit under the deadlines most
+//!   gRPC clients send.
+//! - **Off the workers** (`call_off_worker`): everything else, including
+//!   promoted calls that find the cap reached.
 
 mod counts;
 mod ending;
@@ -30,9 +49,9 @@ pub fn new_id() -> std::sync::Arc<str> {
 use crate::backoff::full_jitter;
 use crate::error::Error;
 use crate::loader::{CallRequest, FunctionHandle};
-use crate::pool::{Lease, Wait};
+use crate::pool::{Lease, Quarantine, Wait};
 use crate::registry::Task;
-use crate::tier::{Profile, TierPolicy};
+use crate::tier::{Bound, Code, Profile, Seat, TierPolicy};
 use crate::Value;
 use sink::RecordSink;
 
@@ -70,10 +89,16 @@ impl Job {
         }
     }
 
-    /// Whether this call runs on the calling thread (its function is
-    /// promoted and it is SYNC).
-    pub(crate) fn inline(&self) -> bool {
-        self.mode == ExecutionMode::Sync && self.policy.enabled() && self.profile().is_inline()
+    /// A seat in the inline tier, when this call may run inline: it is
+    /// SYNC, its function is promoted and the tier's cap is not reached.
+    pub(crate) fn seat(&self) -> Option<Seat<&Bound>> {
+        if self.mode != ExecutionMode::Sync || !self.policy.enabled() || !self.profile().is_inline()
+        {
+            return None;
+        }
+        self.task
+            .profile
+            .seat(Code::Function(self.function.index()))
     }
 }
 
@@ -152,11 +177,19 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
         let Some(started) = record.start_attempt(lease.instance_id()) else {
             break (record.status(), Instant::now());
         };
-        let (outcome, ended) = if held.job().inline() {
-            call_inline(held.job(), lease, started)
-        } else {
+        let (outcome, ended) = 'attempt: {
+            let spawned = match held.job().seat() {
+                Some(seat) if held.job().deadline.is_none() => {
+                    break 'attempt call_inline(held.job(), lease, started, seat);
+                }
+                Some(seat) => Some(seat.detach()),
+                None => None,
+            };
             let job = held.share();
-            Box::pin(call_off_worker(&job, lease, &mut ending)).await
+            match spawned {
+                Some(seat) => Box::pin(call_spawned(&job, lease, seat, &mut ending)).await,
+                None => Box::pin(call_off_worker(&job, lease, &mut ending)).await,
+            }
         };
         match settle(held.job(), outcome, ended, &mut attempt, &mut fresh) {
             Step::End(status) => break (status, ended),
@@ -175,11 +208,12 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
     status
 }
 
-/// Runs a SYNC call of a promoted function that has its instance, with no
-/// retries to wait for, entirely on this thread: nothing here can be
-/// interrupted, so no guard is needed to end the record.
-pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
-    debug_assert!(job.inline() && job.max_retries == 0);
+/// Runs a SYNC call of a promoted function that has its instance and its
+/// seat, with no retries to wait for and no deadline to keep, entirely on
+/// this thread: nothing here can be interrupted, so no guard is needed to
+/// end the record.
+pub(crate) fn run_in_place(job: Job, lease: Lease, seat: Seat<&Bound>) -> ExecutionStatus {
+    debug_assert!(job.max_retries == 0 && job.deadline.is_none());
     let _running = job.task.begin_execution(job.function);
     let record = &job.record;
     // The attempt's start is read right before the call, so that what the
@@ -188,7 +222,7 @@ pub(crate) fn run_in_place(job: Job, lease: Lease) -> ExecutionStatus {
     let (status, ended) = match record.start_attempt(lease.instance_id()) {
         None => (record.status(), Instant::now()),
         Some(started) => {
-            let (outcome, ended) = call_inline(&job, lease, started);
+            let (outcome, ended) = call_inline(&job, lease, started, seat);
             let (mut attempt, mut fresh) = (0, false);
             match settle(&job, outcome, ended, &mut attempt, &mut fresh) {
                 Step::End(status) => (status, ended),
@@ -249,14 +283,20 @@ fn settle(
             }
             let retriable = match &error {
                 Error::PluginFailed { retriable, .. } => *retriable,
-                Error::PluginPanicked { .. } => true,
+                // The instance is gone (a panic, its worker crashed): a
+                // fresh one may well succeed.
+                Error::PluginPanicked { .. } | Error::PluginCrashed { .. } => true,
                 _ => false,
             };
             if !retriable || *attempt >= job.max_retries {
                 return Step::End(fail(record, &error));
             }
             // A panicked instance is gone; the retry needs a new one anyway.
-            *fresh = *fresh || matches!(error, Error::PluginPanicked { .. });
+            *fresh = *fresh
+                || matches!(
+                    error,
+                    Error::PluginPanicked { .. } | Error::PluginCrashed { .. }
+                );
             *attempt += 1;
             let pause = full_jitter(RETRY_BASE, RETRY_CAP, *attempt);
             if job.deadline.is_some_and(|d| ended + pause >= d) {
@@ -288,16 +328,95 @@ pub(crate) fn end_unserved(record: &ExecutionRecord, error: &Error) -> Execution
     }
 }
 
-/// One attempt on the calling thread: no hand-off. Only for functions the
-/// tier has promoted; a run over the budget demotes the function.
-fn call_inline(job: &Job, mut lease: Lease, started: Instant) -> (Attempt, Instant) {
+/// One attempt on the calling thread, begun at `started`: no hand-off. Only
+/// for calls without a deadline of functions the tier has promoted, in a
+/// seat under its cap; a run over the budget demotes the function (the
+/// watchdog does it while the run is still going).
+fn call_inline(
+    job: &Job,
+    mut lease: Lease,
+    started: Instant,
+    seat: Seat<&Bound>,
+) -> (Attempt, Instant) {
+    seat.begin(started);
     let result = call_blocking(job, &mut lease);
     let ended = Instant::now();
+    seat.end(
+        job.profile(),
+        ended.saturating_duration_since(started),
+        &job.policy,
+    )
+    .log(job.task.plugin.name(), job.record.function());
     drop(lease);
-    job.profile()
-        .inline_run(ended.saturating_duration_since(started), &job.policy)
-        .log(job.task.plugin.name(), job.record.function());
     (Attempt::Done(result), ended)
+}
+
+/// One inline attempt of a call with a deadline, in a task of its own on
+/// the runtime, raced against the deadline: the caller is answered at the
+/// deadline even if the plugin never returns, like `call_off_worker`'s,
+/// and the task holds its seat under the cap until the plugin does.
+async fn call_spawned(
+    job: &Arc<Job>,
+    mut lease: Lease,
+    seat: Seat<Arc<Bound>>,
+    ending: &mut Ending,
+) -> (Attempt, Instant) {
+    let quarantine = lease.quarantine_handle();
+    ending.watch(quarantine.clone());
+    let for_call = Arc::clone(job);
+    let call = tokio::spawn(async move {
+        let job = &*for_call;
+        let started = Instant::now();
+        seat.begin(started);
+        let result = call_blocking(job, &mut lease);
+        let ended = Instant::now();
+        seat.end(
+            job.profile(),
+            ended.saturating_duration_since(started),
+            &job.policy,
+        )
+        .log(job.task.plugin.name(), job.record.function());
+        drop(lease);
+        (result, ended)
+    });
+    match wait_for(job, call, &quarantine, ending).await {
+        Ok(Ok((result, ended))) => (Attempt::Done(result), ended),
+        Ok(Err(e)) => (
+            Attempt::Done(Err(Error::Internal(format!("the call's task failed: {e}")))),
+            Instant::now(),
+        ),
+        Err(abandoned) => (abandoned, Instant::now()),
+    }
+}
+
+/// Waits for a call running elsewhere, unless its deadline passes or the
+/// execution is ended from outside (a forced cancel) first: then its
+/// instance is quarantined and the attempt is `Err` — the call runs on,
+/// and its instance rejoins the pool only when the plugin returns.
+async fn wait_for<T>(
+    job: &Job,
+    call: tokio::task::JoinHandle<T>,
+    quarantine: &Quarantine,
+    ending: &mut Ending,
+) -> Result<Result<T, tokio::task::JoinError>, Attempt> {
+    let deadline = async {
+        match job.deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let waited = tokio::select! {
+        joined = call => Ok(joined),
+        () = deadline => Err(Attempt::TimedOut),
+        // Ended from outside while running: a forced cancel.
+        _ = job.record.finished() => Err(Attempt::Abandoned),
+    };
+    if waited.is_err() {
+        quarantine.quarantine();
+        job.profile().interrupted();
+    }
+    ending.unwatch();
+    waited
 }
 
 /// One attempt off the async workers. If the wait is abandoned (deadline,
@@ -310,9 +429,15 @@ async fn call_off_worker(
 ) -> (Attempt, Instant) {
     if job.mode == ExecutionMode::Sync && job.deadline.is_none() && on_multi_thread_runtime() {
         // Nothing to watch while the call runs (no deadline; a SYNC caller
-        // waits for the end anyway): give this worker's duties to another
-        // thread and run the call here, sparing a thread hand-off each way.
-        let (result, took) = tokio::task::block_in_place(|| timed(job, &mut lease));
+        // waits for the end anyway): run the call here, sparing a thread
+        // hand-off each way. This worker's duties go to another thread
+        // first — for a call in a worker process, only if the answer does
+        // not come while this thread spins briefly (the wait does that).
+        let (result, took) = if lease.is_isolated() {
+            timed(job, &mut lease)
+        } else {
+            tokio::task::block_in_place(|| timed(job, &mut lease))
+        };
         drop(lease);
         return (observed(job, result, took), Instant::now());
     }
@@ -320,34 +445,12 @@ async fn call_off_worker(
     ending.watch(quarantine.clone());
     let for_call = Arc::clone(job);
     let call = tokio::task::spawn_blocking(move || timed(&for_call, &mut lease));
-    let deadline = async {
-        match job.deadline {
-            Some(d) => tokio::time::sleep_until(d.into()).await,
-            None => std::future::pending().await,
-        }
-    };
-    let joined = tokio::select! {
-        joined = call => joined,
-        () = deadline => {
-            quarantine.quarantine();
-            ending.unwatch();
-            job.profile().interrupted();
-            return (Attempt::TimedOut, Instant::now());
-        }
-        _ = job.record.finished() => {
-            // Ended from outside while running: a forced cancel.
-            quarantine.quarantine();
-            ending.unwatch();
-            job.profile().interrupted();
-            return (Attempt::Abandoned, Instant::now());
-        }
-    };
-    ending.unwatch();
-    let attempt = match joined {
-        Ok((result, took)) => observed(job, result, took),
-        Err(e) => Attempt::Done(Err(Error::Internal(format!(
+    let attempt = match wait_for(job, call, &quarantine, ending).await {
+        Ok(Ok((result, took))) => observed(job, result, took),
+        Ok(Err(e)) => Attempt::Done(Err(Error::Internal(format!(
             "the call's thread failed: {e}"
         )))),
+        Err(abandoned) => abandoned,
     };
     (attempt, Instant::now())
 }
@@ -392,7 +495,7 @@ fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
     let result = lease.call(job.function, &request);
     // Read on this thread, right after the call: the plugin's counters are
     // per thread and were reset when the call began.
-    if let Some((allocated, peak)) = job.task.plugin.call_memory() {
+    if let Some((allocated, peak)) = lease.call_memory(&job.task.plugin) {
         job.record.set_memory(allocated, peak);
         if let Some(metrics) = job.task.function_metrics(job.function.index()) {
             metrics.memory.observe(peak);

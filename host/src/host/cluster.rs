@@ -135,7 +135,9 @@ impl Host {
                             task_id: task_id.to_owned(),
                             reason,
                         })?;
-                let plugin = self.artifacts().load(&artifact).await?;
+                let isolation =
+                    crate::invoke::IsolationSetting::of_task(&remote.metadata)?.isolation;
+                let plugin = self.artifacts().load_as(&artifact, isolation).await?;
                 // A name another task holds here names that one; this one
                 // goes by its id.
                 let name = if remote.name.is_empty() || self.tasks().by_name(&remote.name).is_some()

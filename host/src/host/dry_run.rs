@@ -52,6 +52,12 @@ impl Host {
     /// do not fit are reported in [`DryRun::parameters`], with the
     /// signature they do not fit.
     pub async fn dry_run(&self, request: &InvokeRequest) -> Result<DryRun> {
+        // A task this call would create loads where it would run.
+        let isolation = crate::invoke::IsolationSetting::from_metadata(
+            &request.metadata,
+            self.config().exec.isolation,
+        )?
+        .isolation;
         let (task_id, plugin) = match &request.target {
             Target::NewTask { name, artifact, .. } => match self.tasks().by_name(name) {
                 Some(task) => {
@@ -63,7 +69,7 @@ impl Host {
                         let task = self.wake(stored).await?;
                         (Some(Arc::clone(&task.id)), Arc::clone(&task.plugin))
                     }
-                    None => (None, self.artifacts().load(artifact).await?),
+                    None => (None, self.artifacts().load_as(artifact, isolation).await?),
                 },
             },
             Target::ExistingTask {
@@ -91,13 +97,16 @@ impl Host {
                                         task_id: task_id.clone(),
                                         reason,
                                     })?;
+                            let isolation =
+                                crate::invoke::IsolationSetting::of_task(&remote.metadata)?
+                                    .isolation;
                             (
                                 Some(Arc::from(task_id.as_str())),
-                                self.artifacts().load(&spec).await?,
+                                self.artifacts().load_as(&spec, isolation).await?,
                             )
                         }
                         (None, Some(artifact)) if *create_if_not_exists => {
-                            (None, self.artifacts().load(artifact).await?)
+                            (None, self.artifacts().load_as(artifact, isolation).await?)
                         }
                         (None, None) if *create_if_not_exists => {
                             return Err(Error::ArtifactSpecRequired {

@@ -234,9 +234,10 @@ impl Host {
                 // The cached copy first: the bytes verified at creation,
                 // whatever the location holds by now.
                 let digest: crate::digest::Sha256Digest = stored.digest.parse()?;
-                let plugin = match self.artifacts().load_held(&digest).await? {
+                let isolation = crate::invoke::IsolationSetting::of_task(&stored.metadata)?.isolation;
+                let plugin = match self.artifacts().load_held(&digest, isolation).await? {
                     Some(plugin) => plugin,
-                    None => self.artifacts().load(&pinned).await?,
+                    None => self.artifacts().load_as(&pinned, isolation).await?,
                 };
                 tracing::info!(task = %id, name = %stored.name, digest = %stored.digest, "restoring a task recorded before the restart");
                 self.assemble_task(

@@ -65,7 +65,11 @@ impl Host {
         allow_removed: bool,
     ) -> Result<Switched> {
         let running = self.existing(task_id)?;
-        let plugin = self.artifacts().load(artifact).await?;
+        // The new version runs where the old one did.
+        let plugin = self
+            .artifacts()
+            .load_as(artifact, running.isolation)
+            .await?;
         if plugin.digest() == running.plugin.digest() {
             return Ok(Switched {
                 task_id: Arc::clone(&running.id),

@@ -66,6 +66,7 @@ mod workers;
 
 pub use instance::{CrashGate, IsolatedInstance};
 pub use process::{Ended, GRACE};
+pub use wake::counts as wake_counts;
 pub use workers::{worker_program, Workers, LOAD_PATIENCE};
 
 use std::collections::{HashMap, HashSet};

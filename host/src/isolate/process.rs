@@ -278,28 +278,53 @@ impl WorkerProcess {
     ///
     /// A [`Fault`]: after it, the worker is dead (or killed).
     pub fn receive(&mut self, watch: &Watch<'_>) -> Result<ToHost, Fault> {
+        // A short call is answered while this thread spins; only a wait
+        // that must sleep gives up this thread's runtime duties first.
+        if let Some(now) = wake::spin_for(&self.channel, Side::Host, self.seen, &mut self.budget) {
+            self.seen = now;
+            return self.read();
+        }
+        let outcome = blocking_section(|| self.sleep_until_message(watch));
+        match outcome {
+            Ok(now) => {
+                self.seen = now;
+                self.read()
+            }
+            Err(fault) => Err(fault),
+        }
+    }
+
+    /// Sleeps until the worker posts, watching `watch`; asks the plugin to
+    /// stop at its deadline or cancellation, and kills the worker past the
+    /// grace after that.
+    fn sleep_until_message(&self, watch: &Watch<'_>) -> Result<u32, Fault> {
         let started = Instant::now();
         let mut stop_asked: Option<Instant> = None;
+        let life = &self.life;
+        let ended = || lock(&life.ended).is_some();
         loop {
-            let life = &self.life;
             let interrupted = || {
-                lock(&life.ended).is_some()
+                ended()
                     || watch.cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
                     || watch.deadline.is_some_and(|d| SystemTime::now() >= d)
                     || watch.patience.is_some_and(|p| started.elapsed() >= p)
             };
-            let outcome = wake::wait(
+            let (timeout, check): (Option<Duration>, &dyn Fn() -> bool) = match stop_asked {
+                // Asked to stop: look again within the grace, not a slice later.
+                Some(asked) => (Some(GRACE.saturating_sub(asked.elapsed())), &ended),
+                None => (None, &interrupted),
+            };
+            let now = Instant::now();
+            if let Some(value) = wake::sleep_for(
                 &self.channel,
                 Side::Host,
                 self.seen,
-                &mut self.budget,
-                None,
-                &interrupted,
+                now,
+                timeout,
+                check,
                 SLICE,
-            );
-            if let Some(now) = outcome {
-                self.seen = now;
-                return self.read();
+            ) {
+                return Ok(value);
             }
             if let Some(ended) = *lock(&self.life.ended) {
                 return Err(self.fault_of(ended));
@@ -315,20 +340,6 @@ impl WorkerProcess {
             if asked.elapsed() >= GRACE {
                 self.kill();
                 return Err(Fault::Stopped);
-            }
-            // Asked to stop: look again within the grace, not a whole slice later.
-            let until_kill = GRACE.saturating_sub(asked.elapsed());
-            if let Some(now) = wake::wait(
-                &self.channel,
-                Side::Host,
-                self.seen,
-                &mut self.budget,
-                Some(until_kill),
-                &|| lock(&life.ended).is_some(),
-                until_kill.max(Duration::from_millis(1)),
-            ) {
-                self.seen = now;
-                return self.read();
             }
         }
     }
@@ -362,6 +373,18 @@ impl WorkerProcess {
     pub fn kill(&self) {
         self.life.killed.store(true, Ordering::Release);
         let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Runs `f`, which may sleep, handing this thread's async runtime duties
+/// to another thread first when it is a worker of a multi-threaded runtime.
+fn blocking_section<T>(f: impl FnOnce() -> T) -> T {
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
     }
 }
 

@@ -18,7 +18,7 @@
 //! wakes the futex only if the waiter announced it sleeps. Either the
 //! waiter sees the new value, or the poster sees the announcement.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::thread::futex;
@@ -37,6 +37,15 @@ const MAX_SPIN: Duration = Duration::from_micros(50);
 const START_SPIN: Duration = Duration::from_micros(20);
 /// Sleeps in a row after which the budget, shrunk to nothing, gets a try again.
 const RETRY_AFTER_SLEEPS: u32 = 64;
+
+/// Waits in this process that ended while spinning, and that slept.
+static SPUN: AtomicU64 = AtomicU64::new(0);
+static SLEPT: AtomicU64 = AtomicU64::new(0);
+
+/// How this process's waits on its peers ended so far: `(spun, slept)`.
+pub fn counts() -> (u64, u64) {
+    (SPUN.load(Ordering::Relaxed), SLEPT.load(Ordering::Relaxed))
+}
 
 /// Which side of the channel this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +92,6 @@ impl Side {
 pub struct SpinBudget {
     spin: Duration,
     sleeps: u32,
-    /// Waits that ended while spinning, and waits that slept (for the benchmark).
-    pub spun: u64,
-    /// Waits that slept.
-    pub slept: u64,
 }
 
 impl Default for SpinBudget {
@@ -94,8 +99,6 @@ impl Default for SpinBudget {
         SpinBudget {
             spin: START_SPIN,
             sleeps: 0,
-            spun: 0,
-            slept: 0,
         }
     }
 }
@@ -106,19 +109,17 @@ impl SpinBudget {
         SpinBudget {
             spin: Duration::ZERO,
             sleeps: 0,
-            spun: 0,
-            slept: 0,
         }
     }
 
     fn paid_off(&mut self) {
-        self.spun += 1;
+        SPUN.fetch_add(1, Ordering::Relaxed);
         self.sleeps = 0;
         self.spin = (self.spin * 2).clamp(START_SPIN, MAX_SPIN);
     }
 
     fn gave_up(&mut self) {
-        self.slept += 1;
+        SLEPT.fetch_add(1, Ordering::Relaxed);
         self.sleeps += 1;
         if self.sleeps >= RETRY_AFTER_SLEEPS {
             self.sleeps = 0;
@@ -174,19 +175,38 @@ pub fn wait(
     interrupted: &dyn Fn() -> bool,
     slice: Duration,
 ) -> Option<u32> {
-    let (counter, mine, my_cpu, peer_state, peer_cpu) = side.words();
-    let counter = channel.word(counter);
     let started = Instant::now();
-    if let Some(value) = spin(
+    spin_for(channel, side, seen, budget)
+        .or_else(|| sleep_for(channel, side, seen, started, timeout, interrupted, slice))
+}
+
+/// The spinning half of [`wait`]: `Some` when the counter moved while
+/// this side spun (only while its peer is awake on another CPU, for at
+/// most the budget).
+pub fn spin_for(channel: &Channel, side: Side, seen: u32, budget: &mut SpinBudget) -> Option<u32> {
+    let (counter, _, my_cpu, peer_state, peer_cpu) = side.words();
+    spin(
         channel,
-        counter,
+        channel.word(counter),
         seen,
         budget,
         (my_cpu, peer_state, peer_cpu),
-        started,
-    ) {
-        return Some(value);
-    }
+        Instant::now(),
+    )
+}
+
+/// The sleeping half of [`wait`], for a wait that began at `started`.
+pub fn sleep_for(
+    channel: &Channel,
+    side: Side,
+    seen: u32,
+    started: Instant,
+    timeout: Option<Duration>,
+    interrupted: &dyn Fn() -> bool,
+    slice: Duration,
+) -> Option<u32> {
+    let (counter, mine, ..) = side.words();
+    let counter = channel.word(counter);
     let state = channel.word(mine);
     state.store(ASLEEP, Ordering::SeqCst);
     let outcome = loop {

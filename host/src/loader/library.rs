@@ -169,6 +169,20 @@ impl Plugin {
         Plugin::load(file)
     }
 
+    /// Loads, in a worker process, the verified copy its host holds open
+    /// at `source` (`/proc/PID/fd/N`): copied and hashed again here, and
+    /// refused unless the digest is `expected`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Plugin::load_verified`].
+    pub fn load_handed_over(source: &Path, expected: &Sha256Digest) -> Result<Arc<Plugin>> {
+        let copy = anonymous_file("spearlet-plugin")?;
+        let file = VerifiedFile::copy_handed_over(source, copy, u64::MAX)?;
+        file.expect(Some(expected))?;
+        Plugin::load(file)
+    }
+
     /// Loads bytes already verified into a file spearlet owns.
     ///
     /// # Errors

@@ -114,8 +114,31 @@ impl VerifiedFile {
     ///
     /// [`Error::Io`]; [`Error::NotRegularFile`]; [`Error::ArtifactTooLarge`];
     /// [`Error::ArtifactFormat`].
-    pub fn copy(source: &Path, mut dest: File, max_size: u64) -> Result<Self> {
-        let src = open_regular(source)?;
+    pub fn copy(source: &Path, dest: File, max_size: u64) -> Result<Self> {
+        Self::copy_open(open_regular(source)?, source, dest, max_size)
+    }
+
+    /// As [`VerifiedFile::copy`], from a file a host process handed over
+    /// to this (worker) process: `source` is a `/proc/PID/fd/N` link to a
+    /// file the host verified and holds open, which must be followed (the
+    /// worker hashes what it reads again all the same).
+    ///
+    /// # Errors
+    ///
+    /// As [`VerifiedFile::copy`].
+    pub fn copy_handed_over(source: &Path, dest: File, max_size: u64) -> Result<Self> {
+        let src = File::open(source).map_err(|e| Error::io(source, e))?;
+        let is_file = src.metadata().map_err(|e| Error::io(source, e))?.is_file();
+        if !is_file {
+            return Err(Error::NotRegularFile {
+                path: source.to_owned(),
+                kind: "special file",
+            });
+        }
+        Self::copy_open(src, source, dest, max_size)
+    }
+
+    fn copy_open(src: File, source: &Path, mut dest: File, max_size: u64) -> Result<Self> {
         let size = checked_size(&src, source, max_size)?;
         check_header(&src, source, size)?;
         let mut hasher = Sha256::new();

@@ -192,6 +192,8 @@ impl Collector for HostCollector {
         let mut instances: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
         let mut created: BTreeMap<String, u64> = BTreeMap::new();
         let mut discarded: BTreeMap<String, u64> = BTreeMap::new();
+        let mut worker_crashes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut crash_looping: BTreeMap<String, u64> = BTreeMap::new();
         for (n, task) in tasks.iter().enumerate() {
             let label = if n < cap {
                 task.name.clone()
@@ -242,6 +244,10 @@ impl Collector for HostCollector {
                 *instances.entry((label.clone(), state)).or_default() += value as u64;
             }
             *created.entry(label.clone()).or_default() += pool.created;
+            if task.isolation == crate::isolate::Isolation::Process {
+                *worker_crashes.entry(label.clone()).or_default() += pool.worker_crashes;
+                *crash_looping.entry(label.clone()).or_default() += u64::from(pool.crash_looping);
+            }
             *discarded.entry(label).or_default() += pool.discarded;
         }
         let series: Vec<_> = ended
@@ -310,6 +316,18 @@ impl Collector for HostCollector {
             "spearlet_pool_instances_discarded",
             "Plugin instances discarded after a panic.",
             &per_task(&discarded),
+        )?;
+        counters(
+            e,
+            "spearlet_worker_crashes",
+            "Worker processes of process-tier tasks that crashed (a signal, an exit, garbage).",
+            &per_task(&worker_crashes),
+        )?;
+        gauges(
+            e,
+            "spearlet_task_crash_looping",
+            "1 while a process-tier task backs off after repeated worker crashes.",
+            &per_task(&crash_looping),
         )?;
         gauge(
             e,

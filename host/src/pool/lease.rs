@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::instance::Instance;
 use super::{Idle, Shared};
 use crate::error::Result;
-use crate::loader::{CallRequest, FunctionHandle, PluginInstance};
+use crate::loader::{CallRequest, FunctionHandle, Plugin};
 use crate::Value;
 
 /// One instance, lent to one call; it goes back to the pool when dropped
 /// (or is destroyed, if its call panicked or the pool closed).
 #[derive(Debug)]
 pub struct Lease {
-    instance: Option<PluginInstance>,
+    instance: Option<Instance>,
     id: Arc<str>,
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
@@ -62,7 +63,7 @@ impl Quarantine {
 
 impl Lease {
     pub(super) fn new(
-        instance: PluginInstance,
+        instance: Instance,
         id: Arc<str>,
         shared: Arc<Shared>,
         permit: OwnedSemaphorePermit,
@@ -105,12 +106,25 @@ impl Lease {
     ///
     /// # Errors
     ///
-    /// As [`PluginInstance::call`].
+    /// As [`Instance::call`].
     pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
+        self.instance_mut().call(function, request)
+    }
+
+    /// The memory figure of the last call (see [`Instance::call_memory`]).
+    pub fn call_memory(&self, plugin: &Plugin) -> Option<(u64, u64)> {
+        self.instance.as_ref()?.call_memory(plugin)
+    }
+
+    /// Whether the instance lives in a worker process.
+    pub fn is_isolated(&self) -> bool {
+        self.instance.as_ref().is_some_and(Instance::is_isolated)
+    }
+
+    fn instance_mut(&mut self) -> &mut Instance {
         self.instance
             .as_mut()
             .expect("a lease holds its instance until dropped")
-            .call(function, request)
     }
 }
 

@@ -93,6 +93,12 @@ pub struct StoredTask {
     /// The sha256 (hex) of the plugin it runs: a restart loads exactly
     /// these bytes again, verified, whatever the location holds by then.
     pub digest: String,
+    /// The invocation metadata it was created with, its isolation tier
+    /// written in (`spearlet.isolation`, `spearlet.memory.max`; see
+    /// `crate::invoke::IsolationSetting`). The tier needs no field of its
+    /// own: a record of an earlier release names none and reads as
+    /// in-process, as it ran; an earlier release that rewrites a newer
+    /// record keeps the keys.
     pub metadata: BTreeMap<String, String>,
     pub membership: StoredMembership,
     /// Unix seconds.
@@ -177,4 +183,47 @@ pub struct StoredExecution {
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stored records are plain data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invoke::IsolationSetting;
+    use crate::isolate::Isolation;
+
+    #[test]
+    fn a_task_recorded_before_isolation_tiers_reads_as_in_process_without_a_cap() {
+        // As the release before the process tier wrote it.
+        let json = r#"{"id":"t-1","name":"old","description":"","artifact":{"artifact_id":"",
+            "artifact_type":"native","location":"/srv/libx.so","version":"","checksum":"",
+            "metadata":{}},"digest":"abab","metadata":{"start":"10"},
+            "membership":{"kind":"local"},"created_at":1}"#;
+        let task: StoredTask = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            IsolationSetting::of_task(&task.metadata).unwrap(),
+            IsolationSetting {
+                isolation: Isolation::InProcess,
+                memory_max: None
+            }
+        );
+    }
+
+    #[test]
+    fn the_tier_written_at_creation_is_read_back_from_the_record() {
+        let mut task = StoredTask::example("t-1");
+        IsolationSetting {
+            isolation: Isolation::Process,
+            memory_max: Some(64 << 20),
+        }
+        .record(&mut task.metadata);
+        let read: StoredTask = serde_json::from_slice(&encode(&task)).unwrap();
+        assert_eq!(read, task);
+        assert_eq!(
+            IsolationSetting::of_task(&read.metadata).unwrap(),
+            IsolationSetting {
+                isolation: Isolation::Process,
+                memory_max: Some(64 << 20)
+            }
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! area (plugin files; a served instance and its client commands).
 
 mod inspect;
+mod isolation;
 mod lifecycle;
 mod observe;
 mod serve;

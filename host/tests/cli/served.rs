@@ -41,6 +41,15 @@ impl Served {
     /// A server keeping its state in `dir` (which outlives it: a second
     /// server on the same directory is a restart).
     pub fn start_in(dir: &std::path::Path, extra_config: &str) -> Served {
+        Served::start_with_env(dir, extra_config, &[])
+    }
+
+    /// A server (state in `dir`) with these environment variables.
+    pub fn start_with_env(
+        dir: &std::path::Path,
+        extra_config: &str,
+        env: &[(&str, &str)],
+    ) -> Served {
         use std::io::{BufRead, BufReader};
         let data = dir;
         let config = data.join("spearlet.toml");
@@ -56,6 +65,7 @@ impl Served {
         .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_spearlet"))
             .args(["serve", "--config", config.to_str().unwrap()])
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

@@ -4,7 +4,7 @@
 //! others end the process that runs them — `segfault`, `abort`, `exit`,
 //! `overflow` — or push its memory up (`hog`): they are for the process
 //! tier (`spearlet.isolation=process`), where that process is a worker.
-//! Called in-process, they take the host down with them.
+//! Called in-process, the four that end their process end the host.
 
 use spear_plugin_sdk::prelude::*;
 
@@ -41,9 +41,9 @@ fn flaky(failures: &mut Failures, fail_times: i64) -> Result<String, PluginError
 /// `unsafe`: the process ends (a worker's crash is reported as
 /// `plugin_crashed`).
 ///
-/// The signal is aimed at this thread's id, so Linux delivers it here,
-/// before `kill` returns (aimed at the process, it goes to the main
-/// thread, whenever that thread runs). A Rust program's runtime handles
+/// The signal is aimed at this thread's id, so Linux delivers it to this
+/// thread when it can, as `kill` returns (aimed at the process, it goes to
+/// the main thread, whenever that runs). A Rust program's runtime handles
 /// the first SIGSEGV it gets — it looks for a stack overflow, then puts
 /// the default action back and returns — so the signal is raised again,
 /// with pauses for a handler running elsewhere, until the default action
@@ -107,6 +107,35 @@ fn descend(depth: u64) -> u64 {
 fn hog(bytes: usize) -> usize {
     let held = vec![0xA5u8; bytes];
     std::hint::black_box(&held).len()
+}
+
+/// Writes garbage over the channel a worker process shares with its host
+/// — in a worker, standard input is that channel (`docs/isolation.md`):
+/// its header page, and the start of both message slots — then waits to be
+/// killed. The host must take the garbage for a crash, never trust it.
+/// Never call it outside a worker: standard input is then something else.
+#[function]
+fn scribble() -> Result<(), PluginError> {
+    use std::os::unix::fs::FileExt;
+    /// The channel's layout: a header page, then two slots of 64 MiB and a
+    /// length word each.
+    const HEADER: u64 = 4096;
+    const SLOT: u64 = (64 << 20) + 8;
+    let channel = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/fd/0")
+        .map_err(|e| PluginError::new("scribble_failed", format!("open: {e}")))?;
+    let junk = [0xFF_u8; HEADER as usize];
+    for (at, len) in [(0, junk.len()), (HEADER, 16), (HEADER + SLOT, 16)] {
+        channel
+            .write_all_at(&junk[..len], at)
+            .map_err(|e| PluginError::new("scribble_failed", format!("write: {e}")))?;
+    }
+    std::thread::sleep(std::time::Duration::from_secs(60));
+    Err(PluginError::new(
+        "scribble_survived",
+        "nobody noticed the garbage for a minute",
+    ))
 }
 
 export_plugin! {

@@ -26,7 +26,8 @@ pub enum Artifact {
     /// it takes the test down: `segfault()` (SIGSEGV), `abort()` (SIGABRT),
     /// `exit(code)`, `overflow()` (stack overflow), `hog(bytes)` (allocates
     /// and touches `bytes` bytes, holds them for the call, returns the
-    /// count; an allocation refused is an `out_of_memory` error).
+    /// count; an allocation refused aborts the process, as ordinary Rust
+    /// code does).
     Faulty,
     /// A shared library without a root module.
     NoRoot,

@@ -13,6 +13,7 @@ mod grpc_util;
 mod helpers;
 mod hostile;
 mod isolation;
+mod isolation_setting;
 mod limits;
 mod loader;
 mod observability;

@@ -18,7 +18,13 @@ fn every_sample_loads_with_its_function_table() {
         (Artifact::Counter, "counter", &["next"]),
         (Artifact::Stream, "stream", &["count"]),
         (Artifact::Sleepy, "sleepy", &["sleep"]),
-        (Artifact::Faulty, "faulty", &["flaky", "panic"]),
+        (
+            Artifact::Faulty,
+            "faulty",
+            &[
+                "abort", "exit", "flaky", "hog", "overflow", "panic", "scribble", "segfault",
+            ],
+        ),
     ];
     for (artifact, name, functions) in expected {
         let plugin = load(artifact);

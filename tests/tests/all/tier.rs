@@ -1,17 +1,20 @@
-//! The inline tier: which functions run on the calling thread, and when
-//! they stop. These tests show the tier's behaviour, never its speed: the
-//! budgets are far from the run times involved (a `nop` against a second,
-//! a 300 ms sleep against 200 ms).
+//! The inline tier: which functions run on a runtime worker, when they
+//! stop, and that such a function cannot stall the server. These tests show
+//! the tier's behaviour, never its speed: the budgets are far from the run
+//! times involved (a `nop` against a second, a 300 ms sleep against 200 ms).
 
 use std::time::Duration;
 
 use spearlet::artifact::ArtifactSpec;
 use spearlet::config::ExecConfig;
-use spearlet::exec::{ExecutionMode, ExecutionStatus};
+use spearlet::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};
 use spearlet::invoke::{InvokeRequest, Target};
 use spearlet::tier::Tier;
 use spearlet::{Config, Host, Value};
 use spearlet_test_artifacts::Artifact;
+use tonic::Code;
+
+use crate::grpc_util::*;
 
 fn host(budget: Duration, warm_up: u32) -> (Host, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
@@ -197,4 +200,115 @@ async fn tasks_of_one_plugin_share_what_the_tier_learnt() {
     let task = host.task(&out.task_id).unwrap();
     let nop = task.plugin.function("nop").unwrap();
     assert_eq!(task.profile(nop).tier(), Tier::Inline);
+}
+
+/// The stall of issue #21, through the real server: a promoted function
+/// that ignores cancellation, called with a deadline by as many callers as
+/// the runtime has workers. Each is answered at its deadline, and health
+/// checks and other tasks are served while the plugin runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_function_that_ignores_its_deadline_stalls_nothing() {
+    // Far longer than everything the test does before it looks at the
+    // spins again, so what it sees then is unambiguous; the test waits for
+    // them at the end.
+    const SPIN_MS: i64 = 2_000;
+    let server = TestServer::start_with(|c| {
+        c.exec.inline_budget = Duration::from_millis(50);
+        c.exec.inline_warm_up = 4;
+    })
+    .await;
+    let created = server
+        .invoke(with_params(
+            new_task("probe", Artifact::Probe, "spin"),
+            &[("ms", any_i64(0))],
+        ))
+        .await
+        .unwrap();
+    let spin = |ms: i64| with_params(existing(&created.task_id, "spin"), &[("ms", any_i64(ms))]);
+    let task = server.host.task(&created.task_id).unwrap();
+    let spin_handle = task.plugin.function("spin").unwrap();
+    let mut calls = 1;
+    while task.profile(spin_handle).tier() != Tier::Inline {
+        assert!(calls < 1_000, "spin(0) was never promoted");
+        assert!(server.invoke(spin(0)).await.unwrap().success);
+        calls += 1;
+    }
+    let echo = server
+        .invoke(with_params(
+            new_task("echo", Artifact::Echo, "echo"),
+            &[("input", any_i64(1))],
+        ))
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.channel_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let before = server.host.stats().tier;
+
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = server.client.clone();
+            let request = with_context(spin(SPIN_MS), 100, 0);
+            tokio::spawn(async move { client.invoke_function(request).await })
+        })
+        .collect();
+    for call in stuck {
+        let err = call.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    }
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        serving.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    assert!(!server.health_info().await.is_empty());
+    let echoed = server
+        .invoke(with_params(
+            existing(&echo.task_id, "echo"),
+            &[("input", any_i64(7))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result_i64(&echoed), 7);
+    // Those replies came while both spins still ran: their instances are
+    // still quarantined.
+    assert_eq!(server.pool(&created.task_id).quarantined, 2);
+    let (timed_out, _) = server
+        .host
+        .executions(&ExecutionQuery {
+            task_id: Some(created.task_id.clone()),
+            status: Some(ExecutionStatus::Timeout),
+            limit: 10,
+            ..ExecutionQuery::default()
+        })
+        .unwrap();
+    assert_eq!(timed_out.len(), 2);
+
+    // The watchdog demoted `spin` while it ran.
+    while task.profile(spin_handle).tier() == Tier::Inline {
+        crate::helpers::yield_waiting("the watchdog to demote spin").await;
+    }
+    while server.pool(&created.task_id).quarantined > 0 {
+        crate::helpers::yield_waiting("the spins to return").await;
+    }
+    let after = server.host.stats().tier;
+    assert_eq!(
+        after.inline_runs - before.inline_runs,
+        1,
+        "one spin ran inline, the other over the cap"
+    );
+    assert_eq!(
+        after.demotions - before.demotions,
+        1,
+        "demoted once, while it ran"
+    );
+    assert_eq!(task.profile(spin_handle).tier(), Tier::OffWorker);
+    server.stop().await;
 }

@@ -85,6 +85,20 @@ pub struct InvokeArgs {
     #[arg(long, requires = "artifact")]
     upgrade: bool,
 
+    /// Where the plugin code of the task this call creates runs:
+    /// `in-process`, or `process` (worker processes: a crash costs a
+    /// worker, not the server). Without it, the server's default. Only when
+    /// the call creates its task (--task-name, or --task-id with --create):
+    /// a task's tier never changes.
+    #[arg(long, value_name = "TIER", value_parser = crate::cli::isolation_parser())]
+    isolation: Option<spearlet::isolate::Isolation>,
+
+    /// The memory cap, in bytes, of each worker process of the task this
+    /// call creates (process tier only; at most 1 TiB). Only when the call
+    /// creates its task, as --isolation.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..=spearlet::invoke::MEMORY_MAX_LIMIT))]
+    memory_max: Option<u64>,
+
     /// Resolve the task, verify and load the artifact, resolve the
     /// function and check the parameters against its signature — and run
     /// nothing; no task is created.
@@ -167,7 +181,29 @@ async fn declared_by_task(client: &mut super::Client, args: &InvokeArgs) -> Opti
     })
 }
 
+/// Refuses flags that only a task's creation reads on a call that cannot
+/// create its task: the server would ignore them, and the user would
+/// believe the task runs as asked.
+fn check_creation_flags(args: &InvokeArgs) -> anyhow::Result<()> {
+    if args.task_id.is_none() || args.create {
+        return Ok(());
+    }
+    for (set, flag) in [
+        (args.isolation.is_some(), "--isolation"),
+        (args.memory_max.is_some(), "--memory-max"),
+    ] {
+        if set {
+            bail!(
+                "{flag} applies only when the task is created (--task-name, or --task-id with \
+                 --create); an existing task keeps the tier it was created with"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
+    check_creation_flags(args)?;
     runtime()?.block_on(async {
         let mut client = connect(endpoint).await?;
         let declared = declared(&mut client, args).await;
@@ -347,6 +383,18 @@ fn build_request(
             }
             if args.dry_run {
                 metadata.insert(spearlet::DRY_RUN_KEY.to_owned(), "true".to_owned());
+            }
+            if let Some(tier) = args.isolation {
+                metadata.insert(
+                    spearlet::isolate::ISOLATION_KEY.to_owned(),
+                    tier.to_string(),
+                );
+            }
+            if let Some(bytes) = args.memory_max {
+                metadata.insert(
+                    spearlet::invoke::MEMORY_MAX_KEY.to_owned(),
+                    bytes.to_string(),
+                );
             }
             metadata
         },

@@ -4,7 +4,8 @@ use clap::{Args, Subcommand};
 use spearlet_proto::spearlet as pb;
 
 use super::present::{
-    describe_status, parse_status, print_execution, print_execution_header, show_any, status_name,
+    describe_status, parse_status, print_execution, print_execution_header, show_any,
+    show_isolation, status_name,
 };
 use super::{connect, connect_admin, runtime, status_error, Endpoint};
 use spearlet_proto::spearlet::admin::v1 as admin;
@@ -158,13 +159,13 @@ pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
             .map_err(status_error)?
             .into_inner();
         println!(
-            "{:<24} {:<36} {:<10} {:>10}  LAST",
-            "NAME", "ID", "PLUGIN", "EXECUTIONS"
+            "{:<24} {:<36} {:<10} {:<22} {:>10}  LAST",
+            "NAME", "ID", "PLUGIN", "ISOLATION", "EXECUTIONS"
         );
         for t in &reply.tasks {
             let last = pb::ExecutionStatus::try_from(t.last_status).unwrap_or_default();
             println!(
-                "{:<24} {:<36} {:<10} {:>10}  {}",
+                "{:<24} {:<36} {:<10} {:<22} {:>10}  {}",
                 t.task_name,
                 t.task_id,
                 // A task recorded before a restart loads on first use.
@@ -172,6 +173,7 @@ pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
                     || t.metadata.get("state").map_or("-", String::as_str),
                     String::as_str
                 ),
+                show_isolation(&t.metadata),
                 t.execution_count,
                 if last == pb::ExecutionStatus::Unknown {
                     "-"
@@ -218,6 +220,10 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                     meta("plugin_version"),
                     meta("digest")
                 );
+                println!("isolation   {}", show_isolation(&t.metadata));
+                if let Some(crashes) = t.metadata.get("worker_crashes") {
+                    println!("crashes     {crashes} worker crash(es)");
+                }
                 // Each function with where its calls run (the inline tier).
                 let functions: Vec<String> = meta("functions")
                     .split(',')
@@ -426,6 +432,16 @@ pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
             details.pending_executions,
             details.total_executions
         );
+        if let (Some(in_process), Some(process)) =
+            (info.get("in_process_tasks"), info.get("process_tasks"))
+        {
+            match info.get("crash_looping_tasks").filter(|n| *n != "0") {
+                Some(looping) => println!(
+                    "isolation:   {in_process} in-process, {process} process ({looping} crash_looping)"
+                ),
+                None => println!("isolation:   {in_process} in-process, {process} process"),
+            }
+        }
         println!(
             "version:     {} (plugin ABI {})",
             get("version"),

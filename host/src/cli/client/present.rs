@@ -30,6 +30,37 @@ pub(super) fn show_any(any: &prost_types::Any) -> String {
     }
 }
 
+/// A task's isolation tier from its `TaskInfo` metadata: `in-process`, or
+/// `process` with its memory cap (`process, max 256 MiB`); `-` from a
+/// server that does not say.
+pub(super) fn show_isolation(metadata: &std::collections::HashMap<String, String>) -> String {
+    let Some(tier) = metadata.get("isolation") else {
+        return "-".to_owned();
+    };
+    let mut shown = match metadata.get("memory_max") {
+        Some(bytes) => format!("{tier}, max {}", show_bytes(bytes)),
+        None => tier.clone(),
+    };
+    if metadata.get("crash_looping").is_some_and(|v| v == "true") {
+        shown.push_str(", crash_looping");
+    }
+    shown
+}
+
+/// A byte count in the largest binary unit that holds it exactly
+/// (`268435456` is `256 MiB`), else in bytes.
+fn show_bytes(raw: &str) -> String {
+    let Ok(n) = raw.parse::<u64>() else {
+        return raw.to_owned();
+    };
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{} {unit}", n >> shift);
+        }
+    }
+    format!("{n} bytes")
+}
+
 pub(super) fn status_name(status: pb::ExecutionStatus) -> &'static str {
     match status {
         pb::ExecutionStatus::Unknown => "unknown",
