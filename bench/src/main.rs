@@ -321,6 +321,14 @@ fn main() -> anyhow::Result<()> {
             |_| true,
         ));
         rows.push(Row::new(
+            ("P7", "p7_channel_p50_us"),
+            "the channel alone: echo on a worker instance, p50",
+            one(p7.channel_p50_us),
+            "us",
+            "(info)",
+            |_| true,
+        ));
+        rows.push(Row::new(
             ("P7", "p7_socket_p50_us"),
             "Unix socket 64-byte round trip p50",
             one(p7.socket_p50_us),

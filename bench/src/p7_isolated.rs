@@ -20,6 +20,8 @@ use crate::stats::{micros, percentile};
 
 pub struct P7 {
     pub isolated_p50_us: f64,
+    /// The channel alone: a call on a worker instance, no host around it.
+    pub channel_p50_us: f64,
     pub isolated_p99_us: f64,
     pub socket_p50_us: f64,
     /// Per crash: from the crashed call's reply to the next call's success, ms.
@@ -93,6 +95,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P7> 
         }
     }
     let socket = socket_round_trips(if quick { 20_000 } else { 200_000 })?;
+    let channel = channel_round_trips(&host, n)?;
 
     let restarts_ms = restarts(&host, if quick { 5 } else { 20 }).await?;
 
@@ -102,6 +105,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P7> 
     let in_process_rps = throughput(&host, &in_process, in_flight, per_task).await?;
     Ok(P7 {
         isolated_p50_us: percentile(&latencies, 50.0),
+        channel_p50_us: percentile(&channel, 50.0),
         isolated_p99_us: percentile(&latencies, 99.0),
         socket_p50_us: percentile(&socket, 50.0),
         restarts_ms,
@@ -109,6 +113,32 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P7> 
         in_process_rps,
         wake: spearlet::isolate::wake_counts(),
     })
+}
+
+/// 64-byte echoes straight on a worker instance (the channel, the codec,
+/// the plugin call in the worker), in µs each.
+fn channel_round_trips(host: &spearlet::Host, n: usize) -> anyhow::Result<Vec<f64>> {
+    use spearlet::isolate::{CrashGate, IsolatedInstance, Isolation};
+    use spearlet::loader::{CallRequest, VerifiedFile};
+    let workers = host.artifacts().workers();
+    let file = VerifiedFile::rehash(Artifact::Echo.path(), u64::MAX)?;
+    let plugin = spearlet::isolate::load(file, Isolation::Process, workers)?;
+    let gate = std::sync::Arc::new(CrashGate::default());
+    let mut instance =
+        IsolatedInstance::create(workers, &"p7-channel".into(), &plugin, &[], None, &gate)?;
+    let echo = plugin.function("echo")?;
+    let cancelled = std::sync::atomic::AtomicBool::new(false);
+    let params = [("input".to_owned(), Value::Bytes(PAYLOAD.to_vec()))];
+    let request = CallRequest::new("p7", &cancelled).with_params(&params);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 1_000 {
+        let start = Instant::now();
+        black_box(instance.call(echo, &request)?);
+        if i >= 1_000 {
+            times.push(micros(start.elapsed()));
+        }
+    }
+    Ok(times)
 }
 
 /// From each crash of a worker to the next call that succeeds on the task.

@@ -223,17 +223,26 @@ impl Host {
             || request.max_retries > 0
             || request.force_new_instance
             || request.timeout.is_some()
-            || !self.inner.policy.enabled()
         {
             return None;
         }
         let task = self.known_task(&request.target)?;
         let function = task.plugin.function(&request.function).ok()?;
-        if !task.profile(function).is_inline() {
-            return None;
-        }
-        // Before the instance: a call over the cap leaves the pool alone.
-        let seat = task.profile.seat(Code::Function(function.index()))?;
+        let seat = if task.isolation == crate::isolate::Isolation::Process {
+            // A worker process runs the call; this thread posts it and
+            // waits, giving up its runtime duties if it must sleep — which
+            // only a multi-threaded runtime can take over.
+            if !exec::on_multi_thread_runtime() {
+                return None;
+            }
+            None
+        } else {
+            if !self.inner.policy.enabled() || !task.profile(function).is_inline() {
+                return None;
+            }
+            // Before the instance: a call over the cap leaves the pool alone.
+            Some(task.profile.seat(Code::Function(function.index()))?)
+        };
         let lease = match task.pool.try_acquire_idle()? {
             Ok(lease) => lease,
             Err(e) => return Some(Err(e)),
@@ -261,7 +270,10 @@ impl Host {
                 chunks: None,
                 policy: self.inner.policy,
             };
-            exec::run_in_place(job, lease, seat);
+            match seat {
+                Some(seat) => exec::run_in_place(job, lease, seat),
+                None => exec::run_isolated_in_place(job, lease),
+            };
         }
         Some(Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),

@@ -248,7 +248,7 @@ impl InstancePool {
                 return Err(self.deleted());
             }
             if !fresh {
-                if let Some(idle) = self.shared.state().idle.pop() {
+                if let Some(idle) = self.pop_idle() {
                     return Ok(self.lend(idle));
                 }
             }
@@ -319,7 +319,7 @@ impl InstancePool {
         if self.is_closed() {
             return Some(Err(self.deleted()));
         }
-        let idle = self.shared.state().idle.pop()?;
+        let idle = self.pop_idle()?;
         Some(Ok(self.lend(idle)))
     }
 
@@ -363,6 +363,19 @@ impl InstancePool {
     fn deleted(&self) -> Error {
         Error::TaskDeleted {
             task_id: self.shared.task_id.to_string(),
+        }
+    }
+
+    /// The most recently returned idle instance that is still sound: a
+    /// worker process that died while idle is discarded, not lent.
+    fn pop_idle(&self) -> Option<Idle> {
+        loop {
+            let idle = self.shared.state().idle.pop()?;
+            if !idle.instance.is_poisoned() {
+                return Some(idle);
+            }
+            self.shared.discarded.fetch_add(1, Ordering::Relaxed);
+            self.shared.destroy(idle.instance);
         }
     }
 

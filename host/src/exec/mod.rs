@@ -241,6 +241,43 @@ pub(crate) fn run_in_place(job: Job, lease: Lease, seat: Seat<&Bound>) -> Execut
     status
 }
 
+/// Runs a SYNC call on an idle worker process, with no deadline and no
+/// retries, from this thread: the call is posted, and its answer waited
+/// for here — spinning while the worker answers quickly, handing this
+/// runtime worker's duties to another thread only if it must sleep (see
+/// `isolate::process`). None of the general path's futures are needed;
+/// a forced cancel reaches the worker through the shared cancel flag, and
+/// a worker that ignores it is killed after a grace.
+pub(crate) fn run_isolated_in_place(job: Job, mut lease: Lease) -> ExecutionStatus {
+    debug_assert!(job.max_retries == 0 && job.deadline.is_none() && lease.is_isolated());
+    let _running = job.task.begin_execution(job.function);
+    let record = &job.record;
+    let (status, ended) = match record.start_attempt(lease.instance_id()) {
+        None => (record.status(), Instant::now()),
+        Some(_) => {
+            let (result, took) = timed(&job, &mut lease);
+            drop(lease);
+            let outcome = observed(&job, result, took);
+            let ended = Instant::now();
+            let (mut attempt, mut fresh) = (0, false);
+            match settle(&job, outcome, ended, &mut attempt, &mut fresh) {
+                Step::End(status) => (status, ended),
+                Step::Retry(_) => {
+                    unreachable!("run_isolated_in_place is for calls without retries")
+                }
+            }
+        }
+    };
+    job.task.record_outcome(
+        job.function,
+        job.mode,
+        status,
+        ended.saturating_duration_since(record.created),
+        ended,
+    );
+    status
+}
+
 /// Ends the execution after an attempt, or says how long to wait before
 /// the next one.
 fn settle(
@@ -504,7 +541,7 @@ fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
     result
 }
 
-fn on_multi_thread_runtime() -> bool {
+pub(crate) fn on_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }

@@ -17,6 +17,10 @@ pub struct Malformed(pub &'static str);
 
 type Decoded<T> = Result<T, Malformed>;
 
+/// The most items (parameters, pairs, functions) one message may list:
+/// a bound on what a worker can make the host allocate by counting.
+const MAX_ITEMS: usize = 1 << 16;
+
 /// Host to worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToWorker {
@@ -124,6 +128,14 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer into `buf`'s storage (emptied first): a message per call
+    /// without an allocation per message.
+    fn reusing(buf: &mut Vec<u8>) -> Writer {
+        let mut buf = std::mem::take(buf);
+        buf.clear();
+        Writer { buf }
+    }
+
     /// The bytes written.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -253,6 +265,9 @@ impl<'a> Reader<'a> {
         if n.saturating_mul(min_item) > self.rest.len() {
             return Err(Malformed("a count larger than the message"));
         }
+        if n > MAX_ITEMS {
+            return Err(Malformed("more items than any message carries"));
+        }
         Ok(n)
     }
 
@@ -361,7 +376,30 @@ pub fn encode_call_parts(
     headers: &[(String, String)],
     deadline_unix_nanos: u64,
 ) -> Vec<u8> {
-    let mut w = Writer::default();
+    let mut out = Vec::new();
+    encode_call_into(
+        &mut out,
+        function,
+        execution_id,
+        params,
+        environment,
+        headers,
+        deadline_unix_nanos,
+    );
+    out
+}
+
+/// As [`encode_call_parts`], into `out`'s storage.
+pub fn encode_call_into(
+    out: &mut Vec<u8>,
+    function: u32,
+    execution_id: &str,
+    params: &[(String, Value)],
+    environment: &[(String, String)],
+    headers: &[(String, String)],
+    deadline_unix_nanos: u64,
+) {
+    let mut w = Writer::reusing(out);
     w.u8(CALL);
     w.u32(function);
     w.str(execution_id);
@@ -373,7 +411,7 @@ pub fn encode_call_parts(
     w.pairs(environment);
     w.pairs(headers);
     w.u64(deadline_unix_nanos);
-    w.finish()
+    *out = w.finish();
 }
 
 fn encode_call(w: &mut Writer, call: &CallMessage) {
@@ -436,9 +474,30 @@ fn level_of(code: u8) -> Decoded<LogLevel> {
 }
 
 impl ToHost {
+    /// The message's kind, for errors that must not repeat what a worker
+    /// chose to write.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ToHost::Ready => "Ready",
+            ToHost::Loaded(_) => "Loaded",
+            ToHost::Refused { .. } => "Refused",
+            ToHost::InstanceRefused { .. } => "InstanceRefused",
+            ToHost::Chunk(_) => "Chunk",
+            ToHost::Log(..) => "Log",
+            ToHost::Done { .. } => "Done",
+        }
+    }
+
     /// Encodes the message.
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Encodes the message into `out`'s storage.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut w = Writer::reusing(out);
         match self {
             ToHost::Ready => w.u8(READY),
             ToHost::Loaded(d) => {
@@ -511,7 +570,7 @@ impl ToHost {
                 }
             }
         }
-        w.finish()
+        *out = w.finish();
     }
 
     /// Decodes a message.
@@ -528,7 +587,7 @@ impl ToHost {
                     (r.string()?, r.string()?, r.string()?, r.string()?);
                 let root_fields = usize::try_from(r.u64()?)
                     .map_err(|_| Malformed("a field count beyond the address space"))?;
-                let n = r.count(27)?;
+                let n = r.count(26)?;
                 let mut functions = Vec::with_capacity(n);
                 for _ in 0..n {
                     functions.push(FunctionInfo {

@@ -3,14 +3,14 @@
 //! exchange per stream chunk or log line); a crash fails only the call
 //! running on it.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spear_plugin_sdk::Value;
 
-use super::codec::{encode_call_parts, CallEnd, ToHost, ToWorker};
-use super::process::{Fault, Watch, WorkerProcess};
+use super::codec::{encode_call_into, CallEnd, ToHost, ToWorker};
+use super::process::{Fault, StopClock, Watch, WorkerProcess};
 use super::workers::{Workers, LOAD_PATIENCE};
 use crate::error::{Error, Result};
 use crate::loader::{CallRequest, FunctionHandle, Plugin};
@@ -25,6 +25,8 @@ pub struct IsolatedInstance {
     gate: Arc<CrashGate>,
     poisoned: bool,
     memory: Option<(u64, u64)>,
+    /// The storage each call's message is encoded into.
+    out: Vec<u8>,
 }
 
 impl IsolatedInstance {
@@ -68,11 +70,14 @@ impl IsolatedInstance {
             }
         };
         worker.post(&load).map_err(crashed)?;
-        let reply = worker.receive(&Watch {
-            deadline: None,
-            cancelled: None,
-            patience: Some(LOAD_PATIENCE),
-        });
+        let reply = worker.receive(
+            &Watch {
+                deadline: None,
+                cancelled: None,
+                patience: Some(LOAD_PATIENCE),
+            },
+            &mut StopClock::default(),
+        );
         match reply.map_err(crashed)? {
             ToHost::Loaded(_) => Ok(IsolatedInstance {
                 worker,
@@ -82,6 +87,7 @@ impl IsolatedInstance {
                 gate: Arc::clone(gate),
                 poisoned: false,
                 memory: None,
+                out: Vec::new(),
             }),
             ToHost::InstanceRefused { code, message } => Err(Error::InstanceCreation {
                 plugin: plugin.name().to_owned(),
@@ -90,7 +96,7 @@ impl IsolatedInstance {
             }),
             ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
             other => Err(Error::Worker {
-                reason: format!("a worker answered a load with {other:?}"),
+                reason: format!("a worker answered a load with {}", other.name()),
             }),
         }
     }
@@ -110,7 +116,9 @@ impl IsolatedInstance {
     /// poisoned.
     pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
         self.memory = None;
-        let message = encode_call_parts(
+        let mut message = std::mem::take(&mut self.out);
+        encode_call_into(
+            &mut message,
             u32::try_from(function.index()).unwrap_or(u32::MAX),
             request.execution_id,
             request.params,
@@ -118,29 +126,39 @@ impl IsolatedInstance {
             request.headers,
             request.deadline.map_or(0, unix_nanos),
         );
+        self.worker.begin_call();
+        if let Err(e) = self.worker.send(&message) {
+            // Nothing was sent: the worker is as it was, the call refused.
+            self.out = message;
+            return Err(Error::InvalidRequest {
+                field: "params",
+                reason: format!("too large for a worker process: {e}"),
+            });
+        }
+        // Poisoned until the call ends cleanly: a call abandoned half-way
+        // (a panic in a sink) must not leave its answer to the next one.
+        self.poisoned = true;
         let started = Instant::now();
-        let outcome = self.exchange(&message, request);
+        let outcome = self.exchange(request);
+        self.out = message;
         match outcome {
             Ok(end) => {
-                self.gate.succeeded();
+                self.poisoned = false;
                 self.ended(function, end)
             }
-            Err(fault) => {
-                self.poisoned = true;
-                Err(self.error_of(function, fault, request, started.elapsed()))
-            }
+            Err(fault) => Err(self.error_of(function, fault, request, started.elapsed())),
         }
     }
 
-    fn exchange(&mut self, message: &[u8], request: &CallRequest<'_>) -> Result<CallEnd, Fault> {
-        self.worker.send(message)?;
+    fn exchange(&mut self, request: &CallRequest<'_>) -> Result<CallEnd, Fault> {
         let watch = Watch {
             deadline: request.deadline,
             cancelled: Some(request.cancelled),
             patience: None,
         };
+        let mut stop = StopClock::default();
         loop {
-            match self.worker.receive(&watch)? {
+            match self.worker.receive(&watch, &mut stop)? {
                 ToHost::Done { end, memory } => {
                     self.memory = memory;
                     return Ok(end);
@@ -155,7 +173,7 @@ impl IsolatedInstance {
                 }
                 other => {
                     self.worker.kill();
-                    return Err(Fault::Garbage(format!("{other:?} during a call")));
+                    return Err(Fault::Garbage(format!("{} during a call", other.name())));
                 }
             }
         }
@@ -163,6 +181,10 @@ impl IsolatedInstance {
 
     fn ended(&mut self, function: FunctionHandle, end: CallEnd) -> Result<Value> {
         let name = || self.plugin.function_name(function).to_string();
+        // A call that returned proves the worker healthy; a panic does not.
+        if !matches!(end, CallEnd::Panicked { .. }) {
+            self.gate.succeeded();
+        }
         match end {
             CallEnd::Returned(value) => Ok(value),
             CallEnd::Failed {
@@ -238,7 +260,7 @@ impl IsolatedInstance {
     }
 
     /// The worker's process id.
-    pub fn pid(&self) -> i32 {
+    pub fn pid(&self) -> u32 {
         self.worker.pid()
     }
 }
@@ -262,21 +284,32 @@ const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// call that returns resets it.
 #[derive(Debug, Default)]
 pub struct CrashGate {
-    in_a_row: AtomicU32,
     total: AtomicU64,
-    /// Until when calls are refused, and the last crash's description.
-    backoff: Mutex<Option<(Instant, String)>>,
+    /// Crashes in a row, and until when calls are refused (with the last
+    /// crash's description): one lock, so a crash and a success racing
+    /// cannot leave a backoff behind a reset count.
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    in_a_row: u32,
+    backoff: Option<(Instant, String)>,
 }
 
 impl CrashGate {
+    fn state(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Fails while the task backs off.
     ///
     /// # Errors
     ///
     /// [`Error::CrashLooping`].
     pub fn check(&self, task_id: &str) -> Result<()> {
-        let backoff = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
-        match &*backoff {
+        let state = self.state();
+        match &state.backoff {
             Some((until, ended)) => {
                 let left = until.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -284,7 +317,7 @@ impl CrashGate {
                 }
                 Err(Error::CrashLooping {
                     task_id: task_id.to_owned(),
-                    crashes: self.in_a_row.load(Ordering::Relaxed),
+                    crashes: state.in_a_row,
                     ended: ended.clone(),
                     retry_after_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX).max(1),
                 })
@@ -295,9 +328,8 @@ impl CrashGate {
 
     /// Whether the task is backing off now.
     pub fn is_looping(&self) -> bool {
-        self.backoff
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.state()
+            .backoff
             .as_ref()
             .is_some_and(|(until, _)| Instant::now() < *until)
     }
@@ -309,20 +341,22 @@ impl CrashGate {
 
     fn crashed(&self, ended: &str) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        let n = self.in_a_row.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut state = self.state();
+        state.in_a_row += 1;
+        let n = state.in_a_row;
         tracing::warn!(crashes_in_a_row = n, "a worker process crashed: {ended}");
         if n > FREE_RESTARTS {
             let pause = BACKOFF_BASE
                 .saturating_mul(1 << (n - FREE_RESTARTS - 1).min(16))
                 .min(BACKOFF_CAP);
-            *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) =
-                Some((Instant::now() + pause, ended.to_owned()));
+            state.backoff = Some((Instant::now() + pause, ended.to_owned()));
         }
     }
 
     fn succeeded(&self) {
-        if self.in_a_row.swap(0, Ordering::AcqRel) > 0 {
-            *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let mut state = self.state();
+        if state.in_a_row > 0 {
+            *state = GateState::default();
         }
     }
 }

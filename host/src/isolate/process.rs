@@ -3,15 +3,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::BufRead;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::process::{Pid, PidfdFlags, Signal};
 use std::sync::{mpsc, Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::codec::{ToHost, ToWorker};
-use super::shm::{Channel, Direction};
+use super::shm::{Channel, Direction, SlotError};
 use super::wake::{self, Side, SpinBudget};
 
 /// How often a host waiting on a worker looks at cancellation and deadlines.
@@ -21,6 +23,10 @@ const SLICE: Duration = Duration::from_millis(20);
 pub const GRACE: Duration = Duration::from_millis(200);
 /// Lines of a worker's standard error kept to explain its death.
 const TAIL: usize = 8;
+/// The longest line of a worker's standard error; longer ones are split.
+const LINE_CAP: usize = 4096;
+/// The environment variable telling a worker its host's process id.
+pub const PARENT_ENV: &str = "SPEARLET_WORKER_HOST";
 /// What Rust's default allocation-error handler prints before it aborts.
 const ALLOCATION_FAILED: &str = "memory allocation of";
 
@@ -104,7 +110,10 @@ struct Life {
     ended: Mutex<Option<Ended>>,
     /// Set before the host kills it: its death is then no crash.
     killed: AtomicBool,
+    /// Its last lines on standard error since its current call began.
     tail: Mutex<VecDeque<String>>,
+    /// The process, by a handle a reused number cannot redirect.
+    pidfd: OwnedFd,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -114,7 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// One worker process and the host's end of its channel.
 #[derive(Debug)]
 pub struct WorkerProcess {
-    pid: rustix::process::Pid,
+    id: u32,
     channel: Arc<Channel>,
     life: Arc<Life>,
     seen: u32,
@@ -161,56 +170,44 @@ impl WorkerProcess {
         let mut command = Command::new(program);
         command
             .arg("worker")
+            .env(PARENT_ENV, std::process::id().to_string())
             .stdin(Stdio::from(fd))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = on_spawner(move || command.spawn())
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
-            .ok_or("the worker has no process id")?;
+        // Signalled through a pidfd, never by number: a number can be
+        // reused once the worker is reaped.
+        let pidfd = match Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX))
+            .ok_or_else(|| std::io::Error::other("no process id"))
+            .and_then(|pid| Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?))
+        {
+            Ok(fd) => fd,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("cannot watch the worker: {e}"));
+            }
+        };
         let channel = Arc::new(channel);
         let life = Arc::new(Life {
             ended: Mutex::new(None),
             killed: AtomicBool::new(false),
             tail: Mutex::new(VecDeque::with_capacity(TAIL)),
+            pidfd,
         });
-        let stderr = child.stderr.take();
         let (reaper_life, reaper_channel) = (Arc::clone(&life), Arc::clone(&channel));
-        std::thread::Builder::new()
-            .name(format!("spearlet-worker-{}", child.id()))
-            .stack_size(64 << 10)
-            .spawn(move || {
-                let id = child.id();
-                if let Some(stderr) = stderr {
-                    for line in std::io::BufReader::new(stderr)
-                        .lines()
-                        .map_while(Result::ok)
-                    {
-                        tracing::warn!(worker = id, "{line}");
-                        let mut tail = lock(&reaper_life.tail);
-                        if tail.len() == TAIL {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                    }
-                }
-                let ended = match child.wait() {
-                    Ok(status) => {
-                        use std::os::unix::process::ExitStatusExt;
-                        match (status.signal(), status.code()) {
-                            (Some(signal), _) => Ended::Signal(signal),
-                            (None, Some(code)) => Ended::Exit(code),
-                            (None, None) => Ended::Exit(-1),
-                        }
-                    }
-                    Err(_) => Ended::Exit(-1),
-                };
-                *lock(&reaper_life.ended) = Some(ended);
-                wake::wake_waiter(&reaper_channel, Side::Host);
-            })
-            .map_err(|e| format!("cannot start the thread watching a worker: {e}"))?;
+        let id = child.id();
+        let spawned = std::thread::Builder::new()
+            .name(format!("spearlet-worker-{id}"))
+            .stack_size(256 << 10)
+            .spawn(move || reap(child, &reaper_life, &reaper_channel));
+        if let Err(e) = spawned {
+            let _ = rustix::process::pidfd_send_signal(&life.pidfd, Signal::KILL);
+            return Err(format!("cannot start the thread watching a worker: {e}"));
+        }
         let mut worker = WorkerProcess {
-            pid,
+            id,
             channel,
             life,
             seen: 0,
@@ -221,28 +218,39 @@ impl WorkerProcess {
             },
             buf: Vec::new(),
         };
-        let ready = worker.receive(&Watch {
-            deadline: None,
-            cancelled: None,
-            patience: Some(Duration::from_secs(10)),
-        });
+        let ready = worker.receive(
+            &Watch {
+                deadline: None,
+                cancelled: None,
+                patience: Some(Duration::from_secs(10)),
+            },
+            &mut StopClock::default(),
+        );
         match ready {
             Ok(ToHost::Ready) => Ok(worker),
-            Ok(other) => Err(format!(
-                "the worker began with {other:?} instead of being ready"
-            )),
+            Ok(other) => {
+                worker.kill();
+                Err(format!(
+                    "the worker began with {} instead of being ready",
+                    other.name()
+                ))
+            }
             Err(fault) => Err(format!("the worker did not start: {fault}")),
         }
     }
 
     /// Its process id.
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw_nonzero().get()
+    pub fn pid(&self) -> u32 {
+        self.id
     }
 
-    /// The flag the plugin in the worker polls.
-    pub fn cancel_flag(&self) -> &AtomicBool {
-        self.channel.cancel_flag()
+    /// Readies the worker for a new call: its cancellation flag lowered
+    /// (before the call is posted, so a cancellation raised after cannot be
+    /// lost), and its standard error's tail forgotten (it explains only a
+    /// death during this call).
+    pub fn begin_call(&self) {
+        self.channel.cancel_flag().store(false, Ordering::Release);
+        lock(&self.life.tail).clear();
     }
 
     /// Whether it has died (or been killed).
@@ -254,52 +262,69 @@ impl WorkerProcess {
     ///
     /// # Errors
     ///
-    /// [`Fault::Garbage`] when it does not fit the channel (nothing was sent).
-    pub fn send(&mut self, message: &[u8]) -> Result<(), Fault> {
-        self.channel
-            .write(Direction::ToWorker, message)
-            .map_err(|e| Fault::Garbage(e.to_string()))?;
+    /// [`SlotError::TooLarge`] when it does not fit the channel: nothing
+    /// was sent, and the worker is as it was.
+    pub fn send(&mut self, message: &[u8]) -> Result<(), SlotError> {
+        self.channel.write(Direction::ToWorker, message)?;
         wake::post(&self.channel, Side::Host);
         Ok(())
     }
 
-    /// Posts a message.
+    /// Posts a message of the host's own making (small).
     ///
     /// # Errors
     ///
-    /// As [`WorkerProcess::send`].
+    /// [`Fault::Garbage`] in the unlikely case it does not fit.
     pub fn post(&mut self, message: &ToWorker) -> Result<(), Fault> {
         self.send(&message.encode())
+            .map_err(|e| Fault::Garbage(e.to_string()))
     }
 
-    /// Waits for the worker's next message, watching `watch` meanwhile.
+    /// Waits for the worker's next message, watching `watch` meanwhile;
+    /// `stop` is the call's clock: once its deadline passes or it is
+    /// cancelled, the plugin is asked to stop, and killed [`GRACE`] later
+    /// — however many chunks or log lines it sends meanwhile.
     ///
     /// # Errors
     ///
     /// A [`Fault`]: after it, the worker is dead (or killed).
-    pub fn receive(&mut self, watch: &Watch<'_>) -> Result<ToHost, Fault> {
+    pub fn receive(&mut self, watch: &Watch<'_>, stop: &mut StopClock) -> Result<ToHost, Fault> {
         // A short call is answered while this thread spins; only a wait
         // that must sleep gives up this thread's runtime duties first.
-        if let Some(now) = wake::spin_for(&self.channel, Side::Host, self.seen, &mut self.budget) {
-            self.seen = now;
-            return self.read();
+        let moved = match wake::spin_for(&self.channel, Side::Host, self.seen, &mut self.budget) {
+            Some(now) => now,
+            None => blocking_section(|| self.sleep_until_message(watch, stop))?,
+        };
+        self.seen = moved;
+        let message = self.read()?;
+        if !matches!(message, ToHost::Done { .. }) {
+            self.check_stop(watch, stop)?;
         }
-        let outcome = blocking_section(|| self.sleep_until_message(watch));
-        match outcome {
-            Ok(now) => {
-                self.seen = now;
-                self.read()
-            }
-            Err(fault) => Err(fault),
-        }
+        Ok(message)
     }
 
-    /// Sleeps until the worker posts, watching `watch`; asks the plugin to
-    /// stop at its deadline or cancellation, and kills the worker past the
-    /// grace after that.
-    fn sleep_until_message(&self, watch: &Watch<'_>) -> Result<u32, Fault> {
+    /// Asks the plugin to stop when its call is past its deadline or
+    /// cancelled, and kills it once it ignored that for [`GRACE`].
+    fn check_stop(&self, watch: &Watch<'_>, stop: &mut StopClock) -> Result<(), Fault> {
+        let due = watch.cancelled.is_some_and(|c| c.load(Ordering::Relaxed))
+            || watch.deadline.is_some_and(|d| SystemTime::now() >= d);
+        if !due {
+            return Ok(());
+        }
+        let asked = *stop.asked.get_or_insert_with(|| {
+            self.channel.cancel_flag().store(true, Ordering::Release);
+            Instant::now()
+        });
+        if asked.elapsed() >= GRACE {
+            self.kill();
+            return Err(Fault::Stopped);
+        }
+        Ok(())
+    }
+
+    /// Sleeps until the worker posts, watching `watch`.
+    fn sleep_until_message(&self, watch: &Watch<'_>, stop: &mut StopClock) -> Result<u32, Fault> {
         let started = Instant::now();
-        let mut stop_asked: Option<Instant> = None;
         let life = &self.life;
         let ended = || lock(&life.ended).is_some();
         loop {
@@ -309,7 +334,7 @@ impl WorkerProcess {
                     || watch.deadline.is_some_and(|d| SystemTime::now() >= d)
                     || watch.patience.is_some_and(|p| started.elapsed() >= p)
             };
-            let (timeout, check): (Option<Duration>, &dyn Fn() -> bool) = match stop_asked {
+            let (timeout, check): (Option<Duration>, &dyn Fn() -> bool) = match stop.asked {
                 // Asked to stop: look again within the grace, not a slice later.
                 Some(asked) => (Some(GRACE.saturating_sub(asked.elapsed())), &ended),
                 None => (None, &interrupted),
@@ -333,14 +358,7 @@ impl WorkerProcess {
                 self.kill();
                 return Err(Fault::Hung(patience));
             }
-            let asked = *stop_asked.get_or_insert_with(|| {
-                self.channel.cancel_flag().store(true, Ordering::Release);
-                Instant::now()
-            });
-            if asked.elapsed() >= GRACE {
-                self.kill();
-                return Err(Fault::Stopped);
-            }
+            self.check_stop(watch, stop)?;
         }
     }
 
@@ -359,9 +377,11 @@ impl WorkerProcess {
         if self.life.killed.load(Ordering::Acquire) {
             return Fault::Stopped;
         }
-        let out_of_memory = lock(&self.life.tail)
-            .iter()
-            .any(|line| line.contains(ALLOCATION_FAILED));
+        // Rust's allocation-error handler prints, then aborts.
+        let out_of_memory = ended == Ended::Signal(6)
+            && lock(&self.life.tail)
+                .iter()
+                .any(|line| line.contains(ALLOCATION_FAILED));
         if out_of_memory {
             Fault::OutOfMemory(ended)
         } else {
@@ -372,8 +392,93 @@ impl WorkerProcess {
     /// Kills the worker (its reaper thread collects it).
     pub fn kill(&self) {
         self.life.killed.store(true, Ordering::Release);
-        let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
+        let _ = rustix::process::pidfd_send_signal(&self.life.pidfd, Signal::KILL);
     }
+}
+
+/// The life of one worker, on a thread of its own: forwards what it writes
+/// on standard error to the host's log (lines capped, bytes that are not
+/// UTF-8 replaced), and the moment the process ends — which its pidfd
+/// says, whatever holds its standard error open — records how and wakes
+/// the host's waiter.
+fn reap(mut child: std::process::Child, life: &Life, channel: &Channel) {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let id = child.id();
+    let mut stderr = child.stderr.take();
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut fds = vec![PollFd::new(&life.pidfd, PollFlags::IN)];
+        if let Some(err) = &stderr {
+            fds.push(PollFd::new(err, PollFlags::IN));
+        }
+        if poll(&mut fds, None).is_err() {
+            continue;
+        }
+        let exited = !fds[0].revents().is_empty();
+        let readable = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        drop(fds);
+        if readable {
+            // Drained in full once the process is gone, a read at a time before.
+            let rounds = if exited { 64 } else { 1 };
+            for _ in 0..rounds {
+                match stderr.as_mut().map(|e| std::io::Read::read(e, &mut chunk)) {
+                    Some(Ok(n)) if n > 0 => lines(&chunk[..n], &mut pending, life, id),
+                    _ => {
+                        stderr = None;
+                        break;
+                    }
+                }
+                if !exited {
+                    break;
+                }
+            }
+        }
+        if exited {
+            break;
+        }
+    }
+    if !pending.is_empty() {
+        let line = String::from_utf8_lossy(&pending).into_owned();
+        log_line(life, id, line);
+    }
+    let ended = match child.wait() {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (status.signal(), status.code()) {
+                (Some(signal), _) => Ended::Signal(signal),
+                (None, Some(code)) => Ended::Exit(code),
+                (None, None) => Ended::Exit(-1),
+            }
+        }
+        Err(_) => Ended::Exit(-1),
+    };
+    *lock(&life.ended) = Some(ended);
+    wake::wake_waiter(channel, Side::Host);
+}
+
+/// Splits what a worker wrote into lines, none longer than [`LINE_CAP`].
+fn lines(bytes: &[u8], pending: &mut Vec<u8>, life: &Life, id: u32) {
+    for &b in bytes {
+        if b == b'\n' || pending.len() >= LINE_CAP {
+            let line = String::from_utf8_lossy(pending).into_owned();
+            pending.clear();
+            log_line(life, id, line);
+            if b == b'\n' {
+                continue;
+            }
+        }
+        pending.push(b);
+    }
+}
+
+fn log_line(life: &Life, id: u32, line: String) {
+    tracing::warn!(worker = id, "{}", line.escape_debug());
+    let mut tail = lock(&life.tail);
+    if tail.len() == TAIL {
+        tail.pop_front();
+    }
+    tail.push_back(line);
 }
 
 /// Runs `f`, which may sleep, handing this thread's async runtime duties
@@ -390,8 +495,14 @@ fn blocking_section<T>(f: impl FnOnce() -> T) -> T {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        if !self.has_ended() {
-            self.kill();
-        }
+        self.kill();
     }
+}
+
+/// When a call was asked to stop (its deadline passed, or it was
+/// cancelled): kept across every message of the call, so that chatter
+/// cannot postpone the kill.
+#[derive(Debug, Default)]
+pub struct StopClock {
+    asked: Option<Instant>,
 }

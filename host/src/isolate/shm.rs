@@ -32,6 +32,9 @@ const LINE: usize = 64;
 /// not memory.
 pub const SLOT_CAPACITY: usize = 64 << 20;
 
+/// A receive buffer larger than this is given back once messages are small again.
+const SHRINK_ABOVE: usize = 1 << 20;
+
 /// Per slot: a length word, then the message.
 const SLOT_BYTES: usize = SLOT_CAPACITY + 8;
 
@@ -95,9 +98,17 @@ impl Channel {
     ///
     /// When the memfd cannot be made, sized or mapped.
     pub fn create() -> std::io::Result<(Channel, OwnedFd)> {
-        // No CLOEXEC: the worker inherits it as its standard input.
-        let fd = rustix::fs::memfd_create("spearlet-channel", rustix::fs::MemfdFlags::empty())?;
+        // CLOEXEC: only the worker it is made for gets it (as its standard
+        // input, which the spawn sets up with a copy that is inherited).
+        // Sealed at its size: a worker truncating it would make the host's
+        // next access to the mapping fault (SIGBUS) and take the host down.
+        use rustix::fs::{MemfdFlags, SealFlags};
+        let fd = rustix::fs::memfd_create(
+            "spearlet-channel",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
         rustix::fs::ftruncate(&fd, SIZE as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let file = File::from(fd);
         let channel = Channel {
             map: MmapRaw::map_raw(&file)?,
@@ -135,20 +146,23 @@ impl Channel {
         let offset = word as usize * LINE;
         debug_assert!(offset + 4 <= HEADER);
         // SAFETY: `offset` is within the header, which is within the
-        // mapping (at least `SIZE` bytes, page-aligned, so 4-aligned at
-        // every multiple of 64); the mapping lives as long as `self`, and
-        // is only ever accessed through atomics at these offsets.
+        // mapping (`SIZE` bytes, sealed against shrinking, page-aligned, so
+        // 4-aligned at every multiple of 64); the mapping lives as long as
+        // `self`. This process accesses these words only through atomics;
+        // the other process may write anything there, and every value of a
+        // u32 is a valid `AtomicU32`.
         unsafe { &*self.map.as_mut_ptr().add(offset).cast::<AtomicU32>() }
     }
 
     /// The flag the plugin polls to know it should stop (its `cancelled`).
     pub fn cancel_flag(&self) -> &AtomicBool {
         let offset = 7 * LINE;
-        // SAFETY: as in `word`: within the header, aligned, only accessed
-        // atomically, alive as long as `self`. Any byte value is read as a
-        // bool only through `AtomicBool::load`, and the worker writes it
-        // only through `AtomicBool::store`: a host writing junk there can
-        // only be the trusted host.
+        // SAFETY: as in `word`: within the header, aligned, alive as long as
+        // `self`. The host only stores to it (true or false). The worker
+        // hands it to its plugin as the call's `cancelled` flag, and only
+        // code running in the worker — the plugin itself — could put a byte
+        // other than 0 or 1 there: that is the plugin corrupting its own
+        // process, which the host survives like any crash of it.
         unsafe { &*self.map.as_mut_ptr().add(offset).cast::<AtomicBool>() }
     }
 
@@ -174,8 +188,10 @@ impl Channel {
         let len = (message.len() as u64).to_le_bytes();
         // SAFETY: the slot's 8-byte length word and `message.len()` bytes
         // after it lie within the mapping (checked above against the
-        // slot's capacity); the source is a live Rust slice that cannot
-        // overlap the mapping's pages.
+        // slot's capacity; the size is sealed); the source is a live Rust
+        // slice that cannot overlap the mapping's pages. The other side
+        // does not touch the slot until it is posted (a misbehaving one
+        // only garbles its own next message).
         unsafe {
             let at = self.map.as_mut_ptr().add(base);
             std::ptr::copy_nonoverlapping(len.as_ptr(), at, len.len());
@@ -206,10 +222,16 @@ impl Channel {
             .filter(|n| *n <= SLOT_CAPACITY)
             .ok_or(SlotError::BadLength { len })?;
         out.clear();
+        // A large message once must not pin its size for the channel's life.
+        if out.capacity() > SHRINK_ABOVE && n <= SHRINK_ABOVE {
+            out.shrink_to(SHRINK_ABOVE);
+        }
         out.reserve(n);
         // SAFETY: `n` bytes after the length word lie within the slot
-        // (checked above); `out` has room for `n` bytes, which are all
-        // initialised by the copy before `set_len`.
+        // (checked above; the size is sealed); `out` has room for `n`
+        // bytes, which are all initialised by the copy before `set_len`.
+        // A worker rewriting the slot meanwhile changes only bytes, never
+        // their bounds, and the copy is what gets decoded.
         unsafe {
             std::ptr::copy_nonoverlapping(self.map.as_ptr().add(base + 8), out.as_mut_ptr(), n);
             out.set_len(n);

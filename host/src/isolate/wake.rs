@@ -92,6 +92,8 @@ impl Side {
 pub struct SpinBudget {
     spin: Duration,
     sleeps: u32,
+    /// False on a machine where spinning cannot pay off: it stays at zero.
+    enabled: bool,
 }
 
 impl Default for SpinBudget {
@@ -99,6 +101,7 @@ impl Default for SpinBudget {
         SpinBudget {
             spin: START_SPIN,
             sleeps: 0,
+            enabled: true,
         }
     }
 }
@@ -109,6 +112,7 @@ impl SpinBudget {
         SpinBudget {
             spin: Duration::ZERO,
             sleeps: 0,
+            enabled: false,
         }
     }
 
@@ -121,6 +125,9 @@ impl SpinBudget {
     fn gave_up(&mut self) {
         SLEPT.fetch_add(1, Ordering::Relaxed);
         self.sleeps += 1;
+        if !self.enabled {
+            return;
+        }
         if self.sleeps >= RETRY_AFTER_SLEEPS {
             self.sleeps = 0;
             self.spin = START_SPIN;
@@ -135,12 +142,17 @@ pub fn spinning_helps() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
 }
 
-/// Posts a message to the peer: bumps its counter, and wakes it if it sleeps.
+/// Posts a message to the peer: bumps its counter, and wakes it if it
+/// sleeps. A peer being woken is marked awake at once: it will be running
+/// in a moment (on the CPU it last ran on, when that one is free), and a
+/// poster that now waits for its answer may spin for it instead of taking
+/// the stale "asleep" for "away" — else each side would sleep because the
+/// other did, and every call would pay two futex round trips.
 pub fn post(channel: &Channel, side: Side) {
     let (_, _, _, peer_state, _) = side.words();
     let counter = channel.word(side.peer_counter());
     counter.fetch_add(1, Ordering::SeqCst);
-    if channel.word(peer_state).load(Ordering::SeqCst) == ASLEEP {
+    if channel.word(peer_state).swap(AWAKE, Ordering::SeqCst) == ASLEEP {
         // An error here (EFAULT cannot happen on a live mapping) would only
         // mean nobody was woken; the waiter's own timeout covers that.
         let _ = futex::wake(counter, futex::Flags::empty(), 1);

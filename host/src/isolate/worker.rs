@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use spear_plugin_sdk::{LogLevel, Value};
 
 use super::codec::{CallEnd, CallMessage, Description, ToHost, ToWorker};
-use super::shm::{Channel, Direction};
+use super::shm::{Channel, Direction, SLOT_CAPACITY};
 use super::wake::{self, Side, SpinBudget};
 use crate::digest::Sha256Digest;
 use crate::error::Error;
@@ -29,11 +29,16 @@ const PARENT_CHECK: Duration = Duration::from_secs(1);
 ///
 /// When standard input is not a channel, or the host posts something out of turn.
 pub fn serve() -> Result<(), String> {
-    let parent = rustix::process::getppid();
+    // The host says who it is: a host that died before this line ran
+    // left this process to another parent, and it must not serve that one.
+    let parent = std::env::var(super::process::PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
     // Dies with the host even if the host is killed outright.
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         .map_err(|e| format!("cannot ask to die with the host: {e}"))?;
-    if rustix::process::getppid() != parent {
+    if parent.is_none() || rustix::process::getppid() != parent {
         return Ok(());
     }
     let channel = Channel::open(std::io::stdin().as_fd())
@@ -50,6 +55,7 @@ pub fn serve() -> Result<(), String> {
             },
             buf: Vec::new(),
         }),
+        out: Mutex::new(Vec::new()),
     };
     worker.lock().seen = wake::current(&worker.channel, Side::Worker);
     worker.send(&ToHost::Ready)?;
@@ -89,6 +95,8 @@ struct Worker {
     /// What waiting needs, shared with the call's sink (which runs on the
     /// same thread, inside the plugin's call).
     link: Mutex<Link>,
+    /// The storage each message to the host is encoded into.
+    out: Mutex<Vec<u8>>,
 }
 
 struct Link {
@@ -103,10 +111,12 @@ impl Worker {
     }
 
     fn send(&self, message: &ToHost) -> Result<(), String> {
-        let bytes = message.encode();
+        let mut bytes = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        message.encode_into(&mut bytes);
         self.channel
             .write(Direction::ToHost, &bytes)
             .map_err(|e| e.to_string())?;
+        drop(bytes);
         wake::post(&self.channel, Side::Worker);
         Ok(())
     }
@@ -148,15 +158,14 @@ impl Worker {
         call: CallMessage,
     ) -> Result<ToHost, String> {
         let function = plugin
-            .functions()
-            .get(call.function as usize)
-            .and_then(|f| plugin.function(&f.name).ok())
+            .function_at(call.function as usize)
             .ok_or_else(|| format!("no function #{} in the table", call.function))?;
+        // Lowered by the host before it posted the call.
         let cancelled = self.channel.cancel_flag();
-        cancelled.store(false, Ordering::Release);
         let sink = ChannelSink {
             worker: self,
             broken: AtomicBool::new(false),
+            oversized: AtomicBool::new(false),
         };
         let request = CallRequest {
             execution_id: &call.execution_id,
@@ -173,6 +182,8 @@ impl Worker {
             return Err("the host stopped answering mid-call".to_owned());
         }
         let end = match result {
+            _ if sink.oversized.load(Ordering::Acquire) => too_large("a stream chunk"),
+            Ok(value) if encoded_len(&value) > SLOT_CAPACITY => too_large("the result"),
             Ok(value) => CallEnd::Returned(value),
             Err(Error::PluginFailed {
                 code,
@@ -208,17 +219,47 @@ impl Worker {
     }
 }
 
+/// The longest log line sent to the host; longer ones are cut.
+const LOG_LINE_CAP: usize = 64 << 10;
+
+/// A call whose result (or a chunk of it) cannot cross the channel.
+fn too_large(what: &str) -> CallEnd {
+    CallEnd::Failed {
+        code: "payload_too_large".to_owned(),
+        message: format!(
+            "{what} is larger than a worker process can hand back ({SLOT_CAPACITY} bytes)"
+        ),
+        retriable: false,
+    }
+}
+
+/// About how many bytes `value` takes in a message.
+fn encoded_len(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len() + 16,
+        Value::Bytes(b) => b.len() + 16,
+        Value::Raw { type_url, bytes } => type_url.len() + bytes.len() + 32,
+        _ => 16,
+    }
+}
+
 /// Chunks and log lines go to the host, one exchange each: the host's
 /// answer is what `emit` returns, so backpressure and a departed consumer
 /// reach the plugin exactly as they do in-process.
 struct ChannelSink<'a> {
     worker: &'a Worker,
     broken: AtomicBool,
+    /// A chunk was too large to send: the call fails with `payload_too_large`.
+    oversized: AtomicBool,
 }
 
 impl CallSink for ChannelSink<'_> {
     fn emit(&self, chunk: Value) -> bool {
-        if self.broken.load(Ordering::Acquire) {
+        if self.broken.load(Ordering::Acquire) || self.oversized.load(Ordering::Acquire) {
+            return false;
+        }
+        if encoded_len(&chunk) > SLOT_CAPACITY {
+            self.oversized.store(true, Ordering::Release);
             return false;
         }
         self.worker
@@ -230,10 +271,14 @@ impl CallSink for ChannelSink<'_> {
     }
 
     fn log(&self, level: LogLevel, line: &str) {
+        let mut cut = line.len().min(LOG_LINE_CAP);
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
         if !self.broken.load(Ordering::Acquire)
             && self
                 .worker
-                .exchange(&ToHost::Log(level, line.to_owned()))
+                .exchange(&ToHost::Log(level, line[..cut].to_owned()))
                 .is_err()
         {
             self.broken.store(true, Ordering::Release);

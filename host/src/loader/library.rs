@@ -353,6 +353,16 @@ impl Plugin {
             })
     }
 
+    /// The function at `index` of the table (how a worker process is told
+    /// which function to call).
+    pub fn function_at(&self, index: usize) -> Option<FunctionHandle> {
+        let info = self.functions.get(index)?;
+        Some(FunctionHandle {
+            index: u32::try_from(index).ok()?,
+            kind: info.kind,
+        })
+    }
+
     /// The name of a function resolved from this plugin.
     pub fn function_name(&self, function: FunctionHandle) -> &Arc<str> {
         &self.names[function.index()]

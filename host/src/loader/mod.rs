@@ -1,7 +1,8 @@
 //! Loading plugins and calling their functions.
 //!
-//! This is where spearlet crosses the ABI, so it is the only module of the
-//! crate allowed `unsafe`. The path from file to call:
+//! This is where spearlet crosses the ABI, so it is allowed `unsafe` (the
+//! one other place is `isolate::shm`, the memory shared with a worker
+//! process: a binary layout two processes agree on). The path from file to call:
 //!
 //! 1. [`VerifiedFile`] opens the source so that it cannot block or follow a
 //!    swapped-in symlink, checks on the descriptor that it is a regular file

@@ -138,6 +138,38 @@ fn scribble() -> Result<(), PluginError> {
     ))
 }
 
+/// Tries to truncate the channel a worker process shares with its host
+/// (its standard input): a host mapping a truncated file would fault on
+/// its next access. Fails with `shrink_refused` when the channel is sealed
+/// against that, as it must be; returns `true` if the truncation went
+/// through. Never call it outside a worker.
+#[function]
+fn shrink() -> Result<bool, PluginError> {
+    let channel = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/proc/self/fd/0")
+        .map_err(|e| PluginError::new("shrink_failed", format!("open: {e}")))?;
+    channel
+        .set_len(0)
+        .map_err(|e| PluginError::new("shrink_refused", e.to_string()))?;
+    Ok(true)
+}
+
+/// Logs a line every 10 ms for `ms` milliseconds, never looking at
+/// cancellation or its deadline: a call that keeps talking must still be
+/// stopped at its deadline.
+#[function]
+fn chatter(ctx: &Context, ms: i64) -> i64 {
+    let end = std::time::Instant::now() + std::time::Duration::from_millis(ms.max(0) as u64);
+    let mut lines = 0;
+    while std::time::Instant::now() < end {
+        ctx.log(LogLevel::Info, "still here");
+        lines += 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    lines
+}
+
 export_plugin! {
     name: "faulty",
     instance: Failures,

@@ -498,3 +498,38 @@ async fn streams_traces_logs_and_memory_figures_cross_the_process_boundary() {
         .unwrap();
     assert_ne!(out.execution.status, ExecutionStatus::Completed);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_talking_past_its_deadline_is_still_killed() {
+    let (host, _data) = host();
+    let task = isolated_task(&host, "faulty", Artifact::Faulty, &[]).await;
+    let mut request = on(&task, "chatter", &[("ms", Value::I64(60_000))]);
+    request.timeout = Some(std::time::Duration::from_millis(100));
+    let out = host.invoke(request).await.unwrap().execution;
+    assert_eq!(out.status, ExecutionStatus::Timeout);
+    loop {
+        let stats = host.task(&task).unwrap().pool.stats();
+        if stats.quarantined == 0 && stats.busy == 0 {
+            break;
+        }
+        yield_waiting("the chattering worker to be killed").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_cannot_truncate_the_memory_it_shares_with_the_host() {
+    let (host, _data) = host();
+    let task = isolated_task(&host, "faulty", Artifact::Faulty, &[]).await;
+    let out = host
+        .invoke(on(&task, "shrink", &[]))
+        .await
+        .unwrap()
+        .execution;
+    let error = out.error.expect("the truncation is refused");
+    assert_eq!(error.code, "shrink_refused", "{}", error.message);
+    let next = host
+        .invoke(on(&task, "flaky", &[("fail_times", Value::I64(0))]))
+        .await
+        .unwrap();
+    assert_eq!(next.execution.status, ExecutionStatus::Completed);
+}

@@ -22,7 +22,8 @@ fn every_sample_loads_with_its_function_table() {
             Artifact::Faulty,
             "faulty",
             &[
-                "abort", "exit", "flaky", "hog", "overflow", "panic", "scribble", "segfault",
+                "abort", "chatter", "exit", "flaky", "hog", "overflow", "panic", "scribble",
+                "segfault", "shrink",
             ],
         ),
     ];
