@@ -446,7 +446,7 @@ impl InstancePool {
         })
         .await
         .map_err(|e| Error::Internal(format!("starting a worker did not finish: {e}")))??;
-        Ok(self.count_new(Instance::Worker(worker)))
+        Ok(self.count_new(Instance::Worker(Box::new(worker))))
     }
 
     fn count_new(&self, instance: Instance) -> (Instance, Arc<str>) {

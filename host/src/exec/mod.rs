@@ -375,8 +375,21 @@ fn call_inline(
     started: Instant,
     seat: Seat<&Bound>,
 ) -> (Attempt, Instant) {
+    let (result, ended) = seated_call(job, &mut lease, started, seat);
+    drop(lease);
+    (Attempt::Done(result), ended)
+}
+
+/// The plugin call of an inline attempt, in its seat: the watchdog sees it
+/// from `started` on, and its run time judges the function when it ends.
+fn seated_call<B: std::ops::Deref<Target = Bound>>(
+    job: &Job,
+    lease: &mut Lease,
+    started: Instant,
+    seat: Seat<B>,
+) -> (Result<Value, Error>, Instant) {
     seat.begin(started);
-    let result = call_blocking(job, &mut lease);
+    let result = call_blocking(job, lease);
     let ended = Instant::now();
     seat.end(
         job.profile(),
@@ -384,8 +397,7 @@ fn call_inline(
         &job.policy,
     )
     .log(job.task.plugin.name(), job.record.function());
-    drop(lease);
-    (Attempt::Done(result), ended)
+    (result, ended)
 }
 
 /// One inline attempt of a call with a deadline, in a task of its own on
@@ -403,18 +415,7 @@ async fn call_spawned(
     let for_call = Arc::clone(job);
     let call = tokio::spawn(async move {
         let job = &*for_call;
-        let started = Instant::now();
-        seat.begin(started);
-        let result = call_blocking(job, &mut lease);
-        let ended = Instant::now();
-        seat.end(
-            job.profile(),
-            ended.saturating_duration_since(started),
-            &job.policy,
-        )
-        .log(job.task.plugin.name(), job.record.function());
-        drop(lease);
-        (result, ended)
+        seated_call(job, &mut lease, Instant::now(), seat)
     });
     match wait_for(job, call, &quarantine, ending).await {
         Ok(Ok((result, ended))) => (Attempt::Done(result), ended),

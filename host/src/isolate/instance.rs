@@ -11,7 +11,7 @@ use spear_plugin_sdk::Value;
 
 use super::codec::{encode_call_into, CallEnd, ToHost, ToWorker};
 use super::process::{Fault, StopClock, Watch, WorkerProcess};
-use super::workers::{Workers, LOAD_PATIENCE};
+use super::workers::Workers;
 use crate::error::{Error, Result};
 use crate::loader::{CallRequest, FunctionHandle, Plugin};
 
@@ -69,16 +69,7 @@ impl IsolatedInstance {
                 ended: fault.to_string(),
             }
         };
-        worker.post(&load).map_err(crashed)?;
-        let reply = worker.receive(
-            &Watch {
-                deadline: None,
-                cancelled: None,
-                patience: Some(LOAD_PATIENCE),
-            },
-            &mut StopClock::default(),
-        );
-        match reply.map_err(crashed)? {
+        match worker.load(&load).map_err(crashed)? {
             ToHost::Loaded(_) => Ok(IsolatedInstance {
                 worker,
                 plugin: Arc::clone(plugin),

@@ -211,11 +211,7 @@ impl WorkerProcess {
             channel,
             life,
             seen: 0,
-            budget: if wake::spinning_helps() {
-                SpinBudget::default()
-            } else {
-                SpinBudget::never()
-            },
+            budget: SpinBudget::for_this_machine(),
             buf: Vec::new(),
         };
         let ready = worker.receive(
@@ -278,6 +274,24 @@ impl WorkerProcess {
     pub fn post(&mut self, message: &ToWorker) -> Result<(), Fault> {
         self.send(&message.encode())
             .map_err(|e| Fault::Garbage(e.to_string()))
+    }
+
+    /// Posts a `Load` and waits for its answer, for at most
+    /// [`super::LOAD_PATIENCE`] (a constructor that hangs is killed then).
+    ///
+    /// # Errors
+    ///
+    /// A [`Fault`]: the worker died, hung or spoke garbage while loading.
+    pub fn load(&mut self, load: &ToWorker) -> Result<ToHost, Fault> {
+        self.post(load)?;
+        self.receive(
+            &Watch {
+                deadline: None,
+                cancelled: None,
+                patience: Some(super::LOAD_PATIENCE),
+            },
+            &mut StopClock::default(),
+        )
     }
 
     /// Waits for the worker's next message, watching `watch` meanwhile;

@@ -107,6 +107,16 @@ impl Default for SpinBudget {
 }
 
 impl SpinBudget {
+    /// The budget for this machine: none with one CPU, where a spin only
+    /// takes the time the peer needs.
+    pub fn for_this_machine() -> Self {
+        if spinning_helps() {
+            SpinBudget::default()
+        } else {
+            SpinBudget::never()
+        }
+    }
+
     /// A budget that never spins (a machine with one CPU).
     pub fn never() -> Self {
         SpinBudget {

@@ -48,11 +48,7 @@ pub fn serve() -> Result<(), String> {
         parent,
         link: Mutex::new(Link {
             seen: 0,
-            budget: if wake::spinning_helps() {
-                SpinBudget::default()
-            } else {
-                SpinBudget::never()
-            },
+            budget: SpinBudget::for_this_machine(),
             buf: Vec::new(),
         }),
         out: Mutex::new(Vec::new()),

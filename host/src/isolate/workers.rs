@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::codec::{ToHost, ToWorker};
-use super::process::{Fault, StopClock, Watch, WorkerProcess};
+use super::process::{Fault, WorkerProcess};
 use crate::error::{Error, Result};
 use crate::loader::{PluginDescription, VerifiedFile};
 
@@ -95,16 +95,7 @@ impl Workers {
             path: file.path().to_owned(),
             ended: fault.to_string(),
         };
-        worker.post(&load).map_err(crashed)?;
-        let reply = worker.receive(
-            &Watch {
-                deadline: None,
-                cancelled: None,
-                patience: Some(LOAD_PATIENCE),
-            },
-            &mut StopClock::default(),
-        );
-        match reply.map_err(crashed)? {
+        match worker.load(&load).map_err(crashed)? {
             ToHost::Loaded(description) => Ok(description),
             ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
             other => Err(Error::Worker {

@@ -430,16 +430,7 @@ impl Plugin {
     /// [`Error::ArtifactFormat`], [`Error::UnverifiedDependency`],
     /// [`Error::NoFunctions`], [`Error::DuplicateFunction`].
     pub fn described(file: VerifiedFile, description: PluginDescription) -> Result<Arc<Plugin>> {
-        let deps = elf::dependencies(file.file()).map_err(|reason| Error::ArtifactFormat {
-            path: file.path().to_owned(),
-            reason,
-        })?;
-        if let Some(reason) = deps.refusal() {
-            return Err(Error::UnverifiedDependency {
-                path: file.path().to_owned(),
-                reason,
-            });
-        }
+        let deps = checked_dependencies(&file)?;
         let PluginDescription {
             name,
             version,
@@ -526,9 +517,9 @@ fn index_by_name(
     Ok(by_name)
 }
 
-/// Dependencies, then dlopen, then abi_stable's version and layout
-/// checks, then the plugin's own table.
-fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
+/// The library's `DT_NEEDED` and search paths, refused unless it needs
+/// nothing spearlet did not verify.
+fn checked_dependencies(file: &VerifiedFile) -> Result<elf::Dependencies> {
     let deps = elf::dependencies(file.file()).map_err(|reason| Error::ArtifactFormat {
         path: file.path().to_owned(),
         reason,
@@ -539,6 +530,13 @@ fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
             reason,
         });
     }
+    Ok(deps)
+}
+
+/// Dependencies, then dlopen, then abi_stable's version and layout
+/// checks, then the plugin's own table.
+fn load_new(file: VerifiedFile) -> Result<Arc<Plugin>> {
+    let deps = checked_dependencies(&file)?;
     let outcome = super::root_module::open(&file).and_then(|(module, abi)| {
         let mut plugin = Plugin::from_module(&file, module, abi)?;
         plugin.needed = deps.needed;

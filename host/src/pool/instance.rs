@@ -12,8 +12,9 @@ use crate::Value;
 pub enum Instance {
     /// In this process.
     Here(PluginInstance),
-    /// In a worker process.
-    Worker(IsolatedInstance),
+    /// In a worker process (boxed: leases and idle lists move instances
+    /// around, and the in-process one is the hot path's).
+    Worker(Box<IsolatedInstance>),
 }
 
 impl Instance {

@@ -259,6 +259,18 @@ async fn ended(host: &Host, id: &str) -> spearlet::exec::ExecutionSnapshot {
     }
 }
 
+/// Waits until no call holds or quarantines an instance of `task`: a
+/// worker that ignored its deadline has been killed.
+async fn until_nothing_held(host: &Host, task: &str) {
+    loop {
+        let stats = host.task(task).unwrap().pool.stats();
+        if stats.quarantined == 0 && stats.busy == 0 {
+            return;
+        }
+        yield_waiting("the stuck worker to be killed").await;
+    }
+}
+
 /// Runs `request` in `mode` to its end.
 async fn run_in(
     host: &Host,
@@ -421,13 +433,7 @@ async fn a_call_past_its_deadline_gets_its_worker_killed_and_leaves_no_thread() 
     assert_eq!(out.status, ExecutionStatus::Timeout);
     // The worker that ignored its deadline is killed after the grace, and
     // its slot comes back: nothing stays quarantined.
-    loop {
-        let stats = host.task(&task).unwrap().pool.stats();
-        if stats.quarantined == 0 && stats.busy == 0 {
-            break;
-        }
-        yield_waiting("the stuck worker to be killed").await;
-    }
+    until_nothing_held(&host, &task).await;
     let next = host
         .invoke(on(&task, "spin", &[("ms", Value::I64(0))]))
         .await
@@ -507,13 +513,7 @@ async fn a_plugin_that_keeps_talking_past_its_deadline_is_still_killed() {
     request.timeout = Some(std::time::Duration::from_millis(100));
     let out = host.invoke(request).await.unwrap().execution;
     assert_eq!(out.status, ExecutionStatus::Timeout);
-    loop {
-        let stats = host.task(&task).unwrap().pool.stats();
-        if stats.quarantined == 0 && stats.busy == 0 {
-            break;
-        }
-        yield_waiting("the chattering worker to be killed").await;
-    }
+    until_nothing_held(&host, &task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

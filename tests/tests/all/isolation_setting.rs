@@ -328,17 +328,7 @@ async fn the_tier_survives_an_upgrade_a_rollback_and_restarts() {
         .unwrap();
     let id = created.task_id;
     let expected = (Isolation::Process, Some(256 << 20));
-    let mut admin = AdminServiceClient::connect(first.channel_url())
-        .await
-        .unwrap();
-    admin
-        .upgrade_task(admin::UpgradeTaskRequest {
-            task_id: id.clone(),
-            artifact_spec: Some(spec(Artifact::Versioned2)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    upgrade_to_version_2(&first, &id).await;
     assert_eq!(tier_of(&first, &id).await, expected, "after an upgrade");
     first.stop().await;
 
@@ -368,17 +358,7 @@ async fn a_rollback_keeps_the_tier() {
         .await
         .unwrap();
     let id = created.task_id;
-    let mut admin = AdminServiceClient::connect(server.channel_url())
-        .await
-        .unwrap();
-    admin
-        .upgrade_task(admin::UpgradeTaskRequest {
-            task_id: id.clone(),
-            artifact_spec: Some(spec(Artifact::Versioned2)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let mut admin = upgrade_to_version_2(&server, &id).await;
     admin
         .rollback_task(admin::RollbackTaskRequest {
             task_id: id.clone(),
@@ -464,4 +444,24 @@ async fn a_task_recorded_before_tiers_existed_runs_in_process_whatever_the_defau
         IsolationSetting::default()
     );
     server.stop().await;
+}
+
+/// Upgrades task `id` on `server` to the versioned plugin's 2.0.0; the
+/// admin client, for what the test does next.
+async fn upgrade_to_version_2(
+    server: &TestServer,
+    id: &str,
+) -> AdminServiceClient<tonic::transport::Channel> {
+    let mut admin = AdminServiceClient::connect(server.channel_url())
+        .await
+        .unwrap();
+    admin
+        .upgrade_task(admin::UpgradeTaskRequest {
+            task_id: id.to_owned(),
+            artifact_spec: Some(spec(Artifact::Versioned2)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
 }
