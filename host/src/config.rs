@@ -258,6 +258,11 @@ pub struct ExecConfig {
     /// host down. Default: true. (`plugin inspect` and `plugin check` turn
     /// it off in the child process they already load each file in.)
     pub first_load_in_worker: bool,
+    /// How long loading a library in a worker may take — its ELF
+    /// constructors run then — before it is refused as hanging
+    /// (`constructor_crashed`). Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub load_timeout: Duration,
 }
 
 impl Default for ExecConfig {
@@ -269,6 +274,7 @@ impl Default for ExecConfig {
             worker_program: None,
             warm_workers: 1,
             first_load_in_worker: true,
+            load_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -93,10 +93,13 @@ impl ArtifactStore {
             telemetry: Arc::default(),
             in_flight: Mutex::default(),
             resolved: Mutex::default(),
-            workers: Arc::new(Workers::new(
-                config.exec.worker_program.as_deref(),
-                config.exec.warm_workers,
-            )),
+            workers: Arc::new(
+                Workers::new(
+                    config.exec.worker_program.as_deref(),
+                    config.exec.warm_workers,
+                )
+                .with_load_timeout(config.exec.load_timeout),
+            ),
             first_load_in_worker: config.exec.first_load_in_worker,
         })
     }

@@ -69,7 +69,10 @@ impl IsolatedInstance {
                 ended: fault.to_string(),
             }
         };
-        match worker.load(&load).map_err(crashed)? {
+        match worker
+            .load(&load, workers.load_timeout())
+            .map_err(crashed)?
+        {
             ToHost::Loaded(_) => Ok(IsolatedInstance {
                 worker,
                 plugin: Arc::clone(plugin),

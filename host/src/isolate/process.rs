@@ -276,19 +276,19 @@ impl WorkerProcess {
             .map_err(|e| Fault::Garbage(e.to_string()))
     }
 
-    /// Posts a `Load` and waits for its answer, for at most
-    /// [`super::LOAD_PATIENCE`] (a constructor that hangs is killed then).
+    /// Posts a `Load` and waits for its answer, for at most `patience` (a
+    /// constructor that hangs is killed then).
     ///
     /// # Errors
     ///
     /// A [`Fault`]: the worker died, hung or spoke garbage while loading.
-    pub fn load(&mut self, load: &ToWorker) -> Result<ToHost, Fault> {
+    pub fn load(&mut self, load: &ToWorker, patience: Duration) -> Result<ToHost, Fault> {
         self.post(load)?;
         self.receive(
             &Watch {
                 deadline: None,
                 cancelled: None,
-                patience: Some(super::LOAD_PATIENCE),
+                patience: Some(patience),
             },
             &mut StopClock::default(),
         )

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::loader::{PluginDescription, VerifiedFile};
 
 /// How long loading a library (its ELF constructors, the layout checks) may
-/// take in a worker before the library is refused as hanging.
+/// take in a worker before the library is refused as hanging, unless
+/// configured otherwise (`[exec] load_timeout`).
 pub const LOAD_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Started workers waiting for a library, and how to start more.
@@ -28,6 +29,8 @@ struct Inner {
     ready: Mutex<Vec<WorkerProcess>>,
     /// Workers kept ready.
     target: usize,
+    /// How long a load may take in a worker.
+    load_timeout: Duration,
     refilling: AtomicBool,
 }
 
@@ -40,9 +43,25 @@ impl Workers {
                 program: worker_program(program),
                 ready: Mutex::new(Vec::new()),
                 target: warm,
+                load_timeout: LOAD_PATIENCE,
                 refilling: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The same workers, refusing a library whose load takes longer than
+    /// `timeout` (a constructor that hangs).
+    pub fn with_load_timeout(self, timeout: Duration) -> Self {
+        let mut inner = Arc::into_inner(self.inner).expect("not shared before it is configured");
+        inner.load_timeout = timeout;
+        Workers {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// How long a load may take in a worker.
+    pub fn load_timeout(&self) -> Duration {
+        self.inner.load_timeout
     }
 
     /// Starts the warm workers now, in the background.
@@ -95,7 +114,10 @@ impl Workers {
             path: file.path().to_owned(),
             ended: fault.to_string(),
         };
-        match worker.load(&load).map_err(crashed)? {
+        match worker
+            .load(&load, self.inner.load_timeout)
+            .map_err(crashed)?
+        {
             ToHost::Loaded(description) => Ok(description),
             ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
             other => Err(Error::Worker {

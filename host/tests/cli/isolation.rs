@@ -207,3 +207,29 @@ fn a_plugin_that_aborts_in_the_process_tier_costs_a_worker_not_the_server() {
     let health = served.ok(&["health"]);
     assert!(health.starts_with("healthy"), "{health}");
 }
+
+#[test]
+fn a_library_whose_constructor_hangs_is_refused_after_the_load_timeout() {
+    let data = tempfile::tempdir().unwrap();
+    let served = Served::start_with_env(
+        data.path(),
+        "[exec]\nload_timeout = \"1s\"\n",
+        &[("SPEARLET_FIXTURE_CONSTRUCTOR", "hang")],
+    );
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "hostile",
+        "--artifact",
+        path(Artifact::HostileConstructor),
+        "nop",
+    ]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("constructor_crashed") && said.contains("hung for 1000 ms"),
+        "{said}"
+    );
+    let shown = served.ok(&add_2_40("math", path(Artifact::Math)));
+    assert!(shown.contains("42 (i64)"), "the server serves on: {shown}");
+}
