@@ -25,7 +25,7 @@ const MAX_ITEMS: usize = 1 << 16;
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToWorker {
     /// Load the verified library readable at `source` (its sha256 must be
-    /// `digest`) and create an instance from `config` (unless `describe_only`).
+    /// `digest`), as far as `mode` says.
     Load {
         /// A path the worker can open the host's verified copy at.
         source: String,
@@ -36,8 +36,8 @@ pub enum ToWorker {
         /// Bytes of data memory the worker may use beyond what it had
         /// after loading (0: no cap).
         memory_max: u64,
-        /// Only load and describe: no instance (the first-load check).
-        describe_only: bool,
+        /// How far to go.
+        mode: LoadMode,
     },
     /// Run one call on the instance.
     Call(CallMessage),
@@ -47,6 +47,18 @@ pub enum ToWorker {
         /// Whether the consumer still listens.
         accepted: bool,
     },
+}
+
+/// How far a worker takes a `Load`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Only map the library (its ELF constructors run): does it survive
+    /// that? The host then loads it itself, with every check.
+    Probe,
+    /// Load it with every check and describe it (no instance).
+    Describe,
+    /// Load, describe, and make the instance calls will run on.
+    Instance,
 }
 
 /// What a call carries across.
@@ -92,6 +104,8 @@ pub enum CallEnd {
 pub enum ToHost {
     /// The worker is up and waits for a `Load`.
     Ready,
+    /// The library was mapped and the worker survived it (a probe).
+    Probed,
     /// The library loaded (and the instance was made, unless only described).
     Loaded(Description),
     /// The loader refused the library.
@@ -319,14 +333,18 @@ impl ToWorker {
                 digest,
                 config,
                 memory_max,
-                describe_only,
+                mode,
             } => {
                 w.u8(LOAD);
                 w.str(source);
                 w.bytes(digest);
                 w.pairs(config);
                 w.u64(*memory_max);
-                w.u8(u8::from(*describe_only));
+                w.u8(match mode {
+                    LoadMode::Probe => 0,
+                    LoadMode::Describe => 1,
+                    LoadMode::Instance => 2,
+                });
             }
             ToWorker::Call(call) => encode_call(&mut w, call),
             ToWorker::Ack { accepted } => {
@@ -353,7 +371,12 @@ impl ToWorker {
                     .map_err(|_| Malformed("a digest that is not 32 bytes"))?,
                 config: r.pairs()?,
                 memory_max: r.u64()?,
-                describe_only: r.bool()?,
+                mode: match r.u8()? {
+                    0 => LoadMode::Probe,
+                    1 => LoadMode::Describe,
+                    2 => LoadMode::Instance,
+                    _ => return Err(Malformed("an unknown load mode")),
+                },
             },
             CALL => ToWorker::Call(decode_call(&mut r)?),
             ACK => ToWorker::Ack {
@@ -451,6 +474,7 @@ const INSTANCE_REFUSED: u8 = 4;
 const CHUNK: u8 = 5;
 const LOG: u8 = 6;
 const DONE: u8 = 7;
+const PROBED: u8 = 8;
 
 fn level_code(level: LogLevel) -> u8 {
     match level {
@@ -479,6 +503,7 @@ impl ToHost {
     pub fn name(&self) -> &'static str {
         match self {
             ToHost::Ready => "Ready",
+            ToHost::Probed => "Probed",
             ToHost::Loaded(_) => "Loaded",
             ToHost::Refused { .. } => "Refused",
             ToHost::InstanceRefused { .. } => "InstanceRefused",
@@ -500,6 +525,7 @@ impl ToHost {
         let mut w = Writer::reusing(out);
         match self {
             ToHost::Ready => w.u8(READY),
+            ToHost::Probed => w.u8(PROBED),
             ToHost::Loaded(d) => {
                 w.u8(LOADED);
                 w.str(&d.name);
@@ -582,6 +608,7 @@ impl ToHost {
         let mut r = Reader::new(bytes);
         let message = match r.u8()? {
             READY => ToHost::Ready,
+            PROBED => ToHost::Probed,
             LOADED => {
                 let (name, version, sdk_version, abi_version) =
                     (r.string()?, r.string()?, r.string()?, r.string()?);
@@ -675,7 +702,7 @@ mod tests {
                 digest: [7; 32],
                 config: vec![("k".into(), "v".into())],
                 memory_max: 1 << 20,
-                describe_only: false,
+                mode: LoadMode::Instance,
             },
             ToWorker::Call(CallMessage {
                 function: 3,
@@ -696,6 +723,7 @@ mod tests {
         }
         let mut to_host = vec![
             ToHost::Ready,
+            ToHost::Probed,
             ToHost::Loaded(Description {
                 name: "echo".into(),
                 version: "0.1.0".into(),

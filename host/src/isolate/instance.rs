@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use spear_plugin_sdk::Value;
 
-use super::codec::{encode_call_into, CallEnd, ToHost, ToWorker};
+use super::codec::{encode_call_into, CallEnd, LoadMode, ToHost, ToWorker};
 use super::process::{Fault, StopClock, Watch, WorkerProcess};
 use super::workers::Workers;
 use crate::error::{Error, Result};
@@ -59,7 +59,7 @@ impl IsolatedInstance {
             digest: *plugin.digest().as_bytes(),
             config: config.to_vec(),
             memory_max: memory_max.unwrap_or(0),
-            describe_only: false,
+            mode: LoadMode::Instance,
         };
         let crashed = |fault: Fault| {
             gate.crashed(&fault.to_string());

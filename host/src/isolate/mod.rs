@@ -108,9 +108,9 @@ pub fn load(file: VerifiedFile, isolation: Isolation, workers: &Workers) -> Resu
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains(&digest);
             if !probed {
-                match workers.describe(&file) {
+                match workers.probe(&file) {
                     // A refusal the loader here will give again, with its details.
-                    Ok(_) | Err(crate::Error::RefusedByWorker { .. }) => {}
+                    Ok(()) | Err(crate::Error::RefusedByWorker { .. }) => {}
                     Err(e) => return Err(e),
                 }
                 PROBED

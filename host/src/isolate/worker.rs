@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use spear_plugin_sdk::{LogLevel, Value};
 
-use super::codec::{CallEnd, CallMessage, Description, ToHost, ToWorker};
+use super::codec::{CallEnd, CallMessage, Description, LoadMode, ToHost, ToWorker};
 use super::shm::{Channel, Direction, SLOT_CAPACITY};
 use super::wake::{self, Side, SpinBudget};
 use crate::digest::Sha256Digest;
@@ -66,9 +66,9 @@ pub fn serve() -> Result<(), String> {
                 digest,
                 config,
                 memory_max,
-                describe_only,
+                mode,
             } => {
-                let (reply, kept) = load(&source, digest, &config, memory_max, describe_only);
+                let (reply, kept) = load(&source, digest, &config, memory_max, mode);
                 loaded = kept;
                 worker.send(&reply)?;
             }
@@ -289,8 +289,18 @@ fn load(
     digest: [u8; 32],
     config: &[(String, String)],
     memory_max: u64,
-    describe_only: bool,
+    mode: LoadMode,
 ) -> (ToHost, Loaded) {
+    if mode == LoadMode::Probe {
+        let reply = match Plugin::probe_handed_over(source.as_ref()) {
+            Ok(()) => ToHost::Probed,
+            Err(e) => ToHost::Refused {
+                kind: e.kind().to_owned(),
+                message: e.to_string(),
+            },
+        };
+        return (reply, None);
+    }
     let digest = Sha256Digest::from_bytes(digest);
     let plugin = match Plugin::load_handed_over(source.as_ref(), &digest) {
         Ok(plugin) => plugin,
@@ -305,7 +315,7 @@ fn load(
         }
     };
     let description = describe(&plugin);
-    if describe_only {
+    if mode == LoadMode::Describe {
         return (ToHost::Loaded(description), None);
     }
     if memory_max > 0 {

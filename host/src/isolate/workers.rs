@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::codec::{ToHost, ToWorker};
-use super::process::{Fault, WorkerProcess};
+use super::codec::{LoadMode, ToHost, ToWorker};
+use super::process::WorkerProcess;
 use crate::error::{Error, Result};
 use crate::loader::{PluginDescription, VerifiedFile};
 
@@ -101,6 +101,32 @@ impl Workers {
     /// [`Error::ConstructorCrashed`]; [`Error::RefusedByWorker`] for what
     /// the loader refused; [`Error::Worker`].
     pub fn describe(&self, file: &VerifiedFile) -> Result<PluginDescription> {
+        match self.first_load(file, LoadMode::Describe)? {
+            ToHost::Loaded(description) => Ok(description),
+            ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Maps `file` in a worker, which is discarded after: its ELF
+    /// constructors run there, and a library they crash or hang is refused
+    /// before the host maps it. No other check runs there: the host's own
+    /// load, next, makes them all.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ConstructorCrashed`]; [`Error::RefusedByWorker`] (a library
+    /// the dynamic loader refuses, or that needs unverified code);
+    /// [`Error::Worker`].
+    pub fn probe(&self, file: &VerifiedFile) -> Result<()> {
+        match self.first_load(file, LoadMode::Probe)? {
+            ToHost::Probed => Ok(()),
+            ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn first_load(&self, file: &VerifiedFile, mode: LoadMode) -> Result<ToHost> {
         let mut worker = self.take()?;
         let source = format!("/proc/{}/fd/{}", std::process::id(), raw_fd(file));
         let load = ToWorker::Load {
@@ -108,22 +134,20 @@ impl Workers {
             digest: *file.digest().as_bytes(),
             config: Vec::new(),
             memory_max: 0,
-            describe_only: true,
+            mode,
         };
-        let crashed = |fault: Fault| Error::ConstructorCrashed {
-            path: file.path().to_owned(),
-            ended: fault.to_string(),
-        };
-        match worker
+        worker
             .load(&load, self.inner.load_timeout)
-            .map_err(crashed)?
-        {
-            ToHost::Loaded(description) => Ok(description),
-            ToHost::Refused { kind, message } => Err(Error::refused_by_worker(&kind, message)),
-            other => Err(Error::Worker {
-                reason: format!("a worker answered a load with {}", other.name()),
-            }),
-        }
+            .map_err(|fault| Error::ConstructorCrashed {
+                path: file.path().to_owned(),
+                ended: fault.to_string(),
+            })
+    }
+}
+
+fn unexpected(reply: &ToHost) -> Error {
+    Error::Worker {
+        reason: format!("a worker answered a load with {}", reply.name()),
     }
 }
 

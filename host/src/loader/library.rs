@@ -183,6 +183,43 @@ impl Plugin {
         Plugin::load(file)
     }
 
+    /// Maps, in a worker process, the verified copy its host holds open at
+    /// `source` — nothing more: the library's ELF constructors run, and
+    /// that is what is being tried. It is not hashed again (the host
+    /// hashed these very bytes, the file it holds open) and none of the
+    /// plugin checks run (the host's own load makes them); its
+    /// dependencies are checked first, so that nothing unverified is
+    /// mapped with it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`], [`Error::ArtifactFormat`],
+    /// [`Error::UnverifiedDependency`], [`Error::NotSharedLibrary`].
+    pub fn probe_handed_over(source: &Path) -> Result<()> {
+        let file = std::fs::File::open(source).map_err(|e| Error::io(source, e))?;
+        let deps = elf::dependencies(&file).map_err(|reason| Error::ArtifactFormat {
+            path: source.to_owned(),
+            reason,
+        })?;
+        if let Some(reason) = deps.refusal() {
+            return Err(Error::UnverifiedDependency {
+                path: source.to_owned(),
+                reason,
+            });
+        }
+        match RawLibrary::load_at(source) {
+            // Never unloaded: the worker exists to have tried this.
+            Ok(library) => {
+                std::mem::forget(library);
+                Ok(())
+            }
+            Err(e) => Err(Error::NotSharedLibrary {
+                path: source.to_owned(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
     /// Loads bytes already verified into a file spearlet owns.
     ///
     /// # Errors
