@@ -55,6 +55,34 @@ impl FromStr for Isolation {
     }
 }
 
+/// Identifies the channel protocol this build speaks: a hash of the code
+/// that defines it. A worker program from another build (a stale binary
+/// beside a rebuilt host) refuses to serve, and says so, instead of
+/// misreading messages.
+pub(crate) const PROTOCOL: u64 = fnv1a(&[
+    include_bytes!("codec.rs"),
+    include_bytes!("shm.rs"),
+    include_bytes!("wake.rs"),
+    include_bytes!("worker.rs"),
+]);
+
+/// FNV-1a over `parts`, at compile time.
+const fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p];
+        let mut i = 0;
+        while i < bytes.len() {
+            hash ^= bytes[i] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        p += 1;
+    }
+    hash
+}
+
 mod codec;
 mod instance;
 mod process;
@@ -98,20 +126,23 @@ static DESCRIBED: LazyLock<Mutex<HashMap<Sha256Digest, Arc<Plugin>>>> =
 /// [`crate::Error::Worker`].
 pub fn load(file: VerifiedFile, isolation: Isolation, workers: &Workers) -> Result<Arc<Plugin>> {
     let digest = file.digest();
-    match isolation {
+    let probed = PROBED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&digest);
+    let loaded = match isolation {
         Isolation::InProcess => {
             if let Some(plugin) = Plugin::already_loaded(&digest) {
                 return Ok(plugin);
             }
-            let probed = PROBED
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&digest);
             if !probed {
                 match workers.probe(&file) {
                     // A refusal the loader here will give again, with its details.
                     Ok(()) | Err(crate::Error::RefusedByWorker { .. }) => {}
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        workers.prestart();
+                        return Err(e);
+                    }
                 }
                 PROBED
                     .lock()
@@ -124,15 +155,19 @@ pub fn load(file: VerifiedFile, isolation: Isolation, workers: &Workers) -> Resu
             if let Some(plugin) = described(&digest) {
                 return Ok(plugin);
             }
-            let description = workers.describe(&file)?;
-            let plugin = Plugin::described(file, description)?;
-            DESCRIBED
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(digest, Arc::clone(&plugin));
-            Ok(plugin)
+            workers.describe(&file).and_then(|description| {
+                let plugin = Plugin::described(file, description)?;
+                DESCRIBED
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(digest, Arc::clone(&plugin));
+                Ok(plugin)
+            })
         }
-    }
+    };
+    // The worker the first load used is replaced now that the load is done.
+    workers.prestart();
+    loaded
 }
 
 /// The process-tier plugin of `digest`, if a worker described it already.

@@ -27,6 +27,8 @@ const TAIL: usize = 8;
 const LINE_CAP: usize = 4096;
 /// The environment variable telling a worker its host's process id.
 pub const PARENT_ENV: &str = "SPEARLET_WORKER_HOST";
+/// The environment variable telling a worker the protocol its host speaks.
+pub const PROTOCOL_ENV: &str = "SPEARLET_WORKER_PROTOCOL";
 /// What Rust's default allocation-error handler prints before it aborts.
 const ALLOCATION_FAILED: &str = "memory allocation of";
 
@@ -171,6 +173,7 @@ impl WorkerProcess {
         command
             .arg("worker")
             .env(PARENT_ENV, std::process::id().to_string())
+            .env(PROTOCOL_ENV, format!("{:016x}", super::PROTOCOL))
             .stdin(Stdio::from(fd))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -231,7 +234,14 @@ impl WorkerProcess {
                     other.name()
                 ))
             }
-            Err(fault) => Err(format!("the worker did not start: {fault}")),
+            Err(fault) => {
+                // What it said on the way out explains it best.
+                let said = lock(&worker.life.tail).iter().last().cloned();
+                Err(match said {
+                    Some(line) => format!("the worker did not start: {fault}: {line}"),
+                    None => format!("the worker did not start: {fault}"),
+                })
+            }
         }
     }
 

@@ -41,6 +41,18 @@ pub fn serve() -> Result<(), String> {
     if parent.is_none() || rustix::process::getppid() != parent {
         return Ok(());
     }
+    let ours = format!("{:016x}", super::PROTOCOL);
+    match std::env::var(super::process::PROTOCOL_ENV) {
+        Ok(theirs) if theirs == ours => {}
+        theirs => {
+            return Err(format!(
+                "this worker program speaks channel protocol {ours}, its host {}: \
+                 they are different spearlet builds (rebuild, or point [exec] \
+                 worker_program at the host's own build)",
+                theirs.as_deref().unwrap_or("none")
+            ))
+        }
+    }
     let channel = Channel::open(std::io::stdin().as_fd())
         .map_err(|e| format!("standard input is not a spearlet channel: {e}"))?;
     let worker = Worker {

@@ -64,7 +64,7 @@ impl Workers {
         self.inner.load_timeout
     }
 
-    /// Starts the warm workers now, in the background.
+    /// Starts the warm workers now (or tops them up), in the background.
     pub fn prestart(&self) {
         Inner::refill(&self.inner);
     }
@@ -75,6 +75,14 @@ impl Workers {
     ///
     /// [`Error::Worker`] when none can be started.
     pub fn take(&self) -> Result<WorkerProcess> {
+        let worker = self.take_unreplaced();
+        Inner::refill(&self.inner);
+        worker
+    }
+
+    /// A started worker, without starting its replacement yet (the caller
+    /// does, once the CPU it would take is free again).
+    fn take_unreplaced(&self) -> Result<WorkerProcess> {
         let warm = {
             let mut ready = self
                 .inner
@@ -84,7 +92,6 @@ impl Workers {
             ready.retain(|w| !w.has_ended());
             ready.pop()
         };
-        Inner::refill(&self.inner);
         match warm {
             Some(worker) => Ok(worker),
             None => self.inner.start(),
@@ -126,8 +133,12 @@ impl Workers {
         }
     }
 
+    /// The worker that loads first is thrown away after, and not replaced
+    /// here: the caller calls [`Workers::prestart`] once the whole load is
+    /// done, so that on a small machine the new process does not compete
+    /// with the load for a CPU.
     fn first_load(&self, file: &VerifiedFile, mode: LoadMode) -> Result<ToHost> {
-        let mut worker = self.take()?;
+        let mut worker = self.take_unreplaced()?;
         let source = format!("/proc/{}/fd/{}", std::process::id(), raw_fd(file));
         let load = ToWorker::Load {
             source,

@@ -233,3 +233,20 @@ fn a_library_whose_constructor_hangs_is_refused_after_the_load_timeout() {
     let shown = served.ok(&add_2_40("math", path(Artifact::Math)));
     assert!(shown.contains("42 (i64)"), "the server serves on: {shown}");
 }
+
+#[test]
+fn a_worker_program_from_another_build_refuses_to_serve_and_says_why() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spearlet"))
+        .arg("worker")
+        .env("SPEARLET_WORKER_HOST", std::process::id().to_string())
+        .env("SPEARLET_WORKER_PROTOCOL", "0123456789abcdef")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(70));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("different spearlet builds") && said.contains("0123456789abcdef"),
+        "{said}"
+    );
+}
