@@ -60,7 +60,8 @@ impl FromStr for Isolation {
 /// beside a rebuilt host) refuses to serve, and says so, instead of
 /// misreading messages.
 pub(crate) const PROTOCOL: u64 = fnv1a(&[
-    include_bytes!("codec.rs"),
+    include_bytes!("codec/mod.rs"),
+    include_bytes!("codec/wire.rs"),
     include_bytes!("shm.rs"),
     include_bytes!("wake.rs"),
     include_bytes!("worker.rs"),
