@@ -77,6 +77,17 @@ pub(crate) struct Job {
 }
 
 impl Job {
+    /// Counts the execution's end into its task's outcome counters.
+    fn record_outcome(&self, status: ExecutionStatus, ended: Instant) {
+        self.task.record_outcome(
+            self.function,
+            self.mode,
+            status,
+            ended.saturating_duration_since(self.record.created),
+            ended,
+        );
+    }
+
     fn profile(&self) -> &Profile {
         self.task.profile(self.function)
     }
@@ -198,13 +209,7 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
     };
     ending.disarm();
     let job = held.job();
-    job.task.record_outcome(
-        job.function,
-        job.mode,
-        status,
-        ended.saturating_duration_since(record.created),
-        ended,
-    );
+    job.record_outcome(status, ended);
     status
 }
 
@@ -223,21 +228,10 @@ pub(crate) fn run_in_place(job: Job, lease: Lease, seat: Seat<&Bound>) -> Execut
         None => (record.status(), Instant::now()),
         Some(started) => {
             let (outcome, ended) = call_inline(&job, lease, started, seat);
-            let (mut attempt, mut fresh) = (0, false);
-            match settle(&job, outcome, ended, &mut attempt, &mut fresh) {
-                Step::End(status) => (status, ended),
-                // Only with retries left, and this path has none.
-                Step::Retry(_) => unreachable!("run_in_place is for calls without retries"),
-            }
+            (settle_once(&job, outcome, ended), ended)
         }
     };
-    job.task.record_outcome(
-        job.function,
-        job.mode,
-        status,
-        ended.saturating_duration_since(record.created),
-        ended,
-    );
+    job.record_outcome(status, ended);
     status
 }
 
@@ -259,23 +253,20 @@ pub(crate) fn run_isolated_in_place(job: Job, mut lease: Lease) -> ExecutionStat
             drop(lease);
             let outcome = observed(&job, result, took);
             let ended = Instant::now();
-            let (mut attempt, mut fresh) = (0, false);
-            match settle(&job, outcome, ended, &mut attempt, &mut fresh) {
-                Step::End(status) => (status, ended),
-                Step::Retry(_) => {
-                    unreachable!("run_isolated_in_place is for calls without retries")
-                }
-            }
+            (settle_once(&job, outcome, ended), ended)
         }
     };
-    job.task.record_outcome(
-        job.function,
-        job.mode,
-        status,
-        ended.saturating_duration_since(record.created),
-        ended,
-    );
+    job.record_outcome(status, ended);
     status
+}
+
+/// Ends the execution after the only attempt a call has (no retries).
+fn settle_once(job: &Job, outcome: Attempt, ended: Instant) -> ExecutionStatus {
+    let (mut attempt, mut fresh) = (0, false);
+    match settle(job, outcome, ended, &mut attempt, &mut fresh) {
+        Step::End(status) => status,
+        Step::Retry(_) => unreachable!("a call without retries is never retried"),
+    }
 }
 
 /// Ends the execution after an attempt, or says how long to wait before
