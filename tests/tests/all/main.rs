@@ -12,6 +12,7 @@ mod function_service;
 mod grpc_util;
 mod helpers;
 mod hostile;
+mod isolated_tasks;
 mod isolation;
 mod isolation_setting;
 mod limits;
