@@ -1,6 +1,7 @@
 //! The `spearlet` binary as a user runs it: one test binary, one module per
 //! area (plugin files; a served instance and its client commands).
 
+mod check;
 mod inspect;
 mod isolation;
 mod lifecycle;

@@ -1,22 +1,41 @@
-//! The checks themselves, run in the child process against one file.
+//! The checks themselves: `constructors` in the parent, from the file; the
+//! rest in the child process, against the loaded plugin.
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use spear_plugin_sdk::ffi::{ABI_MINORS, ABI_VERSION};
-use spearlet::loader::{CallRequest, Plugin, PluginInstance, RUNTIME_CONSTRUCTOR_COUNT};
+use spearlet::loader::{
+    CallRequest, Constructor, Plugin, PluginInstance, RUNTIME_CONSTRUCTOR_COUNT,
+};
 
 use super::report::{Outcome, Verdict};
 
 /// A check that runs plugin code.
 type Check = fn(&Arc<Plugin>) -> Outcome;
 
-/// Runs every check on `file`, handing each outcome to `out` as soon as it
-/// is known; `begin` is told before a check that runs plugin code starts,
-/// so that a check which kills the process is still named.
+/// The checks the child runs, in order: its report must follow it.
+pub const IN_CHILD: [&str; 8] = [
+    "loads",
+    "abi",
+    "function table",
+    "instance",
+    "missing parameters",
+    "panic barrier",
+    "stream cancel",
+    "instance churn",
+];
+
+/// The checks whose failure ends the child's run: nothing after them can
+/// run without what they make.
+pub const STOPS_ON_FAILURE: [&str; 2] = ["loads", "instance"];
+
+/// Runs every check of [`IN_CHILD`] on `file`, handing each outcome to
+/// `out` as soon as it is known; `begin` is told before a check that runs
+/// plugin code starts, so that a check which kills the process is still
+/// named.
 pub fn check_file(file: &Path, begin: &mut dyn FnMut(&str), out: &mut dyn FnMut(Outcome)) {
-    out(constructors(file));
     begin("loads");
     let plugin = match Plugin::load_verified(file, None) {
         Ok(plugin) => plugin,
@@ -59,51 +78,52 @@ pub fn check_file(file: &Path, begin: &mut dyn FnMut(&str), out: &mut dyn FnMut(
 }
 
 /// What the library runs inside `dlopen`, before any check: read from the
-/// file, nothing of it runs here.
-fn constructors(file: &Path) -> Outcome {
+/// file's dynamic section, nothing of it runs here. Judged in the parent,
+/// where nothing of the plugin runs either, so no code of the plugin's can
+/// touch this verdict.
+pub fn constructors(file: &Path) -> Outcome {
     const CHECK: &str = "constructors";
     let list = match spearlet::loader::constructors(file) {
         Ok(list) => list,
         Err(e) => return Outcome::judged(CHECK, false, e),
     };
-    let foreign: Vec<String> = list
-        .iter()
-        .filter(|c| !c.is_runtime())
-        .filter_map(|c| Some(format!("{} (0x{:x})", c.symbol.as_ref()?, c.address)))
-        .collect();
-    let runtime = list.iter().filter(|c| c.is_runtime()).count();
     let unnamed = list.iter().filter(|c| c.symbol.is_none()).count();
-    let unnamed_extra = (runtime + unnamed)
-        .saturating_sub(RUNTIME_CONSTRUCTOR_COUNT)
-        .min(unnamed);
     let stripped = if unnamed > 0 {
         format!(
-            " (symbols stripped: {unnamed} unnamed, counted against the runtime's {RUNTIME_CONSTRUCTOR_COUNT})"
+            " ({unnamed} unnamed, the library's symbols being stripped: counted against the \
+             toolchain's, one DT_INIT and {RUNTIME_CONSTRUCTOR_COUNT} in DT_INIT_ARRAY)"
         )
     } else {
         String::new()
     };
-    if foreign.is_empty() && unnamed_extra == 0 {
+    let foreign: Vec<String> = list
+        .iter()
+        .filter(|c| !c.is_toolchain())
+        .map(Constructor::describe)
+        .collect();
+    if foreign.is_empty() {
+        let own: Vec<&str> = list.iter().filter_map(|c| c.toolchain).collect();
+        let own = if own.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", own.join(", "))
+        };
         return Outcome::judged(
             CHECK,
             true,
             format!(
-                "{} constructor(s), the Rust runtime's own{stripped}",
+                "{} constructor(s), the toolchain's own{own}{stripped}",
                 list.len()
             ),
         );
-    }
-    let mut named = foreign;
-    if unnamed_extra > 0 {
-        named.push(format!("{unnamed_extra} unnamed"));
     }
     Outcome::judged(
         CHECK,
         false,
         format!(
-            "runs code at load time, inside dlopen and before any check, beyond the Rust \
-             runtime's: {}{stripped}",
-            named.join(", ")
+            "runs code at load time, inside dlopen and before any check, beyond the \
+             toolchain's: {}{stripped}",
+            foreign.join(", ")
         ),
     )
 }
@@ -299,7 +319,29 @@ fn churn(plugin: &Arc<Plugin>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
-    use super::abi_verdict;
+    use super::{abi_verdict, check_file, IN_CHILD};
+    use spearlet_test_artifacts::Artifact;
+
+    /// The parent reads the child's report in [`IN_CHILD`]'s order, stopping
+    /// where a check of `STOPS_ON_FAILURE` fails: the order the child runs.
+    #[test]
+    fn the_child_runs_its_checks_in_the_order_its_report_is_read_in() {
+        let mut begun = Vec::new();
+        let mut seen = Vec::new();
+        check_file(
+            Artifact::Echo.path(),
+            &mut |check| begun.push(check.to_owned()),
+            &mut |outcome| seen.push(outcome.check),
+        );
+        assert_eq!(seen, IN_CHILD);
+        assert!(begun.iter().all(|b| IN_CHILD.contains(&b.as_str())));
+
+        let mut seen = Vec::new();
+        check_file(Artifact::NoRoot.path(), &mut |_| {}, &mut |outcome| {
+            seen.push((outcome.check, outcome.passed));
+        });
+        assert_eq!(seen, [("loads".to_owned(), false)]);
+    }
 
     #[test]
     fn each_abi_version_is_judged_by_the_fields_it_added() {
