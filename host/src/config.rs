@@ -51,6 +51,12 @@ pub struct MetricsConfig {
     /// Tasks that get a `task` label of their own (the oldest); the rest
     /// are added up under `task="_other"`. Default: 1000.
     pub max_task_labels: usize,
+    /// A bearer token scrapers must send (`authorization: Bearer TOKEN`).
+    /// Without one, anyone who reaches `listen` reads the task names; the
+    /// server warns at start when `listen` is not a loopback address.
+    /// Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for MetricsConfig {
@@ -58,17 +64,43 @@ impl Default for MetricsConfig {
         MetricsConfig {
             listen: None,
             max_task_labels: 1000,
+            token: None,
         }
     }
 }
 
-/// Tasks kept across restarts (in `<data_dir>/state.redb`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Tasks kept across restarts (in `<data_dir>/state.redb`), and how one
+/// switches version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TasksConfig {
     /// Load every recorded task's plugin when the server starts, instead of
     /// on each task's first use. Default: `false`.
     pub preload: bool,
+    /// How long an upgrade or rollback waits for calls still running on the
+    /// old version when the request does not say. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The longest drain a request may ask for. Default: 10 min.
+    #[serde(with = "humantime_serde")]
+    pub max_drain_timeout: Duration,
+    /// The write-ahead journal's size at most while it cannot be folded into
+    /// the database (a full disk, a broken database): past it, task
+    /// creation and ASYNC acceptance are refused (UNAVAILABLE) until
+    /// persistence recovers, instead of the journal growing without bound.
+    /// Default: 64 MiB.
+    pub max_journal_bytes: u64,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            preload: false,
+            drain_timeout: Duration::from_secs(30),
+            max_drain_timeout: Duration::from_secs(600),
+            max_journal_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for Config {
@@ -112,9 +144,140 @@ impl Config {
                 }
             }
         }
+        self.validate()?;
         Ok(self)
     }
+
+    /// Checks every numeric setting against the range it can work in, so
+    /// that no later allocation or semaphore is sized by an unchecked
+    /// number (see `docs/reliability.md`).
+    ///
+    /// # Errors
+    ///
+    /// A message naming the key, its value and the limit.
+    pub fn validate(&self) -> Result<(), String> {
+        fn within<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            value: T,
+            low: T,
+            high: T,
+        ) -> Result<(), String> {
+            if value < low || value > high {
+                return Err(format!("{key} = {value} is out of range: {low} to {high}"));
+            }
+            Ok(())
+        }
+        let pool = &self.pool;
+        within(
+            "pool.max_instances",
+            pool.max_instances,
+            1,
+            MAX_POOL_INSTANCES,
+        )?;
+        within(
+            "pool.min_instances",
+            pool.min_instances,
+            0,
+            pool.max_instances,
+        )?;
+        within(
+            "pool.max_quarantined",
+            pool.max_quarantined,
+            0,
+            MAX_QUARANTINED,
+        )?;
+        within(
+            "pool.max_quarantined_total",
+            pool.max_quarantined_total,
+            0,
+            MAX_QUARANTINED,
+        )?;
+        let ex = &self.executions;
+        within("executions.max_records", ex.max_records, 1, MAX_RECORDS)?;
+        within("executions.max_pending", ex.max_pending, 1, MAX_RECORDS)?;
+        within(
+            "executions.max_total_result_bytes",
+            ex.max_total_result_bytes,
+            0,
+            MAX_TOTAL_RESULT_BYTES,
+        )?;
+        within(
+            "executions.max_result_bytes",
+            ex.max_result_bytes,
+            0,
+            ex.max_total_result_bytes,
+        )?;
+        within(
+            "exec.warm_workers",
+            self.exec.warm_workers,
+            0,
+            MAX_WARM_WORKERS,
+        )?;
+        within("exec.inline_warm_up", self.exec.inline_warm_up, 1, 1 << 20)?;
+        let limits = &self.limits;
+        within(
+            "limits.max_message_bytes",
+            limits.max_message_bytes,
+            4096,
+            MAX_MESSAGE_BYTES,
+        )?;
+        within(
+            "limits.max_parameter_bytes",
+            limits.max_parameter_bytes,
+            0,
+            MAX_MESSAGE_BYTES,
+        )?;
+        within(
+            "limits.max_concurrent_streams",
+            limits.max_concurrent_streams,
+            1,
+            1 << 20,
+        )?;
+        if self.tasks.drain_timeout > self.tasks.max_drain_timeout {
+            return Err(format!(
+                "tasks.drain_timeout = {} is out of range: at most tasks.max_drain_timeout = {}",
+                humantime::format_duration(self.tasks.drain_timeout),
+                humantime::format_duration(self.tasks.max_drain_timeout)
+            ));
+        }
+        within(
+            "tasks.max_journal_bytes",
+            self.tasks.max_journal_bytes,
+            1 << 20,
+            1 << 40,
+        )?;
+        within(
+            "metrics.max_task_labels",
+            self.metrics.max_task_labels,
+            0,
+            1_000_000,
+        )?;
+        within(
+            "artifacts.download_attempts",
+            self.artifacts.download_attempts,
+            1,
+            100,
+        )?;
+        crate::artifact::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
+        Ok(())
+    }
 }
+
+/// The most instances one task's pool may have (`pool.max_instances`, and
+/// so `spearlet.pool.max`): each is a live plugin instance, and in the
+/// process tier a process.
+pub const MAX_POOL_INSTANCES: usize = 4096;
+/// The most abandoned calls kept (`pool.max_quarantined[_total]`).
+pub const MAX_QUARANTINED: usize = 1 << 16;
+/// The most execution records (`executions.max_records`, `max_pending`).
+pub const MAX_RECORDS: usize = 10_000_000;
+/// The most result bytes all records may keep together.
+pub const MAX_TOTAL_RESULT_BYTES: usize = 1 << 40;
+/// The most warm worker processes.
+pub const MAX_WARM_WORKERS: usize = 256;
+/// The largest gRPC message (`limits.max_message_bytes`): tonic's own
+/// ceiling is `u32`, and a message is held whole in memory.
+pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
 /// Joining a SPEAR cluster: with `grpc` set, spearlet registers itself as a
 /// node of the SMS (SPEAR's metadata server), registers the tasks it
@@ -141,6 +304,11 @@ pub struct SmsConfig {
     /// Time allowed for one call to the SMS. Default: 5 s.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// How long a task id the SMS does not know is remembered as unknown:
+    /// calls naming it within that time are answered NOT_FOUND without
+    /// asking the SMS again. `0` turns the cache off. Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub unknown_task_ttl: Duration,
 }
 
 impl Default for SmsConfig {
@@ -151,6 +319,7 @@ impl Default for SmsConfig {
             heartbeat_interval: Duration::from_secs(10),
             advertise: None,
             request_timeout: Duration::from_secs(5),
+            unknown_task_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -208,6 +377,8 @@ pub struct LimitsConfig {
     pub max_message_bytes: usize,
     /// Concurrent streams (calls) per HTTP/2 connection. Default: 1024.
     pub max_concurrent_streams: u32,
+    /// Retries one call may ask for (`context.max_retries`). Default: 10.
+    pub max_retries: u32,
 }
 
 impl Default for LimitsConfig {
@@ -223,6 +394,7 @@ impl Default for LimitsConfig {
             max_environment_entries: 256,
             max_message_bytes: 16 * 1024 * 1024,
             max_concurrent_streams: 1024,
+            max_retries: 10,
         }
     }
 }
@@ -360,6 +532,13 @@ pub struct ExecutionConfig {
     pub record_ttl: Duration,
     /// ASYNC executions accepted but not finished, at most. Default: 1024.
     pub max_pending: usize,
+    /// The largest result one record keeps, in bytes: a larger one is
+    /// dropped from the record, which says so (the caller waiting for it
+    /// still receives it). Default: 1 MiB.
+    pub max_result_bytes: usize,
+    /// All results kept in records together, in bytes; past it, a new
+    /// result is dropped from its record as above. Default: 256 MiB.
+    pub max_total_result_bytes: usize,
 }
 
 impl Default for ExecutionConfig {
@@ -368,6 +547,8 @@ impl Default for ExecutionConfig {
             max_records: 10_000,
             record_ttl: Duration::from_secs(3600),
             max_pending: 1024,
+            max_result_bytes: 1024 * 1024,
+            max_total_result_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -409,6 +590,17 @@ pub struct ArtifactConfig {
     /// Time allowed for one download attempt. Default: 60 s.
     #[serde(with = "humantime_serde")]
     pub download_timeout: Duration,
+    /// Hosts http(s) artifacts may be fetched from: exact host names or
+    /// addresses, or `*.example.com` for its subdomains, each optionally
+    /// with `:PORT`. A location on any other host is refused before any
+    /// connection (PERMISSION_DENIED). The configured SMS (`sms.http`) is
+    /// always allowed for `smsfile://` artifacts. Default: none (no remote
+    /// fetch).
+    pub allowed_hosts: Vec<String>,
+    /// Loaded plugins no task uses any more that stay mapped (their file
+    /// open), so a task created again on one loads nothing; the least
+    /// recently used beyond this are unmapped and closed. Default: 16.
+    pub max_unused_loaded: usize,
     /// The old name of `sms.http`, still read (see [`Config::normalized`]).
     #[serde(skip_serializing)]
     pub sms_http: Option<Url>,
@@ -424,6 +616,8 @@ impl Default for ArtifactConfig {
             download_attempts: 4,
             retry_base_delay: Duration::from_millis(200),
             download_timeout: Duration::from_secs(60),
+            allowed_hosts: Vec::new(),
+            max_unused_loaded: 16,
             sms_http: None,
         }
     }
@@ -445,6 +639,36 @@ mod tests {
         assert_eq!(parsed.artifacts.retry_base_delay, Duration::from_millis(50));
         let typo = toml::from_str::<Config>("[artifacts]\nroot = [\"/srv\"]\n").unwrap_err();
         assert!(typo.to_string().contains("unknown field `root`"), "{typo}");
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_naming_the_key_value_and_limit() {
+        Config::default().validate().unwrap();
+        let cases = [
+            ("[pool]\nmax_instances = 0\n", "pool.max_instances = 0"),
+            (
+                "[pool]\nmax_instances = 2305843009213693952\n",
+                "pool.max_instances = 2305843009213693952 is out of range: 1 to 4096",
+            ),
+            (
+                "[pool]\nmin_instances = 9\nmax_instances = 8\n",
+                "pool.min_instances = 9 is out of range: 0 to 8",
+            ),
+            (
+                "[executions]\nmax_result_bytes = 10\nmax_total_result_bytes = 5\n",
+                "executions.max_result_bytes = 10",
+            ),
+            ("[tasks]\ndrain_timeout = \"1h\"\n", "tasks.drain_timeout"),
+            (
+                "[limits]\nmax_message_bytes = 10\n",
+                "limits.max_message_bytes = 10",
+            ),
+        ];
+        for (toml_text, want) in cases {
+            let config: Config = toml::from_str(toml_text).unwrap();
+            let err = config.normalized().unwrap_err();
+            assert!(err.contains(want), "{toml_text}: {err}");
+        }
     }
 
     #[test]

@@ -107,8 +107,13 @@ impl Host {
         let artifacts = ArtifactStore::new(&config)?;
         let sms = crate::sms::Sms::from_config(&config.sms, &config.data_dir)?.map(Arc::new);
         let executions =
-            ExecutionStore::new(config.executions.max_records, config.executions.record_ttl);
+            ExecutionStore::new(config.executions.max_records, config.executions.record_ttl)
+                .with_results(crate::exec::ResultBudget::new(
+                    config.executions.max_result_bytes,
+                    config.executions.max_total_result_bytes,
+                ));
         let state = crate::state::StateDb::open(&config.data_dir)?;
+        state.set_max_journal_bytes(config.tasks.max_journal_bytes);
         durable::restore_executions(&state, &executions, config.executions.record_ttl)?;
         let dormant = state
             .tasks()?
@@ -204,6 +209,7 @@ impl Host {
             return Err(Error::UseStreamFunction);
         }
         let _serving = self.serving()?;
+        self.check_metadata(&request)?;
         let mut request = request;
         match self.invoke_in_place(&mut request) {
             Some(done) => done,
@@ -247,12 +253,16 @@ impl Host {
             Ok(lease) => lease,
             Err(e) => return Some(Err(e)),
         };
-        let (record, fresh) = self.inner.executions.create(
+        let (record, fresh) = match self.inner.executions.claim(
             request.execution_id.as_deref(),
+            &request.params,
             &task.id,
             task.plugin.function_name(function),
             request.mode,
-        );
+        ) {
+            Ok(claimed) => claimed,
+            Err(e) => return Some(Err(e)),
+        };
         if fresh {
             request.join_trace(&record);
             let job = Job {
@@ -275,11 +285,16 @@ impl Host {
                 None => exec::run_isolated_in_place(job, lease),
             };
         }
+        let execution = if fresh {
+            record.snapshot_for_caller()
+        } else {
+            record.snapshot()
+        };
         Some(Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),
             created_task: false,
             upgraded_task: false,
-            execution: record.snapshot(),
+            execution,
         }))
     }
 
@@ -298,7 +313,17 @@ impl Host {
     ) -> Result<InvokeOutcome> {
         request.mode = ExecutionMode::Stream;
         let _serving = self.serving()?;
+        self.check_metadata(&request)?;
         self.start(request, Some(chunks)).await
+    }
+
+    /// Checks the request's `spearlet.` metadata keys up front (most
+    /// requests carry none, and pay one length test).
+    fn check_metadata(&self, request: &InvokeRequest) -> Result<()> {
+        if request.metadata.is_empty() {
+            return Ok(());
+        }
+        crate::invoke::metadata::check(&request.metadata, &self.inner.config)
     }
 
     async fn start(
@@ -316,12 +341,13 @@ impl Host {
         if chunks.is_none() && function.kind() == FunctionKind::Stream {
             tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
         }
-        let (record, fresh) = self.inner.executions.create(
+        let (record, fresh) = self.inner.executions.claim(
             request.execution_id.as_deref(),
+            &request.params,
             &task.id,
             task.plugin.function_name(function),
             request.mode,
-        );
+        )?;
         if !fresh {
             // Idempotent retry of a known execution: report, don't rerun.
             return Ok(InvokeOutcome {
@@ -396,7 +422,7 @@ impl Host {
             task_id: Arc::clone(&task.id),
             created_task,
             upgraded_task,
-            execution: record.snapshot(),
+            execution: record.snapshot_for_caller(),
         })
     }
 

@@ -1,6 +1,8 @@
 //! The seed's routing: which task an invocation runs on, creating it when
 //! the request says so (flows 2 and 3 of the invocation logic).
 
+pub mod metadata;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use crate::isolate::{Isolation, ISOLATION_KEY};
 use crate::loader::Plugin;
 use crate::pool::{InstancePool, Isolated, PoolContext, PoolLimits};
 use crate::registry::{CreationKey, Membership, NewTask, SourceFile, Task};
+use crate::sms::PendingRegistration;
 use crate::Value;
 
 /// Which task an invocation is for.
@@ -330,7 +333,8 @@ impl Host {
                     return Ok((Box::pin(self.wake(stored)).await?, TaskOrigin::Found));
                 }
                 if let Some(sms) = self.sms() {
-                    match Box::pin(self.replicate(sms, task_id)).await {
+                    let deadline = request.timeout.map(|t| std::time::Instant::now() + t);
+                    match Box::pin(self.replicate(sms, task_id, deadline)).await {
                         Ok(task) => return Ok((task, TaskOrigin::Found)),
                         Err(Error::TaskNotFound { .. }) => {}
                         Err(e) => return Err(e),
@@ -457,6 +461,9 @@ impl Host {
         request: &InvokeRequest,
     ) -> Result<(Arc<Task>, TaskOrigin)> {
         let mut created = false;
+        // Withdrawn when dropped: a creation that fails, or whose caller
+        // goes away, leaves no registration behind.
+        let mut pending: Option<PendingRegistration> = None;
         let mut registered: Option<String> = None;
         let mut recorded: Option<String> = None;
         let outcome = self
@@ -490,7 +497,7 @@ impl Host {
                                 &metadata,
                             )
                             .await?;
-                        registered = Some(sms_id.clone());
+                        pending = Some(PendingRegistration::new(Arc::clone(sms), sms_id.clone()));
                         (
                             id.unwrap_or_else(|| Arc::from(sms_id.as_str())),
                             Membership::Registered { sms_id },
@@ -512,6 +519,10 @@ impl Host {
                 // acknowledged.
                 self.record_new_task(&new)?;
                 recorded = Some(new.id.to_string());
+                // Nothing awaits from here until the task is in the
+                // registry: the registration is kept, unless inserting it
+                // fails (below).
+                registered = pending.take().map(PendingRegistration::keep);
                 Ok(new)
             })
             .await;
@@ -601,29 +612,7 @@ impl Host {
     }
 
     fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {
-        let defaults = &self.config().pool;
-        let read = |key: &'static str, default: usize| -> Result<usize> {
-            metadata.get(key).map_or(Ok(default), |v| {
-                v.trim().parse().map_err(|_| Error::InvalidRequest {
-                    field: "invocation_metadata",
-                    reason: format!("`{key}` must be a whole number, got `{v}`"),
-                })
-            })
-        };
-        let limits = PoolLimits {
-            min: read(POOL_MIN_KEY, defaults.min_instances)?,
-            max: read(POOL_MAX_KEY, defaults.max_instances)?,
-        };
-        if limits.max == 0 || limits.min > limits.max {
-            return Err(Error::InvalidRequest {
-                field: "invocation_metadata",
-                reason: format!(
-                    "pool limits need 1 <= max and min <= max, got min {} max {}",
-                    limits.min, limits.max
-                ),
-            });
-        }
-        Ok(limits)
+        metadata::pool_limits(metadata, &self.config().pool)
     }
 }
 

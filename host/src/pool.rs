@@ -543,18 +543,31 @@ impl Shared {
 
     /// Counts an instance into (or out of) quarantine: the pool's count,
     /// its lock-free copy and the host's total. Callers hold the lease's
-    /// slot lock, which orders the two for one lease.
-    fn count_quarantined(&self, entering: bool) {
+    /// slot lock, which orders the two for one lease. Entering fails —
+    /// nothing is counted — when the task's or the host's bound is reached:
+    /// the bounds hold at every moment, not only when an instance is
+    /// acquired, however many calls are abandoned at once.
+    fn count_quarantined(&self, entering: bool) -> bool {
         let mut state = self.state();
-        let total = &self.context.quarantine.quarantined;
+        let limits = &self.context.quarantine;
+        let total = &limits.quarantined;
         if entering {
+            if state.quarantined >= limits.per_task {
+                return false;
+            }
+            let reserved = total.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limits.total).then_some(n + 1)
+            });
+            if reserved.is_err() {
+                return false;
+            }
             state.quarantined += 1;
-            total.fetch_add(1, Ordering::AcqRel);
         } else {
             state.quarantined -= 1;
             total.fetch_sub(1, Ordering::AcqRel);
         }
         self.quarantined.store(state.quarantined, Ordering::Release);
+        true
     }
 
     /// Drops an instance; its destructor is plugin code, so off the async

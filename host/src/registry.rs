@@ -66,6 +66,10 @@ pub struct Task {
     /// How executions ended, per function (index for index with the table).
     metrics: Box<[crate::telemetry::FunctionMetrics]>,
     running: AtomicUsize,
+    /// Set while a switch waits for this (old) version's calls to end; only
+    /// then does the last call to end pay for a wake-up.
+    draining: std::sync::atomic::AtomicBool,
+    drained: tokio::sync::Notify,
     _pin: Option<CachePin>,
 }
 
@@ -224,6 +228,8 @@ impl Task {
             last_status: AtomicU8::new(0),
             executions: AtomicU64::new(0),
             running: AtomicUsize::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
             _pin: t.pin,
         }
     }
@@ -232,7 +238,7 @@ impl Task {
     pub(crate) fn begin_execution(self: &Arc<Self>, function: FunctionHandle) -> RunningGuard {
         self.executions.fetch_add(1, Ordering::Relaxed);
         self.calls[function.index()].fetch_add(1, Ordering::Relaxed);
-        self.running.fetch_add(1, Ordering::AcqRel);
+        self.running.fetch_add(1, Ordering::SeqCst);
         RunningGuard {
             task: Arc::clone(self),
         }
@@ -286,6 +292,26 @@ impl Task {
             .map_or(Duration::ZERO, |f| self.profile(f).expected_duration())
     }
 
+    /// Waits up to `within` for the executions running on this task to
+    /// end; returns how many still run. Woken by the last one to end, not
+    /// polled.
+    pub(crate) async fn drain(&self, within: Duration) -> usize {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.drained.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let running = self.running.load(Ordering::SeqCst);
+            if running == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.running.load(Ordering::SeqCst);
+            }
+        }
+    }
+
     /// The task's counters now.
     pub fn activity(&self) -> TaskActivity {
         let last = usize::from(self.last_status.load(Ordering::Relaxed));
@@ -311,7 +337,12 @@ pub(crate) struct RunningGuard {
 
 impl Drop for RunningGuard {
     fn drop(&mut self) {
-        self.task.running.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst with `draining`: either this sees the flag, or the drainer
+        // sees the count this leaves (see `Task::drain`).
+        let was = self.task.running.fetch_sub(1, Ordering::SeqCst);
+        if was == 1 && self.task.draining.load(Ordering::SeqCst) {
+            self.task.drained.notify_waiters();
+        }
     }
 }
 

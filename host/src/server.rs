@@ -22,14 +22,36 @@ use crate::error::{Error, Result};
 use crate::host::Host;
 
 /// Serves `host` on `listener` until `shutdown` completes, then stops
-/// gracefully (see `drain`).
+/// gracefully (see `drain`). Calls need a token from `auth.tokens_file`
+/// when it is set.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when the transport fails; the errors of
+/// [`Tokens::from_file`].
+pub async fn serve(
+    host: Host,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    let tokens = match &host.config().auth.tokens_file {
+        Some(file) => Some(Tokens::from_file(file)?),
+        None => None,
+    };
+    serve_with_tokens(host, listener, tokens, shutdown).await
+}
+
+/// As [`serve`], with the tokens calls need (`None`: none), which the
+/// caller may [reload](Tokens::reload) while serving: each call is checked
+/// against the tokens current when it arrives.
 ///
 /// # Errors
 ///
 /// [`Error::Internal`] when the transport fails.
-pub async fn serve(
+pub async fn serve_with_tokens(
     host: Host,
     listener: TcpListener,
+    tokens: Option<Tokens>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -51,10 +73,6 @@ pub async fn serve(
     let reflection_error = |e| Error::Internal(format!("reflection service: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-    let tokens = match &host.config().auth.tokens_file {
-        Some(file) => Some(Tokens::from_file(file)?),
-        None => None,
-    };
     let tls = tls_config(&host.config().tls)?;
     warn_if_exposed(&listener, tokens.is_some(), tls.is_some());
     // Every service but health needs a token when tokens are configured.
@@ -108,6 +126,36 @@ pub async fn serve(
     result
 }
 
+/// Until the stop: `spearlet.FunctionService` is NOT_SERVING while the
+/// host's persistence fails (see [`Host::persistence`]) — a balancer
+/// should send new work elsewhere, as what it records waits in the journal
+/// and is refused past its limit — and SERVING again once it recovers. The
+/// server as a whole (`""`) stays SERVING: the process is alive and its
+/// calls run, and restarting it would not mend a full disk.
+async fn follow_persistence(host: &Host, reporter: &tonic_health::server::HealthReporter) {
+    let mut changes = host.persistence_changes();
+    let mut failing = false;
+    loop {
+        let now = changes.borrow_and_update().failure.is_some();
+        if now != failing {
+            failing = now;
+            if failing {
+                reporter
+                    .set_not_serving::<FunctionServiceServer<FunctionApi>>()
+                    .await;
+            } else {
+                reporter
+                    .set_serving::<FunctionServiceServer<FunctionApi>>()
+                    .await;
+            }
+        }
+        if changes.changed().await.is_err() {
+            // The store is gone: nothing changes any more.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// A graceful stop, once `signal` fires: health turns NOT_SERVING and new
 /// calls are refused (UNAVAILABLE, `host_stopping`) at once; the node
 /// leaves the cluster, so no one routes to it any more; SYNC and STREAM
@@ -120,7 +168,10 @@ async fn drain(
     node: Option<crate::sms::NodeAgent>,
     signal: impl Future<Output = ()> + Send,
 ) {
-    signal.await;
+    tokio::select! {
+        () = signal => {}
+        () = follow_persistence(&host, &reporter) => {}
+    }
     host.begin_shutdown();
     reporter
         .set_not_serving::<FunctionServiceServer<FunctionApi>>()

@@ -24,15 +24,23 @@ impl AdminApi {
     }
 }
 
-/// A drain timeout from the wire: 0 means the default, 30 s.
-fn drain_timeout(ms: i64) -> Result<Duration, Error> {
+/// A drain timeout from the wire: 0 means `tasks.drain_timeout`; at most
+/// `tasks.max_drain_timeout`, so a request cannot hold a switch's caller,
+/// and the old version's pool, for as long as it likes.
+fn drain_timeout(ms: i64, tasks: &crate::config::TasksConfig) -> Result<Duration, Error> {
+    let max = tasks.max_drain_timeout;
+    let invalid = |reason: String| Error::InvalidRequest {
+        field: "drain_timeout_ms",
+        reason,
+    };
     match u64::try_from(ms) {
-        Ok(0) => Ok(Duration::from_secs(30)),
-        Ok(ms) => Ok(Duration::from_millis(ms)),
-        Err(_) => Err(Error::InvalidRequest {
-            field: "drain_timeout_ms",
-            reason: "must not be negative".to_owned(),
-        }),
+        Ok(0) => Ok(tasks.drain_timeout),
+        Ok(ms) if Duration::from_millis(ms) <= max => Ok(Duration::from_millis(ms)),
+        Ok(ms) => Err(invalid(format!(
+            "drain_timeout_ms = {ms} is above the limit, {} ms (tasks.max_drain_timeout)",
+            max.as_millis()
+        ))),
+        Err(_) => Err(invalid(format!("must not be negative, got {ms}"))),
     }
 }
 
@@ -66,7 +74,7 @@ impl AdminService for AdminApi {
             field: "artifact_spec",
             reason: "an upgrade needs the new version's artifact_spec".to_owned(),
         })?;
-        let drain = drain_timeout(req.drain_timeout_ms)?;
+        let drain = drain_timeout(req.drain_timeout_ms, &self.host.config().tasks)?;
         let switched = self
             .host
             .upgrade_task(
@@ -85,8 +93,36 @@ impl AdminService for AdminApi {
     ) -> Result<Response<admin::TaskSwitch>, Status> {
         let req = request.into_inner();
         limits::check_id("task_id", &req.task_id, &self.host.config().limits)?;
-        let drain = drain_timeout(req.drain_timeout_ms)?;
+        let drain = drain_timeout(req.drain_timeout_ms, &self.host.config().tasks)?;
         let switched = self.host.rollback_task(&req.task_id, drain).await?;
         Ok(Response::new(task_switch(switched)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_timeouts_default_from_the_config_and_are_bounded() {
+        let tasks = crate::config::TasksConfig::default();
+        assert_eq!(drain_timeout(0, &tasks).unwrap(), tasks.drain_timeout);
+        assert_eq!(
+            drain_timeout(1500, &tasks).unwrap(),
+            Duration::from_millis(1500)
+        );
+        let max = i64::try_from(tasks.max_drain_timeout.as_millis()).unwrap();
+        assert_eq!(drain_timeout(max, &tasks).unwrap(), tasks.max_drain_timeout);
+        for (ms, shown) in [
+            (max + 1, "tasks.max_drain_timeout"),
+            (i64::MAX, "tasks.max_drain_timeout"),
+            (-1, "negative"),
+        ] {
+            let err = drain_timeout(ms, &tasks).unwrap_err().to_string();
+            assert!(
+                err.contains("drain_timeout_ms") && err.contains(shown),
+                "{err}"
+            );
+        }
     }
 }

@@ -274,12 +274,20 @@ mod tests {
                 proptest::option::of(context),
                 proptest::option::of(text()),
                 any::<bool>(),
+                proptest::collection::hash_map(any_metadata_key(), any_metadata_value(), 0..4),
             ),
         )
             .prop_map(
                 |(
                     (invocation_type, task_name, task_id, function_name),
-                    (parameters, execution_mode, context, execution_id, with_spec),
+                    (
+                        parameters,
+                        execution_mode,
+                        context,
+                        execution_id,
+                        with_spec,
+                        invocation_metadata,
+                    ),
                 )| pb::InvokeFunctionRequest {
                     invocation_type,
                     task_name,
@@ -290,9 +298,30 @@ mod tests {
                     context,
                     execution_id,
                     artifact_spec: with_spec.then(pb::ArtifactSpec::default),
+                    invocation_metadata,
                     ..Default::default()
                 },
             )
+    }
+
+    fn any_metadata_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(crate::invoke::POOL_MAX_KEY.to_owned()),
+            Just(crate::invoke::POOL_MIN_KEY.to_owned()),
+            Just(crate::invoke::MEMORY_MAX_KEY.to_owned()),
+            Just(crate::isolate::ISOLATION_KEY.to_owned()),
+            "spearlet\\.[a-z.]{0,10}",
+            "[a-z]{1,6}",
+        ]
+    }
+
+    fn any_metadata_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            (0u64..16).prop_map(|n| n.to_string()),
+            Just("process".to_owned()),
+            ".{0,8}",
+        ]
     }
 
     proptest! {
@@ -300,11 +329,23 @@ mod tests {
         /// clear error, and never panics.
         #[test]
         fn arbitrary_requests_never_panic(req in any_request(), grpc_ms in proptest::option::of(0u64..10_000)) {
-            let limits = crate::config::LimitsConfig::default();
-            let _ = super::super::limits::check_invoke(&req, &limits);
-            match invoke_request(req, grpc_ms.map(Duration::from_millis)) {
-                Ok(_) => {}
-                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            let config = crate::Config::default();
+            let checked = super::super::limits::check_invoke(&req, &config.limits)
+                .and_then(|()| invoke_request(req, grpc_ms.map(Duration::from_millis)))
+                .and_then(|req| {
+                    crate::invoke::metadata::check(&req.metadata, &config)?;
+                    Ok(req)
+                });
+            match checked {
+                Ok(req) => {
+                    prop_assert!(req.max_retries <= config.limits.max_retries);
+                    let limits = crate::invoke::metadata::pool_limits(&req.metadata, &config.pool).unwrap();
+                    prop_assert!(limits.max <= config.pool.max_instances);
+                }
+                Err(e) => {
+                    prop_assert_eq!(crate::api::status::code(&e), tonic::Code::InvalidArgument, "{}", e);
+                    prop_assert!(!e.to_string().is_empty());
+                }
             }
         }
     }

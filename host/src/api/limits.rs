@@ -117,6 +117,15 @@ pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfi
         )?;
     }
     if let Some(context) = &req.context {
+        if usize::try_from(context.max_retries).is_ok_and(|n| n > limits.max_retries as usize) {
+            return Err(over(
+                "context.max_retries",
+                "context.max_retries",
+                usize::try_from(context.max_retries).unwrap_or(usize::MAX),
+                limits.max_retries as usize,
+                "max_retries",
+            ));
+        }
         bytes(
             "context.execution_id",
             &context.execution_id,

@@ -391,6 +391,31 @@ impl FunctionService for FunctionApi {
             if let Some(link) = &sms {
                 reply::sms_link(link, &mut system_info);
             }
+            // SPEAR's HealthDetails has no field for it: `persistence` is
+            // `ok` or `failing`, with the error, since when and attempts.
+            system_info.insert(
+                "state_journal_bytes".to_owned(),
+                stats.state_journal_bytes.to_string(),
+            );
+            match &stats.persistence {
+                crate::state::Persistence::Ok => {
+                    system_info.insert("persistence".to_owned(), "ok".to_owned());
+                }
+                crate::state::Persistence::Failing {
+                    since,
+                    error,
+                    attempts,
+                    ..
+                } => {
+                    system_info.insert("persistence".to_owned(), "failing".to_owned());
+                    system_info.insert("persistence_error".to_owned(), error.clone());
+                    system_info.insert(
+                        "persistence_failing_since".to_owned(),
+                        humantime::format_rfc3339_seconds(*since).to_string(),
+                    );
+                    system_info.insert("persistence_attempts".to_owned(), attempts.to_string());
+                }
+            }
             pb::HealthDetails {
                 active_tasks: clamp(stats.tasks),
                 running_executions: clamp(stats.running),
@@ -400,10 +425,27 @@ impl FunctionService for FunctionApi {
                 system_info,
             }
         });
+        // Degraded, not down: calls run, but what is recorded waits in the
+        // journal, and past its limit new tasks and ASYNC calls are refused.
+        let (status, persistence) = match &stats.persistence {
+            crate::state::Persistence::Ok => ("healthy", String::new()),
+            crate::state::Persistence::Failing {
+                since,
+                error,
+                journal_bytes,
+                ..
+            } => (
+                "degraded",
+                format!(
+                    "; persistence failing since {} ({journal_bytes} journal bytes waiting): {error}",
+                    humantime::format_rfc3339_seconds(*since)
+                ),
+            ),
+        };
         Ok(Response::new(pb::GetHealthResponse {
-            status: "healthy".to_owned(),
+            status: status.to_owned(),
             message: format!(
-                "{} task(s), {} execution(s) running{}",
+                "{} task(s), {} execution(s) running{}{persistence}",
                 stats.tasks,
                 stats.running,
                 sms.as_ref()

@@ -92,6 +92,9 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         "execution_time_us".to_owned(),
         e.execution_time.as_micros().to_string(),
     );
+    if let Some(dropped) = e.output_dropped {
+        metrics.insert("output_dropped".to_owned(), dropped.to_string());
+    }
     pb::ExecutionResult {
         status: status(e.status).into(),
         result: output.map(to_any),

@@ -24,7 +24,8 @@ pub fn code(error: &Error) -> Code {
         Error::TaskNotFound { .. }
         | Error::FunctionNotFound { .. }
         | Error::ExecutionNotFound { .. } => Code::NotFound,
-        Error::PermissionDenied { .. } => Code::PermissionDenied,
+        Error::PermissionDenied { .. } | Error::HostNotAllowed { .. } => Code::PermissionDenied,
+        Error::ExecutionIdInUse { .. } => Code::AlreadyExists,
         Error::ChecksumMismatch { .. }
         | Error::ArtifactFormat { .. }
         | Error::NotRegularFile { .. }
@@ -58,6 +59,7 @@ pub fn code(error: &Error) -> Code {
         Error::DownloadFailed { .. }
         | Error::HostStopping
         | Error::SmsUnavailable { .. }
+        | Error::JournalFull { .. }
         | Error::CrashLooping { .. }
         | Error::Worker { .. } => Code::Unavailable,
         Error::TaskDeleted { .. } | Error::TaskChanged { .. } => Code::Aborted,
@@ -67,6 +69,7 @@ pub fn code(error: &Error) -> Code {
         | Error::Io { .. }
         | Error::StateSchema { .. }
         | Error::State { .. }
+        | Error::JournalCorrupt { .. }
         | Error::Internal(_) => Code::Internal,
     }
 }
@@ -81,6 +84,9 @@ pub fn retry_delay(error: &Error) -> Option<Duration> {
         Error::TooManyPending { .. } => Some(Duration::from_millis(500)),
         // A plugin that ignores cancellation returns when it returns.
         Error::QuarantineFull { .. } => Some(Duration::from_secs(1)),
+        // Persistence is back at the folder's next attempt once the cause
+        // is gone: seconds at most.
+        Error::JournalFull { .. } => Some(Duration::from_secs(1)),
         // The worker is started again when the backoff ends.
         Error::CrashLooping { retry_after_ms, .. } => Some(Duration::from_millis(*retry_after_ms)),
         _ => None,

@@ -6,7 +6,13 @@
 //! complete bytes of its digest, in an inode of its own. A size bound evicts
 //! the least recently used artifacts that no live task has pinned.
 //!
-//! Every method here touches the file system: call them off the async
+//! The pins also say which loaded plugins are in use: the registry of
+//! loaded plugins (`loaded.rs`) lives under the same lock, so a digest's
+//! last pin going lets its plugin go in the same step, when the bound on
+//! unused plugins asks for it.
+//!
+//! The methods that touch the file system (`open`, `lookup`, `insert`,
+//! `ingest`, `open_verified`, `remove`) block: call them off the async
 //! workers.
 
 use std::collections::HashMap;
@@ -18,9 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tempfile::NamedTempFile;
 
+use super::loaded::{Loaded, LoadedStats};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::loader::VerifiedFile;
+use crate::isolate::Isolation;
+use crate::loader::{Plugin, VerifiedFile};
 
 /// Counters and sizes of the cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,13 +59,18 @@ struct Inner {
     misses: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     entries: HashMap<Sha256Digest, Entry>,
     pins: HashMap<Sha256Digest, usize>,
     total: u64,
     clock: u64,
+    loaded: Loaded,
 }
+
+/// Loaded plugins no task uses that are kept, unless configured
+/// (`artifacts.max_unused_loaded`).
+const DEFAULT_MAX_UNUSED_LOADED: usize = 16;
 
 #[derive(Debug)]
 struct Entry {
@@ -74,13 +87,28 @@ pub struct CachePin {
 
 impl Drop for CachePin {
     fn drop(&mut self) {
-        let mut state = self.cache.state();
-        if let Some(n) = state.pins.get_mut(&self.digest) {
+        let let_go = {
+            let mut state = self.cache.state();
+            let Some(n) = state.pins.get_mut(&self.digest) else {
+                return;
+            };
             *n -= 1;
-            if *n == 0 {
-                state.pins.remove(&self.digest);
+            if *n > 0 {
+                return;
             }
-        }
+            state.pins.remove(&self.digest);
+            state.loaded.unpinned(&self.digest);
+            state.trim_loaded(None)
+        };
+        // Outside the lock: the last reference closes the plugin's file.
+        drop(let_go);
+    }
+}
+
+impl State {
+    fn trim_loaded(&mut self, spare: Option<(Sha256Digest, Isolation)>) -> Vec<Arc<Plugin>> {
+        let State { loaded, pins, .. } = self;
+        loaded.trim(|d| pins.contains_key(d), spare)
     }
 }
 
@@ -103,7 +131,13 @@ impl ArtifactCache {
             // Best effort: a leftover we cannot remove is only wasted space.
             let _ = fs::remove_file(path);
         }
-        let mut state = State::default();
+        let mut state = State {
+            entries: HashMap::new(),
+            pins: HashMap::new(),
+            total: 0,
+            clock: 0,
+            loaded: Loaded::new(DEFAULT_MAX_UNUSED_LOADED),
+        };
         for entry in fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
             let name = entry.file_name();
@@ -262,6 +296,38 @@ impl ArtifactCache {
             cache: self.clone(),
             digest: *digest,
         }
+    }
+
+    /// Keeps at most `max` loaded plugins no task uses
+    /// (`artifacts.max_unused_loaded`).
+    pub(super) fn limit_unused_loaded(&self, max: usize) {
+        self.state().loaded.set_max_unused(max);
+    }
+
+    /// The plugin of `digest` loaded for `isolation`, if it still is.
+    pub(super) fn loaded_plugin(
+        &self,
+        digest: &Sha256Digest,
+        isolation: Isolation,
+    ) -> Option<Arc<Plugin>> {
+        self.state().loaded.get(digest, isolation)
+    }
+
+    /// Records a plugin just loaded for `isolation`, and lets go of unused
+    /// ones past the bound.
+    pub(super) fn loaded_now(&self, plugin: &Arc<Plugin>, isolation: Isolation) {
+        let let_go = {
+            let mut state = self.state();
+            state.loaded.insert(plugin, isolation);
+            state.trim_loaded(Some((plugin.digest(), isolation)))
+        };
+        drop(let_go);
+    }
+
+    /// How many plugins are loaded, in use by a task or not.
+    pub fn loaded(&self) -> LoadedStats {
+        let state = self.state();
+        state.loaded.stats(|d| state.pins.contains_key(d))
     }
 
     /// Current counters and sizes.

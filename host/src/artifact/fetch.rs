@@ -89,11 +89,15 @@ pub(super) async fn download(client: &reqwest::Client, d: &Download<'_>) -> Resu
 }
 
 async fn attempt_once(client: &reqwest::Client, d: &Download<'_>) -> Result<Downloaded, Failure> {
-    let response = client
-        .get(d.url.clone())
-        .send()
-        .await
-        .map_err(|e| Failure::Retry(describe(&e)))?;
+    let response =
+        client
+            .get(d.url.clone())
+            .send()
+            .await
+            .map_err(|e| match refused_redirect(&e) {
+                Some(refusal) => Failure::Final(refusal),
+                None => Failure::Retry(describe(&e)),
+            })?;
     let status = response.status();
     if status.is_server_error() {
         return Err(Failure::Retry(format!("HTTP {status}")));
@@ -154,6 +158,19 @@ fn too_large(d: &Download<'_>, size: u64) -> Error {
         size,
         limit: d.max_bytes,
     }
+}
+
+/// The refusal of a redirect to a host not allowed (see the store's
+/// redirect policy): final, never retried.
+fn refused_redirect(err: &reqwest::Error) -> Option<Error> {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(refusal) = cause.downcast_ref::<Error>() {
+            return Some(refusal.clone());
+        }
+        source = cause.source();
+    }
+    None
 }
 
 /// reqwest's own message plus its causes (the useful part, e.g. "connection refused").

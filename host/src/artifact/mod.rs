@@ -7,17 +7,22 @@
 //!
 //! - local files only from configured roots, after resolving `..` and
 //!   symlinks; a checksum is checked when given (or required, by config);
-//! - `http(s)://` and SMS files only with a checksum; downloads are hashed as
-//!   they stream, refused on mismatch (never retried, temp file removed), and
-//!   cached read-only under their digest;
+//! - `http(s)://` only from hosts `artifacts.allowed_hosts` lists (checked
+//!   before any connection, and again on every redirect), SMS files only
+//!   from the configured SMS; both only with a checksum; downloads are
+//!   hashed as they stream, refused on mismatch (never retried, temp file
+//!   removed), and cached read-only under their digest;
 //! - local files are ingested: copied into the cache while being hashed, and
 //!   the copy is loaded, so what is mapped is exactly what was hashed;
 //! - a cached file is hashed again as it is opened for loading, unless that
 //!   digest is already loaded in this process — then there is no I/O at all;
+//! - loaded plugins no task uses are let go past `artifacts.max_unused_loaded`,
+//!   least recently used first (see `loaded.rs`);
 //! - every file-system call runs on a blocking thread, never an async worker.
 
 mod cache;
 mod fetch;
+mod loaded;
 mod location;
 mod spec;
 mod telemetry;
@@ -31,6 +36,8 @@ use url::Url;
 
 pub use cache::{ArtifactCache, CachePin, CacheStats};
 pub use fetch::Progress;
+pub use loaded::LoadedStats;
+pub use location::AllowedHosts;
 pub use spec::{ArtifactSpec, ACCEPTED_TYPES};
 pub use telemetry::{ArtifactCounts, ArtifactTelemetry};
 
@@ -50,6 +57,8 @@ pub struct ArtifactStore {
     config: ArtifactConfig,
     /// The SMS file API, for `smsfile://` locations.
     sms_http: Option<Url>,
+    /// Where `http(s)://` locations may point.
+    allowed: Arc<AllowedHosts>,
     cache: ArtifactCache,
     client: reqwest::Client,
     telemetry: Arc<ArtifactTelemetry>,
@@ -71,11 +80,27 @@ impl ArtifactStore {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`] when the cache directories cannot be created.
+    /// [`Error::Io`] when the cache directories cannot be created;
+    /// [`Error::InvalidRequest`] for an invalid `artifacts.allowed_hosts`.
     pub fn new(config: &Config) -> Result<Self> {
+        let allowed = Arc::new(
+            AllowedHosts::parse(&config.artifacts.allowed_hosts).map_err(|reason| {
+                Error::InvalidRequest {
+                    field: "artifacts.allowed_hosts",
+                    reason,
+                }
+            })?,
+        );
+        let sms_http = config
+            .sms
+            .http
+            .clone()
+            .or_else(|| config.artifacts.sms_http.clone());
         let cache = ArtifactCache::open(&config.data_dir, config.artifacts.cache_max_bytes)?;
+        cache.limit_unused_loaded(config.artifacts.max_unused_loaded);
         let client = reqwest::Client::builder()
             .user_agent(concat!("spearlet/", env!("CARGO_PKG_VERSION")))
+            .redirect(redirects(Arc::clone(&allowed), sms_http.clone()))
             .build()
             .map_err(|e| Error::DownloadFailed {
                 url: String::new(),
@@ -83,11 +108,8 @@ impl ArtifactStore {
             })?;
         Ok(ArtifactStore {
             config: config.artifacts.clone(),
-            sms_http: config
-                .sms
-                .http
-                .clone()
-                .or_else(|| config.artifacts.sms_http.clone()),
+            sms_http,
+            allowed,
             cache,
             client,
             telemetry: Arc::default(),
@@ -114,13 +136,20 @@ impl ArtifactStore {
         &self.cache
     }
 
+    /// How many plugins are loaded, in use by a task or not (see
+    /// [`LoadedStats`]).
+    pub fn loaded(&self) -> LoadedStats {
+        self.cache.loaded()
+    }
+
     /// Resolves `spec` to a loaded plugin.
     ///
     /// # Errors
     ///
     /// One variant per reason: [`Error::UnsupportedArtifactType`],
     /// [`Error::UnsupportedLocation`], [`Error::InvalidChecksum`],
-    /// [`Error::PermissionDenied`], [`Error::ChecksumRequired`],
+    /// [`Error::PermissionDenied`], [`Error::HostNotAllowed`],
+    /// [`Error::ChecksumRequired`],
     /// [`Error::SmsNotConfigured`], [`Error::DownloadFailed`],
     /// [`Error::ArtifactTooLarge`], [`Error::ChecksumMismatch`],
     /// [`Error::ArtifactFormat`], [`Error::PluginIdentityMismatch`], and the
@@ -147,25 +176,45 @@ impl ArtifactStore {
     }
 
     /// The plugin loaded from `file` for `isolation`: first in a worker
-    /// (unless configured off), then here or only described. Blocks.
+    /// (unless configured off), then here or only described; recorded in
+    /// `cache`'s registry of loaded plugins. Blocks.
+    ///
+    /// A process-tier plugin is only described, by a worker, and recorded
+    /// in the store's registry, which lets the unused ones (and their open
+    /// files) go.
     fn open(
+        cache: &ArtifactCache,
         workers: &Workers,
         first_in_worker: bool,
         file: VerifiedFile,
         isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
-        if isolation == Isolation::InProcess && !first_in_worker {
-            return Plugin::load(file);
-        }
-        crate::isolate::load(file, isolation, workers)
+        let plugin = match isolation {
+            Isolation::InProcess if !first_in_worker => Plugin::load(file)?,
+            Isolation::InProcess => crate::isolate::load_in_process(file, workers)?,
+            Isolation::Process => crate::isolate::describe(file, workers)?,
+        };
+        cache.loaded_now(&plugin, isolation);
+        Ok(plugin)
     }
 
     /// A plugin of `digest` loaded already for `isolation`.
-    fn held(digest: &Sha256Digest, isolation: Isolation) -> Option<Arc<Plugin>> {
-        match isolation {
-            Isolation::InProcess => Plugin::already_loaded(digest),
-            Isolation::Process => crate::isolate::described(digest),
+    fn held(
+        cache: &ArtifactCache,
+        digest: &Sha256Digest,
+        isolation: Isolation,
+    ) -> Option<Arc<Plugin>> {
+        if let Some(plugin) = cache.loaded_plugin(digest, isolation) {
+            return Some(plugin);
         }
+        // In process, a library another store of this process loaded is
+        // mapped for good (libraries are never unloaded): use it.
+        let plugin = match isolation {
+            Isolation::InProcess => Plugin::already_loaded(digest)?,
+            Isolation::Process => return None,
+        };
+        cache.loaded_now(&plugin, isolation);
+        Some(plugin)
     }
 
     /// The plugin with `digest` from what this host already holds — loaded
@@ -180,13 +229,13 @@ impl ArtifactStore {
         digest: &Sha256Digest,
         isolation: Isolation,
     ) -> Result<Option<Arc<Plugin>>> {
-        if let Some(plugin) = Self::held(digest, isolation) {
+        if let Some(plugin) = Self::held(&self.cache, digest, isolation) {
             return Ok(Some(plugin));
         }
         let (cache, digest, max_size) = (self.cache.clone(), *digest, self.config.max_size_bytes);
         let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
         blocking(move || match cache.open_verified(&digest, max_size) {
-            Ok(Some(file)) => Self::open(&workers, first, file, isolation).map(Some),
+            Ok(Some(file)) => Self::open(&cache, &workers, first, file, isolation).map(Some),
             Ok(None) | Err(Error::ChecksumMismatch { .. }) => Ok(None),
             Err(e) => Err(e),
         })
@@ -222,6 +271,8 @@ impl ArtifactStore {
                     .await?
             }
             Location::Http(url) => {
+                // Refused before any connection is made.
+                self.allowed.check(&spec.location, &url)?;
                 self.load_remote(&spec.location, url, expected, progress, isolation)
                     .await?
             }
@@ -260,7 +311,7 @@ impl ArtifactStore {
             // gave these bytes, which are loaded. Nothing to read or check.
             let key = (location.to_owned(), digest);
             if self.resolved().contains(&key) {
-                if let Some(plugin) = Self::held(&digest, isolation) {
+                if let Some(plugin) = Self::held(&self.cache, &digest, isolation) {
                     return Ok(plugin);
                 }
             }
@@ -272,11 +323,11 @@ impl ArtifactStore {
         let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
         let plugin = blocking(move || {
             let real = location::confine(&owned_location, &path, &roots)?;
-            if let Some(plugin) = expected.and_then(|d| Self::held(&d, isolation)) {
+            if let Some(plugin) = expected.and_then(|d| Self::held(&cache, &d, isolation)) {
                 return Ok(plugin);
             }
             let file = cache.ingest(&real, expected.as_ref(), max_size)?;
-            Self::open(&workers, first, file, isolation)
+            Self::open(&cache, &workers, first, file, isolation)
         })
         .await?;
         let mut resolved = self.resolved();
@@ -299,7 +350,7 @@ impl ArtifactStore {
             location: location.to_owned(),
             reason: "remote artifacts are verified against the checksum the client gives",
         })?;
-        if let Some(plugin) = Self::held(&digest, isolation) {
+        if let Some(plugin) = Self::held(&self.cache, &digest, isolation) {
             return Ok(plugin);
         }
         let max_size = self.config.max_size_bytes;
@@ -310,7 +361,7 @@ impl ArtifactStore {
             // A cached copy that no longer matches its name is removed, and
             // fetched once more.
             match blocking(move || match cache.open_verified(&digest, max_size)? {
-                Some(file) => Self::open(&workers, first, file, isolation).map(Some),
+                Some(file) => Self::open(&cache, &workers, first, file, isolation).map(Some),
                 None => Ok(None),
             })
             .await
@@ -401,6 +452,35 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+}
+
+/// The most redirects one download attempt follows (reqwest's own default).
+const MAX_REDIRECTS: usize = 10;
+
+/// Redirects are followed only to where the location itself could have
+/// pointed: a host `artifacts.allowed_hosts` lists, or, for a file the SMS
+/// serves, the SMS itself. Anything else would let an allowed host send the
+/// server anywhere.
+fn redirects(allowed: Arc<AllowedHosts>, sms: Option<Url>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error(format!("more than {MAX_REDIRECTS} redirects"));
+        }
+        let to = attempt.url();
+        let first = attempt.previous().first();
+        let within_sms = sms.as_ref().is_some_and(|sms| {
+            first.is_some_and(|first| location::same_origin(sms, first))
+                && location::same_origin(sms, to)
+        });
+        if within_sms || allowed.permits(to) {
+            return attempt.follow();
+        }
+        let refusal = Error::HostNotAllowed {
+            location: first.map_or_else(|| to.to_string(), Url::to_string),
+            host: location::host_and_port(to),
+        };
+        attempt.error(refusal)
+    })
 }
 
 fn sms_file_url(base: &Url, id: &str, location: &str) -> Result<Url> {

@@ -154,6 +154,15 @@ impl Downloads {
         if let Some(dir) = &args.data_dir {
             config.data_dir = dir.clone();
         }
+        // The user named these URLs on their own command line: their hosts
+        // are allowed, and no other (a redirect elsewhere is refused).
+        config.artifacts.allowed_hosts = args
+            .sources
+            .iter()
+            .filter(|s| is_url(s))
+            .filter_map(|s| url::Url::parse(s).ok())
+            .filter_map(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+            .collect();
         // This is the child process each file is loaded in already.
         config.exec.first_load_in_worker = false;
         config.exec.warm_workers = 0;

@@ -146,6 +146,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         let roots = config.artifacts.roots.clone();
         let data_dir = config.data_dir.clone();
         let host = Host::new(config)?;
+        let tokens = match &host.config().auth.tokens_file {
+            Some(file) => Some(spearlet::auth::Tokens::from_file(file)?),
+            None => None,
+        };
+        // Installed before the server says it listens, so a SIGHUP sent as
+        // soon as it does never meets the default action (exit).
+        let hangups = match &tokens {
+            Some(tokens) => Some(reload_on_hangup(tokens.clone())?),
+            None => None,
+        };
         // Ready before the first task needs one: the first load of every
         // plugin runs in a worker, and process-tier tasks run in them.
         host.artifacts().workers().prestart();
@@ -167,6 +177,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 host.config().exec.isolation
             );
         }
+        if let (Some(tokens), Some(file)) = (&tokens, &host.config().auth.tokens_file) {
+            eprintln!(
+                "  auth tokens:    {} from {} (SIGHUP reads it again)",
+                tokens.count(),
+                file.display()
+            );
+        }
         if let Some(sms) = host.sms() {
             eprintln!(
                 "  SMS:            {} (node {})",
@@ -179,10 +196,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 let listener = tokio::net::TcpListener::bind(at)
                     .await
                     .with_context(|| format!("cannot serve metrics on {at}"))?;
-                eprintln!(
-                    "  metrics:        http://{}/metrics",
-                    listener.local_addr()?
-                );
+                let at = listener.local_addr()?;
+                eprintln!("  metrics:        http://{at}/metrics");
+                let token = host.config().metrics.token.as_deref();
+                if let Some(warning) = spearlet::metrics::exposure_warning(at, token) {
+                    eprintln!("  WARNING:        {warning}");
+                }
                 Some(tokio::spawn(spearlet::metrics::serve(
                     host.clone(),
                     listener,
@@ -191,7 +210,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
-        spearlet::server::serve(host, listener, async {
+        spearlet::server::serve_with_tokens(host, listener, tokens, async {
             stop_signal().await;
             eprintln!("stopping: calls in flight finish (a second signal stops at once)");
             tokio::spawn(async {
@@ -204,6 +223,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         if let Some(metrics) = metrics {
             metrics.abort();
         }
+        if let Some(hangups) = hangups {
+            hangups.abort();
+        }
         anyhow::Ok(())
     });
     // Plugins that ignored their cancellation may still hold blocking
@@ -212,6 +234,21 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     served?;
     eprintln!("stopped");
     Ok(())
+}
+
+/// Reads the tokens file again on every SIGHUP ([`spearlet::auth::Tokens::reload`],
+/// which logs the outcome): a file that cannot be read, or holds no token,
+/// leaves the tokens in force. Connections stay open throughout.
+fn reload_on_hangup(tokens: spearlet::auth::Tokens) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloading = tokens.clone();
+            // The outcome is logged by `reload`; a failure keeps the old tokens.
+            let _ = tokio::task::spawn_blocking(move || reloading.reload()).await;
+        }
+    }))
 }
 
 /// SIGTERM or SIGINT, whichever comes first.

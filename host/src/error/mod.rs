@@ -311,6 +311,20 @@ pub enum Error {
         reason: String,
     },
 
+    /// An http(s) location (or a redirect it led to) is on a host the
+    /// configuration does not allow: refused before any connection, so a
+    /// client cannot make the server reach into networks only it can see.
+    #[error(
+        "permission denied for artifact `{location}`: host `{host}` is not in \
+         `artifacts.allowed_hosts` (the hosts http(s) artifacts may come from; none by default)"
+    )]
+    HostNotAllowed {
+        /// The location given.
+        location: String,
+        /// The host refused, as `HOST:PORT`.
+        host: String,
+    },
+
     /// Downloading failed after every attempt allowed.
     #[error("downloading {url} failed after {} attempt(s): {}", attempts.len(), attempts.join("; "))]
     DownloadFailed {
@@ -448,6 +462,41 @@ pub enum Error {
         reason: String,
     },
 
+    /// A state journal holds a record that cannot be read with records
+    /// after it that can: no crash leaves that (a torn write is only ever
+    /// the last), so nothing is dropped without the operator deciding.
+    #[error(
+        "the state journal {} is corrupt at byte {offset} ({reason}), with records after it; \
+         to start, cut it there (`truncate -s {offset} FILE`: the records from that byte on are lost) \
+         or move it away (all the records it holds are lost)",
+        path.display()
+    )]
+    JournalCorrupt {
+        /// The journal file.
+        path: PathBuf,
+        /// Where the bad record starts.
+        offset: u64,
+        /// Why it cannot be read.
+        reason: String,
+    },
+
+    /// The state journal cannot be folded into the database and has
+    /// reached its limit: new tasks and ASYNC executions are refused until
+    /// persistence recovers, rather than the journal growing without bound.
+    #[error(
+        "the state journal holds {bytes} bytes not yet in the database, and the next record would take it \
+         past its limit of {limit} bytes (tasks.max_journal_bytes): persistence is failing ({reason}); \
+         try again once it recovers"
+    )]
+    JournalFull {
+        /// What the journal holds.
+        bytes: u64,
+        /// `tasks.max_journal_bytes`.
+        limit: u64,
+        /// Why it cannot be folded.
+        reason: String,
+    },
+
     // Requests, tasks and executions.
     /// The request is malformed: a required field is missing or a value is invalid.
     #[error("invalid request: {field}: {reason}")]
@@ -509,6 +558,24 @@ pub enum Error {
     ExecutionNotFound {
         /// The id asked for.
         execution_id: String,
+    },
+
+    /// A caller-chosen execution id names an execution of something else:
+    /// reusing an id returns the earlier execution only for the same task,
+    /// function and parameters (a retry), never for another call.
+    #[error(
+        "execution id `{execution_id}` is already used by an execution of `{function}` \
+         on task `{task_id}`, and this call differs in its {conflict}; choose another id"
+    )]
+    ExecutionIdInUse {
+        /// The id.
+        execution_id: String,
+        /// The earlier execution's task.
+        task_id: String,
+        /// The earlier execution's function.
+        function: String,
+        /// What differs: `task`, `function` or `parameters`.
+        conflict: &'static str,
     },
 
     /// STREAM mode was asked of InvokeFunction.

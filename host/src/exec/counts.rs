@@ -10,6 +10,9 @@ use super::status::ExecutionStatus;
 /// statistics never walk the records.
 #[derive(Debug, Default)]
 pub struct StatusCounts {
+    /// The result bytes the store's records may keep (shared by its
+    /// shards): reached through the counts every record holds already.
+    pub(super) results: std::sync::Arc<super::budget::ResultBudget>,
     held: [AtomicUsize; 6],
     ended: AtomicU64,
     completed: AtomicU64,
@@ -37,6 +40,14 @@ impl CountsSnapshot {
 }
 
 impl StatusCounts {
+    /// Counts whose records keep results within `results`.
+    pub(super) fn with_results(results: std::sync::Arc<super::budget::ResultBudget>) -> Self {
+        StatusCounts {
+            results,
+            ..StatusCounts::default()
+        }
+    }
+
     pub(super) fn enter(&self, status: ExecutionStatus) {
         self.held[status.index()].fetch_add(1, Ordering::Relaxed);
     }

@@ -22,8 +22,10 @@
 //! - **Off the workers** (`call_off_worker`): everything else, including
 //!   promoted calls that find the cap reached.
 
+mod budget;
 mod counts;
 mod ending;
+mod fingerprint;
 mod ids;
 mod records;
 mod sink;
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub use budget::{DroppedOutput, ResultBudget, ResultLimit};
 pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use records::{CancelOutcome, ExecutionRecord};

@@ -47,6 +47,8 @@ pub struct ExecutionRecord {
     /// Whether anyone ever waited on `ended` (notifying costs a lock).
     watched: AtomicBool,
     counts: Arc<StatusCounts>,
+    /// What a reuse of its id must match to be taken for a retry.
+    pub(super) fingerprint: super::fingerprint::Fingerprint,
     /// The W3C trace it belongs to, when its request carried or started one.
     trace: std::sync::OnceLock<crate::trace::TraceId>,
     /// The last attempt's memory (bytes allocated, peak bytes live);
@@ -69,6 +71,20 @@ struct State {
     /// Why cancellation was asked for, when it was asked with a reason of
     /// its own: the execution reports it when it ends cancelled.
     cancel_reason: Option<ExecutionError>,
+    /// Where the output stands against the store's result budget.
+    kept: Kept,
+}
+
+/// Whether a record keeps its output (see `budget.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// Not decided: no output yet, or a SYNC or STREAM output its caller
+    /// has not taken yet (it gets it whatever the budget says).
+    Undecided,
+    /// Kept, this many bytes counted against the total.
+    Counted(usize),
+    /// Dropped.
+    Dropped(super::budget::DroppedOutput),
 }
 
 /// Log lines kept per execution; later ones are counted, not stored.
@@ -96,6 +112,7 @@ impl ExecutionRecord {
         mode: ExecutionMode,
         created: Instant,
         counts: Arc<StatusCounts>,
+        fingerprint: super::fingerprint::Fingerprint,
     ) -> Self {
         ExecutionRecord {
             created,
@@ -119,10 +136,12 @@ impl ExecutionRecord {
                 logs: Vec::new(),
                 dropped_logs: 0,
                 cancel_reason: None,
+                kept: Kept::Undecided,
             }),
             ended: Notify::new(),
             watched: AtomicBool::new(false),
             counts,
+            fingerprint,
             trace: std::sync::OnceLock::new(),
             memory: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
         }
@@ -288,6 +307,11 @@ impl ExecutionRecord {
         state.output = output;
         state.error = error;
         state.ended = Some(now);
+        if self.mode == ExecutionMode::Async {
+            // Nobody waits on the call: the budget decides now, before the
+            // ending is recorded durably.
+            self.keep_or_drop(&mut state);
+        }
         drop(state);
         if self.watched.load(Ordering::SeqCst) {
             self.ended.notify_waiters();
@@ -325,9 +349,55 @@ impl ExecutionRecord {
         }
     }
 
+    /// Decides, once, whether the record keeps its output: within the
+    /// store's result budget it is counted and kept, past it dropped.
+    fn keep_or_drop(&self, state: &mut State) {
+        if state.kept != Kept::Undecided {
+            return;
+        }
+        let Some(output) = &state.output else {
+            return;
+        };
+        state.kept = match self.counts.results.charge(super::budget::size_of(output)) {
+            Ok(counted) => Kept::Counted(counted),
+            Err(dropped) => {
+                state.output = None;
+                Kept::Dropped(dropped)
+            }
+        };
+    }
+
+    /// The snapshot a SYNC or STREAM caller returns: the output is theirs
+    /// whatever the budget says, and the record then keeps it only within
+    /// the budget — a result past it is moved to the caller, not copied.
+    pub fn snapshot_for_caller(&self) -> ExecutionSnapshot {
+        let mut state = self.state();
+        if state.kept != Kept::Undecided || !state.status.is_final() || state.output.is_none() {
+            drop(state);
+            return self.snapshot();
+        }
+        let output = state.output.take();
+        let size = output.as_ref().map_or(0, super::budget::size_of);
+        state.kept = match self.counts.results.charge(size) {
+            Ok(counted) => {
+                state.output.clone_from(&output);
+                Kept::Counted(counted)
+            }
+            Err(dropped) => Kept::Dropped(dropped),
+        };
+        let mut snapshot = self.snapshot_of(&state, true);
+        snapshot.output = output;
+        snapshot.output_dropped = None;
+        snapshot
+    }
+
     /// A copy of the record as it is now, with its log lines or without.
     pub fn snapshot_with(&self, logs: bool) -> ExecutionSnapshot {
         let state = self.state();
+        self.snapshot_of(&state, logs)
+    }
+
+    fn snapshot_of(&self, state: &State, logs: bool) -> ExecutionSnapshot {
         let logs = if logs {
             let mut lines = state.logs.clone();
             if state.dropped_logs > 0 {
@@ -348,12 +418,16 @@ impl ExecutionRecord {
             created_at: wall_clock(self.created),
             started_at: state.started.map(wall_clock),
             completed_at: state.ended.map(wall_clock),
-            execution_time: Self::ran(&state),
+            execution_time: Self::ran(state),
             instance_id: state.instance_id.clone(),
             attempts: state.attempts,
             logs,
             trace_id: self.trace.get().copied(),
             memory: self.memory(),
+            output_dropped: match state.kept {
+                Kept::Dropped(dropped) => Some(dropped),
+                Kept::Undecided | Kept::Counted(_) => None,
+            },
         }
     }
 
@@ -385,5 +459,14 @@ impl ExecutionRecord {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for ExecutionRecord {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Kept::Counted(counted) = state.kept {
+            self.counts.results.release(counted);
+        }
     }
 }

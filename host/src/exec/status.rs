@@ -144,6 +144,9 @@ pub struct ExecutionSnapshot {
     /// What the plugin allocated during the last attempt, when it counts
     /// (SDK feature `alloc-stats`): `(bytes allocated, peak bytes live)`.
     pub memory: Option<(u64, u64)>,
+    /// The result the record did not keep, past the store's bounds (its
+    /// caller received it).
+    pub output_dropped: Option<super::DroppedOutput>,
 }
 
 /// One reading of both clocks, so that a monotonic instant can be reported

@@ -22,6 +22,7 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use super::counts::{CountsSnapshot, StatusCounts};
+use super::fingerprint::Fingerprint;
 use super::ids;
 use super::records::ExecutionRecord;
 use super::status::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
@@ -102,11 +103,83 @@ impl ExecutionStore {
         }
     }
 
+    /// The same store, its records keeping results within `budget` (see
+    /// `budget.rs`); without, they keep every result.
+    pub fn with_results(mut self, budget: super::ResultBudget) -> Self {
+        let budget = Arc::new(budget);
+        self.counts = (0..self.shards.len())
+            .map(|_| Arc::new(StatusCounts::with_results(Arc::clone(&budget))))
+            .collect();
+        self
+    }
+
+    /// The result bytes the records keep, counted against the total.
+    pub fn result_bytes(&self) -> usize {
+        self.counts[0].results.used()
+    }
+
     /// Creates the record for a new execution, or returns the existing one
-    /// with that id (`false`: nothing was created).
+    /// with that id (`false`: nothing was created), whatever it ran. For
+    /// records brought back from the durable store; calls use
+    /// [`ExecutionStore::claim`].
     pub fn create(
         &self,
         id: Option<&str>,
+        task_id: &Arc<str>,
+        function: &Arc<str>,
+        mode: ExecutionMode,
+    ) -> (Arc<ExecutionRecord>, bool) {
+        self.insert(id, Fingerprint::UNKNOWN, task_id, function, mode)
+    }
+
+    /// Creates the record for a call, or — when the caller chose an id
+    /// already held — returns that execution if it is the same call again
+    /// (same task, function and parameters: a retry), `false` for "nothing
+    /// was created".
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionIdInUse`] when the id names an execution of
+    /// another task, function or parameters.
+    pub fn claim(
+        &self,
+        id: Option<&str>,
+        params: &[(String, crate::Value)],
+        task_id: &Arc<str>,
+        function: &Arc<str>,
+        mode: ExecutionMode,
+    ) -> Result<(Arc<ExecutionRecord>, bool)> {
+        let Some(id) = id else {
+            return Ok(self.insert(None, Fingerprint::UNKNOWN, task_id, function, mode));
+        };
+        let fingerprint = Fingerprint::of(params);
+        let (record, fresh) = self.insert(Some(id), fingerprint, task_id, function, mode);
+        if !fresh {
+            let conflict = if record.task_id() != &**task_id {
+                Some("task")
+            } else if record.function() != &**function {
+                Some("function")
+            } else if !record.fingerprint.matches(fingerprint) {
+                Some("parameters")
+            } else {
+                None
+            };
+            if let Some(conflict) = conflict {
+                return Err(Error::ExecutionIdInUse {
+                    execution_id: id.to_owned(),
+                    task_id: record.task_id().to_owned(),
+                    function: record.function().to_owned(),
+                    conflict,
+                });
+            }
+        }
+        Ok((record, fresh))
+    }
+
+    fn insert(
+        &self,
+        id: Option<&str>,
+        fingerprint: Fingerprint,
         task_id: &Arc<str>,
         function: &Arc<str>,
         mode: ExecutionMode,
@@ -133,6 +206,7 @@ impl ExecutionStore {
             mode,
             now,
             Arc::clone(counts),
+            fingerprint,
         ));
         counts.enter(ExecutionStatus::Pending);
         shard
@@ -234,6 +308,12 @@ impl ExecutionStore {
     /// Records held now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).by_id.len()).sum()
+    }
+
+    /// The most records it keeps: `max_records`, rounded up to whole
+    /// shards. The state database keeps as many ASYNC ones.
+    pub fn max_records(&self) -> usize {
+        self.per_shard * self.shards.len()
     }
 
     /// Whether no records are held.

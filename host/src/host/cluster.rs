@@ -118,15 +118,19 @@ impl Host {
     /// [`Error::TaskNotRunnableHere`]; [`Error::SmsUnavailable`] (never
     /// "not found" when the SMS could not be asked); and what creating the
     /// task fails with.
-    pub(crate) async fn replicate(&self, sms: &Sms, task_id: &str) -> Result<Arc<Task>> {
+    pub(crate) async fn replicate(
+        &self,
+        sms: &Sms,
+        task_id: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Arc<Task>> {
         self.tasks()
             .get_or_create(CreationKey::Id(task_id.to_owned()), async {
-                let remote = sms
-                    .find_task(task_id)
-                    .await?
-                    .ok_or_else(|| Error::TaskNotFound {
+                let remote = sms.find_task_by(task_id, deadline).await?.ok_or_else(|| {
+                    Error::TaskNotFound {
                         task_id: task_id.to_owned(),
-                    })?;
+                    }
+                })?;
                 let artifact =
                     remote
                         .artifact

@@ -17,7 +17,10 @@ use crate::exec::{
     ExecutionError, ExecutionMode, ExecutionRecord, ExecutionStatus, ExecutionStore,
 };
 use crate::registry::{CreationKey, NewTask, Task};
-use crate::state::{StateDb, StoredArtifact, StoredExecution, StoredMembership, StoredTask};
+use crate::state::{
+    FolderReport, Persistence, Retention, StateDb, StoredArtifact, StoredExecution,
+    StoredMembership, StoredTask, StoredVersion,
+};
 
 /// The code an ASYNC execution ends with when a restart cut it short.
 pub const HOST_RESTARTED: &str = "host_restarted";
@@ -29,21 +32,22 @@ fn unix_millis(t: SystemTime) -> u64 {
 
 /// Brings the ASYNC executions of the last run into `store`: ended ones as
 /// they ended, unfinished ones as FAILED with [`HOST_RESTARTED`] (and so
-/// recorded). Records older than `ttl` are dropped.
+/// recorded). Only those `store` keeps come back — accepted within `ttl`,
+/// the newest it holds — streamed from the database oldest first, so that
+/// no more outputs are in memory than the store keeps; the others are
+/// removed from the database, and from then on it keeps what the store
+/// keeps.
 pub(super) fn restore_executions(
     state: &StateDb,
     store: &ExecutionStore,
     ttl: Duration,
 ) -> Result<()> {
-    let now = unix_millis(SystemTime::now());
-    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let mut expired = Vec::new();
+    let retention = Retention {
+        max_records: store.max_records(),
+        ttl,
+    };
     let mut cut_short = 0usize;
-    for mut stored in state.executions()? {
-        if now.saturating_sub(stored.accepted_at) > ttl_ms {
-            expired.push(stored.id);
-            continue;
-        }
+    let done = state.restore_executions(retention, |mut stored| {
         let (record, _) = store.create(
             Some(&stored.id),
             &Arc::from(stored.task_id.as_str()),
@@ -63,7 +67,7 @@ pub(super) fn restore_executions(
             Some(status) => {
                 let error = (!stored.error_code.is_empty())
                     .then(|| ExecutionError::new(&stored.error_code, &stored.error_message));
-                record.finish(status, stored.output.clone().map(Into::into), error);
+                record.finish(status, stored.output.map(Into::into), error);
             }
             None => {
                 cut_short += 1;
@@ -79,9 +83,13 @@ pub(super) fn restore_executions(
                 state.put_execution(stored)?;
             }
         }
-    }
-    if !expired.is_empty() {
-        state.remove_executions(expired.iter().map(String::as_str))?;
+        Ok(())
+    })?;
+    if done.removed > 0 {
+        tracing::info!(
+            executions = done.removed,
+            "ASYNC executions past executions.record_ttl or executions.max_records are removed from the state database"
+        );
     }
     if cut_short > 0 {
         tracing::warn!(
@@ -106,6 +114,7 @@ impl Host {
             &task.metadata,
             &task.membership,
             now,
+            None,
         )
     }
 
@@ -124,6 +133,7 @@ impl Host {
             &task.metadata,
             &task.membership,
             created,
+            task.switch.as_ref(),
         )
     }
 
@@ -138,13 +148,14 @@ impl Host {
         metadata: &std::collections::BTreeMap<String, String>,
         membership: &crate::registry::Membership,
         created_at: u64,
+        switch: Option<&crate::registry::Switch>,
     ) -> Result<()> {
         let Some(membership) = StoredMembership::of(membership) else {
             return Ok(());
         };
         // One `write` to the journal, in the page cache: done here rather
         // than on a blocking thread, whose hand-off would cost more.
-        self.inner.state.put_task(StoredTask {
+        self.state().put_task(StoredTask {
             id: id.to_owned(),
             name: name.to_owned(),
             description: description.to_owned(),
@@ -153,6 +164,14 @@ impl Host {
             metadata: metadata.clone(),
             membership,
             created_at,
+            previous: switch.and_then(|switch| {
+                let previous = switch.previous.as_ref()?;
+                Some(StoredVersion {
+                    artifact: StoredArtifact::from(&previous.artifact),
+                    digest: previous.plugin.digest().to_hex(),
+                    switched_at: unix_millis(switch.at),
+                })
+            }),
         })
     }
 
@@ -188,7 +207,7 @@ impl Host {
     pub(crate) async fn forget_task(&self, task_id: &str) -> Result<()> {
         self.dormant().remove(task_id);
         // One journal `write`, here (a hand-off would cost more).
-        self.inner.state.remove_task(task_id)
+        self.state().remove_task(task_id)
     }
 
     fn dormant(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, StoredTask>> {
@@ -240,19 +259,63 @@ impl Host {
                     None => self.artifacts().load_as(&pinned, isolation).await?,
                 };
                 tracing::info!(task = %id, name = %stored.name, digest = %stored.digest, "restoring a task recorded before the restart");
-                self.assemble_task(
-                    Arc::from(id.as_str()),
-                    (&stored.name, &stored.description),
-                    &display,
-                    plugin,
-                    &stored.metadata,
-                    stored.membership.clone().into(),
-                )
-                .await
+                let mut task = self
+                    .assemble_task(
+                        Arc::from(id.as_str()),
+                        (&stored.name, &stored.description),
+                        &display,
+                        plugin,
+                        &stored.metadata,
+                        stored.membership.clone().into(),
+                    )
+                    .await?;
+                if let Some(previous) = &stored.previous {
+                    task.switch = Some(self.restore_previous(&id, previous, isolation).await);
+                }
+                Ok(task)
             })
             .await?;
         self.dormant().remove(&id);
         Ok(task)
+    }
+
+    /// The switch a restored task last went through, with the version it
+    /// replaced loaded again for a rollback — when it still can be: a
+    /// version that no longer loads is logged and not offered.
+    async fn restore_previous(
+        &self,
+        id: &str,
+        previous: &StoredVersion,
+        isolation: crate::isolate::Isolation,
+    ) -> crate::registry::Switch {
+        let at = UNIX_EPOCH + Duration::from_millis(previous.switched_at);
+        let artifact = ArtifactSpec::from(previous.artifact.clone());
+        let loaded = async {
+            let digest: crate::digest::Sha256Digest = previous.digest.parse()?;
+            let plugin = match self.artifacts().load_held(&digest, isolation).await? {
+                Some(plugin) => plugin,
+                None => {
+                    let pinned = ArtifactSpec {
+                        checksum: previous.digest.clone(),
+                        ..artifact.clone()
+                    };
+                    self.artifacts().load_as(&pinned, isolation).await?
+                }
+            };
+            Ok::<_, Error>(crate::registry::PreviousVersion {
+                pin: Arc::new(self.artifacts().cache().pin(&digest)),
+                artifact: artifact.clone(),
+                plugin,
+            })
+        };
+        let previous = match loaded.await {
+            Ok(previous) => Some(previous),
+            Err(e) => {
+                tracing::warn!(task = id, digest = %previous.digest, error = %e, "the version a rollback would return to cannot be loaded; none is offered");
+                None
+            }
+        };
+        crate::registry::Switch { at, previous }
     }
 
     /// Wakes every dormant task (`tasks.preload`), logging the ones that
@@ -280,7 +343,7 @@ impl Host {
             error_message: String::new(),
         };
         // As for tasks: one journal `write`, here.
-        self.inner.state.put_execution(stored)
+        self.state().put_execution(stored)
     }
 
     /// Records how an ASYNC execution ended (nothing while it runs on).
@@ -307,7 +370,7 @@ impl Host {
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
         };
-        if let Err(e) = self.inner.state.put_execution(stored) {
+        if let Err(e) = self.state().put_execution(stored) {
             tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");
         }
     }
@@ -320,6 +383,30 @@ impl Host {
             .into_iter()
             .filter(|r| r.mode() == ExecutionMode::Async)
             .collect()
+    }
+
+    /// The state store, its journal bounded by `tasks.max_journal_bytes`:
+    /// `Host::new` opens the store knowing only the data directory, so the
+    /// configured bound goes with each write (one relaxed atomic store).
+    fn state(&self) -> &StateDb {
+        &self.inner.state
+    }
+
+    /// Whether what the host records (tasks, ASYNC executions) reaches its
+    /// database, or waits in the journal while folding it fails.
+    pub fn persistence(&self) -> Persistence {
+        self.inner.state.health()
+    }
+
+    /// Bytes in the state journal, not folded into the database yet.
+    pub fn state_journal_bytes(&self) -> u64 {
+        self.inner.state.journal_bytes()
+    }
+
+    /// The state folder's report, changed as it folds, fails and recovers:
+    /// what to wait on for a change of [`Host::persistence`].
+    pub fn persistence_changes(&self) -> tokio::sync::watch::Receiver<FolderReport> {
+        self.inner.state.subscribe()
     }
 
     /// Records how `records` ended, for those that have: a graceful stop

@@ -37,8 +37,15 @@ pub struct HostStats {
     pub tier: TierCounts,
     /// Instances quarantined now (abandoned calls whose plugin runs on).
     pub quarantined: usize,
+    /// Result bytes the execution records keep, counted against
+    /// `executions.max_total_result_bytes`.
+    pub result_bytes: usize,
     /// Artifact cache counters.
     pub cache: crate::artifact::CacheStats,
+    /// Whether what is recorded reaches the state database.
+    pub persistence: crate::state::Persistence,
+    /// Bytes in the state journal, not folded into the database yet.
+    pub state_journal_bytes: u64,
 }
 
 impl Host {
@@ -91,7 +98,10 @@ impl Host {
             by_function,
             tier,
             quarantined: self.inner.quarantine.quarantined(),
+            result_bytes: self.inner.executions.result_bytes(),
             cache: self.artifacts().cache().stats(),
+            persistence: self.persistence(),
+            state_journal_bytes: self.state_journal_bytes(),
         }
     }
 }

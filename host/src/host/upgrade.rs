@@ -9,7 +9,7 @@
 //! The hot path pays nothing for this.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use super::Host;
 use crate::artifact::ArtifactSpec;
@@ -64,7 +64,7 @@ impl Host {
         drain: Duration,
         allow_removed: bool,
     ) -> Result<Switched> {
-        let running = self.existing(task_id)?;
+        let running = self.existing(task_id).await?;
         // The new version runs where the old one did.
         let plugin = self
             .artifacts()
@@ -110,7 +110,7 @@ impl Host {
     /// [`Error::TaskNotFound`], [`Error::NoPreviousVersion`], and as
     /// [`Host::upgrade_task`].
     pub async fn rollback_task(&self, task_id: &str, drain: Duration) -> Result<Switched> {
-        let running = self.existing(task_id)?;
+        let running = self.existing(task_id).await?;
         let previous = running
             .switch
             .as_ref()
@@ -128,12 +128,19 @@ impl Host {
         .await
     }
 
-    fn existing(&self, task_id: &str) -> Result<Arc<Task>> {
-        self.tasks()
-            .get(task_id)
-            .ok_or_else(|| Error::TaskNotFound {
+    /// The task to switch: a loaded one, or one recorded before a restart
+    /// and not called since, woken first — a switch replaces a running
+    /// version, and needs one to fall back on if the new one fails.
+    async fn existing(&self, task_id: &str) -> Result<Arc<Task>> {
+        if let Some(task) = self.tasks().get(task_id) {
+            return Ok(task);
+        }
+        match self.dormant_task(task_id, false) {
+            Some(stored) => Box::pin(self.wake(stored)).await,
+            None => Err(Error::TaskNotFound {
                 task_id: task_id.to_owned(),
-            })
+            }),
+        }
     }
 
     async fn switch_to(
@@ -187,7 +194,7 @@ impl Host {
             to = %next.plugin.digest(),
             "task switched to a new version"
         );
-        let still_running = drained(running, drain).await;
+        let still_running = running.drain(drain).await;
         Ok(Switched {
             task_id: Arc::clone(&running.id),
             current: version_of(&next.artifact, &next.plugin),
@@ -252,18 +259,4 @@ fn removed_functions(old: &Plugin, new: &Plugin) -> Vec<String> {
         })
         .map(|f| f.name.to_string())
         .collect()
-}
-
-/// Waits up to `drain` for the calls running on `old` to end; returns how
-/// many still run. Polled: a drain is rare and short, and the old version
-/// has no one else to tell it.
-async fn drained(old: &Task, drain: Duration) -> usize {
-    let end = Instant::now() + drain;
-    loop {
-        let running = old.activity().running;
-        if running == 0 || Instant::now() >= end {
-            return running;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }

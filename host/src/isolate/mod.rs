@@ -98,7 +98,7 @@ pub use process::{Ended, GRACE};
 pub use wake::counts as wake_counts;
 pub use workers::{worker_program, Workers, LOAD_PATIENCE};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::digest::Sha256Digest;
@@ -109,73 +109,56 @@ use crate::loader::{Plugin, VerifiedFile};
 /// may map them itself.
 static PROBED: LazyLock<Mutex<HashSet<Sha256Digest>>> = LazyLock::new(Mutex::default);
 
-/// Plugins described by workers for process-tier tasks, by digest.
-static DESCRIBED: LazyLock<Mutex<HashMap<Sha256Digest, Arc<Plugin>>>> =
-    LazyLock::new(Mutex::default);
-
-/// Loads the verified `file` for a task of `isolation`. Blocks.
+/// The plugin in the verified `file`, described by a worker process and
+/// never mapped here: what a process-tier task runs. The worker the
+/// description used is replaced. Blocks.
 ///
-/// Either way the first load of a digest happens in a worker process: a
-/// library whose ELF constructor crashes or hangs is refused
-/// ([`crate::Error::ConstructorCrashed`]) before the host maps it. In
-/// process an in-process task then loads it here; a process-tier task
-/// gets the worker's description and the host never maps it.
+/// # Errors
+///
+/// The loader's refusals (from the worker), [`crate::Error::ConstructorCrashed`],
+/// [`crate::Error::Worker`].
+pub fn describe(file: VerifiedFile, workers: &Workers) -> Result<Arc<Plugin>> {
+    let described = workers
+        .describe(&file)
+        .and_then(|description| Plugin::described(file, description));
+    workers.prestart();
+    described
+}
+
+/// Loads the verified `file` into this process, its first load in a
+/// worker process: a library whose ELF constructor crashes or hangs is
+/// refused ([`crate::Error::ConstructorCrashed`]) before the host maps it.
+/// (A process-tier task's plugin is only described: [`describe`].) Blocks.
 ///
 /// # Errors
 ///
 /// The loader's refusals, [`crate::Error::ConstructorCrashed`],
 /// [`crate::Error::Worker`].
-pub fn load(file: VerifiedFile, isolation: Isolation, workers: &Workers) -> Result<Arc<Plugin>> {
+pub fn load_in_process(file: VerifiedFile, workers: &Workers) -> Result<Arc<Plugin>> {
     let digest = file.digest();
+    if let Some(plugin) = Plugin::already_loaded(&digest) {
+        return Ok(plugin);
+    }
     let probed = PROBED
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .contains(&digest);
-    let loaded = match isolation {
-        Isolation::InProcess => {
-            if let Some(plugin) = Plugin::already_loaded(&digest) {
-                return Ok(plugin);
+    if !probed {
+        match workers.probe(&file) {
+            // A refusal the loader here will give again, with its details.
+            Ok(()) | Err(crate::Error::RefusedByWorker { .. }) => {}
+            Err(e) => {
+                workers.prestart();
+                return Err(e);
             }
-            if !probed {
-                match workers.probe(&file) {
-                    // A refusal the loader here will give again, with its details.
-                    Ok(()) | Err(crate::Error::RefusedByWorker { .. }) => {}
-                    Err(e) => {
-                        workers.prestart();
-                        return Err(e);
-                    }
-                }
-                PROBED
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(digest);
-            }
-            Plugin::load(file)
         }
-        Isolation::Process => {
-            if let Some(plugin) = described(&digest) {
-                return Ok(plugin);
-            }
-            workers.describe(&file).and_then(|description| {
-                let plugin = Plugin::described(file, description)?;
-                DESCRIBED
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(digest, Arc::clone(&plugin));
-                Ok(plugin)
-            })
-        }
-    };
+        PROBED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest);
+    }
+    let loaded = Plugin::load(file);
     // The worker the first load used is replaced now that the load is done.
     workers.prestart();
     loaded
-}
-
-/// The process-tier plugin of `digest`, if a worker described it already.
-pub fn described(digest: &Sha256Digest) -> Option<Arc<Plugin>> {
-    DESCRIBED
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(digest)
-        .cloned()
 }

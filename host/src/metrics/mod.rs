@@ -56,23 +56,70 @@ pub fn render(host: &Host) -> Result<String> {
     Ok(out)
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` completes.
+/// The warning to give when `/metrics` is served at `addr` beyond loopback
+/// with no `metrics.token`: the exposition names every task, so whoever
+/// reaches the address learns what runs here. `None` when there is no
+/// reason to warn.
+pub fn exposure_warning(addr: std::net::SocketAddr, token: Option<&str>) -> Option<String> {
+    if addr.ip().is_loopback() || token.is_some() {
+        return None;
+    }
+    Some(format!(
+        "metrics are served on {addr}, beyond loopback, with no metrics.token: anyone who \
+         reaches this address reads the task names and counters; set metrics.token"
+    ))
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` completes. With
+/// `metrics.token` set, a scrape must send `authorization: Bearer TOKEN`
+/// (else 401), compared in constant time.
 ///
 /// # Errors
 ///
+/// [`Error::InvalidRequest`] for an empty `metrics.token`;
 /// [`Error::Internal`] when the HTTP server fails.
 pub async fn serve(
     host: Host,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    use axum::http::{header, StatusCode};
+    use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::IntoResponse;
+    let token = match host.config().metrics.token.as_deref() {
+        Some(token) if token.trim().is_empty() => {
+            return Err(Error::InvalidRequest {
+                field: "metrics.token",
+                reason: "is empty: set a token, or remove the key to serve without one".into(),
+            })
+        }
+        Some(token) => Some(crate::auth::Tokens::of(&[token.trim()])),
+        None => None,
+    };
+    if let Ok(addr) = listener.local_addr() {
+        if let Some(warning) = exposure_warning(addr, host.config().metrics.token.as_deref()) {
+            tracing::warn!(%addr, "{warning}");
+        }
+    }
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: HeaderMap| {
             let host = host.clone();
+            let allowed = token.as_ref().is_none_or(|token| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::auth::bearer)
+                    .is_some_and(|given| token.accepts(given))
+            });
             async move {
+                if !allowed {
+                    return (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Bearer")],
+                        "this endpoint needs `authorization: Bearer TOKEN` (metrics.token)\n",
+                    )
+                        .into_response();
+                }
                 match render(&host) {
                     Ok(text) => (
                         StatusCode::OK,
@@ -180,6 +227,18 @@ impl Collector for HostCollector {
             "spearlet_tasks_dormant",
             "Tasks recorded before a restart and not loaded yet.",
             host.dormant_tasks().len(),
+        )?;
+        gauge(
+            e,
+            "spearlet_state_persistence_failing",
+            "1 while the state journal cannot be folded into the database (records wait in the journal), else 0.",
+            u64::from(stats.persistence.is_failing()),
+        )?;
+        gauge(
+            e,
+            "spearlet_state_journal_bytes",
+            "Bytes in the state journal, not folded into the database yet.",
+            stats.state_journal_bytes,
         )?;
 
         // Per task, oldest first: they keep their label past the cap.
@@ -378,6 +437,17 @@ impl Collector for HostCollector {
             "spearlet_artifact_cache_entries",
             "Artifacts held by the cache.",
             stats.cache.entries,
+        )?;
+        let loaded = host.artifacts().loaded();
+        gauges(
+            e,
+            "spearlet_artifact_plugins_loaded",
+            "Plugins loaded, by whether a task uses them; past artifacts.max_unused_loaded \
+             unused ones are let go, least recently used first.",
+            &[
+                ([("state", "in_use")], loaded.in_use as u64),
+                ([("state", "unused")], loaded.unused as u64),
+            ],
         )?;
         let artifacts = host.artifacts().telemetry();
         histograms(

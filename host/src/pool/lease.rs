@@ -45,7 +45,10 @@ pub struct Quarantine {
 impl Quarantine {
     /// The call is abandoned but its instance is still busy: release its slot
     /// so the pool can make a replacement, and count the instance as
-    /// quarantined until its call returns.
+    /// quarantined until its call returns. With the quarantine full (the
+    /// task's or the host's bound), the instance keeps its slot instead: the
+    /// pool runs one short until the call returns, and no replacement adds
+    /// another pinned thread.
     pub fn quarantine(&self) {
         let mut slot = lock(&self.slot);
         if !matches!(*slot, SlotState::Held(_)) {
@@ -54,7 +57,10 @@ impl Quarantine {
         // Counted while the slot is locked: the lease's return, which
         // uncounts it, takes the same lock first, so the count never goes
         // below zero whatever the interleaving.
-        self.shared.count_quarantined(true);
+        if !self.shared.count_quarantined(true) {
+            tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; the quarantine is full, so it keeps its slot");
+            return;
+        }
         let permit = std::mem::replace(&mut *slot, SlotState::Quarantined);
         drop(permit);
         tracing::warn!(task = %self.shared.task_id, "an abandoned call still holds an instance; it is quarantined");

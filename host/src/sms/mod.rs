@@ -15,6 +15,7 @@
 mod node;
 mod publish;
 mod tasks;
+mod unknown;
 
 use std::fmt;
 use std::path::Path;
@@ -29,7 +30,9 @@ use crate::config::SmsConfig;
 use crate::error::{Error, Result};
 
 pub use node::{Advertised, NodeAgent};
-pub use tasks::{Executable, RemoteTask, TaskRegistration, ALIAS_KEY, ENDPOINT_KEY};
+pub use tasks::{
+    Executable, PendingRegistration, RemoteTask, TaskRegistration, ALIAS_KEY, ENDPOINT_KEY,
+};
 
 /// A call spearlet makes to the SMS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,6 +161,11 @@ pub struct Sms {
     published: publish::Published,
     made: [AtomicU64; SmsCall::ALL.len()],
     failed: [AtomicU64; SmsCall::ALL.len()],
+    /// Task ids it recently did not know.
+    unknown: unknown::UnknownTasks,
+    /// The longest a lookup of an unknown id may take when its call has no
+    /// deadline of its own.
+    lookup_timeout: Duration,
 }
 
 impl Sms {
@@ -204,6 +212,8 @@ impl Sms {
             }),
             made: Default::default(),
             failed: Default::default(),
+            unknown: unknown::UnknownTasks::new(config.unknown_task_ttl),
+            lookup_timeout: config.request_timeout.saturating_mul(2),
         }))
     }
 

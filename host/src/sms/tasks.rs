@@ -8,6 +8,7 @@
 //! id itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 
 use spearlet_proto::sms::task_service_client::TaskServiceClient;
 use spearlet_proto::sms::{
@@ -128,12 +129,51 @@ impl Sms {
         if !reply.success || reply.task_id.is_empty() {
             return Err(self.refused(call, reply.message));
         }
+        // Known from now on, whatever an earlier lookup found.
+        self.unknown.forget(&reply.task_id);
+        if let Some(alias) = task.alias {
+            self.unknown.forget(alias);
+        }
         Ok(reply.task_id)
     }
 
     /// The task `id` names in the cluster: by its SMS id, else by a
     /// client-chosen id registered as an alias. `None` when the SMS knows
-    /// neither.
+    /// neither — or did not within `sms.unknown_task_ttl` (then it is not
+    /// asked again). The whole lookup ends by `deadline` (the call's), or
+    /// within twice `sms.request_timeout` for a call without one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SmsUnavailable`] (also when the deadline passes first),
+    /// [`Error::SmsRefused`].
+    pub async fn find_task_by(
+        &self,
+        id: &str,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Option<RemoteTask>> {
+        if self.unknown.is_unknown(id) {
+            return Ok(None);
+        }
+        let deadline = deadline.unwrap_or_else(|| std::time::Instant::now() + self.lookup_timeout);
+        let found = tokio::time::timeout_at(deadline.into(), self.find_task(id))
+            .await
+            .map_err(|_| {
+                self.failed[SmsCall::GetTask.index()].fetch_add(1, Ordering::Relaxed);
+                Error::SmsUnavailable {
+                    call: SmsCall::GetTask,
+                    endpoint: self.grpc.to_string(),
+                    reason: "no answer about the task before the call's deadline".to_owned(),
+                }
+            })??;
+        if found.is_none() {
+            self.unknown.remember(id);
+        }
+        Ok(found)
+    }
+
+    /// As [`Sms::find_task_by`], asking the SMS whatever it said before,
+    /// without a deadline of its own.
     ///
     /// # Errors
     ///
@@ -213,6 +253,70 @@ impl Sms {
             return Err(self.refused(call, reply.message));
         }
         Ok(())
+    }
+}
+
+/// A registration made for a task whose creation is still under way: kept
+/// with [`PendingRegistration::keep`] once the task exists here, withdrawn
+/// when dropped otherwise — the creation failed, or its caller went away
+/// and the creation's future was dropped mid-way — so the SMS never points
+/// at a task this node does not have.
+#[derive(Debug)]
+#[must_use = "dropping it withdraws the registration"]
+pub struct PendingRegistration {
+    sms: std::sync::Arc<Sms>,
+    sms_id: Option<String>,
+    reason: &'static str,
+}
+
+impl PendingRegistration {
+    /// Holds the registration `sms_id` until kept.
+    pub fn new(sms: std::sync::Arc<Sms>, sms_id: String) -> Self {
+        PendingRegistration {
+            sms,
+            sms_id: Some(sms_id),
+            reason: "the task's creation was abandoned on this node",
+        }
+    }
+
+    /// The SMS's id for it.
+    pub fn sms_id(&self) -> &str {
+        self.sms_id.as_deref().unwrap_or_default()
+    }
+
+    /// Says why, if it is withdrawn.
+    pub fn withdrawn_because(&mut self, reason: &'static str) {
+        self.reason = reason;
+    }
+
+    /// The task exists here: the registration stays.
+    pub fn keep(mut self) -> String {
+        self.sms_id.take().unwrap_or_default()
+    }
+}
+
+impl Drop for PendingRegistration {
+    fn drop(&mut self) {
+        let Some(sms_id) = self.sms_id.take() else {
+            return;
+        };
+        // Drop cannot wait: the withdrawal runs on its own, on the runtime
+        // the creation ran on (there is none only in a runtime's teardown,
+        // when nothing can be sent anyway).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                sms_id,
+                "an abandoned task's registration stays at the SMS: no runtime to withdraw it"
+            );
+            return;
+        };
+        let (sms, reason) = (std::sync::Arc::clone(&self.sms), self.reason);
+        runtime.spawn(async move {
+            match sms.unregister_task(&sms_id, reason).await {
+                Ok(()) => tracing::info!(sms_id, reason, "registration withdrawn"),
+                Err(e) => tracing::warn!(sms_id, error = %e, "a task whose creation did not finish stays registered at the SMS"),
+            }
+        });
     }
 }
 

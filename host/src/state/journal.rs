@@ -8,35 +8,57 @@
 //! The journal is `state.journal`; while a batch is folded it is renamed
 //! `state.journal.folding` and a fresh `state.journal` takes new records,
 //! so replay order is: the folding file, then the current one.
+//!
+//! Each record is one line of JSON. Only the end of a file can be torn (the
+//! write a crash cut short, or a page a power loss left unwritten), so a
+//! bad tail is dropped with a warning; a bad line with good records after
+//! it is corruption, and the host refuses to start rather than guess.
+//!
+//! While the journal cannot be folded (see [`Journal::fail`]) it would grow
+//! without bound; past its limit, records that add to the state are
+//! refused instead ([`Error::JournalFull`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{StoredExecution, StoredTask};
+use super::{Failure, StoredExecution, StoredTask};
 use crate::error::{Error, Result};
 
-const CURRENT: &str = "state.journal";
-const FOLDING: &str = "state.journal.folding";
+pub(super) const CURRENT: &str = "state.journal";
+pub(super) const FOLDING: &str = "state.journal.folding";
 
 /// One change to the state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub(super) enum Op {
-    PutTask { task: StoredTask },
+    PutTask { task: Box<StoredTask> },
     RemoveTask { id: String },
     PutExecution { execution: StoredExecution },
+}
+
+impl Op {
+    /// Whether the record takes something away: such records are accepted
+    /// past the journal's limit, so that a deletion stays durable (and
+    /// small) while persistence fails.
+    fn removes(&self) -> bool {
+        matches!(self, Op::RemoveTask { .. })
+    }
 }
 
 #[derive(Debug)]
 pub(super) struct Journal {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Signalled by the first record of a batch, and by `stop`.
     appended: Condvar,
+    /// `tasks.max_journal_bytes`.
+    max_bytes: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -44,8 +66,24 @@ struct Inner {
     file: File,
     pending: Vec<Op>,
     /// When the oldest pending record was appended.
-    since: Option<std::time::Instant>,
+    since: Option<Instant>,
     stopping: bool,
+    /// Bytes in the current file.
+    current_bytes: u64,
+    /// Bytes in the folding file: the batch handed over, until folded.
+    folding_bytes: u64,
+    /// A failed write may have left part of a line at the end of the
+    /// current file: it is cut off before anything else is appended, or a
+    /// good record would follow a bad one.
+    dirty: bool,
+    /// Why the journal cannot be folded, while it cannot.
+    failure: Option<Failure>,
+}
+
+impl Inner {
+    fn bytes(&self) -> u64 {
+        self.current_bytes + self.folding_bytes
+    }
 }
 
 fn open_current(dir: &Path, truncate: bool) -> Result<File> {
@@ -64,30 +102,98 @@ fn open_current(dir: &Path, truncate: bool) -> Result<File> {
         .map_err(|e| Error::io(&path, e))
 }
 
-/// The records in `path`, in order; a last line a crash cut short is
-/// dropped (it was never acknowledged).
+/// What a journal file holds.
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Read {
+    /// Its records, in order.
+    pub(super) ops: Vec<Op>,
+    /// Where its torn tail starts, and how many bytes it has.
+    pub(super) torn: Option<(u64, u64)>,
+}
+
+/// A bad line with good records after it.
+#[derive(Debug, PartialEq)]
+pub(super) struct Corrupt {
+    pub(super) offset: u64,
+    pub(super) reason: String,
+}
+
+/// Splits `source` into records, on `\n`. From the first line that is not
+/// a record on, if no record follows, everything is a torn tail: a last
+/// line with no newline (its write was cut short, and so never
+/// acknowledged) or one that does not parse (invalid JSON, invalid UTF-8:
+/// a page a power loss left unwritten). A line that is not a record
+/// followed by one that is cannot come from a crash, and is [`Corrupt`].
+pub(super) fn parse(
+    source: impl std::io::Read,
+) -> std::io::Result<std::result::Result<Read, Corrupt>> {
+    let mut source = BufReader::new(source);
+    let mut read = Read::default();
+    let mut bad: Option<Corrupt> = None;
+    let mut offset = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = source.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        let parsed = match line.strip_suffix(b"\n") {
+            Some(record) => serde_json::from_slice::<Op>(record).map_err(|e| e.to_string()),
+            None => Err("the line has no newline at its end".to_owned()),
+        };
+        match parsed {
+            Ok(op) => {
+                if let Some(corrupt) = bad {
+                    return Ok(Err(corrupt));
+                }
+                read.ops.push(op);
+            }
+            Err(reason) => {
+                bad.get_or_insert(Corrupt { offset, reason });
+            }
+        }
+        offset += n as u64;
+    }
+    read.torn = bad.map(|b| (b.offset, offset - b.offset));
+    Ok(Ok(read))
+}
+
+/// The records in `path`, in order; a torn tail is dropped, with a
+/// warning naming the file and the bytes dropped.
 fn read_ops(path: &Path) -> Result<Vec<Op>> {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut ops = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        match serde_json::from_str(&line) {
-            Ok(op) => ops.push(op),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "a journal line cut short by a crash is dropped")
+    match parse(file).map_err(|e| Error::io(path, e))? {
+        Ok(read) => {
+            if let Some((offset, bytes)) = read.torn {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    bytes,
+                    "the state journal's last record was torn by a crash; it was never acknowledged, and its {bytes} byte(s) from byte {offset} on are dropped"
+                );
             }
+            Ok(read.ops)
         }
+        Err(Corrupt { offset, reason }) => Err(Error::JournalCorrupt {
+            path: path.to_owned(),
+            offset,
+            reason,
+        }),
     }
-    Ok(ops)
 }
 
 impl Journal {
     /// The journal in `dir`, and what a previous run left in it to fold.
-    pub(super) fn open(dir: &Path) -> Result<(Journal, Vec<Op>)> {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JournalCorrupt`]; [`Error::Io`].
+    pub(super) fn open(dir: &Path, max_bytes: u64) -> Result<(Journal, Vec<Op>)> {
         let mut left = read_ops(&dir.join(FOLDING))?;
         left.extend(read_ops(&dir.join(CURRENT))?);
         let journal = Journal {
@@ -97,8 +203,13 @@ impl Journal {
                 pending: Vec::new(),
                 since: None,
                 stopping: false,
+                current_bytes: 0,
+                folding_bytes: 0,
+                dirty: false,
+                failure: None,
             }),
             appended: Condvar::new(),
+            max_bytes: AtomicU64::new(max_bytes),
         };
         Ok((journal, left))
     }
@@ -111,7 +222,10 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&folding, e)),
         }
-        self.lock().file = open_current(&self.dir, true)?;
+        let mut inner = self.lock();
+        inner.file = open_current(&self.dir, true)?;
+        inner.current_bytes = 0;
+        inner.folding_bytes = 0;
         Ok(())
     }
 
@@ -119,23 +233,52 @@ impl Journal {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Sets the limit past which records are refused while the journal
+    /// cannot be folded.
+    pub(super) fn set_max_bytes(&self, max_bytes: u64) {
+        self.max_bytes.store(max_bytes, Ordering::Relaxed);
+    }
+
     /// Appends `op` (one `write`); it is durable against the process dying
     /// when this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JournalFull`] when the journal cannot be folded and `op`
+    /// would take it past its limit; [`Error::Io`].
     pub(super) fn append(&self, op: Op) -> Result<()> {
         let mut line = serde_json::to_vec(&op).expect("records are plain data");
         line.push(b'\n');
         let mut inner = self.lock();
+        if let Some(failure) = inner.failure.as_ref().filter(|_| !op.removes()) {
+            let limit = self.max_bytes.load(Ordering::Relaxed);
+            if inner.bytes() + line.len() as u64 > limit {
+                return Err(Error::JournalFull {
+                    bytes: inner.bytes(),
+                    limit,
+                    reason: failure.error.clone(),
+                });
+            }
+        }
         let path = self.dir.join(CURRENT);
-        inner
-            .file
-            .write_all(&line)
-            .map_err(|e| Error::io(&path, e))?;
+        let inner = &mut *inner;
+        if inner.dirty {
+            inner
+                .file
+                .set_len(inner.current_bytes)
+                .map_err(|e| Error::io(&path, e))?;
+            inner.dirty = false;
+        }
+        if let Err(e) = inner.file.write_all(&line) {
+            inner.dirty = inner.file.set_len(inner.current_bytes).is_err();
+            return Err(Error::io(&path, e));
+        }
+        inner.current_bytes += line.len() as u64;
         inner.pending.push(op);
         // Only the first record of a batch wakes the folder: it then waits
         // out the batch's linger on its own.
         let first = inner.since.is_none();
-        inner.since.get_or_insert_with(std::time::Instant::now);
-        drop(inner);
+        inner.since.get_or_insert_with(Instant::now);
         if first {
             self.appended.notify_one();
         }
@@ -145,6 +288,11 @@ impl Journal {
     /// Waits (up to `linger`) for records, then hands over the batch to
     /// fold, rotating the file so new records go to a fresh one. `None`
     /// once stopping with nothing left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when the file cannot be rotated: the records stay
+    /// pending, handed over by a later call.
     pub(super) fn next_batch(&self, linger: Duration) -> Result<Option<Vec<Op>>> {
         let mut inner = self.lock();
         if inner.pending.is_empty() && !inner.stopping {
@@ -154,6 +302,17 @@ impl Journal {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+        // The batch lingers: records appended within `linger` of its first
+        // share its fsync.
+        if let Some(left) = inner.since.map(|s| linger.saturating_sub(s.elapsed())) {
+            if !left.is_zero() {
+                inner = self
+                    .appended
+                    .wait_timeout_while(inner, left, |i| !i.stopping)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
         if inner.pending.is_empty() {
             return Ok(if inner.stopping {
                 None
@@ -162,25 +321,140 @@ impl Journal {
             });
         }
         let (current, folding) = (self.dir.join(CURRENT), self.dir.join(FOLDING));
-        std::fs::rename(&current, &folding).map_err(|e| Error::io(&current, e))?;
-        inner.file = open_current(&self.dir, false)?;
+        std::fs::rename(&current, &folding).map_err(|e| Error::io(&folding, e))?;
+        match open_current(&self.dir, false) {
+            Ok(file) => inner.file = file,
+            Err(e) => {
+                // Put the file back, so that appends and the next attempt
+                // find it where they expect it.
+                if let Err(back) = std::fs::rename(&folding, &current) {
+                    tracing::error!(error = %back, path = %folding.display(), "the state journal could not be put back after a failed rotation");
+                }
+                return Err(e);
+            }
+        }
+        inner.folding_bytes = std::mem::take(&mut inner.current_bytes);
+        inner.dirty = false;
+        inner.since = None;
         Ok(Some(std::mem::take(&mut inner.pending)))
     }
 
     /// The batch handed over last is in the database.
     pub(super) fn folded(&self) -> Result<()> {
+        self.lock().folding_bytes = 0;
         let folding = self.dir.join(FOLDING);
         std::fs::remove_file(&folding).map_err(|e| Error::io(&folding, e))
     }
 
-    /// Whether [`Journal::stop`] was called.
-    pub(super) fn is_stopping(&self) -> bool {
-        self.lock().stopping
+    /// One more failed attempt at folding: the journal is failing from now
+    /// (or still), and past its limit refuses records. What it is now.
+    pub(super) fn fail(&self, error: &Error) -> Failure {
+        let mut inner = self.lock();
+        let failure = match inner.failure.take() {
+            Some(f) => Failure {
+                error: error.to_string(),
+                attempts: f.attempts + 1,
+                ..f
+            },
+            None => Failure {
+                since: SystemTime::now(),
+                error: error.to_string(),
+                attempts: 1,
+            },
+        };
+        inner.failure = Some(failure.clone());
+        failure
+    }
+
+    /// A batch was folded: the journal is not failing any more. Whether it
+    /// was.
+    pub(super) fn recovered(&self) -> bool {
+        self.lock().failure.take().is_some()
+    }
+
+    /// Why the journal cannot be folded (while it cannot), and the bytes it
+    /// holds not folded yet.
+    pub(super) fn health(&self) -> (Option<Failure>, u64) {
+        let inner = self.lock();
+        (inner.failure.clone(), inner.bytes())
+    }
+
+    /// Waits up to `pause`, less if asked to stop; whether stopping.
+    pub(super) fn pause(&self, pause: Duration) -> bool {
+        let inner = self.lock();
+        let (inner, _) = self
+            .appended
+            .wait_timeout_while(inner, pause, |i| !i.stopping)
+            .unwrap_or_else(PoisonError::into_inner);
+        inner.stopping
     }
 
     /// Asks the folder to finish what is pending and stop.
     pub(super) fn stop(&self) {
         self.lock().stopping = true;
         self.appended.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str) -> Vec<u8> {
+        let mut line = serde_json::to_vec(&Op::RemoveTask { id: id.to_owned() }).unwrap();
+        line.push(b'\n');
+        line
+    }
+
+    fn parsed(bytes: &[u8]) -> std::result::Result<Read, Corrupt> {
+        parse(bytes).unwrap()
+    }
+
+    #[test]
+    fn only_a_tail_is_torn_and_its_offset_and_length_are_known() {
+        let good = [line("a"), line("b")].concat();
+        let ops = vec![
+            Op::RemoveTask { id: "a".into() },
+            Op::RemoveTask { id: "b".into() },
+        ];
+        let at = good.len() as u64;
+        let tails: [&[u8]; 5] = [
+            // A write cut short.
+            b"{\"op\":\"remove_ta",
+            // Invalid UTF-8, as a page a power loss left half-written.
+            b"{\"op\":\"remove_task\",\"id\":\"\xff\xfe",
+            // The same, newline and all.
+            b"{\"op\":\"remove_task\",\"id\":\"\xff\xfe\"}\n",
+            // A whole record but for its newline: never acknowledged.
+            b"{\"op\":\"remove_task\",\"id\":\"c\"}",
+            // Garbage over several lines, no record after it.
+            b"\0\0\0\n\0\0\n\0",
+        ];
+        for tail in tails {
+            let read = parsed(&[good.as_slice(), tail].concat()).unwrap();
+            assert_eq!(read.ops, ops, "{tail:?}");
+            assert_eq!(read.torn, Some((at, tail.len() as u64)), "{tail:?}");
+        }
+        assert_eq!(
+            parsed(&good).unwrap(),
+            Read { ops, torn: None },
+            "a clean journal has no tail"
+        );
+        assert_eq!(parsed(b"").unwrap(), Read::default());
+    }
+
+    #[test]
+    fn a_bad_line_with_records_after_it_is_corruption_at_its_offset() {
+        let first = line("a");
+        for bad in [
+            &b"{\"op\":\"remove_task\",\"id\":\"\xff\"}\n"[..],
+            b"not json\n",
+            b"\n",
+        ] {
+            let journal = [first.as_slice(), bad, &line("b")].concat();
+            let corrupt = parsed(&journal).unwrap_err();
+            assert_eq!(corrupt.offset, first.len() as u64, "{bad:?}");
+            assert!(!corrupt.reason.is_empty());
+        }
     }
 }

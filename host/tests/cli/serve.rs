@@ -171,6 +171,106 @@ fn a_server_with_tokens_refuses_calls_without_one() {
 }
 
 #[test]
+fn sighup_reloads_the_tokens_and_keeps_connections_open() {
+    use prost::Message;
+    use spearlet_proto::spearlet as pb;
+    use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
+
+    let tokens = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(tokens.path(), "old-token\n").unwrap();
+    let served = Served::start(&format!("[auth]\ntokens_file = {:?}\n", tokens.path()));
+    fn with_token<T>(token: &str, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // One connection for everything below.
+        let channel = tonic::transport::Endpoint::from_shared(served.endpoint.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = FunctionServiceClient::new(channel);
+        // A stream opened with the old token, and held open: the plugin
+        // waits for the reader (chunks far beyond every buffer on the way).
+        const CHUNKS: i64 = 20_000;
+        let count = pb::InvokeFunctionRequest {
+            invocation_type: pb::InvocationType::NewTask.into(),
+            task_name: "s".into(),
+            artifact_spec: Some(pb::ArtifactSpec {
+                location: path(Artifact::Stream).to_owned(),
+                artifact_type: "native".into(),
+                ..Default::default()
+            }),
+            function_name: "count".into(),
+            execution_mode: pb::ExecutionMode::Stream.into(),
+            parameters: vec![pb::FunctionParameter {
+                name: "n".into(),
+                value: Some(prost_types::Any {
+                    type_url: "type.googleapis.com/google.protobuf.Int64Value".into(),
+                    value: CHUNKS.encode_to_vec(),
+                }),
+                required: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut stream = client
+            .stream_function(with_token("old-token", count))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = stream.message().await.unwrap().unwrap();
+        assert!(!first.is_final, "{first:?}");
+
+        std::fs::write(tokens.path(), "# rotated\nnew-token\n").unwrap();
+        assert!(Command::new("kill")
+            .args(["-HUP", &served.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        // Polled on the same connection until the reload has happened.
+        let mut revoked = false;
+        for _ in 0..100_000 {
+            match client
+                .list_tasks(with_token("old-token", pb::ListTasksRequest::default()))
+                .await
+            {
+                Ok(_) => tokio::task::yield_now().await,
+                Err(status) if status.code() == tonic::Code::Unauthenticated => {
+                    revoked = true;
+                    break;
+                }
+                Err(status) => panic!("{status}"),
+            }
+        }
+        assert!(revoked, "the old token is refused after SIGHUP");
+        let tasks = client
+            .list_tasks(with_token("new-token", pb::ListTasksRequest::default()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(tasks.tasks.len(), 1, "the new token is accepted");
+        // The stream accepted before the reload runs to its end.
+        let mut received = 1;
+        let last = loop {
+            let message = stream.message().await.unwrap().expect("a final message");
+            if message.is_final {
+                break message;
+            }
+            received += 1;
+        };
+        assert_eq!(received, CHUNKS);
+        assert_eq!(last.status, pb::ExecutionStatus::Completed as i32);
+    });
+    assert!(served.stop().success());
+}
+
+#[test]
 fn serve_and_the_client_commands_work_together() {
     let served = Served::start("[pool]\nmax_instances = 2\n");
     let math = path(Artifact::Math);
@@ -299,6 +399,23 @@ fn bad_configuration_is_refused_with_the_key_named() {
         text(&out.stderr).contains("max_instancez"),
         "{}",
         text(&out.stderr)
+    );
+    std::fs::write(
+        &config,
+        "[artifacts]\nallowed_hosts = [\"plugins.example.com\", \"*.example.*\"]\n",
+    )
+    .unwrap();
+    let out = spearlet(&[
+        "serve",
+        "--check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("artifacts.allowed_hosts") && said.contains("`*.example.*`"),
+        "{said}"
     );
 
     let with_env = |value: &str| {

@@ -1,17 +1,21 @@
 //! The artifact pipeline: locations, downloads, verification, the cache.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use spearlet::artifact::{ArtifactSpec, ArtifactStore};
+use spearlet::artifact::{ArtifactSpec, ArtifactStore, LoadedStats};
 use spearlet::config::ArtifactConfig;
 use spearlet::digest::Sha256Digest;
-use spearlet::{Config, Error, Value};
+use spearlet::exec::ExecutionStatus;
+use spearlet::invoke::{InvokeRequest, Target};
+use spearlet::isolate::ISOLATION_KEY;
+use spearlet::{Config, Error, Host, Value};
 use spearlet_test_artifacts::{Artifact, FileServer};
 use tempfile::TempDir;
 
-use crate::helpers::{call, instance};
+use crate::helpers::{call, instance, yield_waiting};
 
 /// A plugin's bytes with `tag` appended: loads like the original, but has a
 /// digest no other test has loaded into this process.
@@ -45,6 +49,8 @@ impl Fixture {
                 roots: vec![self.root.path().to_owned()],
                 retry_base_delay: Duration::from_millis(1),
                 download_attempts: 3,
+                // The test file servers listen there.
+                allowed_hosts: vec!["127.0.0.1".to_owned()],
                 ..ArtifactConfig::default()
             },
             ..Config::default()
@@ -363,10 +369,22 @@ async fn sms_files_come_from_the_sms_file_api() {
         Err(Error::SmsNotConfigured { .. })
     ));
 
-    let store = fx.store_with(|c| c.sms.http = Some(server.base_url().parse().unwrap()));
+    // The configured SMS needs no place in `artifacts.allowed_hosts`...
+    let store = fx.store_with(|c| {
+        c.artifacts.allowed_hosts.clear();
+        c.sms.http = Some(server.base_url().parse().unwrap());
+    });
     assert_eq!(store.load(&spec).await.unwrap().name(), "echo");
     let seed_era = ArtifactSpec::at("sms+file://file-123").with_checksum(digest(&bytes));
     assert_eq!(store.load(&seed_era).await.unwrap().name(), "echo");
+    assert_eq!(server.requests("/api/v1/files/file-123"), 1);
+    // ...for its files only: the same host named by an http:// location is not allowed.
+    let direct = ArtifactSpec::at(server.url("/api/v1/files/file-123"))
+        .with_checksum(digest(&variant(Artifact::Echo, "sms-direct")));
+    assert!(matches!(
+        store.load(&direct).await,
+        Err(Error::HostNotAllowed { .. })
+    ));
     assert_eq!(server.requests("/api/v1/files/file-123"), 1);
     server.stop().await;
 }
@@ -453,4 +471,212 @@ async fn concurrent_requests_for_one_digest_download_once() {
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(server.requests("/stream.so"), 1);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_host_not_allowed_is_refused_before_any_connection() {
+    let fx = Fixture::new();
+    let server = FileServer::start().await;
+    let bytes = variant(Artifact::Echo, "not-allowed");
+    server.serve("/echo.so", bytes.clone());
+    let spec = ArtifactSpec::at(server.url("/echo.so")).with_checksum(digest(&bytes));
+    let port = server.base_url().rsplit(':').next().unwrap().to_owned();
+    // By default no host is allowed; a list without this host (or this
+    // port) does not allow it either.
+    let lists: [&[&str]; 3] = [&[], &["*.example.test", "localhost"], &["127.0.0.1:1"]];
+    for list in lists {
+        let store = fx.store_with(|c| {
+            c.artifacts.allowed_hosts = list.iter().map(|h| (*h).to_owned()).collect()
+        });
+        let refused = store.load(&spec).await.unwrap_err();
+        match &refused {
+            Error::HostNotAllowed { location, host } => {
+                assert_eq!(location, &spec.location);
+                assert_eq!(host, &format!("127.0.0.1:{port}"));
+            }
+            other => panic!("{list:?}: expected HostNotAllowed, got {other:?}"),
+        }
+        let message = refused.to_string();
+        assert!(
+            message.contains(&format!("127.0.0.1:{port}"))
+                && message.contains("artifacts.allowed_hosts"),
+            "{message}"
+        );
+        let status = tonic::Status::from(refused);
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            status.metadata().get("spearlet-error-kind").unwrap(),
+            "host_not_allowed"
+        );
+        assert_eq!(store.telemetry().refused.get("host_not_allowed"), Some(&1));
+    }
+    assert_eq!(
+        server.requests("/echo.so"),
+        0,
+        "no request reached the server"
+    );
+
+    // Listed with its port, it is fetched.
+    let store = fx.store_with(|c| c.artifacts.allowed_hosts = vec![format!("127.0.0.1:{port}")]);
+    assert_eq!(store.load(&spec).await.unwrap().name(), "echo");
+    assert_eq!(server.requests("/echo.so"), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_host_not_allowed_is_refused_before_following_it() {
+    let fx = Fixture::new();
+    let target = FileServer::start().await;
+    let bytes = variant(Artifact::Echo, "redirected");
+    target.serve("/echo.so", bytes.clone());
+    // An allowed host that sends the client to `localhost`, which is not.
+    let elsewhere = target.url("/echo.so").replace("127.0.0.1", "localhost");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let redirector = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let app = axum::Router::new().fallback(move || {
+            let elsewhere = elsewhere.clone();
+            async move {
+                axum::response::Response::builder()
+                    .status(axum::http::StatusCode::FOUND)
+                    .header(axum::http::header::LOCATION, elsewhere)
+                    .body(axum::body::Body::empty())
+                    .unwrap()
+            }
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    let spec =
+        ArtifactSpec::at(format!("http://{redirector}/echo.so")).with_checksum(digest(&bytes));
+    match fx.store().load(&spec).await {
+        Err(Error::HostNotAllowed { location, host }) => {
+            assert_eq!(location, spec.location);
+            assert!(host.starts_with("localhost:"), "{host}");
+        }
+        other => panic!("expected HostNotAllowed, got {other:?}"),
+    }
+    assert_eq!(
+        target.requests("/echo.so"),
+        0,
+        "the redirect was not followed"
+    );
+    assert_eq!(fx.temp_files(), 0);
+    let _ = stop.send(());
+    serving.await.unwrap();
+    target.stop().await;
+}
+
+/// Creates task `name` in the process tier from the plugin at `location`
+/// by calling echo's `nop`; returns its id.
+async fn process_task(host: &Host, name: &str, location: &str) -> String {
+    let mut request = InvokeRequest::new(
+        Target::NewTask {
+            name: name.into(),
+            description: String::new(),
+            artifact: ArtifactSpec::at(location),
+        },
+        "nop",
+    );
+    request.metadata = BTreeMap::from([(ISOLATION_KEY.to_owned(), "process".to_owned())]);
+    let out = host.invoke(request).await.expect("the task is created");
+    assert_eq!(
+        out.execution.status,
+        ExecutionStatus::Completed,
+        "{:?}",
+        out.execution.error
+    );
+    out.task_id.to_string()
+}
+
+/// The files in the artifact cache under `data` this process holds open.
+fn open_cached_files(data: &Path) -> Vec<String> {
+    let cache = data
+        .canonicalize()
+        .unwrap()
+        .join("artifacts/sha256")
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .map(|target| target.to_string_lossy().into_owned())
+        .filter(|target| target.starts_with(&cache))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_no_task_uses_are_let_go_past_the_bound_least_recently_used_first() {
+    let fx = Fixture::new();
+    let mut config = fx.config();
+    config.artifacts.max_unused_loaded = 2;
+    let host = Host::new(config).unwrap();
+    // A task that stays: its plugin is in use, and never let go.
+    let kept = fx.local("kept.so", &variant(Artifact::Echo, "lru-kept"));
+    process_task(&host, "kept", &kept).await;
+    let mut hexes = Vec::new();
+    for n in 0..4 {
+        let bytes = variant(Artifact::Echo, &format!("lru-{n}"));
+        hexes.push(digest(&bytes));
+        let location = fx.local(&format!("lru-{n}.so"), &bytes);
+        let id = process_task(&host, &format!("lru-{n}"), &location).await;
+        host.delete_task(&id, false, false).unwrap();
+    }
+    // Four deleted tasks' plugins, two kept: the two used last.
+    let expected = LoadedStats {
+        in_use: 1,
+        unused: 2,
+    };
+    while host.artifacts().loaded() != expected {
+        yield_waiting("the plugins past the bound to be let go").await;
+    }
+    let open = open_cached_files(fx.data.path());
+    assert_eq!(open.len(), 3, "the kept task's and two unused: {open:?}");
+    for hex in &hexes[..2] {
+        assert!(
+            !open.iter().any(|f| f.contains(hex.as_str())),
+            "{hex} is closed: {open:?}"
+        );
+    }
+    for hex in &hexes[2..] {
+        assert!(
+            open.iter().any(|f| f.contains(hex.as_str())),
+            "{hex} is open: {open:?}"
+        );
+    }
+
+    // A task created again on a plugin let go loads it again, and runs.
+    let again = process_task(
+        &host,
+        "again",
+        &fx.root.path().join("lru-0.so").to_string_lossy(),
+    )
+    .await;
+    assert_eq!(
+        host.artifacts().loaded(),
+        LoadedStats {
+            in_use: 2,
+            unused: 2
+        }
+    );
+    assert_eq!(open_cached_files(fx.data.path()).len(), 4);
+    host.delete_task(&again, false, false).unwrap();
+    // Its deletion makes three unused: the least recently used goes.
+    while host.artifacts().loaded() != expected {
+        yield_waiting("the least recently used plugin to be let go").await;
+    }
+    let open = open_cached_files(fx.data.path());
+    assert!(
+        !open.iter().any(|f| f.contains(hexes[2].as_str())),
+        "{open:?}"
+    );
+    assert!(
+        open.iter().any(|f| f.contains(hexes[0].as_str())),
+        "{open:?}"
+    );
 }

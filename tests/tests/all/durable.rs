@@ -4,14 +4,21 @@
 
 use std::path::Path;
 
+use std::future::Future;
+use std::time::Duration;
+
 use spearlet::exec::ExecutionStatus;
-use spearlet::state::{StateDb, StoredExecution};
+use spearlet::state::{Persistence, StateDb, StoredExecution};
 use spearlet::Value;
 use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
 
 use crate::grpc_util::{
-    any_i64, existing, new_task, result_i64, spec, until_final, with_params, TestServer,
+    any_i64, existing, new_task, result_i64, spec, until_final, with_metadata, with_params,
+    TestServer,
 };
 
 fn add(req: pb::InvokeFunctionRequest, a: i64, b: i64) -> pb::InvokeFunctionRequest {
@@ -173,4 +180,210 @@ async fn an_async_execution_a_crash_cut_short_is_reported_failed() {
         assert_eq!(e.error.unwrap().code, spearlet::HOST_RESTARTED);
         server.stop().await;
     }
+}
+
+/// `what`, which waits on a notification; the deadline only turns a hang
+/// into a failure.
+async fn within<T>(what: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), what)
+        .await
+        .expect("it happened within two minutes")
+}
+
+async fn dormant_names(server: &TestServer) -> Vec<String> {
+    let mut names: Vec<String> = server
+        .host
+        .dormant_tasks()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_torn_journal_tail_is_dropped_and_a_bad_record_before_good_ones_refuses_to_start() {
+    let data = tempfile::tempdir().unwrap();
+    let first = serve_in(data.path(), None).await;
+    first
+        .invoke(add(new_task("kept", Artifact::Math, "add"), 1, 2))
+        .await
+        .unwrap();
+    first.stop().await;
+    let journal = data.path().join("state.journal");
+
+    // A record, then one a crash tore in the middle of a UTF-8 sequence.
+    std::fs::write(
+        &journal,
+        b"{\"op\":\"remove_task\",\"id\":\"no-such-task\"}\n{\"op\":\"put_task\",\"task\":{\"id\":\"\xe2\x82",
+    )
+    .unwrap();
+    let second = serve_in(data.path(), None).await;
+    assert_eq!(dormant_names(&second).await, ["kept"]);
+    second.stop().await;
+
+    let good = b"{\"op\":\"remove_task\",\"id\":\"a\"}\n";
+    std::fs::write(
+        &journal,
+        [
+            &good[..],
+            b"{\"op\":\xff\n",
+            b"{\"op\":\"remove_task\",\"id\":\"b\"}\n",
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let err = spearlet::Host::new(crate::helpers::config_in(data.path())).unwrap_err();
+    assert_eq!(err.kind(), "state_journal_corrupt");
+    let message = err.to_string();
+    assert!(
+        message.contains(&journal.display().to_string())
+            && message.contains(&format!("byte {}", good.len())),
+        "names the file and the offset: {message}"
+    );
+}
+
+async fn next_status(
+    statuses: &mut tonic::Streaming<tonic_health::pb::HealthCheckResponse>,
+) -> i32 {
+    within(statuses.message()).await.unwrap().unwrap().status
+}
+
+#[tokio::test]
+async fn failing_persistence_is_reported_bounds_the_journal_and_catches_up_when_it_recovers() {
+    let data = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.data_dir = data.path().to_owned();
+        c.tasks.max_journal_bytes = 1 << 20;
+    })
+    .await;
+    let host = server.host.clone();
+    let mut changes = host.persistence_changes();
+    server
+        .invoke(add(new_task("math", Artifact::Math, "add"), 1, 2))
+        .await
+        .unwrap();
+    within(changes.wait_for(|_| host.state_journal_bytes() == 0))
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(server.channel_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut serving = health
+        .watch(HealthCheckRequest {
+            service: "spearlet.FunctionService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        next_status(&mut serving).await,
+        ServingStatus::Serving as i32
+    );
+
+    // A real fault: the journal cannot be renamed over a directory, so no
+    // batch reaches the database.
+    let folding = data.path().join("state.journal.folding");
+    std::fs::create_dir(&folding).unwrap();
+    std::fs::write(folding.join("in-the-way"), b"").unwrap();
+    let blob = "x".repeat(300_000);
+    let big = |name: &str| {
+        with_metadata(
+            add(new_task(name, Artifact::Math, "add"), 1, 2),
+            &[("blob", blob.as_str())],
+        )
+    };
+    server.invoke(big("big-1")).await.unwrap();
+    within(changes.wait_for(|r| r.failure.is_some()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut serving).await,
+        ServingStatus::NotServing as i32,
+        "new work goes elsewhere"
+    );
+    let overall = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        overall.status,
+        ServingStatus::Serving as i32,
+        "the process is alive"
+    );
+    // 300 kB a task: the fourth would take the journal past 1 MiB.
+    server.invoke(big("big-2")).await.unwrap();
+    server.invoke(big("big-3")).await.unwrap();
+    let refused = server.invoke(big("refused")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(
+        refused.metadata().get("spearlet-error-kind").unwrap(),
+        "state_journal_full"
+    );
+    assert!(
+        refused.message().contains("tasks.max_journal_bytes")
+            && refused.message().contains("state.journal.folding"),
+        "names the limit and why persistence fails: {}",
+        refused.message()
+    );
+    assert!(host.state_journal_bytes() <= 1 << 20);
+
+    let reply = server
+        .client
+        .clone()
+        .get_health(pb::GetHealthRequest {
+            include_details: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.status, "degraded");
+    assert!(
+        reply.message.contains("persistence failing"),
+        "{}",
+        reply.message
+    );
+    let info = reply.details.unwrap().system_info;
+    assert_eq!(info["persistence"], "failing");
+    assert!(info["persistence_error"].contains("state.journal.folding"));
+    let metrics = spearlet::metrics::render(&host).unwrap();
+    assert!(
+        metrics.contains("spearlet_state_persistence_failing 1\n"),
+        "{metrics}"
+    );
+
+    std::fs::remove_dir_all(&folding).unwrap();
+    within(changes.wait_for(|r| r.failure.is_none()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_status(&mut serving).await,
+        ServingStatus::Serving as i32
+    );
+    assert_eq!(host.persistence(), Persistence::Ok);
+    assert_eq!(host.state_journal_bytes(), 0, "everything folded");
+    assert_eq!(server.health_info().await["persistence"], "ok");
+    let metrics = spearlet::metrics::render(&host).unwrap();
+    assert!(metrics.contains("spearlet_state_persistence_failing 0\n"));
+    assert!(metrics.contains("spearlet_state_journal_bytes 0\n"));
+    server.invoke(big("after")).await.unwrap();
+    // A graceful stop waits for the calls still open: the watch is one.
+    drop((serving, health));
+    server.stop().await;
+    // The last handle on the host: its database is closed with it.
+    drop(host);
+
+    let again = serve_in(data.path(), None).await;
+    assert_eq!(
+        dormant_names(&again).await,
+        ["after", "big-1", "big-2", "big-3", "math"],
+        "every creation acknowledged, none refused"
+    );
+    again.stop().await;
 }

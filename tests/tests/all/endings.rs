@@ -197,6 +197,39 @@ async fn quarantine_is_bounded_and_then_new_calls_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_abandoned_together_never_quarantine_past_the_host_bound() {
+    let (host, _data) = host_with(|c| {
+        c.pool.max_instances = 6;
+        c.pool.max_quarantined = 6;
+        c.pool.max_quarantined_total = 2;
+    });
+    host.invoke(probe("spin", 0)).await.unwrap();
+    let task = host.tasks().by_name("probe").unwrap();
+    // Six calls running at once, all abandoned before any acquire could
+    // look at the count: before the bound was kept at quarantine time,
+    // all six were quarantined (and six replacements could be made).
+    let mut leases = Vec::new();
+    for _ in 0..6 {
+        let wait = spearlet::pool::Wait::For(Duration::from_secs(5));
+        leases.push(task.pool.acquire(false, wait).await.unwrap());
+    }
+    for lease in &mut leases {
+        lease.quarantine_handle().quarantine();
+    }
+    let stats = task.pool.stats();
+    assert_eq!(stats.quarantined, 2, "{stats:?}");
+    assert_eq!(host.stats().quarantined, 2);
+    assert!(
+        task.pool.try_acquire_idle().is_some_and(|r| r.is_err()),
+        "the host's bound is reached: new calls are refused"
+    );
+    drop(leases);
+    assert_eq!(task.pool.stats().quarantined, 0);
+    assert_eq!(host.stats().quarantined, 0);
+    host.invoke(probe("spin", 0)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quarantine_count_never_goes_below_zero_whatever_the_interleaving() {
     let (host, _data) = host_with(|c| c.pool.max_instances = 4);
     host.invoke(probe("spin", 0)).await.unwrap();

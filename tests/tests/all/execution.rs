@@ -328,6 +328,48 @@ async fn an_execution_id_names_one_execution() {
 }
 
 #[tokio::test]
+async fn a_reused_execution_id_for_another_call_is_already_exists() {
+    let server = TestServer::start().await;
+    let add = |a: f64| {
+        let mut req = with_params(
+            new_task("math", Artifact::Math, "divide"),
+            &[("a", any_f64(a)), ("b", any_f64(1.0))],
+        );
+        req.execution_id = Some("exec-shared".into());
+        req
+    };
+    let first = server.invoke(add(1.0)).await.unwrap();
+    let retry = server.invoke(add(1.0)).await.unwrap();
+    assert_eq!(
+        retry.execution_id, first.execution_id,
+        "a retry is the same execution"
+    );
+    let other_parameters = server.invoke(add(2.0)).await.unwrap_err();
+    assert_eq!(
+        other_parameters.code(),
+        tonic::Code::AlreadyExists,
+        "{other_parameters:?}"
+    );
+    assert!(
+        other_parameters.message().contains("exec-shared")
+            && other_parameters.message().contains("parameters"),
+        "{}",
+        other_parameters.message()
+    );
+    let mut other_function = add(1.0);
+    other_function.function_name = "add".into();
+    let err = server.invoke(other_function).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains("function"), "{}", err.message());
+    let mut other_task = with_params(new_task("ctr", Artifact::Counter, "next"), &[]);
+    other_task.execution_id = Some("exec-shared".into());
+    let err = server.invoke(other_task).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(err.message().contains("task"), "{}", err.message());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn environment_and_headers_reach_the_plugin() {
     let server = TestServer::start().await;
     let mut req = new_task("probe", Artifact::Probe, "context");
@@ -430,5 +472,76 @@ async fn the_grpc_deadline_bounds_the_execution_too() {
     while task.activity().running > 0 || task.pool.stats().quarantined > 0 {
         crate::helpers::yield_waiting("the plugin to stop").await;
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn records_keep_results_within_their_bounds_and_say_when_they_do_not() {
+    let server = TestServer::start_with(|c| {
+        c.executions.max_result_bytes = 4096;
+        c.executions.max_total_result_bytes = 8192;
+    })
+    .await;
+    let echo = |n: usize, mode: pb::ExecutionMode| {
+        let mut req = with_params(
+            new_task("echo", Artifact::Echo, "echo"),
+            &[("input", any_bytes(&vec![7u8; n]))],
+        );
+        req.execution_mode = mode.into();
+        req
+    };
+    let result_len = |r: &pb::ExecutionResult| {
+        r.result
+            .as_ref()
+            .map(|any| Vec::<u8>::decode(any.value.as_slice()).unwrap().len())
+    };
+
+    // Past the per-record bound: its caller gets it, the record does not.
+    let big = server
+        .invoke(echo(5000, pb::ExecutionMode::Sync))
+        .await
+        .unwrap();
+    assert_eq!(result_len(big.result.as_ref().unwrap()), Some(5000));
+    let status = status_rpc(&server, &big.execution_id).await;
+    let kept = status.result.unwrap();
+    assert_eq!(result_len(&kept), None);
+    assert!(
+        kept.metrics["output_dropped"].contains("executions.max_result_bytes (4096)"),
+        "{:?}",
+        kept.metrics
+    );
+
+    // Within it, until the total is reached.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = server
+            .invoke(echo(3000, pb::ExecutionMode::Sync))
+            .await
+            .unwrap();
+        assert_eq!(result_len(r.result.as_ref().unwrap()), Some(3000));
+        ids.push(r.execution_id);
+    }
+    let kept: Vec<_> = {
+        let mut kept = Vec::new();
+        for id in &ids {
+            kept.push(result_len(&status_rpc(&server, id).await.result.unwrap()));
+        }
+        kept
+    };
+    assert_eq!(
+        kept,
+        [Some(3000), Some(3000), None],
+        "the third is past the total"
+    );
+    assert_eq!(server.host.stats().result_bytes, 6000);
+
+    // ASYNC: decided when it ends, before it is recorded durably.
+    let accepted = server
+        .invoke(echo(5000, pb::ExecutionMode::Async))
+        .await
+        .unwrap();
+    let done = until_final(&server, &accepted.execution_id).await;
+    assert_eq!(done.output, None);
+    assert!(done.output_dropped.is_some());
     server.stop().await;
 }

@@ -52,6 +52,9 @@ struct Shared {
     down: AtomicBool,
     /// Only the task calls answer UNAVAILABLE.
     tasks_down: AtomicBool,
+    /// GetTask waits, unanswered, until this is cleared.
+    hold_lookups: AtomicBool,
+    released: Notify,
     next_id: AtomicUsize,
 }
 
@@ -158,6 +161,14 @@ impl FakeSms {
         self.shared.tasks_down.store(down, Ordering::SeqCst);
     }
 
+    /// GetTask leaves callers waiting while `hold`.
+    pub fn hold_lookups(&self, hold: bool) {
+        self.shared.hold_lookups.store(hold, Ordering::SeqCst);
+        if !hold {
+            self.shared.released.notify_waiters();
+        }
+    }
+
     /// Registers a task as another node would.
     pub fn insert_task(&self, task: Task) {
         self.shared
@@ -187,6 +198,7 @@ impl FakeSms {
     }
 
     pub async fn stop(mut self) {
+        self.hold_lookups(false);
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
@@ -279,6 +291,15 @@ impl TaskService for Fake {
     ) -> Result<GrpcResponse<GetTaskResponse>, Status> {
         self.0.check_up(true)?;
         let id = request.into_inner().task_id;
+        loop {
+            let released = self.0.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.0.hold_lookups.load(Ordering::SeqCst) {
+                break;
+            }
+            released.await;
+        }
         let task = self.0.record(|s| {
             s.get_task_calls += 1;
             s.tasks.get(&id).cloned()

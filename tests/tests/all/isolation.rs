@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use spearlet::isolate::{self, CrashGate, IsolatedInstance, Isolation, Workers};
+use spearlet::isolate::{self, CrashGate, IsolatedInstance, Workers};
 use spearlet::loader::{CallRequest, Plugin, VerifiedFile};
 use spearlet::{Error, Value};
 use spearlet_test_artifacts::Artifact;
@@ -13,7 +13,7 @@ use crate::helpers::{params, Collect};
 
 fn described(workers: &Workers, artifact: Artifact) -> Arc<Plugin> {
     let file = VerifiedFile::rehash(artifact.path(), u64::MAX).expect("readable");
-    isolate::load(file, Isolation::Process, workers).expect("a worker describes it")
+    isolate::describe(file, workers).expect("a worker describes it")
 }
 
 fn instance(workers: &Workers, plugin: &Arc<Plugin>, gate: &Arc<CrashGate>) -> IsolatedInstance {

@@ -427,6 +427,7 @@ async fn a_task_recorded_before_tiers_existed_runs_in_process_whatever_the_defau
                 metadata: [("start".to_owned(), "1".to_owned())].into(),
                 membership: StoredMembership::Local,
                 created_at: 1,
+                previous: None,
             })
             .unwrap();
     }

@@ -130,6 +130,114 @@ async fn metrics_count_what_happened_with_bounded_task_labels() {
     server.stop().await;
 }
 
+/// `GET /metrics` with `authorization` when given: the status line and body.
+async fn get_metrics(addr: std::net::SocketAddr, authorization: Option<&str>) -> (String, String) {
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let header = authorization.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
+    let request =
+        format!("GET /metrics HTTP/1.1\r\nHost: test\r\n{header}Connection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    conn.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn with_a_metrics_token_a_scrape_needs_that_token() {
+    let server = TestServer::start_with(|c| c.metrics.token = Some("scrape-s3cret".into())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = tokio::spawn(spearlet::metrics::serve(
+        server.host.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    server
+        .invoke(with_params(
+            new_task("math", Artifact::Math, "add"),
+            &[("a", any_i64(1)), ("b", any_i64(2))],
+        ))
+        .await
+        .unwrap();
+
+    for refused in [
+        None,
+        Some("Bearer wrong-token"),
+        Some("Bearer scrape-s3cre"),
+        Some("Basic scrape-s3cret"),
+    ] {
+        let (status, body) = get_metrics(addr, refused).await;
+        assert!(status.starts_with("HTTP/1.1 401"), "{refused:?}: {status}");
+        assert!(
+            !body.contains("spearlet_"),
+            "{refused:?}: nothing is disclosed"
+        );
+    }
+    let (status, body) = get_metrics(addr, Some("Bearer scrape-s3cret")).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("spearlet_tasks 1"), "{body}");
+    assert!(
+        body.contains(r#"spearlet_artifact_plugins_loaded{state="in_use"} 1"#),
+        "{body}"
+    );
+
+    let _ = stop.send(());
+    endpoint.await.unwrap().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_metrics_are_open_and_an_empty_token_is_refused() {
+    let server = TestServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let endpoint = tokio::spawn(spearlet::metrics::serve(
+        server.host.clone(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    for authorization in [None, Some("Bearer anything")] {
+        let (status, _) = get_metrics(addr, authorization).await;
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "{authorization:?}: {status}"
+        );
+    }
+    let _ = stop.send(());
+    endpoint.await.unwrap().unwrap();
+    server.stop().await;
+
+    let blank = TestServer::start_with(|c| c.metrics.token = Some("  ".into())).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = spearlet::metrics::serve(blank.host.clone(), listener, async {})
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("metrics.token"), "{refused}");
+    blank.stop().await;
+}
+
+#[test]
+fn serving_metrics_beyond_loopback_without_a_token_is_warned_about() {
+    use spearlet::metrics::exposure_warning;
+    let open: std::net::SocketAddr = "0.0.0.0:9464".parse().unwrap();
+    let warning = exposure_warning(open, None).expect("a warning");
+    assert!(
+        warning.contains("0.0.0.0:9464") && warning.contains("metrics.token"),
+        "{warning}"
+    );
+    assert_eq!(exposure_warning(open, Some("t")), None);
+    for local in ["127.0.0.1:9464", "[::1]:9464"] {
+        assert_eq!(exposure_warning(local.parse().unwrap(), None), None);
+    }
+}
+
 #[tokio::test]
 async fn a_traceparent_reaches_the_execution_and_the_plugin() {
     let server = TestServer::start().await;

@@ -102,10 +102,41 @@ async fn pools_prewarm_their_minimum_and_reap_idle_instances_above_it() {
     let err = server.invoke(bad).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
-        err.message().contains("spearlet.pool") || err.message().contains("pool limits"),
+        err.message().contains("spearlet.pool.max"),
         "{}",
         err.message()
     );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pool_sizes_past_the_configured_maximum_are_refused_naming_the_limit() {
+    let server = TestServer::start().await;
+    // Before these were bounded, the first panicked the handler (a
+    // semaphore's permit limit) and the second allocated until the machine
+    // ran out of memory.
+    for (key, value) in [
+        ("spearlet.pool.max", "2305843009213693952"),
+        ("spearlet.pool.min", "1000000000000"),
+        ("spearlet.pool.max", "9"),
+    ] {
+        let req = with_metadata(new_task("huge", Artifact::Counter, "next"), &[(key, value)]);
+        let err = server.invoke(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{key}={value}: {err:?}");
+        assert!(
+            err.message().contains(key)
+                && err.message().contains(value)
+                && err.message().contains("pool.max_instances = 8"),
+            "{}",
+            err.message()
+        );
+    }
+    assert!(server.host.tasks().is_empty(), "nothing was created");
+    let fits = with_metadata(
+        new_task("huge", Artifact::Counter, "next"),
+        &[("spearlet.pool.max", "8")],
+    );
+    server.invoke(fits).await.unwrap();
     server.stop().await;
 }
 

@@ -215,3 +215,54 @@ async fn an_upgrade_that_drops_functions_is_refused_unless_allowed() {
     assert!(err.message().contains("artifact_spec"), "{}", err.message());
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_task_recorded_before_a_restart_is_switched_before_any_call() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = || {
+        let dir = data.path().to_owned();
+        TestServer::start_with(move |c| c.data_dir = dir)
+    };
+    let first = serve().await;
+    let created = first
+        .invoke(new_task("versioned", Artifact::Versioned1, "version"))
+        .await
+        .unwrap();
+    let id = created.task_id.clone();
+    let upgraded = admin(&first)
+        .await
+        .upgrade_task(upgrade(&id, Artifact::Versioned2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!upgraded.unchanged);
+    first.stop().await;
+
+    // Dormant: recorded, not loaded, not called since the restart. Before,
+    // a switch answered NOT_FOUND task_not_found — and the version to roll
+    // back to was not recorded at all.
+    let second = serve().await;
+    assert_eq!(second.host.dormant_tasks().len(), 1);
+    let back = admin(&second)
+        .await
+        .rollback_task(rollback(&id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        back.previous.is_none(),
+        "one step back is kept, not a history"
+    );
+    assert_eq!(version_now(&second, &id).await, "1.0.0");
+    second.stop().await;
+
+    let third = serve().await;
+    assert_eq!(third.host.dormant_tasks().len(), 1);
+    admin(&third)
+        .await
+        .upgrade_task(upgrade(&id, Artifact::Versioned2))
+        .await
+        .unwrap();
+    assert_eq!(version_now(&third, &id).await, "2.0.0");
+    third.stop().await;
+}

@@ -218,3 +218,57 @@ async fn an_sms_that_is_down_is_unavailable_never_not_found() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_id_is_asked_of_the_sms_once_per_ttl() {
+    let sms = FakeSms::start().await;
+    let b = TestServer::start_with(|c| sms.join(c)).await;
+    for _ in 0..5 {
+        let err = b
+            .invoke(add(existing("nowhere", "add"), 1, 1))
+            .await
+            .unwrap_err();
+        assert_eq!(kind(&err), "task_not_found");
+    }
+    let (gets, lists) = {
+        let seen = sms.seen();
+        (seen.get_task_calls, seen.list_task_calls)
+    };
+    assert_eq!(gets, 1, "remembered as unknown after the first lookup");
+    assert!(lists >= 1);
+
+    // An id this node creates is known at once, whatever was remembered.
+    let mut create = add(existing("nowhere", "add"), 3, 4);
+    create.create_if_not_exists = true;
+    create.artifact_spec = Some(spec(Artifact::Math));
+    assert_eq!(result_i64(&b.invoke(create).await.unwrap()), 7);
+    b.stop().await;
+    sms.stop().await;
+}
+
+#[tokio::test]
+async fn a_lookup_ends_by_the_call_s_deadline() {
+    let sms = FakeSms::start().await;
+    // The SMS's own timeout would hold the call for an hour: only the
+    // call's deadline can end it.
+    let b = TestServer::start_with(|c| {
+        sms.join(c);
+        c.sms.request_timeout = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    sms.hold_lookups(true);
+    let mut call = add(existing("slow-id", "add"), 1, 1);
+    call.context = Some(pb::ExecutionContext {
+        timeout_ms: 200,
+        ..Default::default()
+    });
+    let err = b.invoke(call).await.unwrap_err();
+    assert_eq!(
+        (err.code(), kind(&err)),
+        (Code::Unavailable, "sms_unavailable")
+    );
+    assert!(err.message().contains("deadline"), "{}", err.message());
+    sms.hold_lookups(false);
+    b.stop().await;
+    sms.stop().await;
+}

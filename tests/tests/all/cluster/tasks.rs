@@ -189,3 +189,66 @@ async fn an_upgrade_is_what_the_cluster_resolves_the_id_to() {
     b.stop().await;
     sms.stop().await;
 }
+
+#[tokio::test]
+async fn a_registration_whose_creation_is_abandoned_is_withdrawn() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use spearlet::sms::{Executable, PendingRegistration, Sms, TaskRegistration};
+
+    let sms = FakeSms::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let mut config = spearlet::Config::default();
+    sms.join(&mut config);
+    let client = Arc::new(Sms::from_config(&config.sms, data.path()).unwrap().unwrap());
+    let metadata = BTreeMap::new();
+    let register = |name: &'static str| {
+        let client = Arc::clone(&client);
+        let metadata = metadata.clone();
+        async move {
+            client
+                .register_task(TaskRegistration {
+                    name,
+                    description: "",
+                    version: "1.0.0",
+                    metadata: &metadata,
+                    alias: None,
+                    functions: vec!["f".into()],
+                    executable: Executable {
+                        uri: "smsfile://x".into(),
+                        checksum: "ab".repeat(32).parse().unwrap(),
+                        name: name.into(),
+                    },
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // What a creation's future holds when its caller goes away mid-way:
+    // dropping it withdraws the registration.
+    let abandoned = register("abandoned").await;
+    drop(PendingRegistration::new(
+        Arc::clone(&client),
+        abandoned.clone(),
+    ));
+    sms.until("the withdrawal", |s| {
+        s.unregistered.iter().any(|(id, _)| *id == abandoned)
+    })
+    .await;
+    let kept = register("kept").await;
+    assert_eq!(
+        PendingRegistration::new(Arc::clone(&client), kept.clone()).keep(),
+        kept
+    );
+    let reason = sms
+        .seen()
+        .unregistered
+        .iter()
+        .find(|(id, _)| *id == abandoned)
+        .map(|(_, why)| why.clone())
+        .unwrap();
+    assert!(reason.contains("abandoned"), "{reason}");
+    assert!(!sms.seen().unregistered.iter().any(|(id, _)| *id == kept));
+    sms.stop().await;
+}
