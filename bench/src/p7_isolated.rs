@@ -118,11 +118,11 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P7> 
 /// 64-byte echoes straight on a worker instance (the channel, the codec,
 /// the plugin call in the worker), in µs each.
 fn channel_round_trips(host: &spearlet::Host, n: usize) -> anyhow::Result<Vec<f64>> {
-    use spearlet::isolate::{CrashGate, IsolatedInstance, Isolation};
+    use spearlet::isolate::{CrashGate, IsolatedInstance};
     use spearlet::loader::{CallRequest, VerifiedFile};
     let workers = host.artifacts().workers();
     let file = VerifiedFile::rehash(Artifact::Echo.path(), u64::MAX)?;
-    let plugin = spearlet::isolate::load(file, Isolation::Process, workers)?;
+    let plugin = spearlet::isolate::describe(file, workers)?;
     let gate = std::sync::Arc::new(CrashGate::default());
     let mut instance =
         IsolatedInstance::create(workers, &"p7-channel".into(), &plugin, &[], None, &gate)?;
