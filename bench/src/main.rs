@@ -16,6 +16,7 @@ mod p5_rss;
 mod p6_peers;
 mod p7_isolated;
 mod soak;
+mod soak_results;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -45,6 +46,12 @@ struct Args {
     /// retriable failures; every reply is checked.
     #[arg(long, value_name = "CALLS", num_args = 0..=1, default_missing_value = "1000000")]
     soak: Option<u64>,
+
+    /// Run the large-results soak instead, for this many minutes (default
+    /// 10): SYNC and ASYNC echoes of 4 MiB; prints the server's RSS and its
+    /// data directory's size every 30 s.
+    #[arg(long, value_name = "MINUTES", num_args = 0..=1, default_missing_value = "10")]
+    soak_results: Option<u64>,
 
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
@@ -147,6 +154,35 @@ fn main() -> anyhow::Result<()> {
             s.rss_after_mib,
             s.rss_after_mib - s.rss_before_mib,
             s.threads
+        );
+        return Ok(());
+    }
+    if let Some(minutes) = args.soak_results {
+        let s = runtime.block_on(soak_results::run(minutes, &data.path().join("soak")))?;
+        let (Some(first), Some(last)) = (s.samples.first(), s.samples.last()) else {
+            anyhow::bail!("the soak ended before its first sample");
+        };
+        let peak =
+            |f: fn(&soak_results::Sample) -> f64| s.samples.iter().map(f).fold(0.0, f64::max);
+        println!(
+            "soak-results: {} SYNC + {} ASYNC calls of 4 MiB in {:.0} s",
+            s.sync_calls, s.async_calls, last.at_s
+        );
+        println!(
+            "soak-results: server RSS {:.1} MiB at {:.0} s, {:.1} MiB at {:.0} s (peak {:.1})",
+            first.rss_mib,
+            first.at_s,
+            last.rss_mib,
+            last.at_s,
+            peak(|s| s.rss_mib)
+        );
+        println!(
+            "soak-results: data dir {:.1} MiB at {:.0} s, {:.1} MiB at {:.0} s (peak {:.1})",
+            first.data_mib,
+            first.at_s,
+            last.data_mib,
+            last.at_s,
+            peak(|s| s.data_mib)
         );
         return Ok(());
     }
