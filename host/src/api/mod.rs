@@ -387,6 +387,16 @@ impl FunctionService for FunctionApi {
                 "quarantined_instances".to_owned(),
                 stats.quarantined.to_string(),
             );
+            system_info.insert(
+                "execution_result_bytes".to_owned(),
+                stats.result_bytes.to_string(),
+            );
+            let loaded = self.host.artifacts().loaded();
+            system_info.insert("plugins_loaded".to_owned(), loaded.in_use.to_string());
+            system_info.insert(
+                "plugins_loaded_unused".to_owned(),
+                loaded.unused.to_string(),
+            );
             reply::tasks_by_isolation(&self.host.tasks().all(), &mut system_info);
             if let Some(link) = &sms {
                 reply::sms_link(link, &mut system_info);

@@ -16,6 +16,14 @@ fn health_shows_the_server_and_its_sms_link() {
     let shown = text(&out.stdout);
     assert!(shown.starts_with("healthy: 0 task(s)"), "{shown}");
     assert!(shown.contains("cluster:     none"), "{shown}");
+    assert!(
+        shown.contains("storage:     ok (0 journal bytes waiting)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("plugins:     0 loaded in use, 0 unused; 0 result bytes kept"),
+        "{shown}"
+    );
     alone.stop();
 
     // An SMS nobody answers at: the host serves anyway and says so.

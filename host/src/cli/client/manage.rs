@@ -442,6 +442,27 @@ pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
                 None => println!("isolation:   {in_process} in-process, {process} process"),
             }
         }
+        match info.get("persistence").map(String::as_str) {
+            Some("failing") => println!(
+                "storage:     FAILING since {} ({} attempts, {} journal bytes waiting): {}",
+                get("persistence_failing_since"),
+                get("persistence_attempts"),
+                get("state_journal_bytes"),
+                get("persistence_error")
+            ),
+            Some(state) => println!(
+                "storage:     {state} ({} journal bytes waiting)",
+                get("state_journal_bytes")
+            ),
+            None => {}
+        }
+        if let Some(loaded) = info.get("plugins_loaded") {
+            println!(
+                "plugins:     {loaded} loaded in use, {} unused; {} result bytes kept in records",
+                get("plugins_loaded_unused"),
+                get("execution_result_bytes")
+            );
+        }
         println!(
             "version:     {} (plugin ABI {})",
             get("version"),
