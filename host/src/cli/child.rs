@@ -272,6 +272,12 @@ pub fn report_channel() -> anyhow::Result<File> {
         channel.metadata()?.file_type().is_fifo(),
         "the report channel (standard input) is not a pipe: run `spearlet plugin check` instead"
     );
-    rustix::io::fcntl_setfd(&stdin, FdFlags::CLOEXEC).context("the report channel")?;
+    // Standard input is a number every library knows: it no longer leads
+    // to the channel (the copy above, close-on-exec, does). Code running in
+    // this process could still find the copy; what runs before any check
+    // — constructors — is flagged by the parent, which reads the file.
+    let null = File::open("/dev/null").context("/dev/null, for standard input")?;
+    rustix::stdio::dup2_stdin(&null).context("the report channel")?;
+    rustix::io::fcntl_setfd(&channel, FdFlags::CLOEXEC).context("the report channel")?;
     Ok(channel)
 }

@@ -376,18 +376,20 @@ impl ExecutionRecord {
             drop(state);
             return self.snapshot();
         }
+        // Taken out while the snapshot is made, so that it is copied once
+        // (if the record keeps it), not twice.
         let output = state.output.take();
         let size = output.as_ref().map_or(0, super::budget::size_of);
-        state.kept = match self.counts.results.charge(size) {
+        let charged = self.counts.results.charge(size);
+        let mut snapshot = self.snapshot_of(&state, true);
+        state.kept = match charged {
             Ok(counted) => {
                 state.output.clone_from(&output);
                 Kept::Counted(counted)
             }
             Err(dropped) => Kept::Dropped(dropped),
         };
-        let mut snapshot = self.snapshot_of(&state, true);
         snapshot.output = output;
-        snapshot.output_dropped = None;
         snapshot
     }
 

@@ -124,13 +124,18 @@ impl Host {
         task_id: &str,
         deadline: Option<std::time::Instant>,
     ) -> Result<Arc<Task>> {
-        self.tasks()
+        // The lookup is shared by every caller racing for this id, so it
+        // keeps to the SMS's own bound; each caller stops waiting for it
+        // at its own deadline.
+        let shared = self
+            .tasks()
             .get_or_create(CreationKey::Id(task_id.to_owned()), async {
-                let remote = sms.find_task_by(task_id, deadline).await?.ok_or_else(|| {
-                    Error::TaskNotFound {
-                        task_id: task_id.to_owned(),
-                    }
-                })?;
+                let remote =
+                    sms.find_task_by(task_id)
+                        .await?
+                        .ok_or_else(|| Error::TaskNotFound {
+                            task_id: task_id.to_owned(),
+                        })?;
                 let artifact =
                     remote
                         .artifact
@@ -168,8 +173,19 @@ impl Host {
                     },
                 )
                 .await
-            })
+            });
+        let Some(deadline) = deadline else {
+            return shared.await;
+        };
+        tokio::time::timeout_at(deadline.into(), shared)
             .await
+            .unwrap_or_else(|_| {
+                Err(Error::SmsUnavailable {
+                    call: crate::sms::SmsCall::GetTask,
+                    endpoint: sms.endpoint().to_owned(),
+                    reason: "no answer about the task before the call's deadline".to_owned(),
+                })
+            })
     }
 
     /// Tells the SMS a task deleted here is gone, when this node registered

@@ -85,7 +85,7 @@ impl Host {
                     (Some(Arc::clone(&task.id)), Arc::clone(&task.plugin))
                 } else {
                     let remote = match self.sms() {
-                        Some(sms) => sms.find_task_by(task_id, None).await?,
+                        Some(sms) => sms.find_task_by(task_id).await?,
                         None => None,
                     };
                     match (remote, artifact) {

@@ -140,30 +140,29 @@ impl Sms {
     /// The task `id` names in the cluster: by its SMS id, else by a
     /// client-chosen id registered as an alias. `None` when the SMS knows
     /// neither — or did not within `sms.unknown_task_ttl` (then it is not
-    /// asked again). The whole lookup ends by `deadline` (the call's), or
-    /// within twice `sms.request_timeout` for a call without one.
+    /// asked again). The whole lookup (a GetTask, then up to a hundred
+    /// pages of ListTasks) takes at most twice `sms.request_timeout`; a
+    /// caller with a deadline of its own stops waiting sooner.
     ///
     /// # Errors
     ///
-    /// [`Error::SmsUnavailable`] (also when the deadline passes first),
+    /// [`Error::SmsUnavailable`] (also when the lookup runs out of time),
     /// [`Error::SmsRefused`].
-    pub async fn find_task_by(
-        &self,
-        id: &str,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Option<RemoteTask>> {
+    pub async fn find_task_by(&self, id: &str) -> Result<Option<RemoteTask>> {
         if self.unknown.is_unknown(id) {
             return Ok(None);
         }
-        let deadline = deadline.unwrap_or_else(|| std::time::Instant::now() + self.lookup_timeout);
-        let found = tokio::time::timeout_at(deadline.into(), self.find_task(id))
+        let found = tokio::time::timeout(self.lookup_timeout, self.find_task(id))
             .await
             .map_err(|_| {
                 self.failed[SmsCall::GetTask.index()].fetch_add(1, Ordering::Relaxed);
                 Error::SmsUnavailable {
                     call: SmsCall::GetTask,
                     endpoint: self.grpc.to_string(),
-                    reason: "no answer about the task before the call's deadline".to_owned(),
+                    reason: format!(
+                        "no answer about the task within {}",
+                        humantime::format_duration(self.lookup_timeout)
+                    ),
                 }
             })??;
         if found.is_none() {
@@ -282,11 +281,6 @@ impl PendingRegistration {
     /// The SMS's id for it.
     pub fn sms_id(&self) -> &str {
         self.sms_id.as_deref().unwrap_or_default()
-    }
-
-    /// Says why, if it is withdrawn.
-    pub fn withdrawn_because(&mut self, reason: &'static str) {
-        self.reason = reason;
     }
 
     /// The task exists here: the registration stays.

@@ -109,6 +109,12 @@ pub(super) struct Read {
     pub(super) ops: Vec<Op>,
     /// Where its torn tail starts, and how many bytes it has.
     pub(super) torn: Option<(u64, u64)>,
+    /// Lines that start with zero bytes — pages a power loss left
+    /// unwritten, which a file system may leave anywhere among the last
+    /// appends, not only at the end: where the first starts, and the bytes
+    /// of all of them. Their records were lost with the power, as the last
+    /// moments' records may be.
+    pub(super) zeroed: Option<(u64, u64)>,
 }
 
 /// A bad line with good records after it.
@@ -137,6 +143,11 @@ pub(super) fn parse(
         let n = source.read_until(b'\n', &mut line)?;
         if n == 0 {
             break;
+        }
+        if line.first() == Some(&0) {
+            read.zeroed.get_or_insert((offset, 0)).1 += n as u64;
+            offset += n as u64;
+            continue;
         }
         let parsed = match line.strip_suffix(b"\n") {
             Some(record) => serde_json::from_slice::<Op>(record).map_err(|e| e.to_string()),
@@ -169,6 +180,14 @@ fn read_ops(path: &Path) -> Result<Vec<Op>> {
     };
     match parse(file).map_err(|e| Error::io(path, e))? {
         Ok(read) => {
+            if let Some((offset, bytes)) = read.zeroed {
+                tracing::warn!(
+                    path = %path.display(),
+                    offset,
+                    bytes,
+                    "the state journal holds {bytes} byte(s) of zeros from byte {offset} on, pages a power loss left unwritten; the records they held are lost, the rest is kept"
+                );
+            }
             if let Some((offset, bytes)) = read.torn {
                 tracing::warn!(
                     path = %path.display(),
@@ -418,7 +437,7 @@ mod tests {
             Op::RemoveTask { id: "b".into() },
         ];
         let at = good.len() as u64;
-        let tails: [&[u8]; 5] = [
+        let tails: [&[u8]; 4] = [
             // A write cut short.
             b"{\"op\":\"remove_ta",
             // Invalid UTF-8, as a page a power loss left half-written.
@@ -427,8 +446,6 @@ mod tests {
             b"{\"op\":\"remove_task\",\"id\":\"\xff\xfe\"}\n",
             // A whole record but for its newline: never acknowledged.
             b"{\"op\":\"remove_task\",\"id\":\"c\"}",
-            // Garbage over several lines, no record after it.
-            b"\0\0\0\n\0\0\n\0",
         ];
         for tail in tails {
             let read = parsed(&[good.as_slice(), tail].concat()).unwrap();
@@ -437,9 +454,22 @@ mod tests {
         }
         assert_eq!(
             parsed(&good).unwrap(),
-            Read { ops, torn: None },
+            Read {
+                ops: ops.clone(),
+                torn: None,
+                zeroed: None
+            },
             "a clean journal has no tail"
         );
+        // Pages a power loss left unwritten read as zeros, at the end or
+        // among the last appends: their records are lost, the rest kept.
+        let zeros = b"\0\0\0\n\0\0\n".as_slice();
+        let read = parsed(&[good.as_slice(), zeros, &line("c")].concat()).unwrap();
+        assert_eq!(read.ops.len(), 3);
+        assert_eq!(read.zeroed, Some((at, zeros.len() as u64)));
+        assert_eq!(read.torn, None);
+        let read = parsed(&[good.as_slice(), b"\0\0\0\n\0".as_slice()].concat()).unwrap();
+        assert_eq!((read.ops, read.zeroed), (ops, Some((at, 5))));
         assert_eq!(parsed(b"").unwrap(), Read::default());
     }
 

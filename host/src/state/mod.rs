@@ -786,7 +786,9 @@ mod tests {
     }
 
     fn put(task: &StoredTask) -> Vec<u8> {
-        line(&journal::Op::PutTask { task: Box::new(task.clone()) })
+        line(&journal::Op::PutTask {
+            task: Box::new(task.clone()),
+        })
     }
 
     fn ended(id: &str, accepted_at: u64) -> StoredExecution {

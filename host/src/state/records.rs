@@ -144,7 +144,7 @@ pub enum StoredValue {
     Unit,
     String(String),
     I64(i64),
-    F64(f64),
+    F64(#[serde(with = "any_float")] f64),
     Bool(bool),
     Bytes(#[serde(with = "compact_bytes")] Vec<u8>),
     Raw {
@@ -152,6 +152,68 @@ pub enum StoredValue {
         #[serde(with = "compact_bytes")]
         bytes: Vec<u8>,
     },
+}
+
+/// A float in a JSON record: a number when finite, else `"NaN"`, `"inf"` or
+/// `"-inf"` — JSON has no number for those, and serde_json writes them as
+/// `null`, which then cannot be read back: one NaN result would make its
+/// record (and, in the journal, everything after it) unreadable. `null`, as
+/// releases before wrote a NaN, reads as NaN.
+mod any_float {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(n: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        match *n {
+            n if n.is_finite() => serializer.serialize_f64(n),
+            n if n.is_nan() => serializer.serialize_str("NaN"),
+            n if n > 0.0 => serializer.serialize_str("inf"),
+            _ => serializer.serialize_str("-inf"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        deserializer.deserialize_any(Float)
+    }
+
+    struct Float;
+
+    impl Visitor<'_> for Float {
+        type Value = f64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number, or \"NaN\", \"inf\" or \"-inf\"")
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+
+        #[allow(clippy::cast_precision_loss)]
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+
+        #[allow(clippy::cast_precision_loss)]
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+            Ok(f64::NAN)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            match v {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                _ => Err(E::invalid_value(de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
 }
 
 /// Bytes in a JSON record as a base64 string: 4 characters for 3 bytes,
@@ -258,6 +320,21 @@ pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_floats_are_written_so_that_they_read_back() {
+        for n in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5, 1e300] {
+            let json = serde_json::to_vec(&StoredValue::F64(n)).unwrap();
+            let StoredValue::F64(back) = serde_json::from_slice(&json).unwrap() else {
+                panic!("{}", String::from_utf8_lossy(&json));
+            };
+            assert!(back.to_bits() == n.to_bits() || (n.is_nan() && back.is_nan()));
+        }
+        let old: StoredValue = serde_json::from_str(r#"{"type":"f64","value":null}"#).unwrap();
+        assert!(matches!(old, StoredValue::F64(n) if n.is_nan()));
+        let whole: StoredValue = serde_json::from_str(r#"{"type":"f64","value":3}"#).unwrap();
+        assert_eq!(whole, StoredValue::F64(3.0));
+    }
     use crate::invoke::IsolationSetting;
     use crate::isolate::Isolation;
 
