@@ -443,7 +443,8 @@ impl Collector for HostCollector {
             e,
             "spearlet_artifact_plugins_loaded",
             "Plugins loaded, by whether a task uses them; past artifacts.max_unused_loaded \
-             unused ones are let go, least recently used first.",
+             unused ones are let go, least recently used first (a process-tier plugin's file \
+             is then closed; an in-process library stays mapped: libraries are never unloaded).",
             &[
                 ([("state", "in_use")], loaded.in_use as u64),
                 ([("state", "unused")], loaded.unused as u64),
