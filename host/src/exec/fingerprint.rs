@@ -62,6 +62,16 @@ impl Fingerprint {
         Fingerprint(h.finish() | 1)
     }
 
+    /// As kept in a durable record (zero: unknown).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+
+    /// As read back from a durable record.
+    pub fn from_raw(raw: u64) -> Fingerprint {
+        Fingerprint(raw)
+    }
+
     /// Whether a call with `other` may be taken for the one recorded.
     pub fn matches(self, other: Fingerprint) -> bool {
         self == Fingerprint::UNKNOWN || other == Fingerprint::UNKNOWN || self == other

@@ -40,6 +40,7 @@ use tokio::sync::mpsc;
 pub use budget::{DroppedOutput, ResultBudget, ResultLimit};
 pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
+pub use fingerprint::Fingerprint;
 pub use records::{CancelOutcome, ExecutionRecord};
 pub use status::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 pub use store::{ExecutionQuery, ExecutionStore};

@@ -444,6 +444,11 @@ impl ExecutionRecord {
         (allocated != u64::MAX).then(|| (allocated, self.memory[1].load(Ordering::Relaxed)))
     }
 
+    /// What a reuse of its id must match (see `fingerprint.rs`).
+    pub fn parameters_fingerprint(&self) -> super::Fingerprint {
+        self.fingerprint
+    }
+
     /// Puts the execution in a trace (once; later calls are ignored).
     pub(crate) fn set_trace(&self, trace: crate::trace::TraceId) {
         let _ = self.trace.set(trace);

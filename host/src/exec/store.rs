@@ -118,10 +118,9 @@ impl ExecutionStore {
         self.counts[0].results.used()
     }
 
-    /// Creates the record for a new execution, or returns the existing one
-    /// with that id (`false`: nothing was created), whatever it ran. For
-    /// records brought back from the durable store; calls use
-    /// [`ExecutionStore::claim`].
+    /// Creates the record for a new execution whose parameters are not
+    /// known, or returns the existing one with that id (`false`: nothing
+    /// was created), whatever it ran. Calls use [`ExecutionStore::claim`].
     pub fn create(
         &self,
         id: Option<&str>,
@@ -130,6 +129,25 @@ impl ExecutionStore {
         mode: ExecutionMode,
     ) -> (Arc<ExecutionRecord>, bool) {
         self.insert(id, Fingerprint::UNKNOWN, task_id, function, mode)
+    }
+
+    /// Brings back an ASYNC execution recorded before a restart, with what
+    /// a reuse of its id must match; or returns the record held with that
+    /// id (`false`: nothing was created).
+    pub fn restore(
+        &self,
+        id: &str,
+        fingerprint: Fingerprint,
+        task_id: &Arc<str>,
+        function: &Arc<str>,
+    ) -> (Arc<ExecutionRecord>, bool) {
+        self.insert(
+            Some(id),
+            fingerprint,
+            task_id,
+            function,
+            ExecutionMode::Async,
+        )
     }
 
     /// Creates the record for a call, or — when the caller chose an id

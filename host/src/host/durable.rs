@@ -14,7 +14,7 @@ use super::Host;
 use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::exec::{
-    ExecutionError, ExecutionMode, ExecutionRecord, ExecutionStatus, ExecutionStore,
+    ExecutionError, ExecutionMode, ExecutionRecord, ExecutionStatus, ExecutionStore, Fingerprint,
 };
 use crate::registry::{CreationKey, NewTask, Task};
 use crate::state::{
@@ -48,11 +48,11 @@ pub(super) fn restore_executions(
     };
     let mut cut_short = 0usize;
     let done = state.restore_executions(retention, |mut stored| {
-        let (record, _) = store.create(
-            Some(&stored.id),
+        let (record, _) = store.restore(
+            &stored.id,
+            Fingerprint::from_raw(stored.parameters_hash),
             &Arc::from(stored.task_id.as_str()),
             &Arc::from(stored.function.as_str()),
-            ExecutionMode::Async,
         );
         let status = stored
             .status
@@ -341,6 +341,7 @@ impl Host {
             output: None,
             error_code: String::new(),
             error_message: String::new(),
+            parameters_hash: record.parameters_fingerprint().to_raw(),
         };
         // As for tasks: one journal `write`, here.
         self.state().put_execution(stored)
@@ -369,6 +370,7 @@ impl Host {
                 .as_ref()
                 .map(|e| e.message.clone())
                 .unwrap_or_default(),
+            parameters_hash: record.parameters_fingerprint().to_raw(),
         };
         if let Err(e) = self.state().put_execution(stored) {
             tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");

@@ -801,6 +801,7 @@ mod tests {
             output: Some(StoredValue::Bytes(id.as_bytes().to_vec())),
             error_code: String::new(),
             error_message: String::new(),
+            parameters_hash: 0,
         }
     }
 

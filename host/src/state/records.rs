@@ -311,6 +311,15 @@ pub struct StoredExecution {
     pub output: Option<StoredValue>,
     pub error_code: String,
     pub error_message: String,
+    /// A hash of its call's parameters when its id was the client's (zero:
+    /// none, or a record of an earlier release): a restart keeps what a
+    /// reuse of the id must match to be a retry.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub parameters_hash: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -365,6 +374,7 @@ mod tests {
             output: Some(output),
             error_code: String::new(),
             error_message: String::new(),
+            parameters_hash: 0,
         }
     }
 

@@ -102,6 +102,15 @@ async fn tasks_and_async_executions_come_back_after_a_restart() {
     let status = second.host.execution("async-before-restart").unwrap();
     assert_eq!(status.status, ExecutionStatus::Completed);
     assert_eq!(status.output, Some(Value::I64(3)));
+    // Its id still names that one call: the same call again is it, another
+    // call is refused.
+    let mut retry = add(new_task("math", Artifact::Math, "add"), 1, 2);
+    retry.execution_mode = pb::ExecutionMode::Async.into();
+    retry.execution_id = Some("async-before-restart".into());
+    let same = second.invoke(retry.clone()).await.unwrap();
+    assert_eq!(same.execution_id, "async-before-restart");
+    let other = second.invoke(add(retry, 5, 5)).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
 
     let again = second
         .invoke(add(existing(&math.task_id, "add"), 20, 22))
@@ -170,6 +179,7 @@ async fn an_async_execution_a_crash_cut_short_is_reported_failed() {
                 output: None,
                 error_code: String::new(),
                 error_message: String::new(),
+                parameters_hash: 0,
             })
             .unwrap();
     }
