@@ -250,3 +250,24 @@ fn a_worker_program_from_another_build_refuses_to_serve_and_says_why() {
         "{said}"
     );
 }
+
+#[test]
+fn a_plugin_that_aborts_in_process_is_reported_as_a_connection_the_server_closed() {
+    let served = Served::start("");
+    let out = served.run(&[
+        "invoke",
+        "--task-name",
+        "faulty",
+        "--artifact",
+        path(Artifact::Faulty),
+        "abort",
+    ]);
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("the server closed the connection during the call")
+            && said.contains("--isolation process"),
+        "{said}"
+    );
+    assert!(!said.contains("Unknown: transport error"), "{said}");
+}

@@ -128,5 +128,44 @@ pub(super) fn status_error(status: tonic::Status) -> anyhow::Error {
         .and_then(|r| r.retry_delay)
         .map(|d| format!(" (retry after {} ms)", d.as_millis()))
         .unwrap_or_default();
+    if kind.is_empty() && connection_lost(&status) {
+        return anyhow::anyhow!(
+            "the server closed the connection during the call ({}): it may have crashed — a \
+             plugin that crashes in process takes the server down with it; run plugins you \
+             do not trust with `--isolation process`, where a crash costs one worker",
+            status.message()
+        );
+    }
     anyhow::anyhow!("{:?}{kind}: {}{retry}", status.code(), status.message())
+}
+
+/// Whether `status` is the transport's, for a connection that went away
+/// mid-call (rather than one that could not be made, or an answer of the
+/// server's: those carry an error kind).
+fn connection_lost(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    if !matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::Unavailable
+    ) {
+        return false;
+    }
+    let mut said = status.message().to_ascii_lowercase();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        said.push(' ');
+        said.push_str(&e.to_string().to_ascii_lowercase());
+        source = e.source();
+    }
+    !said.contains("connect error")
+        && [
+            "transport error",
+            "connection closed",
+            "connection reset",
+            "broken pipe",
+            "stream closed",
+            "protocol error",
+        ]
+        .iter()
+        .any(|m| said.contains(m))
 }
