@@ -66,7 +66,7 @@ enum Command {
     Invoke(client::InvokeArgs),
     /// List tasks.
     Tasks(client::TasksArgs),
-    /// Show or delete a task.
+    /// Show, delete, upgrade or roll back a task.
     #[command(subcommand)]
     Task(client::TaskCommand),
     /// List executions.

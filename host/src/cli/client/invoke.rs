@@ -13,9 +13,12 @@ pub struct InvokeArgs {
     /// The function to call.
     function: String,
 
-    /// Parameters: `name=value` (the type is inferred: integer, float,
-    /// true/false, else string) or `name:type=value` with type one of
-    /// str, i64, f64, bool, bytes (`@FILE` reads the bytes from a file).
+    /// Parameters: `name=value`, typed as the function declares it (a name
+    /// it does not declare, or a function the server cannot describe: the
+    /// type is inferred from the value — integer, float, true/false, else
+    /// string), or
+    /// `name:type=value` with type one of str, i64, f64, bool, bytes
+    /// (`@FILE` reads the bytes from a file).
     #[arg(short = 'p', long = "param", value_name = "NAME[:TYPE]=VALUE")]
     params: Vec<String>,
 
