@@ -117,6 +117,11 @@ pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {
     if let Some(instance) = &e.instance_id {
         metadata.insert("instance_id".to_owned(), instance.to_string());
     }
+    // The wire's ExecutionInfo has a message but no code: the code, which
+    // scripts match on, goes here.
+    if let Some(error) = &e.error {
+        metadata.insert("error_code".to_owned(), error.code.clone());
+    }
     pb::ExecutionInfo {
         execution_id: e.execution_id.to_string(),
         task_id: e.task_id.to_string(),

@@ -357,12 +357,16 @@ fn serve_and_the_client_commands_work_together() {
         "where each function runs: {stdout}"
     );
     let out = served.run(&["executions", "--status", "failed"]);
-    assert_eq!(
-        text(&out.stdout)
-            .lines()
-            .filter(|l| l.contains("divide"))
-            .count(),
-        1
+    let failed: Vec<String> = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("divide"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].contains("division_by_zero: "),
+        "the error's code, which scripts match on, beside its message: {}",
+        failed[0]
     );
 
     let out = served.run(&["cancel", "no-such-execution"]);

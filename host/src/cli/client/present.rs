@@ -146,10 +146,11 @@ pub(super) fn print_execution(e: &pb::ExecutionInfo) {
         status_name(status),
         e.execution_time_ms,
         time(e.started_at.as_ref()),
-        if e.error_message.is_empty() {
-            String::new()
-        } else {
-            format!("  {}", e.error_message)
+        match (e.metadata.get("error_code"), e.error_message.is_empty()) {
+            (Some(code), false) => format!("  {code}: {}", e.error_message),
+            (Some(code), true) => format!("  {code}"),
+            (None, false) => format!("  {}", e.error_message),
+            (None, true) => String::new(),
         }
     );
 }
