@@ -4,8 +4,7 @@ use clap::{Args, Subcommand};
 use spearlet_proto::spearlet as pb;
 
 use super::present::{
-    describe_status, parse_status, print_execution, print_execution_header, show_any,
-    show_isolation, status_name,
+    describe_status, parse_status, print_executions, show_any, show_isolation, status_name,
 };
 use super::{connect, connect_admin, runtime, status_error, Endpoint};
 use spearlet_proto::spearlet::admin::v1 as admin;
@@ -252,10 +251,7 @@ pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::p
                 }
                 println!("executions  {}", t.execution_count);
                 if !reply.executions.is_empty() {
-                    print_execution_header();
-                }
-                for e in &reply.executions {
-                    print_execution(e);
+                    print_executions(&reply.executions);
                 }
             }
             TaskCommand::Upgrade {
@@ -338,10 +334,7 @@ pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<
             .await
             .map_err(status_error)?
             .into_inner();
-        print_execution_header();
-        for e in &reply.executions {
-            print_execution(e);
-        }
+        print_executions(&reply.executions);
         if reply.has_more {
             println!("(more: --start-after {})", reply.next_start_after);
         }

@@ -129,28 +129,75 @@ fn time(ts: Option<&prost_types::Timestamp>) -> String {
     )
 }
 
-/// The header row above [`print_execution`]'s lines.
-pub(super) fn print_execution_header() {
-    println!(
-        "  {:<36}  {:<10} {:<10} {:>9}  {:<24}ERROR",
-        "EXECUTION", "FUNCTION", "STATUS", "TIME", "STARTED"
-    );
+/// Executions as a table under a header, the function column as wide as
+/// the longest name shown (a fixed width misaligned every row after a long
+/// one).
+pub(super) fn print_executions(executions: &[pb::ExecutionInfo]) {
+    for line in execution_table(executions) {
+        println!("{line}");
+    }
 }
 
-pub(super) fn print_execution(e: &pb::ExecutionInfo) {
-    let status = pb::ExecutionStatus::try_from(e.status).unwrap_or_default();
-    println!(
-        "  {}  {:<10} {:<10} {:>6} ms  {}{}",
-        e.execution_id,
-        e.function_name,
-        status_name(status),
-        e.execution_time_ms,
-        time(e.started_at.as_ref()),
-        match (e.metadata.get("error_code"), e.error_message.is_empty()) {
-            (Some(code), false) => format!("  {code}: {}", e.error_message),
-            (Some(code), true) => format!("  {code}"),
-            (None, false) => format!("  {}", e.error_message),
-            (None, true) => String::new(),
+fn execution_table(executions: &[pb::ExecutionInfo]) -> Vec<String> {
+    let width = executions
+        .iter()
+        .map(|e| e.function_name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max("FUNCTION".len());
+    let mut lines = vec![format!(
+        "  {:<36}  {:<width$} {:<10} {:>9}  {:<24}ERROR",
+        "EXECUTION", "FUNCTION", "STATUS", "TIME", "STARTED"
+    )];
+    for e in executions {
+        let status = pb::ExecutionStatus::try_from(e.status).unwrap_or_default();
+        lines.push(format!(
+            "  {}  {:<width$} {:<10} {:>6} ms  {}{}",
+            e.execution_id,
+            e.function_name,
+            status_name(status),
+            e.execution_time_ms,
+            time(e.started_at.as_ref()),
+            match (e.metadata.get("error_code"), e.error_message.is_empty()) {
+                (Some(code), false) => format!("  {code}: {}", e.error_message),
+                (Some(code), true) => format!("  {code}"),
+                (None, false) => format!("  {}", e.error_message),
+                (None, true) => String::new(),
+            }
+        ));
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_of_an_execution_table_lines_up_with_its_header() {
+        let row = |function: &str, code: Option<&str>| pb::ExecutionInfo {
+            execution_id: "0190a5d0-0000-7000-8000-000000000000".into(),
+            function_name: function.into(),
+            status: pb::ExecutionStatus::Failed.into(),
+            error_message: "went wrong".into(),
+            metadata: code
+                .map(|c| [("error_code".to_owned(), c.to_owned())].into())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let table = execution_table(&[
+            row("add", Some("empty_input")),
+            row("a_function_with_a_long_name", None),
+        ]);
+        let status_at = table[0].find("STATUS").unwrap();
+        for line in &table[1..] {
+            assert_eq!(line.find("failed"), Some(status_at), "{table:#?}");
         }
-    );
+        assert!(
+            table[1].ends_with("empty_input: went wrong"),
+            "{}",
+            table[1]
+        );
+        assert!(table[2].ends_with("  went wrong"), "{}", table[2]);
+    }
 }
