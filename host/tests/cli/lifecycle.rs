@@ -26,6 +26,10 @@ fn task_upgrade_and_rollback_switch_the_version_under_one_id() {
     let shown = text(&out.stdout);
     assert!(shown.contains("now       2.0.0"), "{shown}");
     assert!(shown.contains("previous  1.0.0"), "{shown}");
+    assert!(
+        shown.contains("fresh     the new version's instances start afresh"),
+        "what a switch does not keep is said: {shown}"
+    );
     let out = served.run(&["invoke", "--task-id", &id, "version"]);
     assert!(
         text(&out.stdout).contains("\"2.0.0\""),

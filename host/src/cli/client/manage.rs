@@ -41,6 +41,11 @@ fn print_switch(s: &admin::TaskSwitch) {
             s.still_running
         );
     }
+    // What a switch does not keep, said where it happens.
+    println!(
+        "fresh     the new version's instances start afresh (state held in the old ones is not \
+         carried over); the task's counters start anew"
+    );
 }
 
 #[derive(Debug, Args)]
