@@ -68,6 +68,14 @@ pub(super) async fn relay(
             if let Some(err) = &e.error {
                 metadata.insert("error_code".to_owned(), err.code.clone());
             }
+            // What a unary reply's result carries, for the same last line.
+            metadata.insert(
+                "execution_time_us".to_owned(),
+                e.execution_time.as_micros().to_string(),
+            );
+            if let Some(trace) = e.trace_id {
+                metadata.insert("trace_id".to_owned(), trace.to_string());
+            }
             Ok(pb::StreamExecutionResult {
                 execution_id: e.execution_id.to_string(),
                 status: reply::status(e.status).into(),

@@ -311,7 +311,17 @@ fn serve_and_the_client_commands_work_together() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert_eq!(stdout.matches("chunk ").count(), 3, "{stdout}");
-    assert!(stdout.contains("completed"), "{stdout}");
+    let last = stdout
+        .lines()
+        .find(|l| l.starts_with("execution  "))
+        .unwrap_or_default();
+    assert!(
+        last.contains("completed in ")
+            && last.contains(" ms  (task ")
+            && last.contains(", instance "),
+        "a stream ends with the line a unary call ends with: {stdout}"
+    );
+    assert!(stdout.contains("trace      "), "{stdout}");
 
     let out = served.run(&[
         "invoke",

@@ -5,7 +5,7 @@ use clap::Args;
 use prost::Message;
 use spearlet_proto::spearlet as pb;
 
-use super::present::{describe_status, show_any, status_name, WRAPPER};
+use super::present::{describe_status, show_any, WRAPPER};
 use super::{connect, runtime, status_error, Endpoint};
 
 #[derive(Debug, Args)]
@@ -293,16 +293,29 @@ async fn stream(
             if let Some(value) = &message.chunk_data {
                 println!("result     {}", show_any(value));
             }
-            let error = if message.error_message.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", message.error_message)
+            // The same last line a unary call ends with.
+            let meta = |key: &str| message.metadata.get(key).cloned().unwrap_or_default();
+            let result = pb::ExecutionResult {
+                error_code: meta("error_code"),
+                error_message: message.error_message.clone(),
+                metrics: message
+                    .metadata
+                    .get("execution_time_us")
+                    .map(|us| [("execution_time_us".to_owned(), us.clone())].into())
+                    .unwrap_or_default(),
+                ..Default::default()
             };
+            let or_dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
             println!(
-                "execution  {}  {}{error}",
+                "execution  {}  {}  (task {}, instance {})",
                 message.execution_id,
-                status_name(status)
+                describe_status(status, 0, &result),
+                or_dash(meta("task_id")),
+                or_dash(meta("instance_id"))
             );
+            if let Some(trace) = message.metadata.get("trace_id") {
+                println!("trace      {trace}");
+            }
             ok = status == pb::ExecutionStatus::Completed;
         } else if let Some(value) = &message.chunk_data {
             println!("chunk      {}", show_any(value));
