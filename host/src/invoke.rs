@@ -620,7 +620,7 @@ impl Host {
 mod tests {
     use super::*;
 
-    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pub(super) fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

@@ -155,7 +155,7 @@ impl Host {
         };
         // One `write` to the journal, in the page cache: done here rather
         // than on a blocking thread, whose hand-off would cost more.
-        self.state().put_task(StoredTask {
+        self.inner.state.put_task(StoredTask {
             id: id.to_owned(),
             name: name.to_owned(),
             description: description.to_owned(),
@@ -207,7 +207,7 @@ impl Host {
     pub(crate) async fn forget_task(&self, task_id: &str) -> Result<()> {
         self.dormant().remove(task_id);
         // One journal `write`, here (a hand-off would cost more).
-        self.state().remove_task(task_id)
+        self.inner.state.remove_task(task_id)
     }
 
     fn dormant(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, StoredTask>> {
@@ -344,7 +344,7 @@ impl Host {
             parameters_hash: record.parameters_fingerprint().to_raw(),
         };
         // As for tasks: one journal `write`, here.
-        self.state().put_execution(stored)
+        self.inner.state.put_execution(stored)
     }
 
     /// Records how an ASYNC execution ended (nothing while it runs on).
@@ -372,7 +372,7 @@ impl Host {
                 .unwrap_or_default(),
             parameters_hash: record.parameters_fingerprint().to_raw(),
         };
-        if let Err(e) = self.state().put_execution(stored) {
+        if let Err(e) = self.inner.state.put_execution(stored) {
             tracing::warn!(execution = %snapshot.execution_id, error = %e, "how an ASYNC execution ended was not recorded; after a restart it reads as cut short");
         }
     }
@@ -390,9 +390,6 @@ impl Host {
     /// The state store, its journal bounded by `tasks.max_journal_bytes`:
     /// `Host::new` opens the store knowing only the data directory, so the
     /// configured bound goes with each write (one relaxed atomic store).
-    fn state(&self) -> &StateDb {
-        &self.inner.state
-    }
 
     /// Whether what the host records (tasks, ASYNC executions) reaches its
     /// database, or waits in the journal while folding it fails.

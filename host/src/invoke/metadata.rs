@@ -110,13 +110,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::invoke::tests::metadata;
 
     #[test]
     fn pool_limits_are_bounded_by_the_configured_maximum() {
