@@ -3,12 +3,19 @@
 //! Every field has a default, so an empty file (or none) is a working
 //! configuration; unknown keys are refused so a typo is not silently ignored.
 
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+pub use validate::{
+    MAX_MESSAGE_BYTES, MAX_POOL_INSTANCES, MAX_QUARANTINED, MAX_RECORDS, MAX_TOTAL_RESULT_BYTES,
+    MAX_WARM_WORKERS,
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,137 +154,7 @@ impl Config {
         self.validate()?;
         Ok(self)
     }
-
-    /// Checks every numeric setting against the range it can work in, so
-    /// that no later allocation or semaphore is sized by an unchecked
-    /// number (see `docs/reliability.md`).
-    ///
-    /// # Errors
-    ///
-    /// A message naming the key, its value and the limit.
-    pub fn validate(&self) -> Result<(), String> {
-        fn within<T: PartialOrd + std::fmt::Display>(
-            key: &str,
-            value: T,
-            low: T,
-            high: T,
-        ) -> Result<(), String> {
-            if value < low || value > high {
-                return Err(format!("{key} = {value} is out of range: {low} to {high}"));
-            }
-            Ok(())
-        }
-        let pool = &self.pool;
-        within(
-            "pool.max_instances",
-            pool.max_instances,
-            1,
-            MAX_POOL_INSTANCES,
-        )?;
-        within(
-            "pool.min_instances",
-            pool.min_instances,
-            0,
-            pool.max_instances,
-        )?;
-        within(
-            "pool.max_quarantined",
-            pool.max_quarantined,
-            0,
-            MAX_QUARANTINED,
-        )?;
-        within(
-            "pool.max_quarantined_total",
-            pool.max_quarantined_total,
-            0,
-            MAX_QUARANTINED,
-        )?;
-        let ex = &self.executions;
-        within("executions.max_records", ex.max_records, 1, MAX_RECORDS)?;
-        within("executions.max_pending", ex.max_pending, 1, MAX_RECORDS)?;
-        within(
-            "executions.max_total_result_bytes",
-            ex.max_total_result_bytes,
-            0,
-            MAX_TOTAL_RESULT_BYTES,
-        )?;
-        within(
-            "executions.max_result_bytes",
-            ex.max_result_bytes,
-            0,
-            ex.max_total_result_bytes,
-        )?;
-        within(
-            "exec.warm_workers",
-            self.exec.warm_workers,
-            0,
-            MAX_WARM_WORKERS,
-        )?;
-        within("exec.inline_warm_up", self.exec.inline_warm_up, 1, 1 << 20)?;
-        let limits = &self.limits;
-        within(
-            "limits.max_message_bytes",
-            limits.max_message_bytes,
-            4096,
-            MAX_MESSAGE_BYTES,
-        )?;
-        within(
-            "limits.max_parameter_bytes",
-            limits.max_parameter_bytes,
-            0,
-            MAX_MESSAGE_BYTES,
-        )?;
-        within(
-            "limits.max_concurrent_streams",
-            limits.max_concurrent_streams,
-            1,
-            1 << 20,
-        )?;
-        if self.tasks.drain_timeout > self.tasks.max_drain_timeout {
-            return Err(format!(
-                "tasks.drain_timeout = {} is out of range: at most tasks.max_drain_timeout = {}",
-                humantime::format_duration(self.tasks.drain_timeout),
-                humantime::format_duration(self.tasks.max_drain_timeout)
-            ));
-        }
-        within(
-            "tasks.max_journal_bytes",
-            self.tasks.max_journal_bytes,
-            1 << 20,
-            1 << 40,
-        )?;
-        within(
-            "metrics.max_task_labels",
-            self.metrics.max_task_labels,
-            0,
-            1_000_000,
-        )?;
-        within(
-            "artifacts.download_attempts",
-            self.artifacts.download_attempts,
-            1,
-            100,
-        )?;
-        crate::artifact::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
-        Ok(())
-    }
 }
-
-/// The most instances one task's pool may have (`pool.max_instances`, and
-/// so `spearlet.pool.max`): each is a live plugin instance, and in the
-/// process tier a process.
-pub const MAX_POOL_INSTANCES: usize = 4096;
-/// The most abandoned calls kept (`pool.max_quarantined[_total]`).
-pub const MAX_QUARANTINED: usize = 1 << 16;
-/// The most execution records (`executions.max_records`, `max_pending`).
-pub const MAX_RECORDS: usize = 10_000_000;
-/// The most result bytes all records may keep together.
-pub const MAX_TOTAL_RESULT_BYTES: usize = 1 << 40;
-/// The most warm worker processes.
-pub const MAX_WARM_WORKERS: usize = 256;
-/// The largest gRPC message (`limits.max_message_bytes`): tonic's own
-/// ceiling is `u32`, and a message is held whole in memory.
-pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
 /// Joining a SPEAR cluster: with `grpc` set, spearlet registers itself as a
 /// node of the SMS (SPEAR's metadata server), registers the tasks it
