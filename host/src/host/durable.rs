@@ -387,10 +387,6 @@ impl Host {
             .collect()
     }
 
-    /// The state store, its journal bounded by `tasks.max_journal_bytes`:
-    /// `Host::new` opens the store knowing only the data directory, so the
-    /// configured bound goes with each write (one relaxed atomic store).
-
     /// Whether what the host records (tasks, ASYNC executions) reaches its
     /// database, or waits in the journal while folding it fails.
     pub fn persistence(&self) -> Persistence {
