@@ -4,17 +4,37 @@
 //! Plugin code runs off the async runtime's workers, paying a thread
 //! hand-off per call, unless it has earned the right not to: a function
 //! whose last `warm_up` off-worker runs all finished within the budget is
-//! promoted, and its SYNC calls then run on a runtime worker. A run over
-//! the budget demotes it at once, and the warm-up it needs to come back
-//! doubles, so a function that is sometimes slow stops flapping. A function demoted after
-//! a long stable stretch inline ([`STABLE_FACTOR`] times its warm-up) needs
-//! only the configured warm-up again: run time is measured on the wall
-//! clock, and a busy machine's preemption now and then must not price a
-//! short function out of the tier. [`BAR_AFTER_DEMOTIONS`] demotions in a
-//! row with no stable stretch between them bar the code from the tier for
-//! good (for as long as its plugin is loaded): it is not short, whatever
-//! its warm-ups said. Functions marked `#[function(blocking)]` are never
-//! promoted.
+//! promoted, and its SYNC calls then run on a runtime worker.
+//!
+//! Run time is measured on the wall clock, so a run also counts the time
+//! its thread was preempted: on a busy machine a 1 µs function now and then
+//! "takes" a scheduler slice (0.2–1.5 ms), ten times the default budget.
+//! One slow run therefore says little, and demoting on it made short
+//! functions flap in and out of the tier (59 round trips in a 300k-call
+//! benchmark), each sending calls through the slower path. So a promoted
+//! function is judged on its recent inline runs, with hysteresis:
+//!
+//! - **Too often over the budget**: a decaying count of its inline runs
+//!   over the budget (each weighs less the more runs came after it, by e
+//!   every [`SLOW_WINDOW`] runs) estimates the share of recent runs that
+//!   were slow. Above [`DEMOTE_SLOW_SHARE`], its p99 is over the budget and
+//!   it is demoted. Isolated preemptions never get there; a function slow
+//!   every time does in five runs.
+//! - **Over the hard limit** ([`TierPolicy::hard_limit`], far above the
+//!   budget and above a scheduler slice): one such run demotes at once, and
+//!   so does the watchdog on seeing a call in flight that long. That is
+//!   what a stuck or genuinely long call looks like; a preempted short
+//!   call rarely does.
+//!
+//! The warm-up a demoted function needs to come back doubles, so a function
+//! that is sometimes slow stops flapping. A function demoted after a long
+//! stable stretch inline ([`STABLE_FACTOR`] times its warm-up) needs only
+//! the configured warm-up again: a rare cluster of preemptions must not
+//! price a short function out of the tier. [`BAR_AFTER_DEMOTIONS`]
+//! demotions in a row with no stable stretch between them bar the code from
+//! the tier for good (for as long as its plugin is loaded): it is not
+//! short, whatever its warm-ups said. Functions marked
+//! `#[function(blocking)]` are never promoted.
 //!
 //! Running plugin code on a worker is only safe while it stays short, so
 //! the tier is bounded ([`Bound`]):
@@ -25,9 +45,11 @@
 //!   pooled path. A current-thread runtime, or one with a single worker,
 //!   runs nothing inline.
 //! - **A watchdog** looks at the inline calls in flight every
-//!   [`WATCH_TICK`] and demotes the code of one that has overrun its budget
-//!   *while it runs*, so the next calls take the pooled path even if this
-//!   one never returns.
+//!   [`WATCH_TICK`] and demotes the code of one that has run past the hard
+//!   limit *while it runs*, so the next calls take the pooled path even if
+//!   this one never returns: code that hangs stops running inline within
+//!   the hard limit and a tick. A call between the budget and the hard
+//!   limit is left to its end, to be judged with the function's other runs.
 //! - **Deadlines**: a call with a deadline never runs on its caller's own
 //!   future (see `exec`), so the caller is answered at the deadline even if
 //!   the plugin ignores cancellation.
@@ -60,6 +82,32 @@ pub const STABLE_FACTOR: u64 = 16;
 /// promotion would risk stalling a worker again.
 pub const BAR_AFTER_DEMOTIONS: u32 = 4;
 
+/// How many inline runs a slow run is remembered over: its weight in the
+/// estimate falls by e every this many runs. Long enough that the share of
+/// slow runs it estimates means something at 1% (it counts a handful of
+/// them, not one), short enough that a function which turns slow is judged
+/// on what it does now, not on the thousands of short runs before.
+pub const SLOW_WINDOW: u32 = 400;
+
+/// The estimated share of recent inline runs over the budget above which
+/// code is demoted: 1%, that is its p99 is over the budget. With
+/// [`SLOW_WINDOW`] it means a weight of four slow runs, so a function over
+/// the budget every time is demoted at its fifth inline run, while a
+/// preempted run among hundreds of short ones (or two close together) is
+/// not: on a busy machine preemptions land in maybe one short run in
+/// thousands, and rarely five within a few hundred runs.
+pub const DEMOTE_SLOW_SHARE: f64 = 0.01;
+
+/// The hard limit in budgets: a run this much over the budget is not a
+/// short function's bad luck.
+pub const HARD_LIMIT_BUDGETS: u32 = 20;
+
+/// The least hard limit, whatever the budget: above the scheduler slice a
+/// preempted thread typically waits out (0.2–1.5 ms seen on a busy 2-core
+/// machine), so a short call seldom reaches it, yet a stuck call stops
+/// further inline calls within a few milliseconds.
+pub const HARD_LIMIT_FLOOR: Duration = Duration::from_millis(2);
+
 /// The tier's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierPolicy {
@@ -73,6 +121,20 @@ impl TierPolicy {
     /// Whether the tier is on at all.
     pub fn enabled(&self) -> bool {
         !self.budget.is_zero()
+    }
+
+    /// The run time over which one run demotes at once, and the watchdog
+    /// demotes a call in flight: [`HARD_LIMIT_BUDGETS`] budgets, and at
+    /// least [`HARD_LIMIT_FLOOR`]. Runs between the budget and this are
+    /// judged together ([`DEMOTE_SLOW_SHARE`]): on the wall clock, one of
+    /// them may be a preemption.
+    pub const fn hard_limit(&self) -> Duration {
+        let limit = self.budget.saturating_mul(HARD_LIMIT_BUDGETS);
+        if limit.as_nanos() > HARD_LIMIT_FLOOR.as_nanos() {
+            limit
+        } else {
+            HARD_LIMIT_FLOOR
+        }
     }
 }
 
@@ -107,6 +169,11 @@ pub struct Profile {
     inline_runs: AtomicU64,
     /// `inline_runs` when last promoted.
     promoted_at: AtomicU64,
+    /// Recent inline runs over the budget, each weighted by how recent it
+    /// is ([`SLOW_WINDOW`]): the bits of an `f64`, as of `last_slow`.
+    slow_weight: AtomicU64,
+    /// The number (in `inline_runs`) of the last run folded into `slow_weight`.
+    last_slow: AtomicU64,
     /// Recent completed run time (exponentially weighted), in ns; 0: none yet.
     mean_nanos: AtomicU64,
 }
@@ -116,7 +183,8 @@ pub struct Profile {
 pub struct TierCounts {
     /// Times promoted to the inline tier.
     pub promotions: u64,
-    /// Times demoted after a slow inline run.
+    /// Times demoted: too many inline runs over the budget, or one over
+    /// the hard limit.
     pub demotions: u64,
     /// Calls that ran inline.
     pub inline_runs: u64,
@@ -170,7 +238,7 @@ impl Change {
                 code,
                 warm_up,
                 took_us = took.as_micros(),
-                "demoted from the inline tier: a run went over the budget"
+                "demoted from the inline tier: too often over the budget, or past the hard limit"
             ),
             Change::Barred { took } => tracing::warn!(
                 plugin,
@@ -197,6 +265,8 @@ impl Profile {
             demotions: AtomicU64::new(0),
             inline_runs: AtomicU64::new(0),
             promoted_at: AtomicU64::new(0),
+            slow_weight: AtomicU64::new(0f64.to_bits()),
+            last_slow: AtomicU64::new(0),
             mean_nanos: AtomicU64::new(0),
         }
     }
@@ -254,6 +324,9 @@ impl Profile {
         if streak >= self.needed.load(Ordering::Relaxed)
             && !self.inline.swap(true, Ordering::Relaxed)
         {
+            // A new stretch inline is judged on its own runs: the slow ones
+            // that ended the last stretch are not held against it.
+            self.slow_weight.store(0f64.to_bits(), Ordering::Relaxed);
             self.promoted_at
                 .store(self.inline_runs.load(Ordering::Relaxed), Ordering::Relaxed);
             self.promotions.fetch_add(1, Ordering::Relaxed);
@@ -262,13 +335,44 @@ impl Profile {
         Change::None
     }
 
-    /// Folds in an inline run that took `took`: over the budget, it demotes.
+    /// Folds in an inline run that took `took`. One over the hard limit
+    /// demotes; one over the budget demotes if too many recent runs were
+    /// ([`DEMOTE_SLOW_SHARE`]). This runs after every inline call: a short
+    /// run costs the count of runs and one comparison, nothing more.
+    #[inline]
     pub fn inline_run(&self, took: Duration, policy: &TierPolicy) -> Change {
-        self.count_inline_run();
+        let run = self.inline_runs.fetch_add(1, Ordering::Relaxed);
         if took <= policy.budget {
             return Change::None;
         }
-        self.demote(took, policy)
+        self.slow_inline_run(run, took, policy)
+    }
+
+    /// An inline run over the budget, the `run`th since the profile was
+    /// made.
+    #[cold]
+    fn slow_inline_run(&self, run: u64, took: Duration, policy: &TierPolicy) -> Change {
+        let weight = self.fold_slow_run(run);
+        if took > policy.hard_limit() || weight > f64::from(SLOW_WINDOW) * DEMOTE_SLOW_SHARE {
+            return self.demote(took, policy);
+        }
+        Change::None
+    }
+
+    /// Adds the slow run numbered `run` to the decaying weight of recent
+    /// slow runs, and returns the new weight: the weight so far decays by
+    /// the runs since the last slow one (short runs touch nothing, so they
+    /// cost nothing), and this one adds 1. Over a long stretch it
+    /// approaches [`SLOW_WINDOW`] times the share of slow runs. Racing
+    /// updates may lose one another's slow run: it is an estimate.
+    fn fold_slow_run(&self, run: u64) -> f64 {
+        let last = self.last_slow.swap(run, Ordering::Relaxed);
+        // Past 2^32 runs since the last slow one, the weight is gone anyway.
+        let since = f64::from(u32::try_from(run.saturating_sub(last)).unwrap_or(u32::MAX));
+        let before = f64::from_bits(self.slow_weight.load(Ordering::Relaxed));
+        let weight = before * (-since / f64::from(SLOW_WINDOW)).exp() + 1.0;
+        self.slow_weight.store(weight.to_bits(), Ordering::Relaxed);
+        weight
     }
 
     /// Counts an inline run the watchdog has judged already.
@@ -276,11 +380,12 @@ impl Profile {
         self.inline_runs.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Demotes the code after a run over the budget (seen ended, or still
-    /// running by the watchdog): its warm-up starts again, doubled unless it
-    /// had a stable stretch inline, and the [`BAR_AFTER_DEMOTIONS`]th
-    /// demotion in a row bars it. Nothing if it is not inline (the other
-    /// side — the run's end or the watchdog — was first).
+    /// Demotes the code after too many runs over the budget, or one over
+    /// the hard limit (seen ended, or still running by the watchdog): its
+    /// warm-up starts again, doubled unless it had a stable stretch inline,
+    /// and the [`BAR_AFTER_DEMOTIONS`]th demotion in a row bars it. Nothing
+    /// if it is not inline (the other side — the run's end or the watchdog
+    /// — was first).
     pub(crate) fn demote(&self, took: Duration, policy: &TierPolicy) -> Change {
         if !self.inline.swap(false, Ordering::Relaxed) {
             return Change::None;
@@ -389,10 +494,30 @@ mod tests {
         warm_up: 4,
     };
     const SHORT: Duration = Duration::from_micros(10);
-    const LONG: Duration = Duration::from_millis(1);
+    /// Over the budget, under the hard limit: a preempted short run, or a
+    /// function a little too slow.
+    const SLOW: Duration = Duration::from_micros(150);
+    /// Over the hard limit: a stuck or long run.
+    const HUNG: Duration = Duration::from_millis(5);
 
     #[test]
-    fn promoted_after_a_short_warm_up_and_demoted_by_one_slow_run() {
+    fn the_hard_limit_is_twenty_budgets_and_at_least_two_milliseconds() {
+        let with_budget = |budget| TierPolicy { budget, ..POLICY }.hard_limit();
+        assert_eq!(POLICY.hard_limit(), Duration::from_millis(2));
+        assert_eq!(
+            with_budget(Duration::from_micros(10)),
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            with_budget(Duration::from_millis(1)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(with_budget(Duration::MAX), Duration::MAX);
+        assert!(POLICY.budget < SLOW && SLOW < POLICY.hard_limit() && POLICY.hard_limit() < HUNG);
+    }
+
+    #[test]
+    fn promoted_after_a_short_warm_up_and_demoted_at_once_over_the_hard_limit() {
         let p = Profile::new(false, &POLICY);
         for _ in 0..3 {
             assert_eq!(p.off_worker_run(SHORT, &POLICY), Change::None);
@@ -402,12 +527,12 @@ mod tests {
         assert_eq!(p.tier(), Tier::Inline);
         assert_eq!(p.inline_run(SHORT, &POLICY), Change::None);
         assert_eq!(
-            p.inline_run(LONG, &POLICY),
+            p.inline_run(HUNG, &POLICY),
             Change::Demoted {
                 warm_up: 8,
-                took: LONG
+                took: HUNG
             },
-            "one slow run demotes, and the next warm-up is twice as long"
+            "one run over the hard limit demotes, and the next warm-up is twice as long"
         );
         assert_eq!(p.tier(), Tier::OffWorker);
         for _ in 0..7 {
@@ -420,12 +545,100 @@ mod tests {
     }
 
     #[test]
+    fn isolated_slow_runs_never_demote() {
+        let p = Profile::new(false, &POLICY);
+        promote(&p);
+        // One preempted run in a thousand...
+        for run in 0..5_000u32 {
+            let took = if run % 1_000 == 999 { SLOW } else { SHORT };
+            assert_eq!(p.inline_run(took, &POLICY), Change::None, "run {run}");
+        }
+        // ...or two close together...
+        for run in 0..5_000u32 {
+            let took = if run % 1_000 == 0 || run % 1_000 == 7 {
+                SLOW
+            } else {
+                SHORT
+            };
+            assert_eq!(p.inline_run(took, &POLICY), Change::None, "run {run}");
+        }
+        // ...or even one in two hundred, spread out: its p99 is within the
+        // budget.
+        for run in 0..20_000u32 {
+            let took = if run % 200 == 199 { SLOW } else { SHORT };
+            assert_eq!(p.inline_run(took, &POLICY), Change::None, "run {run}");
+        }
+        assert!(p.is_inline());
+        let c = p.counts();
+        assert_eq!((c.promotions, c.demotions, c.inline_runs), (1, 0, 30_000));
+    }
+
+    #[test]
+    fn a_function_a_little_over_the_budget_every_run_is_demoted_in_five_runs() {
+        let p = Profile::new(false, &POLICY);
+        promote(&p);
+        for run in 1..5 {
+            assert_eq!(p.inline_run(SLOW, &POLICY), Change::None, "run {run}");
+        }
+        assert_eq!(
+            p.inline_run(SLOW, &POLICY),
+            Change::Demoted {
+                warm_up: 8,
+                took: SLOW
+            }
+        );
+        // Promoted again, it starts with a clean slate: the slow runs that
+        // demoted it do not count against it...
+        promote(&p);
+        for run in 1..5 {
+            assert_eq!(p.inline_run(SLOW, &POLICY), Change::None, "run {run}");
+        }
+        // ...but the same pattern demotes it the same way.
+        assert_eq!(
+            p.inline_run(SLOW, &POLICY),
+            Change::Demoted {
+                warm_up: 16,
+                took: SLOW
+            }
+        );
+        // A long clean history does not shield a function that turns slow.
+        let q = Profile::new(false, &POLICY);
+        promote(&q);
+        for _ in 0..100_000 {
+            q.inline_run(SHORT, &POLICY);
+        }
+        let mut runs = 0;
+        while q.inline_run(SLOW, &POLICY) == Change::None {
+            runs += 1;
+            assert!(runs < 5, "still inline after {runs} slow runs in a row");
+        }
+        assert!(!q.is_inline());
+    }
+
+    #[test]
+    fn a_function_slow_in_two_percent_of_its_runs_is_demoted() {
+        let p = Profile::new(false, &POLICY);
+        promote(&p);
+        let mut demoted = None;
+        for run in 0..2_000u32 {
+            let took = if run % 50 == 49 { SLOW } else { SHORT };
+            if p.inline_run(took, &POLICY) != Change::None {
+                demoted = Some(run);
+                break;
+            }
+        }
+        // The sixth slow run: the estimate needs a few to be sure.
+        assert_eq!(demoted, Some(6 * 50 - 1));
+        assert_eq!(p.tier(), Tier::OffWorker);
+    }
+
+    #[test]
     fn a_slow_run_restarts_the_warm_up() {
         let p = Profile::new(false, &POLICY);
         for _ in 0..3 {
             p.off_worker_run(SHORT, &POLICY);
         }
-        p.off_worker_run(LONG, &POLICY);
+        p.off_worker_run(SLOW, &POLICY);
         for _ in 0..3 {
             p.off_worker_run(SHORT, &POLICY);
         }
@@ -458,26 +671,26 @@ mod tests {
         let p = Profile::new(false, &POLICY);
         while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
         // Quick demotions escalate the warm-up...
-        p.inline_run(LONG, &POLICY);
+        p.inline_run(HUNG, &POLICY);
         while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
         assert_eq!(
-            p.inline_run(LONG, &POLICY),
+            p.inline_run(HUNG, &POLICY),
             Change::Demoted {
                 warm_up: 16,
-                took: LONG
+                took: HUNG
             }
         );
         while p.off_worker_run(SHORT, &POLICY) != Change::Promoted {}
-        // ...but after a long stable stretch inline, one slow run (a
-        // preemption, say) costs only the configured warm-up.
+        // ...but after a long stable stretch inline, a demotion (a rare
+        // cluster of preemptions, say) costs only the configured warm-up.
         for _ in 0..STABLE_FACTOR * 16 {
             p.inline_run(SHORT, &POLICY);
         }
         assert_eq!(
-            p.inline_run(LONG, &POLICY),
+            p.inline_run(HUNG, &POLICY),
             Change::Demoted {
                 warm_up: POLICY.warm_up,
-                took: LONG
+                took: HUNG
             }
         );
     }
@@ -488,11 +701,11 @@ mod tests {
         let mut changes = Vec::new();
         for _ in 0..BAR_AFTER_DEMOTIONS {
             promote(&p);
-            changes.push(p.inline_run(LONG, &POLICY));
+            changes.push(p.inline_run(HUNG, &POLICY));
         }
         let demoted = |factor: u32| Change::Demoted {
             warm_up: POLICY.warm_up * factor,
-            took: LONG,
+            took: HUNG,
         };
         assert_eq!(
             changes,
@@ -500,7 +713,7 @@ mod tests {
                 demoted(2),
                 demoted(4),
                 demoted(8),
-                Change::Barred { took: LONG }
+                Change::Barred { took: HUNG }
             ]
         );
     }
@@ -520,8 +733,8 @@ mod tests {
         panic!("never promoted");
     }
 
-    /// Runs `code` inline in a seat, past the budget, and lets the watchdog
-    /// look at it while it runs; returns what its end changed.
+    /// Runs `code` inline in a seat, past the hard limit, and lets the
+    /// watchdog look at it while it runs; returns what its end changed.
     fn overrun(bound: &Bound, plugin: &PluginProfile, code: Code) -> Change {
         let seat = plugin.seat(code).expect("a free seat");
         let started = Instant::now();
@@ -532,9 +745,14 @@ mod tests {
             "a call in flight is activity"
         );
         assert!(plugin.of(code).is_inline(), "within the budget so far");
-        bound.scan(started + LONG, &mut seen);
+        bound.scan(started + SLOW, &mut seen);
+        assert!(
+            plugin.of(code).is_inline(),
+            "over the budget but not the hard limit: it may only be preempted"
+        );
+        bound.scan(started + HUNG, &mut seen);
         assert!(!plugin.of(code).is_inline(), "demoted while it still runs");
-        seat.end(plugin.of(code), LONG, &POLICY)
+        seat.end(plugin.of(code), HUNG, &POLICY)
     }
 
     #[test]
@@ -563,6 +781,65 @@ mod tests {
     }
 
     #[test]
+    fn the_watchdog_leaves_a_call_under_the_hard_limit_to_its_end() {
+        let bound = Bound::with_capacity(POLICY, 1, false);
+        let plugin = plugin(&bound);
+        let f = &plugin.functions[0];
+        promote(f);
+        let limit = POLICY.hard_limit();
+        let almost = limit - Duration::from_micros(1);
+        let mut seen = Vec::new();
+        // Calls over the budget but under the hard limit while they run
+        // are judged when they end, together: one is not demoted...
+        let seat = plugin.seat(Code::Function(0)).unwrap();
+        let started = Instant::now();
+        seat.begin(started);
+        bound.scan(started + SLOW, &mut seen);
+        assert!(
+            bound.scan(started + almost, &mut seen),
+            "a call it has not judged keeps it watching"
+        );
+        assert!(f.is_inline(), "not demoted while under the hard limit");
+        assert_eq!(seat.end(f, almost, &POLICY), Change::None);
+        // ...five in a row are.
+        let mut ends = Vec::new();
+        for _ in 0..4 {
+            let seat = plugin.seat(Code::Function(0)).unwrap();
+            let started = Instant::now();
+            seat.begin(started);
+            bound.scan(started + almost, &mut seen);
+            assert!(f.is_inline());
+            ends.push(seat.end(f, SLOW, &POLICY));
+        }
+        assert_eq!(
+            ends,
+            [
+                Change::None,
+                Change::None,
+                Change::None,
+                Change::Demoted {
+                    warm_up: 8,
+                    took: SLOW
+                }
+            ]
+        );
+        // A call past the hard limit is demoted while it runs, and then
+        // no longer keeps the watchdog awake.
+        promote(f);
+        let seat = plugin.seat(Code::Function(0)).unwrap();
+        let started = Instant::now();
+        seat.begin(started);
+        assert!(bound.scan(started + almost, &mut seen));
+        assert!(f.is_inline());
+        bound.scan(started + limit + Duration::from_micros(1), &mut seen);
+        assert!(!f.is_inline(), "demoted past the hard limit");
+        assert!(!bound.scan(started + HUNG, &mut seen), "judged already");
+        assert_eq!(seat.end(f, HUNG, &POLICY), Change::None);
+        let c = f.counts();
+        assert_eq!((c.promotions, c.demotions, c.inline_runs), (2, 2, 6));
+    }
+
+    #[test]
     fn repeated_demotions_bar_the_code_for_good() {
         let bound = Bound::with_capacity(POLICY, 1, false);
         let plugin = plugin(&bound);
@@ -572,8 +849,8 @@ mod tests {
             let seat = plugin.seat(Code::Function(0)).unwrap();
             let started = Instant::now();
             seat.begin(started);
-            bound.scan(started + LONG, &mut Vec::new());
-            seat.end(f, LONG, &POLICY);
+            bound.scan(started + HUNG, &mut Vec::new());
+            seat.end(f, HUNG, &POLICY);
             assert_eq!(f.is_barred(), n == BAR_AFTER_DEMOTIONS, "after {n}");
         }
         for _ in 0..10_000 {
@@ -585,14 +862,23 @@ mod tests {
             u64::from(BAR_AFTER_DEMOTIONS),
             "never promoted again"
         );
-        // The run that ends over the budget bars the same way.
+        // The run that ends over the hard limit bars the same way...
         let g = Profile::new(false, &POLICY);
         let mut last = Change::None;
         for _ in 0..BAR_AFTER_DEMOTIONS {
             promote(&g);
-            last = g.inline_run(LONG, &POLICY);
+            last = g.inline_run(HUNG, &POLICY);
         }
-        assert_eq!(last, Change::Barred { took: LONG });
+        assert_eq!(last, Change::Barred { took: HUNG });
+        // ...and so do runs that end over the budget too often.
+        let h = Profile::new(false, &POLICY);
+        for _ in 0..BAR_AFTER_DEMOTIONS {
+            promote(&h);
+            while h.is_inline() {
+                last = h.inline_run(SLOW, &POLICY);
+            }
+        }
+        assert_eq!(last, Change::Barred { took: SLOW });
     }
 
     #[test]
@@ -600,7 +886,7 @@ mod tests {
         let p = Profile::new(false, &POLICY);
         for _ in 0..BAR_AFTER_DEMOTIONS - 1 {
             promote(&p);
-            p.inline_run(LONG, &POLICY);
+            p.inline_run(HUNG, &POLICY);
         }
         promote(&p);
         let needed = POLICY.warm_up * 8;
@@ -608,20 +894,20 @@ mod tests {
             p.inline_run(SHORT, &POLICY);
         }
         assert_eq!(
-            p.inline_run(LONG, &POLICY),
+            p.inline_run(HUNG, &POLICY),
             Change::Demoted {
                 warm_up: POLICY.warm_up,
-                took: LONG
+                took: HUNG
             }
         );
         assert!(!p.is_barred());
         for _ in 0..BAR_AFTER_DEMOTIONS - 2 {
             promote(&p);
-            p.inline_run(LONG, &POLICY);
+            p.inline_run(HUNG, &POLICY);
         }
         assert!(!p.is_barred(), "the series started over");
         promote(&p);
-        assert_eq!(p.inline_run(LONG, &POLICY), Change::Barred { took: LONG });
+        assert_eq!(p.inline_run(HUNG, &POLICY), Change::Barred { took: HUNG });
     }
 
     #[test]
@@ -685,9 +971,9 @@ mod tests {
         let f = &plugin.functions[0];
         promote(f);
         let seat = plugin.seat(Code::Function(0)).unwrap();
-        // Began long enough ago to be over the budget at the first look.
+        // Began long enough ago to be past the hard limit at the first look.
         let started = Instant::now();
-        seat.begin(started.checked_sub(LONG).unwrap_or(started));
+        seat.begin(started.checked_sub(HUNG).unwrap_or(started));
         let waiting = Instant::now();
         while f.is_inline() {
             assert!(waiting.elapsed() < GIVE_UP, "the watchdog never looked");
@@ -700,13 +986,13 @@ mod tests {
             std::thread::yield_now();
         }
         assert_eq!(bound.in_flight(), 1);
-        assert_eq!(seat.end(f, LONG, &POLICY), Change::None);
+        assert_eq!(seat.end(f, HUNG, &POLICY), Change::None);
         assert_eq!(f.counts().demotions, 1);
         // A call wakes it (it parks for good otherwise): the demotion
         // shows it looked.
         promote(f);
         let seat = plugin.seat(Code::Function(0)).unwrap();
-        seat.begin(started.checked_sub(LONG).unwrap_or(started));
+        seat.begin(started.checked_sub(HUNG).unwrap_or(started));
         while f.is_inline() {
             assert!(waiting.elapsed() < GIVE_UP, "the call did not wake it");
             std::thread::yield_now();

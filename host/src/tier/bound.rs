@@ -1,5 +1,5 @@
 //! The inline tier's bound: how many inline calls may run at once, and the
-//! watchdog that notices one overrunning its budget while it runs.
+//! watchdog that notices one running past the hard limit while it runs.
 //!
 //! Both live in one array of seats, one per inline call the cap allows.
 //! A call claims a seat (one compare-and-swap on its owner word), writes
@@ -18,6 +18,16 @@
 //! [`PARK_AFTER_IDLE_TICKS`] ticks without any: an idle server is never
 //! woken. The call that finds it parked unparks it (one load of a flag
 //! otherwise).
+//!
+//! The watchdog demotes a call's code only once the call has run past the
+//! policy's hard limit ([`TierPolicy::hard_limit`]), not its budget: run
+//! time is wall-clock time, and a short call whose thread was preempted
+//! looks like a slow one for a scheduler slice or so. Such a call is left
+//! to end, and its run time is judged with the code's other runs
+//! ([`Profile::inline_run`]); only one still running past the hard limit,
+//! which a preemption rarely reaches, is stuck or long enough to stop
+//! further inline calls without waiting for it. A call the watchdog has
+//! demoted is marked `OVERRAN`, so its end does not judge it again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
@@ -27,8 +37,8 @@ use std::time::{Duration, Instant};
 use super::{Change, PluginProfile, Profile, TierPolicy};
 
 /// How often the watchdog looks at the inline calls in flight, while there
-/// are any. It bounds how long an overrunning call goes unnoticed beyond
-/// its budget, and costs a wake-up per tick only while calls run inline.
+/// are any. It bounds how long a call goes unnoticed beyond the hard limit,
+/// and costs a wake-up per tick only while calls run inline.
 pub const WATCH_TICK: Duration = Duration::from_millis(1);
 
 /// Ticks without an inline call after which the watchdog parks (~100 ms):
@@ -38,7 +48,9 @@ pub const PARK_AFTER_IDLE_TICKS: u32 = 100;
 
 /// In a seat's start word: a call holds the seat and is running.
 const BUSY: u64 = 1 << 63;
-/// In a seat's start word: the watchdog demoted this call's code already.
+/// In a seat's start word: the watchdog demoted this call's code already
+/// (the call ran past the hard limit), so its end counts the run and
+/// judges nothing.
 const OVERRAN: u64 = 1 << 62;
 /// In a seat's start word: when the call began, in ns since `Bound::epoch`.
 const NANOS: u64 = OVERRAN - 1;
@@ -284,11 +296,12 @@ impl Bound {
         was & OVERRAN != 0
     }
 
-    /// One look at the seats at `now`: demotes the code of each call over
-    /// the budget. Returns whether any seat was in use since the last look
-    /// (`seen` holds the start words that look saw), not counting calls it
-    /// judged already: one that hangs for good must not keep the watchdog
-    /// ticking.
+    /// One look at the seats at `now`: demotes the code of each call past
+    /// the hard limit (a call between the budget and it is judged when it
+    /// ends, with the code's other runs: it may be a preempted short one).
+    /// Returns whether any seat was in use since the last look (`seen`
+    /// holds the start words that look saw), not counting calls it judged
+    /// already: one that hangs for good must not keep the watchdog ticking.
     pub(super) fn scan(&self, now: Instant, seen: &mut Vec<u64>) -> bool {
         let Some(seats) = self.seats.get() else {
             return false;
@@ -296,7 +309,7 @@ impl Bound {
         seen.resize(seats.slots.len(), 0);
         let now =
             u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
-        let budget = u64::try_from(self.policy.budget.as_nanos()).unwrap_or(u64::MAX);
+        let hard_limit = u64::try_from(self.policy.hard_limit().as_nanos()).unwrap_or(u64::MAX);
         let mut active = false;
         for (slot, seen) in seats.slots.iter().zip(seen.iter_mut()) {
             let word = slot.start.load(Ordering::Acquire);
@@ -307,7 +320,7 @@ impl Bound {
                 continue;
             }
             let ran = now.saturating_sub(word & NANOS);
-            if ran <= budget {
+            if ran <= hard_limit {
                 continue;
             }
             // Read before the mark: if the mark succeeds, the start word did
@@ -421,7 +434,8 @@ impl<B: std::ops::Deref<Target = Bound>> Seat<B> {
 
     /// The call ended after `took`: frees the seat and folds the run into
     /// `profile` (the code the seat was claimed for), unless the watchdog
-    /// demoted it for this run already.
+    /// demoted it for this run already (then the run is only counted). A
+    /// short run costs the seat's release and a count.
     #[inline]
     pub(crate) fn end(mut self, profile: &Profile, took: Duration, policy: &TierPolicy) -> Change {
         let overran = self.index.take().is_some_and(|i| self.bound.release(i));
