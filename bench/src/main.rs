@@ -7,6 +7,7 @@
 //! `--features peers`, P6 compares the in-process call with Extism's and a
 //! raw wasmtime call (not built by default: wasmtime is a large build).
 
+mod alloc_count;
 mod p1_grpc;
 mod p2_inproc;
 mod p3_load;
@@ -52,6 +53,11 @@ struct Args {
     /// data directory's size every 30 s.
     #[arg(long, value_name = "MINUTES", num_args = 0..=1, default_missing_value = "10")]
     soak_results: Option<u64>,
+
+    /// Run promoted 64-byte echoes through `Host::invoke` for this many
+    /// seconds and nothing else, for a profiler (`perf record -g`).
+    #[arg(long, value_name = "SECONDS")]
+    profile_invoke: Option<u64>,
 
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
@@ -136,6 +142,9 @@ fn main() -> anyhow::Result<()> {
     }
     use stats::summary;
     let data = tempfile::tempdir()?;
+    if let Some(seconds) = args.profile_invoke {
+        return runtime.block_on(p2_inproc::profile(seconds, &data.path().join("profile")));
+    }
     if let Some(calls) = args.soak {
         let s = runtime.block_on(soak::run(calls, &data.path().join("soak")))?;
         println!(
@@ -272,6 +281,14 @@ fn main() -> anyhow::Result<()> {
             "ns",
             "<= 50",
             at_most(50.0),
+        ));
+        rows.push(Row::new(
+            ("P2", "p2_allocs_per_invoke"),
+            "host allocations per 64-byte echo",
+            summary(&[p2.allocs_per_invoke]),
+            "",
+            "<= 1",
+            at_most(1.0),
         ));
         notes.push(format!(
             "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}; rendering /metrics for one task: {:.1} µs",

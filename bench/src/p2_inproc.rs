@@ -28,6 +28,10 @@ pub struct P2 {
     /// Per round: reading a call's memory from the plugin's counting
     /// allocator after the call (done on every call), ns.
     pub memory_reads_ns: Vec<f64>,
+    /// Host-side allocations per promoted 64-byte echo through
+    /// `Host::invoke`, outcome dropped included (the plugin's own
+    /// allocator is not the bench's and is not counted).
+    pub allocs_per_invoke: f64,
 }
 
 fn local_nop() -> Value {
@@ -110,6 +114,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         .chunks(latencies.len().div_ceil(10).max(1))
         .map(|block| crate::stats::percentile(block, 50.0))
         .collect();
+    let allocs_per_invoke = echo_allocations(&host, &task_id).await?;
     let start = Instant::now();
     let scrapes = 100;
     for _ in 0..scrapes {
@@ -124,5 +129,49 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         local_call_ns: summary(&direct).median,
         overheads_ns,
         invoke_p50s_ns,
+        allocs_per_invoke,
     })
+}
+
+/// A 64-byte echo on the existing task, the request P6 and P1 send.
+fn echo_call(task_id: &str) -> spearlet::invoke::InvokeRequest {
+    crate::call_existing(task_id, "echo").param("input", Value::Bytes(vec![0xA5; 64]))
+}
+
+/// Host-side allocations per promoted 64-byte echo: the requests are
+/// built before counting starts, each outcome is dropped while it counts.
+async fn echo_allocations(host: &spearlet::Host, task_id: &str) -> anyhow::Result<f64> {
+    let call = echo_call(task_id);
+    for _ in 0..1_000 {
+        black_box(host.invoke(call.clone()).await?);
+    }
+    let calls = 10_000;
+    let requests: Vec<_> = (0..calls).map(|_| call.clone()).collect();
+    let before = crate::alloc_count::allocations();
+    crate::alloc_count::counting(true);
+    for request in requests {
+        black_box(host.invoke(request).await?);
+    }
+    crate::alloc_count::counting(false);
+    Ok((crate::alloc_count::allocations() - before) as f64 / f64::from(calls))
+}
+
+/// Promoted 64-byte echoes through `Host::invoke` for `seconds`, for a
+/// profiler to look at (`--profile-invoke`): the loop P2 and P6 time.
+pub async fn profile(seconds: u64, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let (host, task_id) = crate::echo_task(data_dir, "profile").await?;
+    let call = echo_call(&task_id);
+    let until = Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut calls = 0u64;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            black_box(host.invoke(call.clone()).await?);
+        }
+        calls += 10_000;
+    }
+    eprintln!(
+        "{calls} calls in {seconds} s: {:.0} ns each, request clone included",
+        seconds as f64 * 1e9 / calls as f64
+    );
+    Ok(())
 }

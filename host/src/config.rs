@@ -278,9 +278,11 @@ impl Default for LimitsConfig {
 
 /// Where plugin code runs. SYNC calls of a function whose last
 /// `inline_warm_up` runs each took at most `inline_budget` run on the
-/// calling thread, with no thread hand-off; one slower run sends the
-/// function back off the async workers (and doubles the warm-up it needs
-/// to return).
+/// calling thread, with no thread hand-off. Slower runs send the function
+/// back off the async workers (doubling the warm-up it needs to return)
+/// when they are more than about 1 % of its recent inline runs, or when
+/// one run passes the hard limit, twenty budgets (at least 2 ms): a
+/// preemption now and then must not demote a short function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExecConfig {
@@ -416,6 +418,15 @@ pub struct ExecutionConfig {
     /// All results kept in records together, in bytes; past it, a new
     /// result is dropped from its record as above. Default: 256 MiB.
     pub max_total_result_bytes: usize,
+    /// Whether a SYNC execution whose caller chose no `execution_id` is
+    /// kept once it completes. By default it is not: its caller received
+    /// everything the record would say, and keeping it would cost every
+    /// short call a table insert and an eviction. It is kept when it
+    /// fails, times out, is cancelled or logs — what a later look at it
+    /// (`spearlet executions --status failed`, `status --logs`) is for.
+    /// Counters and metrics count every execution either way. Default:
+    /// false.
+    pub keep_completed_sync: bool,
 }
 
 impl Default for ExecutionConfig {
@@ -426,6 +437,7 @@ impl Default for ExecutionConfig {
             max_pending: 1024,
             max_result_bytes: 1024 * 1024,
             max_total_result_bytes: 256 * 1024 * 1024,
+            keep_completed_sync: false,
         }
     }
 }

@@ -111,7 +111,8 @@ impl Host {
                 .with_results(crate::exec::ResultBudget::new(
                     config.executions.max_result_bytes,
                     config.executions.max_total_result_bytes,
-                ));
+                ))
+                .keeping_completed_sync(config.executions.keep_completed_sync);
         let state = crate::state::StateDb::open(&config.data_dir)?;
         state.set_max_journal_bytes(config.tasks.max_journal_bytes);
         durable::restore_executions(&state, &executions, config.executions.record_ttl)?;
@@ -253,15 +254,25 @@ impl Host {
             Ok(lease) => lease,
             Err(e) => return Some(Err(e)),
         };
-        let (record, fresh) = match self.inner.executions.claim(
-            request.execution_id.as_deref(),
-            &request.params,
-            &task.id,
-            task.plugin.function_name(function),
-            request.mode,
-        ) {
-            Ok(claimed) => claimed,
-            Err(e) => return Some(Err(e)),
+        let executions = &self.inner.executions;
+        let unlisted = request.execution_id.is_none() && executions.lists_only_notable_sync();
+        let (record, fresh) = if unlisted {
+            let function = task.plugin.function_name(function);
+            (
+                executions.claim_unlisted(&task.id, function, Instant::now()),
+                true,
+            )
+        } else {
+            match executions.claim(
+                request.execution_id.as_deref(),
+                &request.params,
+                &task.id,
+                task.plugin.function_name(function),
+                request.mode,
+            ) {
+                Ok(claimed) => claimed,
+                Err(e) => return Some(Err(e)),
+            }
         };
         if fresh {
             request.join_trace(&record);
@@ -285,7 +296,9 @@ impl Host {
                 None => exec::run_isolated_in_place(job, lease),
             };
         }
-        let execution = if fresh {
+        let execution = if unlisted {
+            executions.settle_unlisted(record)
+        } else if fresh {
             record.snapshot_for_caller()
         } else {
             record.snapshot()
@@ -418,11 +431,15 @@ impl Host {
                 });
             }
         }
+        let execution = match request.mode {
+            ExecutionMode::Sync => self.inner.executions.release_to_caller(&record),
+            ExecutionMode::Async | ExecutionMode::Stream => record.snapshot_for_caller(),
+        };
         Ok(InvokeOutcome {
             task_id: Arc::clone(&task.id),
             created_task,
             upgraded_task,
-            execution: record.snapshot_for_caller(),
+            execution,
         })
     }
 

@@ -474,6 +474,12 @@ impl FunctionService for FunctionApi {
         let req = request.into_inner();
         let stats = self.host.stats();
         let count = |s: ExecutionStatus| clamp(stats.by_status.get(&s).copied().unwrap_or(0));
+        let ended = |s: ExecutionStatus| {
+            clamp(
+                usize::try_from(stats.ended_by_status.get(&s).copied().unwrap_or(0))
+                    .unwrap_or(usize::MAX),
+            )
+        };
         let task_stats = req.include_task_stats.then(|| {
             let mut tasks = self.host.tasks().all();
             tasks.sort_by_key(|t| std::cmp::Reverse(t.activity().execution_count));
@@ -491,8 +497,8 @@ impl FunctionService for FunctionApi {
         let execution_stats = req.include_execution_stats.then(|| pb::ExecutionStats {
             running_executions: count(ExecutionStatus::Running),
             pending_executions: count(ExecutionStatus::Pending),
-            completed_executions: count(ExecutionStatus::Completed),
-            failed_executions: count(ExecutionStatus::Failed),
+            completed_executions: ended(ExecutionStatus::Completed),
+            failed_executions: ended(ExecutionStatus::Failed),
             average_execution_time_ms: stats.average_execution_time.as_secs_f64() * 1000.0,
             success_rate_percent: stats.success_rate_percent,
             executions_by_function: reply::string_map(stats.by_function.clone()),

@@ -15,7 +15,9 @@ pub struct StatusCounts {
     pub(super) results: std::sync::Arc<super::budget::ResultBudget>,
     held: [AtomicUsize; 6],
     ended: AtomicU64,
-    completed: AtomicU64,
+    /// Executions ended since start, by final status (index:
+    /// [`ExecutionStatus::ALL`]): records need not be held to be counted.
+    finished: [AtomicU64; 6],
     run_nanos: AtomicU64,
 }
 
@@ -28,6 +30,8 @@ pub struct CountsSnapshot {
     pub ended: u64,
     /// Of those, completed.
     pub completed: u64,
+    /// Of those, by final status (index: [`ExecutionStatus::ALL`]).
+    pub finished: [u64; 6],
     /// Their run time, summed.
     pub run_time: Duration,
 }
@@ -36,6 +40,11 @@ impl CountsSnapshot {
     /// Records held with `status`.
     pub fn held(&self, status: ExecutionStatus) -> usize {
         self.held[status.index()]
+    }
+
+    /// Executions that ended with `status` since start.
+    pub fn finished(&self, status: ExecutionStatus) -> u64 {
+        self.finished[status.index()]
     }
 }
 
@@ -63,9 +72,7 @@ impl StatusCounts {
 
     pub(super) fn ended(&self, status: ExecutionStatus, ran: Duration) {
         self.ended.fetch_add(1, Ordering::Relaxed);
-        if status == ExecutionStatus::Completed {
-            self.completed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.finished[status.index()].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
         self.run_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -76,10 +83,15 @@ impl StatusCounts {
         for (h, a) in held.iter_mut().zip(&self.held) {
             *h = a.load(Ordering::Relaxed);
         }
+        let mut finished = [0; 6];
+        for (f, a) in finished.iter_mut().zip(&self.finished) {
+            *f = a.load(Ordering::Relaxed);
+        }
         CountsSnapshot {
             held,
             ended: self.ended.load(Ordering::Relaxed),
-            completed: self.completed.load(Ordering::Relaxed),
+            completed: finished[ExecutionStatus::Completed.index()],
+            finished,
             run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
         }
     }

@@ -1,4 +1,5 @@
-//! Execution ids: UUIDv7 text, made without a system call.
+//! Execution ids: UUIDv7 text, made without a system call or an
+//! allocation, and kept inline wherever they go.
 //!
 //! `uuid::Uuid::now_v7()` asks the operating system for fresh random bytes
 //! every time, which costs more than the rest of a short call. Ids only need
@@ -9,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
+
+use arrayvec::ArrayString;
 
 use super::status::unix_millis;
 
@@ -26,8 +29,91 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Ids up to this long are kept inline (a generated one is 36 bytes).
+const INLINE: usize = 40;
+
+/// An execution's id: generated ones and short client-chosen ones inline
+/// (copied, never allocated: one is made and handed out on every call),
+/// longer client-chosen ones shared.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExecutionId(Repr);
+
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Repr {
+    Inline(ArrayString<INLINE>),
+    Shared(Arc<str>),
+}
+
+impl ExecutionId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Inline(s) => s,
+            Repr::Shared(s) => s,
+        }
+    }
+}
+
+impl From<&str> for ExecutionId {
+    fn from(id: &str) -> Self {
+        ExecutionId(match ArrayString::from(id) {
+            Ok(inline) => Repr::Inline(inline),
+            Err(_) => Repr::Shared(Arc::from(id)),
+        })
+    }
+}
+
+impl std::ops::Deref for ExecutionId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for ExecutionId {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for ExecutionId {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for ExecutionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<str> for ExecutionId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ExecutionId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl From<ExecutionId> for String {
+    fn from(id: ExecutionId) -> String {
+        id.as_str().to_owned()
+    }
+}
+
 /// A new id, timestamped `now` (a clock reading the caller already has).
-pub fn next(now: Instant) -> Arc<str> {
+pub fn next(now: Instant) -> ExecutionId {
     let millis = unix_millis(now);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let random = mix(*SEED ^ n).to_le_bytes();
@@ -37,7 +123,7 @@ pub fn next(now: Instant) -> Arc<str> {
     rand[2..].copy_from_slice(&random);
     let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &rand).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    Arc::from(&*uuid.hyphenated().encode_lower(&mut buf))
+    ExecutionId::from(&*uuid.hyphenated().encode_lower(&mut buf))
 }
 
 #[cfg(test)]
@@ -50,8 +136,11 @@ mod tests {
             .map(|_| super::next(std::time::Instant::now()))
             .collect();
         assert_eq!(ids.len(), 10_000);
+        let long = "x".repeat(super::INLINE + 1);
+        assert_eq!(super::ExecutionId::from(long.as_str()).as_str(), long);
         for id in ids.iter().take(10) {
             let parsed = uuid::Uuid::parse_str(id).unwrap();
+            assert!(matches!(id.0, super::Repr::Inline(_)), "{id}");
             assert_eq!(parsed.get_version_num(), 7, "{id}");
         }
     }

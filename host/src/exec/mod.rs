@@ -41,13 +41,14 @@ pub use budget::{DroppedOutput, ResultBudget, ResultLimit};
 pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use fingerprint::Fingerprint;
+pub use ids::ExecutionId;
 pub use records::{CancelOutcome, ExecutionRecord};
 pub use status::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 pub use store::{ExecutionQuery, ExecutionStore};
 
-/// A new unique id (UUIDv7 text), cheap enough for every execution.
+/// A new unique id (UUIDv7 text) to share, such as a task's.
 pub fn new_id() -> std::sync::Arc<str> {
-    ids::next(Instant::now())
+    std::sync::Arc::from(ids::next(Instant::now()).as_str())
 }
 
 use crate::backoff::full_jitter;
@@ -362,7 +363,8 @@ pub(crate) fn end_unserved(record: &ExecutionRecord, error: &Error) -> Execution
 
 /// One attempt on the calling thread, begun at `started`: no hand-off. Only
 /// for calls without a deadline of functions the tier has promoted, in a
-/// seat under its cap; a run over the budget demotes the function (the
+/// seat under its cap; runs over the budget demote the function when they
+/// are too frequent, and one past the hard limit does at once (the
 /// watchdog does it while the run is still going).
 fn call_inline(
     job: &Job,

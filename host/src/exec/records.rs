@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::counts::StatusCounts;
+use super::ids::ExecutionId;
 use super::status::{
     wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus,
 };
@@ -29,17 +30,21 @@ use crate::Value;
 #[repr(C)]
 pub struct ExecutionRecord {
     pub(super) created: Instant,
-    /// The id's hash in the store.
-    pub(super) hash: u64,
+    /// The id's hash in the store (set when it enters it).
+    hash: AtomicU64,
     /// Creation order within the store (ids need not sort by age).
-    pub(super) seq: u64,
+    seq: AtomicU64,
     /// `state.status`, readable without the lock (written under it).
     status: AtomicU8,
     /// Set once removed from the store (its age queue forgets it lazily).
     pub(super) removed: AtomicBool,
     cancel: AtomicBool,
     mode: ExecutionMode,
-    id: Arc<str>,
+    /// Kept by its store only if it does not simply complete (see
+    /// `ExecutionStore::claim_unlisted`): a SYNC call whose caller chose
+    /// no id, and so receives everything the record would say.
+    pub(super) returned_only: bool,
+    id: ExecutionId,
     task_id: Arc<str>,
     function: Arc<str>,
     state: Mutex<State>,
@@ -104,7 +109,7 @@ pub enum CancelOutcome {
 impl ExecutionRecord {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        id: Arc<str>,
+        id: ExecutionId,
         hash: u64,
         seq: u64,
         task_id: Arc<str>,
@@ -116,8 +121,9 @@ impl ExecutionRecord {
     ) -> Self {
         ExecutionRecord {
             created,
-            hash,
-            seq,
+            hash: AtomicU64::new(hash),
+            seq: AtomicU64::new(seq),
+            returned_only: false,
             status: AtomicU8::new(ExecutionStatus::Pending as u8),
             removed: AtomicBool::new(false),
             cancel: AtomicBool::new(false),
@@ -150,6 +156,24 @@ impl ExecutionRecord {
     /// The execution's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    pub(super) fn counts(&self) -> &StatusCounts {
+        &self.counts
+    }
+
+    pub(super) fn hash(&self) -> u64 {
+        self.hash.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
+    /// Places the record in its store's order (when it enters it).
+    pub(super) fn place(&self, hash: u64, seq: u64) {
+        self.hash.store(hash, Ordering::Relaxed);
+        self.seq.store(seq, Ordering::Relaxed);
     }
 
     /// How it is run.
@@ -410,7 +434,7 @@ impl ExecutionRecord {
             Vec::new()
         };
         ExecutionSnapshot {
-            execution_id: Arc::clone(&self.id),
+            execution_id: self.id.clone(),
             task_id: Arc::clone(&self.task_id),
             function: Arc::clone(&self.function),
             mode: self.mode,
@@ -431,6 +455,26 @@ impl ExecutionRecord {
                 Kept::Undecided | Kept::Counted(_) => None,
             },
         }
+    }
+
+    /// Whether a record its store drops on completion must be kept after
+    /// all: it did not complete, or it logged — its caller's reply carries
+    /// neither.
+    pub(super) fn worth_keeping(&self) -> bool {
+        let state = self.state();
+        state.status != ExecutionStatus::Completed
+            || !state.logs.is_empty()
+            || state.dropped_logs > 0
+    }
+
+    /// The caller's snapshot of a record nobody else will read: its output
+    /// moved out, not copied, and not charged to the result budget.
+    pub(super) fn snapshot_taking_output(&self) -> ExecutionSnapshot {
+        let mut state = self.state();
+        let output = state.output.take();
+        let mut snapshot = self.snapshot_of(&state, false);
+        snapshot.output = output;
+        snapshot
     }
 
     /// Records the memory of an attempt (the last one counts).

@@ -112,7 +112,7 @@ impl ExecutionError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionSnapshot {
     /// The execution's id.
-    pub execution_id: Arc<str>,
+    pub execution_id: super::ExecutionId,
     /// The task it ran on.
     pub task_id: Arc<str>,
     /// The function called.

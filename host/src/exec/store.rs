@@ -58,7 +58,21 @@ pub struct ExecutionStore {
     seq: AtomicU64,
     per_shard: usize,
     ttl: Duration,
+    /// Whether a SYNC execution whose caller chose no id is kept once it
+    /// completes (`executions.keep_completed_sync`).
+    keep_completed_sync: bool,
 }
+
+thread_local! {
+    /// This thread's spare unlisted record: the one its last call used,
+    /// reused in place (its cache lines still warm) when nobody else holds it.
+    static SPARE: std::cell::Cell<Option<Arc<ExecutionRecord>>> = const { std::cell::Cell::new(None) };
+    /// Which shard's counters this thread's unlisted records count in:
+    /// threads spread over them, so they do not share a cache line.
+    static COUNTS_SLOT: usize = NEXT_COUNTS_SLOT.fetch_add(1, Ordering::Relaxed);
+}
+
+static NEXT_COUNTS_SLOT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 #[derive(Debug, Default)]
 struct Shard {
@@ -77,7 +91,7 @@ impl Shard {
     fn remove(&mut self, record: &Arc<ExecutionRecord>) -> bool {
         match self
             .by_id
-            .find_entry(record.hash, |r| Arc::ptr_eq(r, record))
+            .find_entry(record.hash(), |r| Arc::ptr_eq(r, record))
         {
             Ok(entry) => {
                 entry.remove();
@@ -100,7 +114,21 @@ impl ExecutionStore {
             seq: AtomicU64::new(0),
             per_shard: max_records.div_ceil(shards),
             ttl,
+            keep_completed_sync: true,
         }
+    }
+
+    /// The same store, keeping completed SYNC executions whose caller
+    /// chose no id only if `keep` (see [`ExecutionStore::claim_unlisted`]).
+    pub fn keeping_completed_sync(mut self, keep: bool) -> Self {
+        self.keep_completed_sync = keep;
+        self
+    }
+
+    /// Whether a SYNC call whose caller chose no id gets a record that is
+    /// kept only if the call fails or logs.
+    pub fn lists_only_notable_sync(&self) -> bool {
+        !self.keep_completed_sync
     }
 
     /// The same store, its records keeping results within `budget` (see
@@ -203,11 +231,13 @@ impl ExecutionStore {
         mode: ExecutionMode,
     ) -> (Arc<ExecutionRecord>, bool) {
         let now = Instant::now();
+        let returned_only =
+            id.is_none() && mode == ExecutionMode::Sync && !self.keep_completed_sync;
         let id = match id {
-            Some(id) => Arc::from(id),
+            Some(id) => ids::ExecutionId::from(id),
             None => ids::next(now),
         };
-        let hash = self.hasher.hash_one(&*id);
+        let hash = self.hasher.hash_one(id.as_str());
         let index = self.shard_of(hash);
         let mut shard = lock(&self.shards[index]);
         if let Some(existing) = shard.find(hash, &id) {
@@ -215,7 +245,7 @@ impl ExecutionStore {
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let counts = &self.counts[index];
-        let record = Arc::new(ExecutionRecord::new(
+        let mut record = ExecutionRecord::new(
             id,
             hash,
             seq,
@@ -225,14 +255,107 @@ impl ExecutionStore {
             now,
             Arc::clone(counts),
             fingerprint,
-        ));
+        );
+        record.returned_only = returned_only;
+        let record = Arc::new(record);
         counts.enter(ExecutionStatus::Pending);
         shard
             .by_id
-            .insert_unique(hash, Arc::clone(&record), |r| r.hash);
+            .insert_unique(hash, Arc::clone(&record), |r| r.hash());
         shard.by_age.push_back(Arc::clone(&record));
         self.evict(&mut shard, counts, now);
         (record, true)
+    }
+
+    /// The record for a SYNC call whose caller chose no id, run where no
+    /// one else can reach it before it ends (the in-place path): it enters
+    /// no table, and reuses this thread's last such record when it can.
+    /// [`ExecutionStore::settle_unlisted`] ends its life. Only when
+    /// [`ExecutionStore::lists_only_notable_sync`].
+    pub(crate) fn claim_unlisted(
+        &self,
+        task_id: &Arc<str>,
+        function: &Arc<str>,
+        now: Instant,
+    ) -> Arc<ExecutionRecord> {
+        let counts = &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()];
+        let fresh = || {
+            let mut record = ExecutionRecord::new(
+                ids::next(now),
+                0,
+                0,
+                Arc::clone(task_id),
+                Arc::clone(function),
+                ExecutionMode::Sync,
+                now,
+                Arc::clone(counts),
+                Fingerprint::UNKNOWN,
+            );
+            record.returned_only = true;
+            record
+        };
+        counts.enter(ExecutionStatus::Pending);
+        match SPARE.take() {
+            Some(mut spare) => {
+                if let Some(reused) = Arc::get_mut(&mut spare) {
+                    *reused = fresh();
+                    spare
+                } else {
+                    Arc::new(fresh())
+                }
+            }
+            None => Arc::new(fresh()),
+        }
+    }
+
+    /// Ends an unlisted record's life: kept like any other when it failed
+    /// or logged, otherwise dropped from the counts and left for this
+    /// thread's next call. Returns the caller's snapshot.
+    pub(crate) fn settle_unlisted(&self, record: Arc<ExecutionRecord>) -> ExecutionSnapshot {
+        if record.worth_keeping() {
+            self.adopt(&record);
+            return record.snapshot_for_caller();
+        }
+        let snapshot = record.snapshot_taking_output();
+        record.counts().leave(snapshot.status);
+        SPARE.set(Some(record));
+        snapshot
+    }
+
+    /// The caller's snapshot of a SYNC execution that ran on the general
+    /// path: a record its store drops on completion leaves the table now
+    /// unless it failed or logged, its output moved to the caller.
+    pub(crate) fn release_to_caller(&self, record: &Arc<ExecutionRecord>) -> ExecutionSnapshot {
+        if !record.returned_only || !record.status().is_final() || record.worth_keeping() {
+            return record.snapshot_for_caller();
+        }
+        let index = self.shard_of(record.hash());
+        let mut shard = lock(&self.shards[index]);
+        remove(&mut shard, &self.counts[index], record);
+        drop(shard);
+        record.snapshot_taking_output()
+    }
+
+    /// Puts an unlisted record in the table, with a place in its order.
+    fn adopt(&self, record: &Arc<ExecutionRecord>) {
+        let hash = self.hasher.hash_one(record.id());
+        let index = self.shard_of(hash);
+        let mut shard = lock(&self.shards[index]);
+        record.place(hash, self.seq.fetch_add(1, Ordering::Relaxed));
+        // Its status is final: it moves from the counts it was made with
+        // to the shard's.
+        let status = record.status();
+        record.counts().leave(status);
+        let counts = &self.counts[index];
+        counts.enter(status);
+        if shard.find(hash, record.id()).is_some() {
+            return;
+        }
+        shard
+            .by_id
+            .insert_unique(hash, Arc::clone(record), |r| r.hash());
+        shard.by_age.push_back(Arc::clone(record));
+        self.evict(&mut shard, counts, Instant::now());
     }
 
     /// The record with this id.
@@ -261,15 +384,15 @@ impl ExecutionStore {
                     .ok_or_else(|| Error::ExecutionNotFound {
                         execution_id: id.clone(),
                     })?
-                    .seq,
+                    .seq(),
             ),
             None => None,
         };
         let mut matching = self.matching(|r| {
-            after.is_none_or(|a| r.seq > a)
+            after.is_none_or(|a| r.seq() > a)
                 && query.task_id.as_deref().is_none_or(|t| t == r.task_id())
         });
-        matching.sort_unstable_by_key(|r| r.seq);
+        matching.sort_unstable_by_key(|r| r.seq());
         let limit = query.limit.max(1);
         let mut page = Vec::new();
         let mut has_more = false;
@@ -290,7 +413,7 @@ impl ExecutionStore {
     /// The `limit` most recent records of a task, newest first.
     pub fn recent(&self, task_id: &str, limit: usize) -> Vec<ExecutionSnapshot> {
         let mut matching = self.matching(|r| r.task_id() == task_id);
-        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq));
+        matching.sort_unstable_by_key(|r| std::cmp::Reverse(r.seq()));
         matching
             .iter()
             .take(limit)
@@ -346,6 +469,9 @@ impl ExecutionStore {
             let c = c.snapshot();
             for (total, held) in sum.held.iter_mut().zip(c.held) {
                 *total += held;
+            }
+            for (total, finished) in sum.finished.iter_mut().zip(c.finished) {
+                *total += finished;
             }
             sum.ended += c.ended;
             sum.completed += c.completed;
@@ -487,6 +613,52 @@ mod tests {
             .map(|s| s.execution_id.to_string())
             .collect();
         assert_eq!(listed, ["000-second", third.id(), "aaa-newest"]);
+    }
+
+    #[test]
+    fn unlisted_records_are_kept_only_when_they_fail_and_are_reused_otherwise() {
+        let store = ExecutionStore::new(100, Duration::from_secs(60)).keeping_completed_sync(false);
+        let (t, f) = names();
+        let run = |status: ExecutionStatus| {
+            let r = store.claim_unlisted(&t, &f, Instant::now());
+            assert_eq!(store.counts().held(ExecutionStatus::Pending), 1);
+            r.start_attempt(&Arc::from("i"));
+            let output = (status == ExecutionStatus::Completed).then(|| Value::Bytes(vec![7; 64]));
+            r.finish(status, output, None);
+            let address = Arc::as_ptr(&r);
+            let id = r.id().to_owned();
+            (store.settle_unlisted(r), address, id)
+        };
+        let (first, first_at, first_id) = run(ExecutionStatus::Completed);
+        assert_eq!(
+            first.output,
+            Some(Value::Bytes(vec![7; 64])),
+            "moved to the caller"
+        );
+        assert_eq!(&*first.execution_id, first_id);
+        assert!(
+            store.get(&first_id).is_none(),
+            "a completed one is not kept"
+        );
+        let (_, second_at, second_id) = run(ExecutionStatus::Completed);
+        assert_eq!(first_at, second_at, "the record was reused in place");
+        assert_ne!(first_id, second_id, "with an id of its own");
+        let (failed, _, failed_id) = run(ExecutionStatus::Failed);
+        assert_eq!(failed.status, ExecutionStatus::Failed);
+        let kept = store.get(&failed_id).expect("a failed one is kept");
+        assert_eq!(kept.status(), ExecutionStatus::Failed);
+        let c = store.counts();
+        assert_eq!((c.ended, c.completed), (3, 2));
+        assert_eq!(c.held(ExecutionStatus::Completed), 0);
+        assert_eq!(c.held(ExecutionStatus::Failed), 1);
+        assert_eq!(
+            c.held(ExecutionStatus::Pending) + c.held(ExecutionStatus::Running),
+            0
+        );
+        // The failed record is held by the table now: the next call makes
+        // a record of its own.
+        let (_, next_at, _) = run(ExecutionStatus::Completed);
+        assert_ne!(next_at, Arc::as_ptr(&kept));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct HostStats {
     pub total_executions: u64,
     /// Records currently held, by status.
     pub by_status: BTreeMap<ExecutionStatus, usize>,
+    /// Executions ended since the host started, by final status (whether
+    /// or not their records are held).
+    pub ended_by_status: BTreeMap<ExecutionStatus, u64>,
     /// Executions started since the host started, by function name (over
     /// the tasks registered now).
     pub by_function: BTreeMap<String, u64>,
@@ -57,6 +60,11 @@ impl Host {
         let by_status = ExecutionStatus::ALL
             .iter()
             .map(|s| (*s, counts.held(*s)))
+            .collect();
+        let ended_by_status = ExecutionStatus::ALL
+            .iter()
+            .filter(|s| s.is_final())
+            .map(|s| (*s, counts.finished(*s)))
             .collect();
         let mut by_function = BTreeMap::new();
         for task in &tasks {
@@ -95,6 +103,7 @@ impl Host {
                 counts.completed as f64 * 100.0 / counts.ended as f64
             },
             by_status,
+            ended_by_status,
             by_function,
             tier,
             quarantined: self.inner.quarantine.quarantined(),

@@ -387,7 +387,12 @@ async fn environment_and_headers_reach_the_plugin() {
 
 #[tokio::test]
 async fn records_are_evicted_by_count_and_by_age() {
-    let server = TestServer::start_with(|c| c.executions.max_records = 2).await;
+    // Completed SYNC executions kept, so that there is something to evict.
+    let server = TestServer::start_with(|c| {
+        c.executions.max_records = 2;
+        c.executions.keep_completed_sync = true;
+    })
+    .await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(
@@ -402,7 +407,11 @@ async fn records_are_evicted_by_count_and_by_age() {
     assert!(status_rpc(&server, &ids[2]).await.found);
     server.stop().await;
 
-    let server = TestServer::start_with(|c| c.executions.record_ttl = Duration::ZERO).await;
+    let server = TestServer::start_with(|c| {
+        c.executions.record_ttl = Duration::ZERO;
+        c.executions.keep_completed_sync = true;
+    })
+    .await;
     let id = server
         .invoke(new_task("e", Artifact::Echo, "nop"))
         .await
@@ -480,6 +489,7 @@ async fn records_keep_results_within_their_bounds_and_say_when_they_do_not() {
     let server = TestServer::start_with(|c| {
         c.executions.max_result_bytes = 4096;
         c.executions.max_total_result_bytes = 8192;
+        c.executions.keep_completed_sync = true;
     })
     .await;
     let echo = |n: usize, mode: pb::ExecutionMode| {
@@ -543,5 +553,61 @@ async fn records_keep_results_within_their_bounds_and_say_when_they_do_not() {
     let done = until_final(&server, &accepted.execution_id).await;
     assert_eq!(done.output, None);
     assert!(done.output_dropped.is_some());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_completed_sync_call_without_an_id_is_not_kept_unless_it_failed_or_logged() {
+    let server = TestServer::start().await;
+    let found = |id: String| {
+        let server = &server;
+        async move { status_rpc(server, &id).await.found }
+    };
+    // Its caller has everything the record would say.
+    let plain = server
+        .invoke(new_task("e", Artifact::Echo, "nop"))
+        .await
+        .unwrap();
+    assert!(!plain.execution_id.is_empty());
+    assert!(
+        !found(plain.execution_id).await,
+        "a completed SYNC call is not kept"
+    );
+    // A named one is kept: repeating its id returns it.
+    let mut named = new_task("e", Artifact::Echo, "nop");
+    named.execution_id = Some("named-sync".into());
+    server.invoke(named).await.unwrap();
+    assert!(found("named-sync".into()).await);
+    // A failure is kept, for `executions --status failed`.
+    let failed = server
+        .invoke(with_params(
+            new_task("math", Artifact::Math, "divide"),
+            &[("a", any_f64(1.0)), ("b", any_f64(0.0))],
+        ))
+        .await
+        .unwrap();
+    assert!(
+        found(failed.execution_id).await,
+        "a failed SYNC call is kept"
+    );
+    // So is one that logged: its reply does not carry the lines.
+    let logged = server
+        .invoke(new_task("probe", Artifact::Probe, "trace"))
+        .await
+        .unwrap();
+    assert!(
+        found(logged.execution_id).await,
+        "a SYNC call that logged is kept"
+    );
+    // Every execution is counted all the same.
+    let stats = server.host.stats();
+    assert_eq!(
+        stats.ended_by_status[&spearlet::exec::ExecutionStatus::Completed],
+        3
+    );
+    assert_eq!(
+        stats.ended_by_status[&spearlet::exec::ExecutionStatus::Failed],
+        1
+    );
     server.stop().await;
 }

@@ -10,7 +10,8 @@ use crate::grpc_util::*;
 
 #[tokio::test]
 async fn tasks_are_listed_in_pages_fetched_and_deleted() {
-    let server = TestServer::start().await;
+    // Completed SYNC executions kept, so that the task shows its own.
+    let server = TestServer::start_with(|c| c.executions.keep_completed_sync = true).await;
     for name in ["job-a", "job-b", "job-c", "other"] {
         server
             .invoke(new_task(name, Artifact::Echo, "nop"))
@@ -144,7 +145,7 @@ async fn a_busy_task_is_deleted_only_with_force() {
 
 #[tokio::test]
 async fn executions_are_listed_in_pages_and_filtered_by_status() {
-    let server = TestServer::start().await;
+    let server = TestServer::start_with(|c| c.executions.keep_completed_sync = true).await;
     let math = |a: f64, b: f64| {
         with_params(
             new_task("math", Artifact::Math, "divide"),
