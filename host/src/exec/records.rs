@@ -29,7 +29,7 @@ use crate::Value;
 #[derive(Debug)]
 #[repr(C)]
 pub struct ExecutionRecord {
-    pub(super) created: Instant,
+    pub(crate) created: Instant,
     /// The id's hash in the store (set when it enters it).
     hash: AtomicU64,
     /// Creation order within the store (ids need not sort by age).
@@ -267,11 +267,16 @@ impl ExecutionRecord {
     /// Marks an attempt starting on `instance_id` now; returns when, or
     /// `None` if the execution already ended (e.g. cancelled while pending).
     pub(crate) fn start_attempt(&self, instance_id: &Arc<str>) -> Option<Instant> {
+        self.start_attempt_at(instance_id, Instant::now())
+    }
+
+    /// As [`ExecutionRecord::start_attempt`], at `now` (a clock reading
+    /// the caller already has).
+    pub(crate) fn start_attempt_at(&self, instance_id: &Arc<str>, now: Instant) -> Option<Instant> {
         let mut state = self.state();
         if state.status.is_final() {
             return None;
         }
-        let now = Instant::now();
         if state.started.is_none() {
             state.started = Some(now);
         }
