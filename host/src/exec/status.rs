@@ -154,14 +154,19 @@ pub struct ExecutionSnapshot {
 static ANCHOR: LazyLock<(Instant, SystemTime)> =
     LazyLock::new(|| (Instant::now(), SystemTime::now()));
 
+/// The anchor's wall-clock reading in milliseconds since the Unix epoch,
+/// worked out once: every execution id needs it.
+static ANCHOR_UNIX_MILLIS: LazyLock<u128> = LazyLock::new(|| {
+    ANCHOR
+        .1
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+});
+
 /// Milliseconds since the Unix epoch at a monotonic instant.
 pub(super) fn unix_millis(t: Instant) -> u64 {
-    let (mono, wall) = *ANCHOR;
-    let anchor = wall
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let since = t.saturating_duration_since(mono).as_millis();
-    u64::try_from(anchor + since).unwrap_or(u64::MAX)
+    let since = t.saturating_duration_since(ANCHOR.0).as_millis();
+    u64::try_from(*ANCHOR_UNIX_MILLIS + since).unwrap_or(u64::MAX)
 }
 
 /// The wall-clock time of a monotonic instant.

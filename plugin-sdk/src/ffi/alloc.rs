@@ -30,44 +30,60 @@ pub struct FfiAllocStats {
 /// The exported symbol the host looks up: `extern "C" fn() -> FfiAllocStats`.
 pub const ALLOC_STATS_SYMBOL: &str = "spear_plugin_alloc_stats";
 
+/// One thread's counts, in one thread-local: in a library loaded with
+/// `dlopen` every thread-local access is a call to `__tls_get_addr`, so the
+/// three counters are reached with one lookup, not three.
+struct Counts {
+    allocated: Cell<u64>,
+    live: Cell<i64>,
+    peak: Cell<i64>,
+}
+
 thread_local! {
     // Const-initialised, without destructors: usable from the allocator at
-    // any point of a thread's life, and never allocating themselves.
-    static ALLOCATED: Cell<u64> = const { Cell::new(0) };
-    static LIVE: Cell<i64> = const { Cell::new(0) };
-    static PEAK: Cell<i64> = const { Cell::new(0) };
+    // any point of a thread's life, and never allocating itself.
+    static COUNTS: Counts = const {
+        Counts {
+            allocated: Cell::new(0),
+            live: Cell::new(0),
+            peak: Cell::new(0),
+        }
+    };
 }
 
 fn grew(bytes: usize) {
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    let _ = ALLOCATED.try_with(|a| a.set(a.get().saturating_add(bytes.unsigned_abs())));
-    let _ = LIVE.try_with(|live| {
-        let now = live.get().saturating_add(bytes);
-        live.set(now);
-        let _ = PEAK.try_with(|peak| peak.set(peak.get().max(now)));
+    let _ = COUNTS.try_with(|c| {
+        c.allocated
+            .set(c.allocated.get().saturating_add(bytes.unsigned_abs()));
+        let now = c.live.get().saturating_add(bytes);
+        c.live.set(now);
+        c.peak.set(c.peak.get().max(now));
     });
 }
 
 fn shrank(bytes: usize) {
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    let _ = LIVE.try_with(|live| live.set(live.get().saturating_sub(bytes)));
+    let _ = COUNTS.try_with(|c| c.live.set(c.live.get().saturating_sub(bytes)));
 }
 
 /// Starts a call's counts on this thread.
 pub(crate) fn begin_call() {
-    let _ = ALLOCATED.try_with(|a| a.set(0));
-    let _ = LIVE.try_with(|l| l.set(0));
-    let _ = PEAK.try_with(|p| p.set(0));
+    let _ = COUNTS.try_with(|c| {
+        c.allocated.set(0);
+        c.live.set(0);
+        c.peak.set(0);
+    });
 }
 
 /// This thread's counts since its last call began.
 pub fn alloc_stats() -> FfiAllocStats {
-    FfiAllocStats {
-        allocated: ALLOCATED.try_with(Cell::get).unwrap_or(0),
-        peak: PEAK
-            .try_with(Cell::get)
-            .map_or(0, |p| u64::try_from(p).unwrap_or(0)),
-    }
+    COUNTS
+        .try_with(|c| FfiAllocStats {
+            allocated: c.allocated.get(),
+            peak: u64::try_from(c.peak.get()).unwrap_or(0),
+        })
+        .unwrap_or_default()
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
