@@ -80,6 +80,24 @@ struct State {
     kept: Kept,
 }
 
+impl State {
+    const fn new() -> Self {
+        State {
+            status: ExecutionStatus::Pending,
+            output: None,
+            error: None,
+            started: None,
+            ended: None,
+            instance_id: None,
+            attempts: 0,
+            logs: Vec::new(),
+            dropped_logs: 0,
+            cancel_reason: None,
+            kept: Kept::Undecided,
+        }
+    }
+}
+
 /// Whether a record keeps its output (see `budget.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kept {
@@ -131,25 +149,57 @@ impl ExecutionRecord {
             id,
             task_id,
             function,
-            state: Mutex::new(State {
-                status: ExecutionStatus::Pending,
-                output: None,
-                error: None,
-                started: None,
-                ended: None,
-                instance_id: None,
-                attempts: 0,
-                logs: Vec::new(),
-                dropped_logs: 0,
-                cancel_reason: None,
-                kept: Kept::Undecided,
-            }),
+            state: Mutex::new(State::new()),
             ended: Notify::new(),
             watched: AtomicBool::new(false),
             counts,
             fingerprint,
             trace: std::sync::OnceLock::new(),
             memory: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
+        }
+    }
+
+    /// Makes a record nobody else holds into a new unlisted SYNC one (see
+    /// `ExecutionStore::claim_unlisted`), in place: its cache lines are
+    /// warm, and the shared names it holds already (the same task and
+    /// function, call after call) are kept rather than swapped, sparing
+    /// two contended reference counts.
+    pub(super) fn reuse(
+        &mut self,
+        id: ExecutionId,
+        task_id: &Arc<str>,
+        function: &Arc<str>,
+        created: Instant,
+        counts: &Arc<StatusCounts>,
+    ) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Kept::Counted(counted) = state.kept {
+            self.counts.results.release(counted);
+        }
+        *state = State::new();
+        self.created = created;
+        *self.hash.get_mut() = 0;
+        *self.seq.get_mut() = 0;
+        *self.status.get_mut() = ExecutionStatus::Pending as u8;
+        *self.removed.get_mut() = false;
+        *self.cancel.get_mut() = false;
+        *self.watched.get_mut() = false;
+        self.mode = ExecutionMode::Sync;
+        self.returned_only = true;
+        self.id = id;
+        if !Arc::ptr_eq(&self.task_id, task_id) {
+            self.task_id = Arc::clone(task_id);
+        }
+        if !Arc::ptr_eq(&self.function, function) {
+            self.function = Arc::clone(function);
+        }
+        if !Arc::ptr_eq(&self.counts, counts) {
+            self.counts = Arc::clone(counts);
+        }
+        self.fingerprint = super::fingerprint::Fingerprint::UNKNOWN;
+        self.trace.take();
+        for m in &mut self.memory {
+            *m.get_mut() = u64::MAX;
         }
     }
 

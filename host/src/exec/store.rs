@@ -279,33 +279,27 @@ impl ExecutionStore {
         now: Instant,
     ) -> Arc<ExecutionRecord> {
         let counts = &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()];
-        let fresh = || {
-            let mut record = ExecutionRecord::new(
-                ids::next(now),
-                0,
-                0,
-                Arc::clone(task_id),
-                Arc::clone(function),
-                ExecutionMode::Sync,
-                now,
-                Arc::clone(counts),
-                Fingerprint::UNKNOWN,
-            );
-            record.returned_only = true;
-            record
-        };
         counts.enter(ExecutionStatus::Pending);
-        match SPARE.take() {
-            Some(mut spare) => {
-                if let Some(reused) = Arc::get_mut(&mut spare) {
-                    *reused = fresh();
-                    spare
-                } else {
-                    Arc::new(fresh())
-                }
+        let id = ids::next(now);
+        if let Some(mut spare) = SPARE.take() {
+            if let Some(reused) = Arc::get_mut(&mut spare) {
+                reused.reuse(id, task_id, function, now, counts);
+                return spare;
             }
-            None => Arc::new(fresh()),
         }
+        let mut record = ExecutionRecord::new(
+            id,
+            0,
+            0,
+            Arc::clone(task_id),
+            Arc::clone(function),
+            ExecutionMode::Sync,
+            now,
+            Arc::clone(counts),
+            Fingerprint::UNKNOWN,
+        );
+        record.returned_only = true;
+        Arc::new(record)
     }
 
     /// Ends an unlisted record's life: kept like any other when it failed
