@@ -374,7 +374,7 @@ fn call_inline(
     seat: Seat<&Bound>,
 ) -> (Attempt, Instant) {
     let (result, ended) = seated_call(job, &mut lease, started, seat);
-    drop(lease);
+    lease.end_at(ended);
     (Attempt::Done(result), ended)
 }
 

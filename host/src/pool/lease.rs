@@ -22,6 +22,9 @@ pub struct Lease {
     shared: Arc<Shared>,
     permit: Option<OwnedSemaphorePermit>,
     slot: Option<Slot>,
+    /// When the call ended, if the caller read the clock already: the
+    /// instance is idle from then (see [`Lease::end_at`]).
+    ended: Option<Instant>,
 }
 
 /// The lease's claim on pool capacity, once a waiter may abandon the call.
@@ -80,7 +83,14 @@ impl Lease {
             shared,
             permit: Some(permit),
             slot: None,
+            ended: None,
         }
+    }
+
+    /// Returns the instance, idle since `ended` (a clock reading the
+    /// caller already has, sparing one per call).
+    pub(crate) fn end_at(mut self, ended: Instant) {
+        self.ended = Some(ended);
     }
 
     /// The instance's id (`<task id>-<n>`).
@@ -164,7 +174,7 @@ impl Drop for Lease {
                 self.shared.state().idle.push(Idle {
                     instance,
                     id: Arc::clone(&self.id),
-                    since: Instant::now(),
+                    since: self.ended.unwrap_or_else(Instant::now),
                     permit,
                 });
                 self.shared.returned.notify_one();
