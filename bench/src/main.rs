@@ -234,6 +234,15 @@ fn main() -> anyhow::Result<()> {
             ">= 0.95",
             at_least(0.95),
         ));
+        let flaps = (p1.tier.0 + p1.tier.1) as f64;
+        rows.push(Row::new(
+            ("P1", "p1_inline_flaps"),
+            "server's tier: promotions + demotions",
+            summary(&[flaps]),
+            "",
+            "<= 2",
+            at_most(2.0),
+        ));
         notes.push(format!(
             "P1 latency µs (1 in flight): spearlet p50 {:.1} p99 {:.1}; bare p50 {:.1} p99 {:.1}",
             p1.spearlet_p50_us, p1.spearlet_p99_us, p1.bare_p50_us, p1.bare_p99_us
@@ -290,6 +299,12 @@ fn main() -> anyhow::Result<()> {
             "<= 1",
             at_most(1.0),
         ));
+        notes.push(format!(
+            "P2 gRPC handler in process (no transport), 64-byte echo: p50 {:.0} ns, {:.1} allocations per call",
+            p2.handler_p50_ns, p2.handler_allocs
+        ));
+        extra.insert("p2_handler_p50_ns", serde_json::json!(p2.handler_p50_ns));
+        extra.insert("p2_handler_allocs", serde_json::json!(p2.handler_allocs));
         notes.push(format!(
             "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}; rendering /metrics for one task: {:.1} µs",
             p2.table_call_ns, p2.local_call_ns, p2.scrape_us

@@ -32,6 +32,10 @@ pub struct P2 {
     /// `Host::invoke`, outcome dropped included (the plugin's own
     /// allocator is not the bench's and is not counted).
     pub allocs_per_invoke: f64,
+    /// The gRPC handler of a 64-byte echo, called in process (no transport,
+    /// no protobuf decoding or encoding): p50 ns, and allocations per call.
+    pub handler_p50_ns: f64,
+    pub handler_allocs: f64,
 }
 
 fn local_nop() -> Value {
@@ -115,6 +119,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         .map(|block| crate::stats::percentile(block, 50.0))
         .collect();
     let allocs_per_invoke = echo_allocations(&host, &task_id).await?;
+    let (handler_p50_ns, handler_allocs) = handler(&host, &task_id, quick).await?;
     let start = Instant::now();
     let scrapes = 100;
     for _ in 0..scrapes {
@@ -130,7 +135,56 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         overheads_ns,
         invoke_p50s_ns,
         allocs_per_invoke,
+        handler_p50_ns,
+        handler_allocs,
     })
+}
+
+/// The `InvokeFunction` handler of a 64-byte echo on the existing task,
+/// called directly: what spearlet adds to a gRPC call between the decoded
+/// request and the reply to encode (conversion, trace context, the
+/// invocation, building the reply).
+async fn handler(host: &spearlet::Host, task_id: &str, quick: bool) -> anyhow::Result<(f64, f64)> {
+    use prost::Message;
+    use spearlet_proto::spearlet as pb;
+    use spearlet_proto::spearlet::function_service_server::FunctionService;
+    let api = spearlet::api::FunctionApi::new(host.clone());
+    let request = pb::InvokeFunctionRequest {
+        invocation_type: pb::InvocationType::ExistingTask.into(),
+        task_id: task_id.to_owned(),
+        function_name: "echo".into(),
+        parameters: vec![pb::FunctionParameter {
+            name: "input".into(),
+            value: Some(prost_types::Any {
+                type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
+                value: vec![0xA5u8; 64].encode_to_vec(),
+            }),
+            ..Default::default()
+        }],
+        execution_mode: pb::ExecutionMode::Sync.into(),
+        ..Default::default()
+    };
+    for _ in 0..1_000 {
+        black_box(api.invoke_function(tonic::Request::new(request.clone())).await?);
+    }
+    let calls = if quick { 20_000 } else { 100_000 };
+    let mut latencies = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let call = tonic::Request::new(request.clone());
+        let start = Instant::now();
+        let reply = api.invoke_function(call).await?;
+        latencies.push(start.elapsed().as_nanos() as f64);
+        black_box(reply);
+    }
+    let requests: Vec<_> = (0..10_000).map(|_| tonic::Request::new(request.clone())).collect();
+    let before = crate::alloc_count::allocations();
+    crate::alloc_count::counting(true);
+    for call in requests {
+        black_box(api.invoke_function(call).await?);
+    }
+    crate::alloc_count::counting(false);
+    let allocs = (crate::alloc_count::allocations() - before) as f64 / 10_000.0;
+    Ok((crate::stats::percentile(&latencies, 50.0), allocs))
 }
 
 /// A 64-byte echo on the existing task, the request P6 and P1 send.
