@@ -165,7 +165,10 @@ async fn handler(host: &spearlet::Host, task_id: &str, quick: bool) -> anyhow::R
         ..Default::default()
     };
     for _ in 0..1_000 {
-        black_box(api.invoke_function(tonic::Request::new(request.clone())).await?);
+        black_box(
+            api.invoke_function(tonic::Request::new(request.clone()))
+                .await?,
+        );
     }
     let calls = if quick { 20_000 } else { 100_000 };
     let mut latencies = Vec::with_capacity(calls);
@@ -176,7 +179,9 @@ async fn handler(host: &spearlet::Host, task_id: &str, quick: bool) -> anyhow::R
         latencies.push(start.elapsed().as_nanos() as f64);
         black_box(reply);
     }
-    let requests: Vec<_> = (0..10_000).map(|_| tonic::Request::new(request.clone())).collect();
+    let requests: Vec<_> = (0..10_000)
+        .map(|_| tonic::Request::new(request.clone()))
+        .collect();
     let before = crate::alloc_count::allocations();
     crate::alloc_count::counting(true);
     for call in requests {

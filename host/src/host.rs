@@ -275,7 +275,7 @@ impl Host {
             }
         };
         if fresh {
-            request.join_trace(&record);
+            let traceparent = request.join_trace(&record);
             let job = Job {
                 task: Arc::clone(&task),
                 function,
@@ -283,6 +283,7 @@ impl Host {
                 params: std::mem::take(&mut request.params),
                 environment: std::mem::take(&mut request.environment),
                 headers: std::mem::take(&mut request.headers),
+                traceparent,
                 deadline: None,
                 acquire_timeout: self.inner.config.pool.acquire_timeout,
                 max_retries: 0,
@@ -370,7 +371,7 @@ impl Host {
                 execution: record.snapshot(),
             });
         }
-        request.join_trace(&record);
+        let traceparent = request.join_trace(&record);
         // From here on the record ends whatever happens to this future.
         let ending = Ending::new(Arc::clone(&record), Arc::clone(&task), deadline);
         let job = Job {
@@ -380,6 +381,7 @@ impl Host {
             params: request.params,
             environment: request.environment,
             headers: request.headers,
+            traceparent,
             deadline,
             acquire_timeout: self.inner.config.pool.acquire_timeout,
             max_retries: request.max_retries,

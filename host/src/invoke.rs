@@ -109,18 +109,19 @@ impl InvokeRequest {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
     }
 
-    /// Puts the call in `trace`: the execution keeps its id, and the plugin
-    /// gets a `traceparent` for a span of its own (and `tracestate`).
-    pub(crate) fn join_trace(&mut self, record: &crate::exec::ExecutionRecord) {
-        let Some(trace) = self.trace else { return };
+    /// Puts the call in `trace`: the execution keeps its id, and returns
+    /// the `traceparent` of a span of the plugin's own, which its call
+    /// hands it as a header (and `tracestate`, added to the headers).
+    pub(crate) fn join_trace(
+        &mut self,
+        record: &crate::exec::ExecutionRecord,
+    ) -> Option<crate::trace::Traceparent> {
+        let trace = self.trace?;
         record.set_trace(trace.trace_id);
-        self.headers.push((
-            "traceparent".to_owned(),
-            trace.child(crate::trace::new_span()),
-        ));
         if let Some(state) = self.tracestate.take() {
             self.headers.push(("tracestate".to_owned(), state));
         }
+        Some(trace.child(crate::trace::new_span()))
     }
 
     /// The same request with one more parameter.

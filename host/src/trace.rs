@@ -69,15 +69,24 @@ impl TraceContext {
         }
     }
 
-    /// The `traceparent` of a child span `span` of this trace.
-    pub fn child(&self, span: u64) -> String {
-        format!(
+    /// The `traceparent` of a child span `span` of this trace, kept inline:
+    /// every traced call hands one to its plugin.
+    pub fn child(&self, span: u64) -> Traceparent {
+        use std::fmt::Write as _;
+        let mut out = Traceparent::new();
+        write!(
+            out,
             "00-{}-{span:016x}-{:02x}",
             self.trace_id,
             u8::from(self.sampled)
         )
+        .expect("a traceparent is 55 bytes");
+        out
     }
 }
+
+/// A W3C `traceparent` value (`00-<trace>-<span>-<flags>`, 55 bytes).
+pub type Traceparent = arrayvec::ArrayString<55>;
 
 /// A fresh span id (never zero).
 pub fn new_span() -> u64 {
@@ -108,9 +117,11 @@ mod tests {
         }
         let child = t.child(0xabc);
         assert_eq!(
-            child,
+            child.as_str(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000abc-01"
         );
         assert_eq!(TraceContext::parse(&child).unwrap().trace_id, t.trace_id);
+        let fresh = TraceContext::start();
+        assert_eq!(fresh.child(u64::MAX).len(), 55);
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Job {
     pub params: Vec<(String, Value)>,
     pub environment: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
+    /// The call's own `traceparent`, a header the plugin gets after `headers`.
+    pub traceparent: Option<crate::trace::Traceparent>,
     /// When the whole execution (all attempts) must be done.
     pub deadline: Option<Instant>,
     /// How long to wait for a free instance when there is no deadline.
@@ -120,6 +122,8 @@ impl Job {
 
 /// A job owned by its runner until a call must run on another thread,
 /// which needs a share of it: the inline path never allocates for it.
+// Owned in place on purpose: boxing it is the allocation `Held` avoids.
+#[allow(clippy::large_enum_variant)]
 enum Held {
     Owned(Option<Job>),
     Shared(Arc<Job>),
@@ -522,6 +526,7 @@ fn call_blocking(job: &Job, lease: &mut Lease) -> Result<Value, Error> {
         params: &job.params,
         environment: &job.environment,
         headers: &job.headers,
+        traceparent: job.traceparent.as_deref(),
         deadline: job
             .deadline
             .map(|d| SystemTime::now() + d.saturating_duration_since(Instant::now())),

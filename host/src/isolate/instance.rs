@@ -118,6 +118,7 @@ impl IsolatedInstance {
             request.params,
             request.environment,
             request.headers,
+            request.traceparent,
             request.deadline.map_or(0, unix_nanos),
         );
         self.worker.begin_call();

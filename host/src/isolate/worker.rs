@@ -179,7 +179,9 @@ impl Worker {
             execution_id: &call.execution_id,
             params: &call.params,
             environment: &call.environment,
+            // The host sent the traceparent with the other headers.
             headers: &call.headers,
+            traceparent: None,
             deadline: (call.deadline_unix_nanos != 0)
                 .then(|| UNIX_EPOCH + Duration::from_nanos(call.deadline_unix_nanos)),
             cancelled,

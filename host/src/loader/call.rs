@@ -45,6 +45,10 @@ pub struct CallRequest<'a> {
     pub environment: &'a [(String, String)],
     /// Request headers.
     pub headers: &'a [(String, String)],
+    /// The call's W3C `traceparent`, handed to the plugin as one more
+    /// header of that name (built inline per call, so kept apart from the
+    /// owned `headers`).
+    pub traceparent: Option<&'a str>,
     /// When the call must be done by.
     pub deadline: Option<SystemTime>,
     /// Raised to ask the plugin to stop.
@@ -72,6 +76,7 @@ impl<'a> CallRequest<'a> {
             params: &[],
             environment: &[],
             headers: &[],
+            traceparent: None,
             deadline: None,
             cancelled,
             sink: &NullSink,
@@ -94,13 +99,27 @@ pub(super) fn kv_pairs<'a>(pairs: &'a [(String, String)]) -> SmallVec<[FfiKv<'a>
         .collect()
 }
 
-/// `pairs` as an FFI slice, converted into `storage` only when non-empty.
-pub(super) fn kv_slice<'a>(
+/// `pairs`, then `extra`, as an FFI slice, converted into `storage` (on
+/// the stack for a few) only when there is any.
+pub(super) fn kv_slice<'s, 'a: 's>(
     pairs: &'a [(String, String)],
-    storage: &'a mut Vec<FfiKv<'a>>,
-) -> RSlice<'a, FfiKv<'a>> {
-    if pairs.is_empty() {
+    extra: Option<(&'a str, &'a str)>,
+    storage: &'s mut SmallVec<[FfiKv<'a>; 4]>,
+) -> RSlice<'s, FfiKv<'a>> {
+    if pairs.is_empty() && extra.is_none() {
         return RSlice::EMPTY;
+    }
+    if let Some((key, value)) = extra {
+        storage.reserve(pairs.len() + 1);
+        storage.extend(pairs.iter().map(|(k, v)| FfiKv {
+            key: k.as_str().into(),
+            value: v.as_str().into(),
+        }));
+        storage.push(FfiKv {
+            key: key.into(),
+            value: value.into(),
+        });
+        return RSlice::from_slice(storage);
     }
     storage.extend(pairs.iter().map(|(k, v)| FfiKv {
         key: k.as_str().into(),

@@ -93,13 +93,17 @@ impl PluginInstance {
                 value: value.as_ref().into(),
             });
         }
-        let (mut env_storage, mut header_storage) = (Vec::new(), Vec::new());
+        let (mut env_storage, mut header_storage) = (SmallVec::new(), SmallVec::new());
         let sink: &dyn super::CallSink = request.sink;
         let ctx = FfiCallContext {
             execution_id: request.execution_id.into(),
             params: RSlice::from_slice(&params),
-            environment: kv_slice(request.environment, &mut env_storage),
-            headers: kv_slice(request.headers, &mut header_storage),
+            environment: kv_slice(request.environment, None, &mut env_storage),
+            headers: kv_slice(
+                request.headers,
+                request.traceparent.map(|t| ("traceparent", t)),
+                &mut header_storage,
+            ),
             deadline_unix_nanos: request.deadline.map_or(0, unix_nanos),
             cancelled: request.cancelled,
             sink: sink_for(&sink),

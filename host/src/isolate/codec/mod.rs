@@ -227,12 +227,15 @@ pub fn encode_call_parts(
         params,
         environment,
         headers,
+        None,
         deadline_unix_nanos,
     );
     out
 }
 
-/// As [`encode_call_parts`], into `out`'s storage.
+/// As [`encode_call_parts`], into `out`'s storage, with the call's
+/// `traceparent` (if any) sent as the last header.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_call_into(
     out: &mut Vec<u8>,
     function: u32,
@@ -240,6 +243,7 @@ pub fn encode_call_into(
     params: &[(String, Value)],
     environment: &[(String, String)],
     headers: &[(String, String)],
+    traceparent: Option<&str>,
     deadline_unix_nanos: u64,
 ) {
     let mut w = Writer::reusing(out);
@@ -252,7 +256,10 @@ pub fn encode_call_into(
         w.value(value);
     }
     w.pairs(environment);
-    w.pairs(headers);
+    match traceparent {
+        None => w.pairs(headers),
+        Some(traceparent) => w.pairs_and(headers, ("traceparent", traceparent)),
+    }
     w.u64(deadline_unix_nanos);
     *out = w.finish();
 }

@@ -55,6 +55,17 @@ impl Writer {
         }
     }
 
+    /// `pairs`, then one more.
+    pub(super) fn pairs_and(&mut self, pairs: &[(String, String)], (key, value): (&str, &str)) {
+        self.u32(u32::try_from(pairs.len() + 1).unwrap_or(u32::MAX));
+        for (k, v) in pairs {
+            self.str(k);
+            self.str(v);
+        }
+        self.str(key);
+        self.str(value);
+    }
+
     pub(super) fn value(&mut self, v: &Value) {
         match v {
             Value::Unit => self.u8(0),
