@@ -255,13 +255,16 @@ impl Host {
             Err(e) => return Some(Err(e)),
         };
         let executions = &self.inner.executions;
-        let unlisted = request.execution_id.is_none() && executions.lists_only_notable_sync();
-        let (record, fresh) = if unlisted {
+        // Unlisted only in the inline tier, whose calls are bounded: a call
+        // in a worker process may run for long, and must stay reachable by
+        // a cancel, a forced delete or a listing while it does.
+        let unlisted = seat.is_some()
+            && request.execution_id.is_none()
+            && executions.lists_only_notable_sync();
+        let now = unlisted.then(Instant::now);
+        let (record, fresh) = if let Some(now) = now {
             let function = task.plugin.function_name(function);
-            (
-                executions.claim_unlisted(&task.id, function, Instant::now()),
-                true,
-            )
+            (executions.claim_unlisted(&task.id, function, now), true)
         } else {
             match executions.claim(
                 request.execution_id.as_deref(),
@@ -293,7 +296,7 @@ impl Host {
                 policy: self.inner.policy,
             };
             match seat {
-                Some(seat) => exec::run_in_place(job, lease, seat),
+                Some(seat) => exec::run_in_place(job, lease, seat, now),
                 None => exec::run_isolated_in_place(job, lease),
             };
         }

@@ -108,6 +108,12 @@ pub const HARD_LIMIT_BUDGETS: u32 = 20;
 /// further inline calls within a few milliseconds.
 pub const HARD_LIMIT_FLOOR: Duration = Duration::from_millis(2);
 
+/// The most the hard limit exceeds the budget: what a preemption adds to a
+/// run is not proportional to the budget, and a large budget must not let
+/// a stuck call keep admitting inline calls for seconds (each would take a
+/// worker until the cap is reached).
+pub const HARD_LIMIT_SLACK: Duration = Duration::from_millis(10);
+
 /// The tier's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TierPolicy {
@@ -124,12 +130,19 @@ impl TierPolicy {
     }
 
     /// The run time over which one run demotes at once, and the watchdog
-    /// demotes a call in flight: [`HARD_LIMIT_BUDGETS`] budgets, and at
-    /// least [`HARD_LIMIT_FLOOR`]. Runs between the budget and this are
-    /// judged together ([`DEMOTE_SLOW_SHARE`]): on the wall clock, one of
-    /// them may be a preemption.
+    /// demotes a call in flight: [`HARD_LIMIT_BUDGETS`] budgets, at least
+    /// [`HARD_LIMIT_FLOOR`], at most [`HARD_LIMIT_SLACK`] over the budget.
+    /// Runs between the budget and this are judged together
+    /// ([`DEMOTE_SLOW_SHARE`]): on the wall clock, one of them may be a
+    /// preemption.
     pub const fn hard_limit(&self) -> Duration {
-        let limit = self.budget.saturating_mul(HARD_LIMIT_BUDGETS);
+        let scaled = self.budget.saturating_mul(HARD_LIMIT_BUDGETS);
+        let ceiling = self.budget.saturating_add(HARD_LIMIT_SLACK);
+        let limit = if scaled.as_nanos() < ceiling.as_nanos() {
+            scaled
+        } else {
+            ceiling
+        };
         if limit.as_nanos() > HARD_LIMIT_FLOOR.as_nanos() {
             limit
         } else {
@@ -501,7 +514,7 @@ mod tests {
     const HUNG: Duration = Duration::from_millis(5);
 
     #[test]
-    fn the_hard_limit_is_twenty_budgets_and_at_least_two_milliseconds() {
+    fn the_hard_limit_is_twenty_budgets_at_least_two_milliseconds_at_most_ten_over() {
         let with_budget = |budget| TierPolicy { budget, ..POLICY }.hard_limit();
         assert_eq!(POLICY.hard_limit(), Duration::from_millis(2));
         assert_eq!(
@@ -509,8 +522,17 @@ mod tests {
             Duration::from_millis(2)
         );
         assert_eq!(
+            with_budget(Duration::from_micros(400)),
+            Duration::from_millis(8)
+        );
+        assert_eq!(
             with_budget(Duration::from_millis(1)),
-            Duration::from_millis(20)
+            Duration::from_millis(11)
+        );
+        assert_eq!(
+            with_budget(Duration::from_millis(50)),
+            Duration::from_millis(60),
+            "a large budget's limit is ten milliseconds over it, not a second"
         );
         assert_eq!(with_budget(Duration::MAX), Duration::MAX);
         assert!(POLICY.budget < SLOW && SLOW < POLICY.hard_limit() && POLICY.hard_limit() < HUNG);

@@ -34,14 +34,14 @@ pub(super) fn from_any(name: &str, any: Any) -> Result<Value> {
         }
         "StringValue" => {
             return match payload_in_place(any.value) {
-                Ok(payload) => String::from_utf8(payload)
-                    .map(Value::String)
-                    .map_err(|_| Error::InvalidRequest {
+                Ok(payload) => String::from_utf8(payload).map(Value::String).map_err(|_| {
+                    Error::InvalidRequest {
                         field: "parameters",
                         reason: format!(
                             "parameter `{name}`: malformed google.protobuf.StringValue: not UTF-8"
                         ),
-                    }),
+                    }
+                }),
                 Err(other) => Ok(Value::String(String::decode(&*other).map_err(bad)?)),
             }
         }

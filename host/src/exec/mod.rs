@@ -226,15 +226,23 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
 /// seat, with no retries to wait for and no deadline to keep, entirely on
 /// this thread: nothing here can be interrupted, so no guard is needed to
 /// end the record.
-pub(crate) fn run_in_place(job: Job, lease: Lease, seat: Seat<&Bound>) -> ExecutionStatus {
+///
+/// `claimed`: when an unlisted record was made, a moment ago on this
+/// thread with no lock or wait since — the attempt's start, sparing a
+/// clock reading (the tier's window grows by the lease and the job, a few
+/// dozen ns against a budget of 100 µs). A listed record's creation may
+/// have waited for its shard's lock: the clock is read again.
+pub(crate) fn run_in_place(
+    job: Job,
+    lease: Lease,
+    seat: Seat<&Bound>,
+    claimed: Option<Instant>,
+) -> ExecutionStatus {
     debug_assert!(job.max_retries == 0 && job.deadline.is_none());
     let _running = job.task.begin_execution(job.function);
     let record = &job.record;
-    // The record was made a moment ago on this thread, with nothing to
-    // wait for since: its creation time is the attempt's start, sparing a
-    // clock reading (the tier's window grows by the lease and the job,
-    // a few dozen ns against a budget of 100 µs).
-    let (status, ended) = match record.start_attempt_at(lease.instance_id(), record.created) {
+    let started = claimed.unwrap_or_else(Instant::now);
+    let (status, ended) = match record.start_attempt_at(lease.instance_id(), started) {
         None => (record.status(), Instant::now()),
         Some(started) => {
             let (outcome, ended) = call_inline(&job, lease, started, seat);

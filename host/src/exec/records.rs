@@ -29,7 +29,7 @@ use crate::Value;
 #[derive(Debug)]
 #[repr(C)]
 pub struct ExecutionRecord {
-    pub(crate) created: Instant,
+    pub(super) created: Instant,
     /// The id's hash in the store (set when it enters it).
     hash: AtomicU64,
     /// Creation order within the store (ids need not sort by age).

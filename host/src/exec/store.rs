@@ -335,16 +335,16 @@ impl ExecutionStore {
         let hash = self.hasher.hash_one(record.id());
         let index = self.shard_of(hash);
         let mut shard = lock(&self.shards[index]);
-        record.place(hash, self.seq.fetch_add(1, Ordering::Relaxed));
-        // Its status is final: it moves from the counts it was made with
-        // to the shard's.
+        // Its status is final: it leaves the counts it was made with, and
+        // enters the shard's only if it enters the table.
         let status = record.status();
         record.counts().leave(status);
-        let counts = &self.counts[index];
-        counts.enter(status);
         if shard.find(hash, record.id()).is_some() {
             return;
         }
+        record.place(hash, self.seq.fetch_add(1, Ordering::Relaxed));
+        let counts = &self.counts[index];
+        counts.enter(status);
         shard
             .by_id
             .insert_unique(hash, Arc::clone(record), |r| r.hash());

@@ -121,7 +121,7 @@ async fn a_function_that_always_runs_long_is_never_run_inline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_past_the_hard_limit_demotes_and_the_next_warm_up_is_longer() {
     // A budget far above a `sleep(0)` even on a loaded machine, and a slow
-    // run past the hard limit (twenty budgets): one such run demotes (runs
+    // run past the hard limit (30 ms here: twenty budgets, at most 10 ms over): one such run demotes (runs
     // between the budget and the hard limit are judged together; see
     // `tier.rs`).
     let (host, _data) = host(Duration::from_millis(20), 2);
