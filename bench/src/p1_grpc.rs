@@ -140,8 +140,16 @@ impl Server {
                 break addr.trim().parse()?;
             }
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        // Keep draining stderr so the child never blocks on a full pipe;
+        // the inline tier's promotions and demotions are shown, with why
+        // (`p1_inline_flaps` counts them).
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.contains("inline tier") {
+                    eprintln!("  server: {line}");
+                }
+            }
+        });
         Ok(Server { child, addr })
     }
 }
