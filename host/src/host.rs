@@ -66,6 +66,9 @@ struct Inner {
     serving: AtomicUsize,
     /// Signalled when `serving` drops to zero.
     idle: tokio::sync::Notify,
+    /// Whether anyone ever waited on `idle` (notifying takes its lock, and
+    /// the last call in flight would otherwise pay that on every call).
+    idle_watched: std::sync::atomic::AtomicBool,
     /// The SMS, when the host is part of a cluster.
     sms: Option<Arc<crate::sms::Sms>>,
     /// What survives a restart.
@@ -140,6 +143,7 @@ impl Host {
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 serving: AtomicUsize::new(0),
                 idle: tokio::sync::Notify::new(),
+                idle_watched: std::sync::atomic::AtomicBool::new(false),
                 sms,
                 state: Arc::new(state),
                 dormant: Mutex::new(dormant),

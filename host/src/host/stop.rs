@@ -14,7 +14,7 @@ impl Host {
         if self.inner.stopping.load(Ordering::Acquire) {
             return Err(Error::HostStopping);
         }
-        self.inner.serving.fetch_add(1, Ordering::AcqRel);
+        self.inner.serving.fetch_add(1, Ordering::SeqCst);
         Ok(Serving(&self.inner))
     }
 
@@ -32,12 +32,16 @@ impl Host {
     /// Waits until no call is being served and no ASYNC execution is
     /// running.
     pub async fn drained(&self) {
+        // Before looking at the counts: the last call's end looks at this
+        // after leaving them, so one of the two sees the other (all
+        // sequentially consistent).
+        self.inner.idle_watched.store(true, Ordering::SeqCst);
         loop {
             let idle = self.inner.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            if self.inner.serving.load(Ordering::Acquire) == 0
-                && self.inner.pending_async.load(Ordering::Acquire) == 0
+            if self.inner.serving.load(Ordering::SeqCst) == 0
+                && self.inner.pending_async.load(Ordering::SeqCst) == 0
             {
                 return;
             }
@@ -84,7 +88,9 @@ impl PendingSlot {
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        if self.0.pending_async.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.pending_async.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.idle_watched.load(Ordering::SeqCst)
+        {
             self.0.idle.notify_waiters();
         }
     }
@@ -95,7 +101,9 @@ pub(super) struct Serving<'a>(&'a Inner);
 
 impl Drop for Serving<'_> {
     fn drop(&mut self) {
-        if self.0.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.0.serving.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.idle_watched.load(Ordering::SeqCst)
+        {
             self.0.idle.notify_waiters();
         }
     }
