@@ -1,9 +1,10 @@
-//! The bench's allocator: the server's (mimalloc, so that in-process
-//! figures match what `spearlet serve` pays), counting allocations only
-//! while a measurement asks it to — otherwise one relaxed load per
-//! allocation, so the timed loops run as they would without it.
+//! The bench's allocator: the system's, as before it counted (P5 measures
+//! this process's memory, and its figures stay comparable across rounds),
+//! counting allocations only while a measurement asks it to — otherwise
+//! one relaxed load per allocation, so the timed loops run as they would
+//! without it.
 
-use std::alloc::{GlobalAlloc, Layout};
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub struct Counting;
@@ -14,30 +15,30 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-// SAFETY: every call is forwarded unchanged to mimalloc, a correct
+// SAFETY: every call is forwarded unchanged to the system allocator, a correct
 // allocator; the counting touches only two atomics.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count();
         // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { mimalloc::MiMalloc.alloc(layout) }
+        unsafe { System.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count();
         // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) }
+        unsafe { System.alloc_zeroed(layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         count();
         // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { mimalloc::MiMalloc.realloc(ptr, layout, new_size) }
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: forwarded with the caller's own guarantees.
-        unsafe { mimalloc::MiMalloc.dealloc(ptr, layout) }
+        unsafe { System.dealloc(ptr, layout) }
     }
 }
 

@@ -281,7 +281,7 @@ impl Default for LimitsConfig {
 /// calling thread, with no thread hand-off. Slower runs send the function
 /// back off the async workers (doubling the warm-up it needs to return)
 /// when they are more than about 1 % of its recent inline runs, or when
-/// one run passes the hard limit, twenty budgets (at least 2 ms, at most
+/// one run passes the hard limit, twenty budgets (at least 10 ms, at most
 /// 10 ms over the budget): a preemption now and then must not demote a
 /// short function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
