@@ -16,6 +16,7 @@ use crate::loader::Plugin;
 use crate::pool::{InstancePool, Isolated, PoolContext, PoolLimits};
 use crate::registry::{CreationKey, Membership, NewTask, SourceFile, Task};
 use crate::sms::PendingRegistration;
+use crate::tier::PluginProfile;
 use crate::Value;
 
 /// Which task an invocation is for.
@@ -265,7 +266,7 @@ impl IsolationSetting {
     /// the metadata is what is recorded, registered in the cluster and used
     /// to assemble the task again, so the tier travels with it.
     pub fn record(self, metadata: &mut BTreeMap<String, String>) {
-        metadata.insert(ISOLATION_KEY.to_owned(), self.isolation.to_string());
+        metadata.insert(ISOLATION_KEY.to_owned(), self.isolation.as_str().to_owned());
         match self.memory_max {
             Some(bytes) => metadata.insert(MEMORY_MAX_KEY.to_owned(), bytes.to_string()),
             None => metadata.remove(MEMORY_MAX_KEY),
@@ -436,7 +437,7 @@ impl Host {
                 task.artifact.location, artifact.location
             )));
         }
-        let (Some(path), Some(then)) = (artifact.local_path(), task.source.clone()) else {
+        let (Some(path), Some(then)) = (artifact.local_path(), task.source) else {
             return Ok(None);
         };
         // One `stat`, inline: cheaper than a hand-off to a blocking thread.
@@ -466,18 +467,18 @@ impl Host {
         // goes away, leaves no registration behind.
         let mut pending: Option<PendingRegistration> = None;
         let mut registered: Option<String> = None;
-        let mut recorded: Option<String> = None;
+        let mut recorded: Option<Arc<str>> = None;
         let outcome = self
             .tasks()
             .get_or_create(key, async {
                 created = true;
-                self.pool_limits(&request.metadata)?;
+                let limits = self.pool_limits(&request.metadata)?;
                 let setting = self.isolation_setting(&request.metadata)?;
                 let mut metadata = request.metadata.clone();
                 setting.record(&mut metadata);
-                let plugin = self
+                let (plugin, source) = self
                     .artifacts()
-                    .load_as(artifact, setting.isolation)
+                    .load_sourced(artifact, setting.isolation)
                     .await?;
                 let (id, membership) = match self.sms() {
                     None => (id.unwrap_or_else(crate::exec::new_id), Membership::Local),
@@ -488,16 +489,17 @@ impl Host {
                                 existing: existing.id.to_string(),
                             });
                         }
-                        let sms_id = self
-                            .register_in_cluster(
-                                sms,
-                                &plugin,
-                                (name, description),
-                                artifact,
-                                id.as_deref(),
-                                &metadata,
-                            )
-                            .await?;
+                        // Boxed: a gRPC call is a large future, which a
+                        // host in no cluster would carry for nothing.
+                        let sms_id = Box::pin(self.register_in_cluster(
+                            sms,
+                            &plugin,
+                            (name, description),
+                            artifact,
+                            id.as_deref(),
+                            &metadata,
+                        ))
+                        .await?;
                         pending = Some(PendingRegistration::new(Arc::clone(sms), sms_id.clone()));
                         (
                             id.unwrap_or_else(|| Arc::from(sms_id.as_str())),
@@ -505,21 +507,35 @@ impl Host {
                         )
                     }
                 };
-                let new = self
-                    .assemble_task(
-                        id,
-                        (name, description),
-                        artifact,
-                        plugin,
-                        &metadata,
-                        membership,
-                    )
-                    .await?;
+                // The pool is awaited here rather than in a future of its
+                // own around it: that one would hold its parts twice.
+                let (profile, context) = self.pool_context(&plugin, setting);
+                let pool = InstancePool::prewarmed(
+                    &id,
+                    Arc::clone(&plugin),
+                    instance_config(&metadata),
+                    limits,
+                    context,
+                )
+                .await?;
+                let new = self.new_task(Assembly {
+                    id,
+                    name,
+                    description,
+                    artifact,
+                    plugin,
+                    metadata,
+                    membership,
+                    setting,
+                    source,
+                    pool,
+                    profile,
+                });
                 // Recorded before anyone can see it: a restart, even a
                 // crash, brings back every task whose creation was
                 // acknowledged.
                 self.record_new_task(&new)?;
-                recorded = Some(new.id.to_string());
+                recorded = Some(Arc::clone(&new.id));
                 // Nothing awaits from here until the task is in the
                 // registry: the registration is kept, unless inserting it
                 // fails (below).
@@ -537,13 +553,15 @@ impl Host {
                 },
             )),
             Err(e) => {
+                // Boxed, as everything this path alone awaits: the future of
+                // every creation would carry them otherwise.
                 if let Some(id) = recorded {
-                    if let Err(e) = self.forget_task(&id).await {
+                    if let Err(e) = Box::pin(self.forget_task(&id)).await {
                         tracing::warn!(task = %id, error = %e, "a task whose creation failed stays recorded; it is restored after a restart");
                     }
                 }
                 if let Some(sms_id) = registered {
-                    self.withdraw_registration(&sms_id, &e).await;
+                    Box::pin(self.withdraw_registration(&sms_id, &e)).await;
                 }
                 Err(e)
             }
@@ -565,12 +583,41 @@ impl Host {
     ) -> Result<NewTask> {
         let limits = self.pool_limits(metadata)?;
         let setting = IsolationSetting::of_task(metadata)?;
-        let config: Vec<(String, String)> = metadata
-            .iter()
-            .filter(|(k, _)| !k.starts_with("spearlet."))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let profile = self.profile_of(&plugin);
+        let (profile, context) = self.pool_context(&plugin, setting);
+        let pool = InstancePool::prewarmed(
+            &id,
+            Arc::clone(&plugin),
+            instance_config(metadata),
+            limits,
+            context,
+        )
+        .await?;
+        // One `stat`, here: a hand-off to a blocking thread would cost
+        // more than the call it carries.
+        let source = artifact.local_path().and_then(|path| SourceFile::of(&path));
+        Ok(self.new_task(Assembly {
+            id,
+            name,
+            description,
+            artifact,
+            plugin,
+            metadata: metadata.clone(),
+            membership,
+            setting,
+            source,
+            pool,
+            profile,
+        }))
+    }
+
+    /// What a pool of `plugin` for a task of `setting` works with, and the
+    /// inline tier's profile of the plugin.
+    fn pool_context(
+        &self,
+        plugin: &Plugin,
+        setting: IsolationSetting,
+    ) -> (Arc<PluginProfile>, PoolContext) {
+        let profile = self.profile_of(plugin);
         let context = PoolContext {
             policy: self.tier_policy(),
             profile: Arc::clone(&profile),
@@ -581,21 +628,37 @@ impl Host {
                 gate: Arc::default(),
             }),
         };
-        let pool =
-            InstancePool::prewarmed(&id, Arc::clone(&plugin), config, limits, context).await?;
-        // One `stat`, here: a hand-off to a blocking thread would cost
-        // more than the call it carries (most of a creation on a loaded
-        // digest, measured in P3).
-        let source = artifact.local_path().and_then(|path| SourceFile::of(&path));
+        (profile, context)
+    }
+
+    /// A task's parts, assembled, its pool warmed: a creation puts them
+    /// together from what it has at hand — its metadata (owned, with the
+    /// tier written in), its isolation setting as read from that metadata,
+    /// and the identity of the local file the plugin was read from, found
+    /// by the load — nothing parsed twice, no file looked at again.
+    fn new_task(&self, parts: Assembly<'_>) -> NewTask {
+        let Assembly {
+            id,
+            name,
+            description,
+            artifact,
+            plugin,
+            metadata,
+            membership,
+            setting,
+            source,
+            pool,
+            profile,
+        } = parts;
         tracing::info!(task = %id, name, plugin = plugin.name(), digest = %plugin.digest(), "task created");
-        Ok(NewTask {
+        NewTask {
             pin: Some(self.artifacts().cache().pin(&plugin.digest())),
             id,
             name: name.to_owned(),
             description: description.to_owned(),
             artifact: artifact.clone(),
             plugin,
-            metadata: metadata.clone(),
+            metadata,
             isolation: setting.isolation,
             memory_max: setting.memory_max,
             pool,
@@ -603,7 +666,7 @@ impl Host {
             membership,
             switch: None,
             source,
-        })
+        }
     }
 
     /// The isolation setting a new task's invocation `metadata` asks for,
@@ -615,6 +678,31 @@ impl Host {
     fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {
         metadata::pool_limits(metadata, &self.config().pool)
     }
+}
+
+/// What [`Host::new_task`] puts together.
+struct Assembly<'a> {
+    id: Arc<str>,
+    name: &'a str,
+    description: &'a str,
+    artifact: &'a ArtifactSpec,
+    plugin: Arc<Plugin>,
+    metadata: BTreeMap<String, String>,
+    membership: Membership,
+    setting: IsolationSetting,
+    source: Option<SourceFile>,
+    pool: InstancePool,
+    profile: Arc<PluginProfile>,
+}
+
+/// A task's instances' configuration: its metadata without the
+/// `spearlet.` keys, which are the host's.
+fn instance_config(metadata: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("spearlet."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -699,6 +787,67 @@ mod tests {
         );
         let err = refusal(&[(MEMORY_MAX_KEY, "1048576")], Isolation::InProcess);
         assert!(err.contains("the server's default"), "{err}");
+    }
+
+    /// The file a task was created from is remembered as it was when its
+    /// bytes were read: a task pinned to bytes its path no longer holds is
+    /// created from the plugin loaded before (nothing read), and a later
+    /// request naming the path alone is refused, never served the old code.
+    #[test]
+    fn a_task_pinned_to_bytes_its_file_no_longer_holds_is_stale_for_the_file() {
+        use crate::config::{ArtifactConfig, Config, ExecConfig};
+        use crate::digest::Sha256Digest;
+        use spearlet_test_artifacts::Artifact;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (data, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+            let path = root.path().join("libplugin.so");
+            let built = std::fs::read(Artifact::Echo.path()).unwrap();
+            std::fs::write(&path, &built).unwrap();
+            let host = Host::new(Config {
+                data_dir: data.path().to_owned(),
+                artifacts: ArtifactConfig {
+                    roots: vec![root.path().to_owned()],
+                    ..ArtifactConfig::default()
+                },
+                exec: ExecConfig {
+                    first_load_in_worker: false,
+                    warm_workers: 0,
+                    ..ExecConfig::default()
+                },
+                ..Config::default()
+            })
+            .unwrap();
+            let digest = Sha256Digest::of(&built).to_hex();
+            let request = |name: &str, checksum: &str| {
+                let artifact = ArtifactSpec::at(path.to_str().unwrap()).with_checksum(checksum);
+                let target = Target::NewTask {
+                    name: name.into(),
+                    description: String::new(),
+                    artifact,
+                };
+                InvokeRequest::new(target, "nop")
+            };
+            host.invoke(request("first", &digest)).await.unwrap();
+            // Rebuilt: the path now names other bytes, in another file.
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, [built.as_slice(), b"rebuilt"].concat()).unwrap();
+            let pinned = host.invoke(request("second", &digest)).await.unwrap();
+            assert!(pinned.created_task);
+            for name in ["first", "second"] {
+                match host.invoke(request(name, "")).await {
+                    Err(Error::StaleArtifact { reason, .. }) => {
+                        assert!(reason.contains("changed since"), "{reason}");
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+        });
     }
 
     #[test]

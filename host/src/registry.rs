@@ -121,7 +121,7 @@ pub struct NewTask {
 
 /// A local file's identity: which file a path named, and its content's
 /// version as far as the file system tells (size and modification time).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SourceFile {
     /// Device and inode.
     pub file: (u64, u64),
@@ -361,13 +361,17 @@ type Creation = Arc<OnceCell<Result<Arc<Task>>>>;
 #[derive(Debug, Default)]
 pub struct TaskRegistry {
     tables: RwLock<Tables>,
-    creating: Mutex<HashMap<CreationKey, Creation>>,
+    creating: Mutex<HashMap<CreationKey, Creation, RandomState>>,
 }
 
 #[derive(Debug, Default)]
 struct Tables {
     by_id: HashMap<Arc<str>, Arc<Task>, RandomState>,
-    by_name: BTreeMap<String, Arc<str>>,
+    /// Ids by name, hashed: a NEW_TASK looks its name up several times,
+    /// and a hashed lookup reads one entry where a tree's walks a path of
+    /// names, each behind a pointer (cache misses, on a host busy with
+    /// other work). Only a listing wants names in order, and sorts them.
+    by_name: HashMap<String, Arc<str>, RandomState>,
 }
 
 impl TaskRegistry {
@@ -384,7 +388,9 @@ impl TaskRegistry {
     }
 
     /// The task for `key`: existing, or created once by `create` however
-    /// many callers race here.
+    /// many callers race here. Callers look the task up first (it is found
+    /// far more often than created); here it is looked up once, in the
+    /// single flight, where a racing creation is seen too.
     ///
     /// # Errors
     ///
@@ -394,16 +400,18 @@ impl TaskRegistry {
     where
         F: Future<Output = Result<NewTask>>,
     {
-        if let Some(task) = self.lookup(&key) {
-            return Ok(task);
-        }
         let creation = Arc::clone(self.creating().entry(key.clone()).or_default());
+        // Pinned here and polled through a reference: moved into the
+        // initialiser instead, the creation would be laid out again in each
+        // future wrapped around it (five copies of a large future, every one
+        // moved on each creation).
+        let mut create = std::pin::pin!(create);
         let outcome = creation
             .get_or_init(|| async {
                 if let Some(task) = self.lookup(&key) {
                     return Ok(task);
                 }
-                let task = Arc::new(Task::new(create.await?));
+                let task = Arc::new(Task::new(create.as_mut().await?));
                 self.insert(Arc::clone(&task))?;
                 Ok(task)
             })
@@ -428,15 +436,18 @@ impl TaskRegistry {
 
     fn insert(&self, task: Arc<Task>) -> Result<()> {
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(existing) = tables.by_name.get(&task.name) {
-            return Err(Error::TaskNameTaken {
-                name: task.name.clone(),
-                existing: existing.to_string(),
-            });
+        // One search of the names, not one to check and one to insert.
+        match tables.by_name.entry(task.name.clone()) {
+            std::collections::hash_map::Entry::Occupied(existing) => {
+                return Err(Error::TaskNameTaken {
+                    name: task.name.clone(),
+                    existing: existing.get().to_string(),
+                });
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::clone(&task.id));
+            }
         }
-        tables
-            .by_name
-            .insert(task.name.clone(), Arc::clone(&task.id));
         tables.by_id.insert(Arc::clone(&task.id), task);
         Ok(())
     }
@@ -470,7 +481,9 @@ impl TaskRegistry {
     }
 
     /// Tasks whose name starts with `prefix`, by name, after `start_after`;
-    /// at most `limit`, and whether more follow.
+    /// at most `limit`, and whether more follow. The names are hashed (see
+    /// `Tables::by_name`): a page reads them all, and sorts only those it
+    /// keeps.
     pub fn list(
         &self,
         prefix: &str,
@@ -478,26 +491,26 @@ impl TaskRegistry {
         limit: usize,
     ) -> (Vec<Arc<Task>>, bool) {
         let tables = self.tables();
-        let from = match start_after {
-            Some(after) => std::ops::Bound::Excluded(after.to_owned()),
-            None => std::ops::Bound::Included(prefix.to_owned()),
-        };
-        let mut page = Vec::new();
-        for (name, id) in tables.by_name.range((from, std::ops::Bound::Unbounded)) {
-            if !name.starts_with(prefix) {
-                if name.as_str() > prefix {
-                    break;
-                }
-                continue;
-            }
-            if page.len() == limit.max(1) {
-                return (page, true);
-            }
-            if let Some(task) = tables.by_id.get(&**id) {
-                page.push(Arc::clone(task));
-            }
+        let limit = limit.max(1);
+        let mut names: Vec<(&str, &Arc<str>)> = tables
+            .by_name
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with(prefix) && start_after.is_none_or(|after| name.as_str() > after)
+            })
+            .map(|(name, id)| (name.as_str(), id))
+            .collect();
+        let more = names.len() > limit;
+        if more {
+            names.select_nth_unstable_by(limit, |a, b| a.0.cmp(b.0));
+            names.truncate(limit);
         }
-        (page, false)
+        names.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let page = names
+            .into_iter()
+            .filter_map(|(_, id)| tables.by_id.get(&**id).map(Arc::clone))
+            .collect();
+        (page, more)
     }
 
     /// Every task.
@@ -519,7 +532,7 @@ impl TaskRegistry {
         self.tables.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn creating(&self) -> MutexGuard<'_, HashMap<CreationKey, Creation>> {
+    fn creating(&self) -> MutexGuard<'_, HashMap<CreationKey, Creation, RandomState>> {
         self.creating.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

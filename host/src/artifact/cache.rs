@@ -59,10 +59,12 @@ struct Inner {
     misses: AtomicU64,
 }
 
+/// Hashed with foldhash: digests need no protection from crafted
+/// collisions, and a task's creation pins one.
 #[derive(Debug)]
 struct State {
-    entries: HashMap<Sha256Digest, Entry>,
-    pins: HashMap<Sha256Digest, usize>,
+    entries: HashMap<Sha256Digest, Entry, foldhash::fast::RandomState>,
+    pins: HashMap<Sha256Digest, usize, foldhash::fast::RandomState>,
     total: u64,
     clock: u64,
     loaded: Loaded,
@@ -132,8 +134,8 @@ impl ArtifactCache {
             let _ = fs::remove_file(path);
         }
         let mut state = State {
-            entries: HashMap::new(),
-            pins: HashMap::new(),
+            entries: HashMap::default(),
+            pins: HashMap::default(),
             total: 0,
             clock: 0,
             loaded: Loaded::new(DEFAULT_MAX_UNUSED_LOADED),

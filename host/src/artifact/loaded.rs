@@ -30,10 +30,12 @@ pub struct LoadedStats {
 
 type Key = (Sha256Digest, Isolation);
 
-/// The registry (kept under the cache's lock, beside the pins).
+/// The registry (kept under the cache's lock, beside the pins). Hashed
+/// with foldhash: it is looked up on every creation of a task, and its keys
+/// are digests, which need no protection from crafted collisions.
 #[derive(Debug)]
 pub(super) struct Loaded {
-    entries: HashMap<Key, Entry>,
+    entries: HashMap<Key, Entry, foldhash::fast::RandomState>,
     max_unused: usize,
     clock: u64,
 }
@@ -49,7 +51,7 @@ struct Entry {
 impl Loaded {
     pub(super) fn new(max_unused: usize) -> Self {
         Loaded {
-            entries: HashMap::new(),
+            entries: HashMap::default(),
             max_unused,
             clock: 0,
         }

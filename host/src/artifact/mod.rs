@@ -27,7 +27,7 @@ mod location;
 mod spec;
 mod telemetry;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -46,10 +46,15 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::isolate::{Isolation, Workers};
 use crate::loader::{Plugin, VerifiedFile};
+use crate::registry::SourceFile;
 use fetch::Download;
 use location::Location;
 
 type Flight = Arc<OnceCell<Result<PathBuf>>>;
+
+/// A plugin and, when it came from a local file, that file's identity as
+/// it was when its bytes were read.
+pub(crate) type Sourced = (Arc<Plugin>, Option<SourceFile>);
 
 /// Locates, fetches, verifies, caches and loads artifacts.
 #[derive(Debug)]
@@ -64,8 +69,10 @@ pub struct ArtifactStore {
     telemetry: Arc<ArtifactTelemetry>,
     in_flight: Mutex<HashMap<Sha256Digest, Flight>>,
     /// Local locations already confined to a root that yielded a digest now
-    /// loaded: asking for the same location and digest again reads nothing.
-    resolved: Mutex<HashSet<(String, Sha256Digest)>>,
+    /// loaded, with the file's identity then: asking for the same location
+    /// and digest again reads nothing, not even the file's metadata. Keyed
+    /// by location, so that a lookup borrows the request's string.
+    resolved: Mutex<Resolved>,
     /// Worker processes: where every first load runs, and where
     /// process-tier plugins live.
     workers: Arc<Workers>,
@@ -74,6 +81,42 @@ pub struct ArtifactStore {
 
 /// Entries of the resolved-locations memo before it starts over.
 const RESOLVED_MEMO: usize = 4096;
+
+/// The resolved-locations memo: per location, each digest it yielded and
+/// the file's identity when it did.
+#[derive(Debug, Default)]
+struct Resolved {
+    by_location:
+        HashMap<String, Vec<(Sha256Digest, Option<SourceFile>)>, foldhash::fast::RandomState>,
+    entries: usize,
+}
+
+impl Resolved {
+    fn get(&self, location: &str, digest: &Sha256Digest) -> Option<Option<SourceFile>> {
+        self.by_location
+            .get(location)?
+            .iter()
+            .find(|(d, _)| d == digest)
+            .map(|(_, source)| *source)
+    }
+
+    /// Remembers what `location` yielded, replacing what it yielded before
+    /// with the same digest (read again: the file's identity may be new).
+    fn insert(&mut self, location: &str, digest: Sha256Digest, source: Option<SourceFile>) {
+        if self.entries >= RESOLVED_MEMO {
+            self.by_location.clear();
+            self.entries = 0;
+        }
+        let seen = self.by_location.entry(location.to_owned()).or_default();
+        match seen.iter_mut().find(|(d, _)| *d == digest) {
+            Some(entry) => entry.1 = source,
+            None => {
+                seen.push((digest, source));
+                self.entries += 1;
+            }
+        }
+    }
+}
 
 impl ArtifactStore {
     /// Opens the store (and its cache under `config.data_dir`).
@@ -170,6 +213,22 @@ impl ArtifactStore {
         self.load_with_progress(spec, None, isolation).await
     }
 
+    /// As [`ArtifactStore::load_as`], with the identity of the local file
+    /// the plugin's bytes were read from (`None` for a remote artifact):
+    /// what a task created from it compares the file with later, to tell a
+    /// rebuilt plugin from the one it runs.
+    ///
+    /// # Errors
+    ///
+    /// As [`ArtifactStore::load_as`].
+    pub(crate) async fn load_sourced(
+        &self,
+        spec: &ArtifactSpec,
+        isolation: Isolation,
+    ) -> Result<Sourced> {
+        self.load_counted(spec, None, isolation).await
+    }
+
     /// The worker processes this store loads with.
     pub fn workers(&self) -> &Arc<Workers> {
         &self.workers
@@ -249,8 +308,29 @@ impl ArtifactStore {
         progress: Option<Progress<'_>>,
         isolation: Isolation,
     ) -> Result<Arc<Plugin>> {
+        self.load_counted(spec, progress, isolation)
+            .await
+            .map(|(plugin, _)| plugin)
+    }
+
+    async fn load_counted(
+        &self,
+        spec: &ArtifactSpec,
+        progress: Option<Progress<'_>>,
+        isolation: Isolation,
+    ) -> Result<Sourced> {
         let began = std::time::Instant::now();
-        let loaded = self.resolve(spec, progress, isolation).await;
+        let loaded = match spec.checked_digest() {
+            Err(e) => Err(e),
+            Ok(expected) => match expected.and_then(|d| self.memoized(spec, d, isolation)) {
+                Some(found) => Ok(found),
+                // Boxed: resolving is a large future (downloads, hand-offs
+                // to blocking threads) that a loaded digest asked for again
+                // does not need, and every future awaiting this one would
+                // carry it.
+                None => Box::pin(self.resolve(spec, expected, progress, isolation)).await,
+            },
+        };
         match &loaded {
             Ok(_) => self.telemetry.loaded(began.elapsed()),
             Err(e) => self.telemetry.refused(e.kind()),
@@ -258,14 +338,34 @@ impl ArtifactStore {
         loaded
     }
 
+    /// The fast path of a local artifact: a location confined to a root
+    /// before that yielded `digest`, the one pinned, whose plugin is
+    /// loaded. The memo is keyed by the location as given, which parsed as
+    /// a local path when it was filled, so nothing is parsed again, and
+    /// nothing read. `None` sends the request down the full path, which
+    /// also reports whatever is wrong with it.
+    fn memoized(
+        &self,
+        spec: &ArtifactSpec,
+        digest: Sha256Digest,
+        isolation: Isolation,
+    ) -> Option<Sourced> {
+        let source = self.resolved().get(&spec.location, &digest)?;
+        let plugin = Self::held(&self.cache, &digest, isolation)?;
+        check_identity(spec, &plugin).ok()?;
+        Some((plugin, source))
+    }
+
+    /// The full path: `spec`'s location parsed, confined or fetched,
+    /// checked against `expected` (its checksum, checked already).
     async fn resolve(
         &self,
         spec: &ArtifactSpec,
+        expected: Option<Sha256Digest>,
         progress: Option<Progress<'_>>,
         isolation: Isolation,
-    ) -> Result<Arc<Plugin>> {
-        let expected = spec.checked_digest()?;
-        let plugin = match Location::parse(&spec.location)? {
+    ) -> Result<Sourced> {
+        let (plugin, source) = match Location::parse(&spec.location)? {
             Location::Local(path) => {
                 self.load_local(&spec.location, path, expected, isolation)
                     .await?
@@ -273,8 +373,10 @@ impl ArtifactStore {
             Location::Http(url) => {
                 // Refused before any connection is made.
                 self.allowed.check(&spec.location, &url)?;
-                self.load_remote(&spec.location, url, expected, progress, isolation)
-                    .await?
+                let plugin = self
+                    .load_remote(&spec.location, url, expected, progress, isolation)
+                    .await?;
+                (plugin, None)
             }
             Location::SmsFile(id) => {
                 let base = self
@@ -285,12 +387,14 @@ impl ArtifactStore {
                         purpose: "to fetch it",
                     })?;
                 let url = sms_file_url(base, &id, &spec.location)?;
-                self.load_remote(&spec.location, url, expected, progress, isolation)
-                    .await?
+                let plugin = self
+                    .load_remote(&spec.location, url, expected, progress, isolation)
+                    .await?;
+                (plugin, None)
             }
         };
         check_identity(spec, &plugin)?;
-        Ok(plugin)
+        Ok((plugin, source))
     }
 
     async fn load_local(
@@ -299,7 +403,7 @@ impl ArtifactStore {
         path: PathBuf,
         expected: Option<Sha256Digest>,
         isolation: Isolation,
-    ) -> Result<Arc<Plugin>> {
+    ) -> Result<Sourced> {
         if expected.is_none() && self.config.require_local_checksum {
             return Err(Error::ChecksumRequired {
                 location: location.to_owned(),
@@ -307,12 +411,13 @@ impl ArtifactStore {
             });
         }
         if let Some(digest) = expected {
-            // The fast path: this location was confined to a root before and
-            // gave these bytes, which are loaded. Nothing to read or check.
-            let key = (location.to_owned(), digest);
-            if self.resolved().contains(&key) {
+            // As in `memoized`, which found nothing to serve: this location
+            // gave these bytes before, and they are loaded (the plugin may
+            // differ from what the spec asks for, which the caller reports).
+            // Nothing to read or check.
+            if let Some(source) = self.resolved().get(location, &digest) {
                 if let Some(plugin) = Self::held(&self.cache, &digest, isolation) {
-                    return Ok(plugin);
+                    return Ok((plugin, source));
                 }
             }
         }
@@ -321,21 +426,24 @@ impl ArtifactStore {
         let max_size = self.config.max_size_bytes;
         let owned_location = location.to_owned();
         let (workers, first) = (Arc::clone(&self.workers), self.first_load_in_worker);
-        let plugin = blocking(move || {
+        let (plugin, source) = blocking(move || {
             let real = location::confine(&owned_location, &path, &roots)?;
+            // The file's identity before its bytes are read: a file that
+            // changes meanwhile then reads as changed later (its task is
+            // refused as stale until upgraded), never as the bytes loaded.
+            let source = SourceFile::of(&real);
             if let Some(plugin) = expected.and_then(|d| Self::held(&cache, &d, isolation)) {
-                return Ok(plugin);
+                return Ok((plugin, source));
             }
             let file = cache.ingest(&real, expected.as_ref(), max_size)?;
-            Self::open(&cache, &workers, first, file, isolation)
+            Ok((
+                Self::open(&cache, &workers, first, file, isolation)?,
+                source,
+            ))
         })
         .await?;
-        let mut resolved = self.resolved();
-        if resolved.len() >= RESOLVED_MEMO {
-            resolved.clear();
-        }
-        resolved.insert((location.to_owned(), plugin.digest()));
-        Ok(plugin)
+        self.resolved().insert(location, plugin.digest(), source);
+        Ok((plugin, source))
     }
 
     async fn load_remote(
@@ -435,7 +543,7 @@ impl ArtifactStore {
             .flatten()
     }
 
-    fn resolved(&self) -> std::sync::MutexGuard<'_, HashSet<(String, Sha256Digest)>> {
+    fn resolved(&self) -> std::sync::MutexGuard<'_, Resolved> {
         self.resolved.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

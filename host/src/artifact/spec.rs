@@ -48,8 +48,9 @@ impl ArtifactSpec {
 
     /// Checks the type and parses the checksum.
     pub(super) fn checked_digest(&self) -> Result<Option<Sha256Digest>> {
-        let kind = self.artifact_type.trim().to_ascii_lowercase();
-        if !matches!(kind.as_str(), "" | "native" | "dylib" | "so" | "binary") {
+        let kind = self.artifact_type.trim();
+        let accepted = ["", "native", "dylib", "so", "binary"];
+        if !accepted.iter().any(|k| kind.eq_ignore_ascii_case(k)) {
             return Err(Error::UnsupportedArtifactType {
                 artifact_type: self.artifact_type.clone(),
                 accepted: ACCEPTED_TYPES,

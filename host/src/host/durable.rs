@@ -18,8 +18,8 @@ use crate::exec::{
 };
 use crate::registry::{CreationKey, NewTask, Task};
 use crate::state::{
-    FolderReport, Persistence, Retention, StateDb, StoredArtifact, StoredExecution,
-    StoredMembership, StoredTask, StoredVersion,
+    ArtifactRecord, FolderReport, HexDigest, MembershipRecord, Persistence, Retention, StateDb,
+    StoredExecution, StoredTask, StoredVersion, TaskRecord, VersionRecord,
 };
 
 /// The code an ASYNC execution ends with when a restart cut it short.
@@ -150,28 +150,38 @@ impl Host {
         created_at: u64,
         switch: Option<&crate::registry::Switch>,
     ) -> Result<()> {
-        let Some(membership) = StoredMembership::of(membership) else {
+        let Some(membership) = MembershipRecord::of(membership) else {
             return Ok(());
         };
+        let digest = HexDigest::of(&plugin.digest());
+        let previous = switch.and_then(|switch| {
+            let previous = switch.previous.as_ref()?;
+            Some((
+                previous,
+                HexDigest::of(&previous.plugin.digest()),
+                switch.at,
+            ))
+        });
         // One `write` to the journal, in the page cache: done here rather
-        // than on a blocking thread, whose hand-off would cost more.
-        self.inner.state.put_task(StoredTask {
-            id: id.to_owned(),
-            name: name.to_owned(),
-            description: description.to_owned(),
-            artifact: StoredArtifact::from(artifact),
-            digest: plugin.digest().to_hex(),
-            metadata: metadata.clone(),
+        // than on a blocking thread, whose hand-off would cost more. The
+        // record borrows the task's fields: it is encoded once, straight
+        // from them.
+        self.inner.state.put_task_record(&TaskRecord {
+            id,
+            name,
+            description,
+            artifact: ArtifactRecord::from(artifact),
+            digest: digest.as_str(),
+            metadata,
             membership,
             created_at,
-            previous: switch.and_then(|switch| {
-                let previous = switch.previous.as_ref()?;
-                Some(StoredVersion {
-                    artifact: StoredArtifact::from(&previous.artifact),
-                    digest: previous.plugin.digest().to_hex(),
-                    switched_at: unix_millis(switch.at),
-                })
-            }),
+            previous: previous
+                .as_ref()
+                .map(|(previous, digest, at)| VersionRecord {
+                    artifact: ArtifactRecord::from(&previous.artifact),
+                    digest: digest.as_str(),
+                    switched_at: unix_millis(*at),
+                }),
         })
     }
 

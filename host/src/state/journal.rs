@@ -9,7 +9,9 @@
 //! `state.journal.folding` and a fresh `state.journal` takes new records,
 //! so replay order is: the folding file, then the current one.
 //!
-//! Each record is one line of JSON. Only the end of a file can be torn (the
+//! Each record is one line of JSON. A task's record is encoded once, by
+//! reference to the task, and its bytes serve both the journal line and the
+//! database's value ([`Change::Task`]). Only the end of a file can be torn (the
 //! write a crash cut short, or a page a power loss left unwritten), so a
 //! bad tail is dropped with a warning; a bad line with good records after
 //! it is corruption, and the host refuses to start rather than guess.
@@ -20,6 +22,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Failure, StoredExecution, StoredTask};
+use super::{Failure, StoredExecution, StoredTask, TaskRecord};
 use crate::error::{Error, Result};
 
 pub(super) const CURRENT: &str = "state.journal";
@@ -42,12 +45,36 @@ pub(super) enum Op {
     PutExecution { execution: StoredExecution },
 }
 
-impl Op {
+/// How [`Op::PutTask`] is written, around the task's record: serde's
+/// form of the tagged enum, the tag first.
+const PUT_TASK_OPENING: &[u8] = b"{\"op\":\"put_task\",\"task\":";
+const PUT_TASK_CLOSING: &[u8] = b"}\n";
+
+/// Room for a task's line, most of which is a few fixed names and two hex
+/// digests: one allocation for a typical record.
+const TASK_LINE_CAPACITY: usize = 640;
+
+/// A change appended and waiting to be folded.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// A task's record ([`Op::PutTask`]), encoded already: `record` is the
+    /// range of `line`, the journal line appended, that holds the task as
+    /// the database stores it.
+    Task {
+        id: String,
+        line: Vec<u8>,
+        record: Range<usize>,
+    },
+    /// Any other change, or a task read back from a journal file.
+    Op(Op),
+}
+
+impl Change {
     /// Whether the record takes something away: such records are accepted
     /// past the journal's limit, so that a deletion stays durable (and
     /// small) while persistence fails.
     fn removes(&self) -> bool {
-        matches!(self, Op::RemoveTask { .. })
+        matches!(self, Change::Op(Op::RemoveTask { .. }))
     }
 }
 
@@ -64,7 +91,7 @@ pub(super) struct Journal {
 #[derive(Debug)]
 struct Inner {
     file: File,
-    pending: Vec<Op>,
+    pending: Vec<Change>,
     /// When the oldest pending record was appended.
     since: Option<Instant>,
     stopping: bool,
@@ -268,36 +295,65 @@ impl Journal {
     pub(super) fn append(&self, op: Op) -> Result<()> {
         let mut line = serde_json::to_vec(&op).expect("records are plain data");
         line.push(b'\n');
-        let mut inner = self.lock();
-        if let Some(failure) = inner.failure.as_ref().filter(|_| !op.removes()) {
+        self.append_change(Change::Op(op), &line)
+    }
+
+    /// Appends a task's record, as [`Op::PutTask`] is written, encoded
+    /// once from `task` (nothing copied out of it first).
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::append`].
+    pub(super) fn append_task(&self, task: &TaskRecord<'_>) -> Result<()> {
+        let mut line = Vec::with_capacity(TASK_LINE_CAPACITY);
+        line.extend_from_slice(PUT_TASK_OPENING);
+        let start = line.len();
+        task.write_json(&mut line);
+        let record = start..line.len();
+        line.extend_from_slice(PUT_TASK_CLOSING);
+        let id = task.id.to_owned();
+        self.append_change(Change::Task { id, line, record }, &[])
+    }
+
+    /// Writes `change`'s line — its own for a task, else `line` — and
+    /// keeps the change for the folder.
+    fn append_change(&self, change: Change, line: &[u8]) -> Result<()> {
+        let line = match &change {
+            Change::Task { line, .. } => line.as_slice(),
+            Change::Op(_) => line,
+        };
+        let mut guard = self.lock();
+        if let Some(failure) = guard.failure.as_ref().filter(|_| !change.removes()) {
             let limit = self.max_bytes.load(Ordering::Relaxed);
-            if inner.bytes() + line.len() as u64 > limit {
+            if guard.bytes() + line.len() as u64 > limit {
                 return Err(Error::JournalFull {
-                    bytes: inner.bytes(),
+                    bytes: guard.bytes(),
                     limit,
                     reason: failure.error.clone(),
                 });
             }
         }
-        let path = self.dir.join(CURRENT);
-        let inner = &mut *inner;
+        let inner = &mut *guard;
         if inner.dirty {
             inner
                 .file
                 .set_len(inner.current_bytes)
-                .map_err(|e| Error::io(&path, e))?;
+                .map_err(|e| Error::io(self.dir.join(CURRENT), e))?;
             inner.dirty = false;
         }
-        if let Err(e) = inner.file.write_all(&line) {
+        if let Err(e) = inner.file.write_all(line) {
             inner.dirty = inner.file.set_len(inner.current_bytes).is_err();
-            return Err(Error::io(&path, e));
+            return Err(Error::io(self.dir.join(CURRENT), e));
         }
         inner.current_bytes += line.len() as u64;
-        inner.pending.push(op);
+        inner.pending.push(change);
         // Only the first record of a batch wakes the folder: it then waits
-        // out the batch's linger on its own.
+        // out the batch's linger on its own. Woken once the lock is free,
+        // so that it does not wake only to wait for it: the folder finds
+        // the record under the lock whenever it looks, woken or not.
         let first = inner.since.is_none();
         inner.since.get_or_insert_with(Instant::now);
+        drop(guard);
         if first {
             self.appended.notify_one();
         }
@@ -312,7 +368,7 @@ impl Journal {
     ///
     /// [`Error::Io`] when the file cannot be rotated: the records stay
     /// pending, handed over by a later call.
-    pub(super) fn next_batch(&self, linger: Duration) -> Result<Option<Vec<Op>>> {
+    pub(super) fn next_batch(&self, linger: Duration) -> Result<Option<Vec<Change>>> {
         let mut inner = self.lock();
         if inner.pending.is_empty() && !inner.stopping {
             inner = self
@@ -471,6 +527,34 @@ mod tests {
         let read = parsed(&[good.as_slice(), b"\0\0\0\n\0".as_slice()].concat()).unwrap();
         assert_eq!((read.ops, read.zeroed), (ops, Some((at, 5))));
         assert_eq!(parsed(b"").unwrap(), Read::default());
+    }
+
+    #[test]
+    fn a_task_s_line_and_folded_record_are_what_serde_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, left) = Journal::open(dir.path(), u64::MAX).unwrap();
+        assert!(left.is_empty());
+        let mut task = StoredTask::example("t-\"1\"");
+        task.description = "tab\there, é".into();
+        journal.append_task(&task.record()).unwrap();
+        journal.append(Op::RemoveTask { id: "t-2".into() }).unwrap();
+        let mut expected = serde_json::to_vec(&Op::PutTask {
+            task: Box::new(task.clone()),
+        })
+        .unwrap();
+        expected.push(b'\n');
+        let lines = [expected.clone(), line("t-2")].concat();
+        assert_eq!(std::fs::read(dir.path().join(CURRENT)).unwrap(), lines);
+        let batch = journal.next_batch(Duration::ZERO).unwrap().unwrap();
+        match batch.as_slice() {
+            [Change::Task { id, line, record }, Change::Op(Op::RemoveTask { id: removed })] => {
+                assert_eq!((id.as_str(), removed.as_str()), ("t-\"1\"", "t-2"));
+                assert_eq!(line, &expected, "the change keeps the line written");
+                assert_eq!(&line[record.clone()], super::super::records::encode(&task));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(parse(lines.as_slice()).unwrap().unwrap().ops.len(), 2);
     }
 
     #[test]

@@ -39,7 +39,8 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 
 pub use records::{
-    StoredArtifact, StoredExecution, StoredMembership, StoredTask, StoredValue, StoredVersion,
+    ArtifactRecord, HexDigest, MembershipRecord, StoredArtifact, StoredExecution, StoredMembership,
+    StoredTask, StoredValue, StoredVersion, TaskRecord, VersionRecord,
 };
 
 /// The schema this build reads and writes. 2: bytes in records as base64,
@@ -251,6 +252,7 @@ impl StateDb {
                 records = left.len(),
                 "folding what the last run left in the journal"
             );
+            let left: Vec<journal::Change> = left.into_iter().map(journal::Change::Op).collect();
             shared.apply(&left, None)?;
         }
         shared.journal.replayed()?;
@@ -433,9 +435,18 @@ impl StateStore {
     ///
     /// [`Error::JournalFull`]; [`Error::Io`].
     pub fn put_task(&self, task: StoredTask) -> Result<()> {
-        self.journal.append(journal::Op::PutTask {
-            task: Box::new(task),
-        })
+        self.put_task_record(&task.record())
+    }
+
+    /// Records a task from its fields where they are (see [`TaskRecord`]):
+    /// what a task's creation writes, one line encoded once, copying
+    /// nothing out of the task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::JournalFull`]; [`Error::Io`].
+    pub fn put_task_record(&self, task: &TaskRecord<'_>) -> Result<()> {
+        self.journal.append_task(task)
     }
 
     /// Forgets a task. Accepted even when the journal is full: a deletion
@@ -592,21 +603,26 @@ impl StateStore {
     /// Writes `ops` in one transaction, with an fsync; with `retention`,
     /// removes in it too the executions that have ended and fallen out of
     /// it. How many it removed.
-    fn apply(&self, ops: &[journal::Op], retention: Option<Retention>) -> Result<usize> {
+    fn apply(&self, changes: &[journal::Change], retention: Option<Retention>) -> Result<usize> {
         let what = "fold the journal";
         let txn = self.write(what)?;
         let pruned = (|| -> std::result::Result<usize, redb::Error> {
             let mut tasks = txn.open_table(TASKS)?;
             let mut executions = Tables::open(&txn)?;
-            for op in ops {
-                match op {
-                    journal::Op::PutTask { task } => {
+            for change in changes {
+                match change {
+                    journal::Change::Task { id, line, record } => {
+                        tasks.insert(id.as_str(), &line[record.clone()])?;
+                    }
+                    journal::Change::Op(journal::Op::PutTask { task }) => {
                         tasks.insert(task.id.as_str(), records::encode(task).as_slice())?;
                     }
-                    journal::Op::RemoveTask { id } => {
+                    journal::Change::Op(journal::Op::RemoveTask { id }) => {
                         tasks.remove(id.as_str())?;
                     }
-                    journal::Op::PutExecution { execution } => executions.put(execution)?,
+                    journal::Change::Op(journal::Op::PutExecution { execution }) => {
+                        executions.put(execution)?;
+                    }
                 }
             }
             Ok(match retention {
@@ -836,6 +852,21 @@ mod tests {
             db.remove_task("t-2").unwrap();
         }
         let db = StateDb::open(dir.path()).unwrap();
+        assert_eq!(db.tasks().unwrap(), [task]);
+    }
+
+    #[test]
+    fn a_task_is_folded_as_serde_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut task = StoredTask::example("t-\"1\"");
+        task.description = "tab\there, é".into();
+        let db = StateDb::open(dir.path()).unwrap();
+        db.put_task(task.clone()).unwrap();
+        wait_for(&db, |r| r.folded == 1);
+        let txn = db.read("test").unwrap();
+        let stored = txn.open_table(TASKS).unwrap();
+        let value = stored.get(task.id.as_str()).unwrap().unwrap();
+        assert_eq!(value.value(), records::encode(&task).as_slice());
         assert_eq!(db.tasks().unwrap(), [task]);
     }
 

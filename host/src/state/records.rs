@@ -1,6 +1,11 @@
 //! The stored forms of tasks and ASYNC executions: plain serde records,
 //! JSON in the database, kept apart from the in-memory types so that those
 //! can change without changing what is on disk (that takes a new schema).
+//!
+//! A task is written through its borrowed form ([`TaskRecord`]), whether it
+//! comes from a [`StoredTask`] or straight from a task being created: one
+//! definition of what is written, and creating a task copies none of its
+//! fields to record it.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +16,7 @@ use crate::registry::Membership;
 use crate::Value;
 
 /// An artifact spec, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StoredArtifact {
     pub artifact_id: String,
     pub artifact_type: String,
@@ -48,7 +53,7 @@ impl From<StoredArtifact> for ArtifactSpec {
 }
 
 /// A task's standing in the cluster, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StoredMembership {
     /// Not in a cluster.
@@ -84,7 +89,7 @@ impl From<StoredMembership> for Membership {
 }
 
 /// A task created here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StoredTask {
     pub id: String,
     pub name: String,
@@ -110,13 +115,288 @@ pub struct StoredTask {
 }
 
 /// A version a task ran before its last upgrade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StoredVersion {
     pub artifact: StoredArtifact,
     /// Its sha256 (hex): a rollback loads exactly these bytes.
     pub digest: String,
     /// Unix milliseconds of the upgrade that replaced it.
     pub switched_at: u64,
+}
+
+/// A task as it is written: [`StoredTask`]'s fields, borrowed from
+/// whatever holds them (see the module's documentation).
+#[derive(Debug, Serialize)]
+pub struct TaskRecord<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub description: &'a str,
+    pub artifact: ArtifactRecord<'a>,
+    /// Hex, as [`StoredTask::digest`] (see [`HexDigest`]).
+    pub digest: &'a str,
+    pub metadata: &'a BTreeMap<String, String>,
+    pub membership: MembershipRecord<'a>,
+    pub created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<VersionRecord<'a>>,
+}
+
+/// An artifact spec as it is written ([`StoredArtifact`], borrowed).
+#[derive(Debug, Serialize)]
+pub struct ArtifactRecord<'a> {
+    pub artifact_id: &'a str,
+    pub artifact_type: &'a str,
+    pub location: &'a str,
+    pub version: &'a str,
+    pub checksum: &'a str,
+    pub metadata: &'a BTreeMap<String, String>,
+}
+
+/// A task's standing in the cluster as it is written
+/// ([`StoredMembership`], borrowed).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MembershipRecord<'a> {
+    /// Not in a cluster.
+    Local,
+    /// Registered at the SMS by this node.
+    Registered {
+        /// The SMS's id for it.
+        sms_id: &'a str,
+    },
+}
+
+/// A version replaced by an upgrade as it is written ([`StoredVersion`],
+/// borrowed).
+#[derive(Debug, Serialize)]
+pub struct VersionRecord<'a> {
+    pub artifact: ArtifactRecord<'a>,
+    pub digest: &'a str,
+    pub switched_at: u64,
+}
+
+/// A digest's hex form on the stack, for a record to borrow: writing a
+/// record allocates nothing for it.
+#[derive(Debug, Clone, Copy)]
+pub struct HexDigest([u8; 64]);
+
+impl HexDigest {
+    /// The hex form of `digest`.
+    pub fn of(digest: &crate::digest::Sha256Digest) -> HexDigest {
+        let mut hex = [0u8; 64];
+        hex::encode_to_slice(digest.as_bytes(), &mut hex).expect("64 hex digits hold 32 bytes");
+        HexDigest(hex)
+    }
+
+    /// As a string.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits are ASCII")
+    }
+}
+
+impl<'a> From<&'a ArtifactSpec> for ArtifactRecord<'a> {
+    fn from(a: &'a ArtifactSpec) -> Self {
+        ArtifactRecord {
+            artifact_id: &a.artifact_id,
+            artifact_type: &a.artifact_type,
+            location: &a.location,
+            version: &a.version,
+            checksum: &a.checksum,
+            metadata: &a.metadata,
+        }
+    }
+}
+
+impl<'a> From<&'a StoredArtifact> for ArtifactRecord<'a> {
+    fn from(a: &'a StoredArtifact) -> Self {
+        ArtifactRecord {
+            artifact_id: &a.artifact_id,
+            artifact_type: &a.artifact_type,
+            location: &a.location,
+            version: &a.version,
+            checksum: &a.checksum,
+            metadata: &a.metadata,
+        }
+    }
+}
+
+impl MembershipRecord<'_> {
+    /// The written form of `m`; `None` for a replica, which is not stored
+    /// (see [`StoredMembership::of`]).
+    pub fn of(m: &Membership) -> Option<MembershipRecord<'_>> {
+        match m {
+            Membership::Local => Some(MembershipRecord::Local),
+            Membership::Registered { sms_id } => Some(MembershipRecord::Registered { sms_id }),
+            Membership::Replica { .. } => None,
+        }
+    }
+}
+
+impl<'a> From<&'a StoredMembership> for MembershipRecord<'a> {
+    fn from(m: &'a StoredMembership) -> Self {
+        match m {
+            StoredMembership::Local => MembershipRecord::Local,
+            StoredMembership::Registered { sms_id } => MembershipRecord::Registered { sms_id },
+        }
+    }
+}
+
+impl<'a> From<&'a StoredVersion> for VersionRecord<'a> {
+    fn from(v: &'a StoredVersion) -> Self {
+        VersionRecord {
+            artifact: ArtifactRecord::from(&v.artifact),
+            digest: &v.digest,
+            switched_at: v.switched_at,
+        }
+    }
+}
+
+impl TaskRecord<'_> {
+    /// Appends the record's JSON to `out`: byte for byte what serde_json
+    /// writes for it, without going through serde — every task's creation
+    /// writes one, and nearly all of it is field names and strings with
+    /// nothing to escape, copied as they are.
+    pub(super) fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        json_str(out, self.id);
+        out.extend_from_slice(b",\"name\":");
+        json_str(out, self.name);
+        out.extend_from_slice(b",\"description\":");
+        json_str(out, self.description);
+        out.extend_from_slice(b",\"artifact\":");
+        self.artifact.write_json(out);
+        out.extend_from_slice(b",\"digest\":");
+        json_str(out, self.digest);
+        out.extend_from_slice(b",\"metadata\":");
+        json_map(out, self.metadata);
+        match self.membership {
+            MembershipRecord::Local => {
+                out.extend_from_slice(b",\"membership\":{\"kind\":\"local\"}");
+            }
+            MembershipRecord::Registered { sms_id } => {
+                out.extend_from_slice(b",\"membership\":{\"kind\":\"registered\",\"sms_id\":");
+                json_str(out, sms_id);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"created_at\":");
+        json_u64(out, self.created_at);
+        if let Some(previous) = &self.previous {
+            out.extend_from_slice(b",\"previous\":{\"artifact\":");
+            previous.artifact.write_json(out);
+            out.extend_from_slice(b",\"digest\":");
+            json_str(out, previous.digest);
+            out.extend_from_slice(b",\"switched_at\":");
+            json_u64(out, previous.switched_at);
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+}
+
+impl ArtifactRecord<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"artifact_id\":");
+        json_str(out, self.artifact_id);
+        out.extend_from_slice(b",\"artifact_type\":");
+        json_str(out, self.artifact_type);
+        out.extend_from_slice(b",\"location\":");
+        json_str(out, self.location);
+        out.extend_from_slice(b",\"version\":");
+        json_str(out, self.version);
+        out.extend_from_slice(b",\"checksum\":");
+        json_str(out, self.checksum);
+        out.extend_from_slice(b",\"metadata\":");
+        json_map(out, self.metadata);
+        out.push(b'}');
+    }
+}
+
+/// A JSON string as serde_json writes it: copied between quotes, unless it
+/// holds a character JSON requires escaped (a control character, `"` or
+/// `\`), which serde_json then writes. The test reads every byte, with no
+/// early exit, so that it is vectorised: the strings are short, and nearly
+/// always clean.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let escaped = s.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if escaped {
+        serde_json::to_writer(&mut *out, s).expect("a string is plain data");
+        return;
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+fn json_map(out: &mut Vec<u8>, map: &BTreeMap<String, String>) {
+    out.push(b'{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, key);
+        out.push(b':');
+        json_str(out, value);
+    }
+    out.push(b'}');
+}
+
+fn json_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + u8::try_from(n % 10).expect("a digit");
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+impl StoredTask {
+    /// Its written form.
+    pub fn record(&self) -> TaskRecord<'_> {
+        TaskRecord {
+            id: &self.id,
+            name: &self.name,
+            description: &self.description,
+            artifact: ArtifactRecord::from(&self.artifact),
+            digest: &self.digest,
+            metadata: &self.metadata,
+            membership: MembershipRecord::from(&self.membership),
+            created_at: self.created_at,
+            previous: self.previous.as_ref().map(VersionRecord::from),
+        }
+    }
+}
+
+impl Serialize for StoredTask {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.record().serialize(serializer)
+    }
+}
+
+impl Serialize for StoredArtifact {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ArtifactRecord::from(self).serialize(serializer)
+    }
+}
+
+impl Serialize for StoredMembership {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        MembershipRecord::from(self).serialize(serializer)
+    }
+}
+
+impl Serialize for StoredVersion {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        VersionRecord::from(self).serialize(serializer)
+    }
 }
 
 #[cfg(test)]
@@ -423,6 +703,70 @@ mod tests {
             }),
             "whatever the order of tag and content"
         );
+    }
+
+    fn written(task: &StoredTask) -> Vec<u8> {
+        let mut out = Vec::new();
+        task.record().write_json(&mut out);
+        out
+    }
+
+    #[test]
+    fn a_task_written_by_hand_is_what_serde_writes() {
+        let mut task = StoredTask::example("t-1");
+        assert_eq!(written(&task), encode(&task));
+        task.membership = StoredMembership::Registered {
+            sms_id: "sms-\"7\"".into(),
+        };
+        task.metadata.clear();
+        task.created_at = u64::MAX;
+        task.previous = Some(StoredVersion {
+            artifact: task.artifact.clone(),
+            digest: "cd".repeat(32),
+            switched_at: 0,
+        });
+        assert_eq!(written(&task), encode(&task));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_task_written_by_hand_is_what_serde_writes(
+            strings in proptest::collection::vec("(?s).{0,12}", 8),
+            pairs in proptest::collection::btree_map("(?s).{0,6}", "(?s).{0,6}", 0..4),
+            created_at: u64,
+            switched_at: u64,
+            registered: bool,
+            previous: bool,
+        ) {
+            let artifact = StoredArtifact {
+                artifact_id: strings[0].clone(),
+                artifact_type: strings[1].clone(),
+                location: strings[2].clone(),
+                version: strings[3].clone(),
+                checksum: strings[4].clone(),
+                metadata: pairs.clone(),
+            };
+            let task = StoredTask {
+                id: strings[5].clone(),
+                name: strings[6].clone(),
+                description: strings[7].clone(),
+                artifact: artifact.clone(),
+                digest: strings[4].clone(),
+                metadata: pairs,
+                membership: if registered {
+                    StoredMembership::Registered { sms_id: strings[0].clone() }
+                } else {
+                    StoredMembership::Local
+                },
+                created_at,
+                previous: previous.then(|| StoredVersion {
+                    artifact,
+                    digest: strings[1].clone(),
+                    switched_at,
+                }),
+            };
+            proptest::prop_assert_eq!(written(&task), encode(&task));
+        }
     }
 
     #[test]
