@@ -347,6 +347,13 @@ impl ExecConfig {
 pub struct ServerConfig {
     /// Address to listen on. Default: `127.0.0.1:50052`.
     pub listen: SocketAddr,
+    /// The node's HTTP port: the stream plane SPEAR's gateway connects to
+    /// (`/api/v1/executions/{id}/streams/ws`), `/metrics` and `/health`
+    /// (`docs/cluster.md`). Default: none, except when joining an SMS
+    /// (`sms.grpc`): then the listen address's IP, on a port the system
+    /// chooses, which the node registers at the SMS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
     /// On SIGTERM or SIGINT, how long calls in flight may take to finish
     /// before ASYNC executions still running are cancelled and the server
     /// stops. Default: 30 s.
@@ -358,6 +365,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50052)),
+            http_listen: None,
             shutdown_grace: Duration::from_secs(30),
         }
     }

@@ -84,7 +84,7 @@ pub async fn serve_with_tokens(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
-    let node = host.join_cluster(local);
+    let node = host.join_cluster(local, None);
     if host.config().tasks.preload {
         let preloading = host.clone();
         tokio::spawn(async move { preloading.preload().await });

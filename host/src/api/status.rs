@@ -14,6 +14,8 @@ pub const ERROR_KIND_KEY: &str = "spearlet-error-kind";
 pub fn code(error: &Error) -> Code {
     match error {
         Error::InvalidRequest { .. }
+        | Error::InvalidFrame { .. }
+        | Error::NoDefaultFunction { .. }
         | Error::ArtifactSpecRequired { .. }
         | Error::MissingParameter { .. }
         | Error::UseStreamFunction

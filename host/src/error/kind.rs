@@ -16,6 +16,8 @@ impl Error {
             Error::NoFunctions { .. } => "no_functions",
             Error::DuplicateFunction { .. } => "duplicate_function",
             Error::FunctionNotFound { .. } => "function_not_found",
+            Error::NoDefaultFunction { .. } => "no_default_function",
+            Error::InvalidFrame { .. } => "invalid_frame",
             Error::InstanceCreation { .. } => "instance_creation",
             Error::PluginFailed { .. } => "plugin_error",
             Error::PluginPanicked { .. } => "plugin_panic",

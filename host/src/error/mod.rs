@@ -135,6 +135,21 @@ pub enum Error {
         available: String,
     },
 
+    /// A call named the task's default entry (an empty function name or
+    /// `__spear_default_entry__`), and the task has several functions and
+    /// names none of them its default.
+    #[error(
+        "task `{task}` has no default function: it has several ({available}) and neither its \
+         registration (`spear.default_function`) nor its plugin (`#[function(default)]`) \
+         chooses one; name the function"
+    )]
+    NoDefaultFunction {
+        /// The task's id.
+        task: String,
+        /// Its functions, comma-separated.
+        available: String,
+    },
+
     /// The plugin refused to create an instance (e.g. bad task config).
     #[error("plugin `{plugin}` could not create an instance: {code}: {message}")]
     InstanceCreation {
@@ -503,6 +518,13 @@ pub enum Error {
     InvalidRequest {
         /// The offending field, as named on the wire.
         field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A stream frame (SSF v1, on the node's WebSocket) is malformed.
+    #[error("invalid stream frame: {reason}")]
+    InvalidFrame {
         /// What is wrong with it.
         reason: String,
     },

@@ -25,14 +25,19 @@ impl Host {
     }
 
     /// Registers this host as a node of the cluster, reachable at
-    /// `listening` unless `sms.advertise` says otherwise, and keeps it
-    /// registered with heartbeats until [`NodeAgent::leave`]. `None`
-    /// outside a cluster.
-    pub fn join_cluster(&self, listening: SocketAddr) -> Option<NodeAgent> {
+    /// `listening` unless `sms.advertise` says otherwise (its HTTP port,
+    /// the stream plane, at `http`), and keeps it registered with
+    /// heartbeats until [`NodeAgent::leave`]. `None` outside a cluster.
+    pub fn join_cluster(
+        &self,
+        listening: SocketAddr,
+        http: Option<SocketAddr>,
+    ) -> Option<NodeAgent> {
         let sms = self.sms()?;
         let host = self.clone();
         Some(sms.join(
             listening,
+            http,
             Box::new(move || {
                 let stats = host.stats();
                 HashMap::from([

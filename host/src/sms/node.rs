@@ -30,6 +30,8 @@ pub struct Advertised {
     pub host: String,
     /// gRPC port.
     pub port: u16,
+    /// The HTTP port of the stream plane (WebSocket); 0: none.
+    pub http_port: u16,
 }
 
 /// Reads `HOST:PORT` (an IPv6 host in brackets).
@@ -49,6 +51,7 @@ pub(super) fn parse_advertised(text: &str) -> Result<Advertised> {
     Ok(Advertised {
         host: host.to_owned(),
         port,
+        http_port: 0,
     })
 }
 
@@ -109,8 +112,13 @@ impl Sms {
     /// Starts this node's registration and heartbeats, advertising
     /// `sms.advertise` or else `listening`; `health` is asked for the
     /// heartbeat's health info each time.
-    pub fn join(self: &Arc<Self>, listening: SocketAddr, health: HealthInfo) -> NodeAgent {
-        let advertised = match &self.advertise {
+    pub fn join(
+        self: &Arc<Self>,
+        listening: SocketAddr,
+        http: Option<SocketAddr>,
+        health: HealthInfo,
+    ) -> NodeAgent {
+        let mut advertised = match &self.advertise {
             Some(text) => parse_advertised(text).expect("checked when the client was made"),
             None => {
                 if listening.ip().is_unspecified() {
@@ -123,9 +131,11 @@ impl Sms {
                 Advertised {
                     host: listening.ip().to_string(),
                     port: listening.port(),
+                    http_port: 0,
                 }
             }
         };
+        advertised.http_port = http.map_or(0, |http| http.port());
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(Arc::clone(self).live(advertised, health, stopped));
         NodeAgent {
@@ -222,7 +232,7 @@ impl Sms {
                 ),
                 ("kind".to_owned(), "native-plugins".to_owned()),
             ]),
-            http_port: 0,
+            http_port: i32::from(advertised.http_port),
         };
         let call = SmsCall::RegisterNode;
         let reply = self.outcome(
@@ -329,7 +339,8 @@ mod tests {
             parse_advertised("node-a.internal:50052").unwrap(),
             Advertised {
                 host: "node-a.internal".into(),
-                port: 50052
+                port: 50052,
+                http_port: 0,
             }
         );
         assert_eq!(parse_advertised("[::1]:7").unwrap().host, "::1");
