@@ -238,7 +238,7 @@ impl Host {
             return None;
         }
         let task = self.known_task(&request.target)?;
-        let function = task.plugin.function(&request.function).ok()?;
+        let function = task.function(&request.function).ok()?;
         let seat = if task.isolation == crate::isolate::Isolation::Process {
             // A worker process runs the call; this thread posts it and
             // waits, giving up its runtime duties if it must sleep — which
@@ -358,7 +358,7 @@ impl Host {
             origin == crate::invoke::TaskOrigin::Created,
             origin == crate::invoke::TaskOrigin::Upgraded,
         );
-        let function = task.plugin.function(&request.function)?;
+        let function = task.function(&request.function)?;
         if chunks.is_none() && function.kind() == FunctionKind::Stream {
             tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
         }

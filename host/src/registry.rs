@@ -19,6 +19,62 @@ use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
 use crate::tier::{PluginProfile, Profile};
 
+/// The function name a cluster calls for "the task's default function"
+/// (as is an empty name): see [`Task::function`].
+pub const DEFAULT_ENTRY: &str = "__spear_default_entry__";
+
+/// Task metadata key naming the task's default function (see
+/// [`Task::function`]).
+pub const DEFAULT_FUNCTION_KEY: &str = "spear.default_function";
+
+/// Resolves `name` in `plugin` for the task `task` created with `metadata`:
+/// [`Task::function`] for a task that may not exist yet (a dry run's).
+///
+/// # Errors
+///
+/// As [`Task::function`].
+#[inline]
+pub fn resolve_function(
+    plugin: &Plugin,
+    metadata: &BTreeMap<String, String>,
+    task: &str,
+    name: &str,
+) -> Result<FunctionHandle> {
+    if name.is_empty() || name == DEFAULT_ENTRY {
+        return default_function(plugin, metadata, task);
+    }
+    plugin.function(name)
+}
+
+/// The task's default function, by the convention [`Task::function`]
+/// documents.
+#[cold]
+fn default_function(
+    plugin: &Plugin,
+    metadata: &BTreeMap<String, String>,
+    task: &str,
+) -> Result<FunctionHandle> {
+    if let Some(chosen) = metadata.get(DEFAULT_FUNCTION_KEY) {
+        return plugin.function(chosen);
+    }
+    if let Some(marked) = plugin.default_function() {
+        return Ok(marked);
+    }
+    match plugin.functions() {
+        [_] => Ok(plugin
+            .function_at(0)
+            .expect("a table of one function has function 0")),
+        functions => Err(Error::NoDefaultFunction {
+            task: task.to_owned(),
+            available: functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// A task: a loaded plugin, its instance pool, and its history.
 #[derive(Debug)]
 pub struct Task {
@@ -234,6 +290,24 @@ impl Task {
         }
     }
 
+    /// Resolves the function a call names; keep the handle for the call.
+    ///
+    /// An empty name or [`DEFAULT_ENTRY`] means the task's default
+    /// function: the one its registration names (metadata key
+    /// [`DEFAULT_FUNCTION_KEY`]), else the one its plugin marks
+    /// `#[function(default)]`, else the plugin's only function. Any other
+    /// name is looked up as it is ([`Plugin::function`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FunctionNotFound`] (a name the plugin lacks, the metadata
+    /// key's included); [`Error::NoDefaultFunction`] when the default entry
+    /// is asked for and nothing chooses among several functions.
+    #[inline]
+    pub fn function(&self, name: &str) -> Result<FunctionHandle> {
+        resolve_function(&self.plugin, &self.metadata, &self.id, name)
+    }
+
     /// Counts an execution starting; the guard counts it ending.
     pub(crate) fn begin_execution(self: &Arc<Self>, function: FunctionHandle) -> RunningGuard {
         self.executions.fetch_add(1, Ordering::Relaxed);
@@ -285,10 +359,10 @@ impl Task {
     }
 
     /// How long `function` is expected to take, from its recent completed
-    /// runs (zero before the first, or for a name the plugin lacks).
+    /// runs (zero before the first, or for a name the plugin lacks). The
+    /// default entry is the task's default function ([`Task::function`]).
     pub fn expected_duration(&self, function: &str) -> Duration {
-        self.plugin
-            .function(function)
+        self.function(function)
             .map_or(Duration::ZERO, |f| self.profile(f).expected_duration())
     }
 
@@ -534,5 +608,98 @@ impl TaskRegistry {
 
     fn creating(&self) -> MutexGuard<'_, HashMap<CreationKey, Creation, RandomState>> {
         self.creating.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spearlet_test_artifacts::Artifact;
+
+    fn plugin(artifact: Artifact) -> Arc<Plugin> {
+        Plugin::load_verified(artifact.path(), None).expect("a sample plugin loads")
+    }
+
+    fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn resolved(
+        plugin: &Plugin,
+        metadata: &BTreeMap<String, String>,
+        name: &str,
+    ) -> Result<String> {
+        resolve_function(plugin, metadata, "t1", name).map(|f| plugin.function_name(f).to_string())
+    }
+
+    #[test]
+    fn an_ordinary_name_is_looked_up_as_it_is() {
+        let math = plugin(Artifact::Math);
+        let chosen = metadata(&[(DEFAULT_FUNCTION_KEY, "divide")]);
+        assert_eq!(resolved(&math, &chosen, "add").unwrap(), "add");
+        assert!(matches!(
+            resolved(&math, &chosen, "nope"),
+            Err(Error::FunctionNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn the_registration_names_the_default_first() {
+        // Echo marks `echo` as its default; the task's metadata wins.
+        let echo = plugin(Artifact::Echo);
+        let chosen = metadata(&[(DEFAULT_FUNCTION_KEY, "upper")]);
+        for entry in ["", DEFAULT_ENTRY] {
+            assert_eq!(resolved(&echo, &chosen, entry).unwrap(), "upper");
+        }
+        let math = plugin(Artifact::Math);
+        let chosen = metadata(&[(DEFAULT_FUNCTION_KEY, "divide")]);
+        assert_eq!(resolved(&math, &chosen, DEFAULT_ENTRY).unwrap(), "divide");
+        // A name the plugin lacks is not found, as if it had been called.
+        let wrong = metadata(&[(DEFAULT_FUNCTION_KEY, "missing")]);
+        match resolved(&math, &wrong, "") {
+            Err(Error::FunctionNotFound { function, .. }) => assert_eq!(function, "missing"),
+            other => panic!("expected FunctionNotFound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn then_the_function_the_plugin_marks() {
+        let echo = plugin(Artifact::Echo);
+        assert_eq!(
+            echo.default_function()
+                .map(|f| echo.function_name(f).to_string()),
+            Some("echo".to_owned())
+        );
+        for entry in ["", DEFAULT_ENTRY] {
+            assert_eq!(resolved(&echo, &metadata(&[]), entry).unwrap(), "echo");
+        }
+    }
+
+    #[test]
+    fn then_the_plugins_only_function() {
+        let counter = plugin(Artifact::Counter);
+        assert_eq!(counter.functions().len(), 1);
+        assert!(counter.default_function().is_none());
+        for entry in ["", DEFAULT_ENTRY] {
+            assert_eq!(resolved(&counter, &metadata(&[]), entry).unwrap(), "next");
+        }
+    }
+
+    #[test]
+    fn several_functions_and_no_choice_is_an_error_listing_them() {
+        let math = plugin(Artifact::Math);
+        assert!(math.default_function().is_none());
+        for entry in ["", DEFAULT_ENTRY] {
+            match resolved(&math, &metadata(&[("other", "x")]), entry) {
+                Err(Error::NoDefaultFunction { task, available }) => {
+                    assert_eq!(task, "t1");
+                    assert_eq!(available, "add, divide");
+                }
+                other => panic!("expected NoDefaultFunction, got {other:?}"),
+            }
+        }
     }
 }

@@ -169,9 +169,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::registry::{
-        descriptor, hints, param, registered, state, FunctionDef, FunctionTable, Handler,
-        InstanceOf, Output, PluginDef, Registration, ViaCode, ViaIntoOutput,
-        SPEAR_PLUGIN_FUNCTIONS,
+        at_most_one_default, descriptor, hints, param, registered, state, FunctionDef,
+        FunctionTable, Handler, InstanceOf, Output, PluginDef, Registration, ViaCode,
+        ViaIntoOutput, SPEAR_PLUGIN_FUNCTIONS,
     };
     pub use crate::IntoOutput;
     pub use linkme;
@@ -233,9 +233,14 @@ macro_rules! export_plugin {
     (@version $version:expr) => { $version };
     (@table) => { $crate::__private::registered() };
     (@table [$($function:ident),*]) => {{
+        // Two defaults in the list are a compile error here.
+        const _: () = $crate::__private::at_most_one_default(
+            &[$(<$function as $crate::__private::FunctionDef>::DEFAULT),*],
+        );
         static TABLE: $crate::__private::FunctionTable = $crate::__private::FunctionTable {
             descriptors: &[$(<$function as $crate::__private::FunctionDef>::DESCRIPTOR),*],
             hints: &[$(<$function as $crate::__private::FunctionDef>::HINTS),*],
+            defaults: &[$(<$function as $crate::__private::FunctionDef>::DEFAULT),*],
             handlers: &[$(<$function as $crate::__private::FunctionDef>::call),*],
         };
         &TABLE

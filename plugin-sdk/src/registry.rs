@@ -18,6 +18,8 @@ pub trait FunctionDef {
     const DESCRIPTOR: FfiFunctionDesc;
     /// How the host may run it.
     const HINTS: FfiFunctionHints;
+    /// Marked `#[function(default)]`: the plugin's default function.
+    const DEFAULT: bool = false;
     /// Extracts the parameters from `ctx`, calls the function, converts its output.
     fn call(state: &mut dyn Any, ctx: &Context<'_>) -> Result<Value, PluginError>;
 }
@@ -42,8 +44,63 @@ pub struct FunctionTable {
     pub descriptors: &'static [FfiFunctionDesc],
     /// How each may be run, index for index with `descriptors`.
     pub hints: &'static [FfiFunctionHints],
+    /// Which are marked `#[function(default)]`, index for index with
+    /// `descriptors` (at most one may be).
+    pub defaults: &'static [bool],
     /// The handlers, index for index with `descriptors`.
     pub handlers: &'static [Handler],
+}
+
+impl FunctionTable {
+    /// The index of the function marked `#[function(default)]`, if one is.
+    ///
+    /// # Errors
+    ///
+    /// More than one is marked: the message names them all.
+    pub fn default_function(&self) -> Result<Option<u32>, String> {
+        let mut marked = self
+            .defaults
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| **d)
+            .map(|(i, _)| i);
+        let Some(first) = marked.next() else {
+            return Ok(None);
+        };
+        if marked.next().is_some() {
+            let names: Vec<String> = self
+                .defaults
+                .iter()
+                .zip(self.descriptors)
+                .filter(|(d, _)| **d)
+                .map(|(_, f)| format!("`{}`", f.name.as_str()))
+                .collect();
+            return Err(format!(
+                "marks {} functions `#[function(default)]` ({}); at most one may be the default",
+                names.len(),
+                names.join(", ")
+            ));
+        }
+        u32::try_from(first)
+            .map(Some)
+            .map_err(|_| "has more functions than a u32 can number".to_owned())
+    }
+}
+
+/// Compile-time check of an `export_plugin!` list: at most one function
+/// marked `#[function(default)]`.
+pub const fn at_most_one_default(defaults: &[bool]) {
+    let mut count = 0;
+    let mut i = 0;
+    while i < defaults.len() {
+        if defaults[i] {
+            count += 1;
+        }
+        i += 1;
+    }
+    if count > 1 {
+        panic!("export_plugin! lists more than one function marked `#[function(default)]`; at most one may be the default");
+    }
 }
 
 /// What each `#[function]` adds to `SPEAR_PLUGIN_FUNCTIONS`.
@@ -53,6 +110,8 @@ pub struct Registration {
     pub descriptor: FfiFunctionDesc,
     /// How the host may run it.
     pub hints: FfiFunctionHints,
+    /// Marked `#[function(default)]`.
+    pub default: bool,
     /// How the dispatcher calls it.
     pub handler: Handler,
 }
@@ -76,6 +135,7 @@ pub fn registered() -> &'static FunctionTable {
                 .collect::<Vec<_>>()
                 .leak(),
             hints: entries.iter().map(|r| r.hints).collect::<Vec<_>>().leak(),
+            defaults: entries.iter().map(|r| r.default).collect::<Vec<_>>().leak(),
             handlers: entries.iter().map(|r| r.handler).collect::<Vec<_>>().leak(),
         }
     })
@@ -189,3 +249,55 @@ impl<R: crate::IntoOutput> ViaIntoOutput for Output<R> {
 pub trait InstanceOf<S> {}
 
 impl<S> InstanceOf<S> for S {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &mut dyn Any, _: &Context<'_>) -> Result<Value, PluginError> {
+        unreachable!("not called")
+    }
+
+    fn table(defaults: &'static [bool]) -> FunctionTable {
+        const NAMES: [&str; 3] = ["a", "b", "c"];
+        FunctionTable {
+            descriptors: NAMES
+                .iter()
+                .map(|n| descriptor(n, false, "", "()"))
+                .collect::<Vec<_>>()
+                .leak(),
+            hints: NAMES
+                .iter()
+                .map(|_| hints(false))
+                .collect::<Vec<_>>()
+                .leak(),
+            defaults,
+            handlers: NAMES
+                .iter()
+                .map(|_| never as Handler)
+                .collect::<Vec<_>>()
+                .leak(),
+        }
+    }
+
+    #[test]
+    fn the_default_is_the_one_marked_index() {
+        assert_eq!(table(&[false, false, false]).default_function(), Ok(None));
+        assert_eq!(table(&[false, true, false]).default_function(), Ok(Some(1)));
+    }
+
+    #[test]
+    fn several_marked_are_refused_naming_them() {
+        let err = table(&[true, false, true]).default_function().unwrap_err();
+        assert_eq!(
+            err,
+            "marks 2 functions `#[function(default)]` (`a`, `c`); at most one may be the default"
+        );
+    }
+
+    #[test]
+    fn at_most_one_default_accepts_none_or_one() {
+        at_most_one_default(&[]);
+        at_most_one_default(&[false, true]);
+    }
+}

@@ -96,21 +96,43 @@ fn main() {
         next_target.join("debug/abi-next-host").display()
     );
 
-    // So is the plugin built as the previous SDK minor version built them.
+    // So is the plugin built as earlier SDK minor versions built them:
+    // first as ABI 1.1 (copied aside, as the same target directory's next
+    // build replaces it), then as ABI 1.0.
     let previous_target = target_root.join("abi-previous");
+    let previous_manifest = workspace.join("tests/fixtures/abi-previous-plugin/Cargo.toml");
+    let built = previous_target.join("debug/libabi_previous_plugin.so");
+    let mut v1_1 = nested_cargo(&workspace);
+    v1_1.arg("build")
+        .arg("--manifest-path")
+        .arg(&previous_manifest)
+        .args(["--no-default-features", "--features", "abi-1-1"])
+        .arg("--target-dir")
+        .arg(&previous_target);
+    run(v1_1, "the abi-previous plugin fixture (ABI 1.1)");
+    let v1_1_copy = previous_target.join("libabi_previous_plugin_1_1.so");
+    std::fs::copy(&built, &v1_1_copy).unwrap_or_else(|e| {
+        panic!(
+            "cannot copy {} to {}: {e}",
+            built.display(),
+            v1_1_copy.display()
+        )
+    });
+    println!(
+        "cargo:rustc-env=SPEARLET_ARTIFACT_ABI_1_1_PLUGIN={}",
+        v1_1_copy.display()
+    );
     let mut previous = nested_cargo(&workspace);
     previous
         .arg("build")
         .arg("--manifest-path")
-        .arg(workspace.join("tests/fixtures/abi-previous-plugin/Cargo.toml"))
+        .arg(&previous_manifest)
         .arg("--target-dir")
         .arg(&previous_target);
     run(previous, "the abi-previous plugin fixture");
     println!(
         "cargo:rustc-env=SPEARLET_ARTIFACT_ABI_PREVIOUS_PLUGIN={}",
-        previous_target
-            .join("debug/libabi_previous_plugin.so")
-            .display()
+        built.display()
     );
 }
 

@@ -229,13 +229,21 @@ fn describe(out: &mut impl Write, plugin: &Plugin) -> std::io::Result<()> {
         .max()
         .unwrap_or(0);
     let any_blocking = plugin.functions().iter().any(|f| f.blocking);
-    for f in plugin.functions() {
+    let default = plugin.default_function().map(|f| f.index());
+    for (i, f) in plugin.functions().iter().enumerate() {
         let call = format!("{}{}", f.name, f.signature);
-        let kind = match (any_blocking, f.blocking) {
+        let mut kind = match (any_blocking, f.blocking) {
             (true, true) => format!("{:<6}  blocking", f.kind.to_string()),
             (true, false) => format!("{:<6}          ", f.kind.to_string()),
             (false, _) => format!("{:<6}", f.kind.to_string()),
         };
+        // The function `#[function(default)]` marks: what a call naming
+        // none gets, unless its task names another.
+        match default {
+            Some(d) if d == i => kind.push_str("  default"),
+            Some(_) => kind.push_str("         "),
+            None => {}
+        }
         if f.description.is_empty() {
             writeln!(out, "  {call:<width$}  {kind}")?;
         } else {

@@ -122,7 +122,19 @@ impl Host {
                 }
             }
         };
-        let function = plugin.function(&request.function)?;
+        let function = match task_id.as_deref().and_then(|id| self.tasks().get(id)) {
+            Some(task) => task.function(&request.function)?,
+            // A task this call would create: registered with the request's
+            // metadata.
+            None => crate::registry::resolve_function(
+                &plugin,
+                &request.metadata,
+                task_id.as_deref().unwrap_or(match &request.target {
+                    Target::NewTask { name, .. } | Target::ExistingTask { name, .. } => name,
+                }),
+                &request.function,
+            )?,
+        };
         let info = &plugin.functions()[function.index()];
         let parameters = crate::signature::params(&info.signature)
             .and_then(|declared| crate::signature::check(&declared, &request.params).err());

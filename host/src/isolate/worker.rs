@@ -366,6 +366,7 @@ fn describe(plugin: &Plugin) -> Description {
         abi_version: plugin.abi_version().to_owned(),
         root_fields: plugin.root_fields(),
         functions: plugin.functions().to_vec(),
+        default_function: plugin.default_function().map(|f| f.index()),
     }
 }
 

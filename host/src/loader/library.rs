@@ -103,6 +103,8 @@ pub struct Plugin {
     functions: Vec<FunctionInfo>,
     names: Box<[Arc<str>]>,
     by_name: HashMap<String, FunctionHandle>,
+    /// The function the plugin marks `#[function(default)]` (ABI 1.2).
+    default_function: Option<FunctionHandle>,
     needed: Vec<String>,
     /// The loaded code; `None` for a plugin a worker process loaded and
     /// described, whose code never runs in this process.
@@ -301,6 +303,17 @@ impl Plugin {
             });
         }
         let by_name = index_by_name(&name, &functions)?;
+        // A plugin that predates ABI 1.2 marks no default.
+        let marked = module
+            .default_function()
+            .and_then(|d| d.into_option())
+            .map(|i| i as usize);
+        let default_function = default_handle(&name, &functions, marked).map_err(|details| {
+            Error::RootModuleFailed {
+                path: file.path().to_owned(),
+                details,
+            }
+        })?;
         Ok(Plugin {
             path: file.path().to_owned(),
             digest: file.digest(),
@@ -315,6 +328,7 @@ impl Plugin {
             needed: Vec::new(),
             functions,
             by_name,
+            default_function,
             call: Some(module.call()),
             held: None,
             alloc_stats: symbols
@@ -388,6 +402,14 @@ impl Plugin {
                     .collect::<Vec<_>>()
                     .join(", "),
             })
+    }
+
+    /// The function the plugin marks `#[function(default)]`, if it marks
+    /// one (a plugin built before ABI 1.2 never does). Only a hint for
+    /// resolving a task's default entry: see
+    /// [`Task::function`](crate::registry::Task::function).
+    pub fn default_function(&self) -> Option<FunctionHandle> {
+        self.default_function
     }
 
     /// The function at `index` of the table (how a worker process is told
@@ -475,6 +497,7 @@ impl Plugin {
             abi_version,
             root_fields,
             functions,
+            default_function,
         } = description;
         if functions.is_empty() {
             return Err(Error::NoFunctions {
@@ -483,6 +506,13 @@ impl Plugin {
             });
         }
         let by_name = index_by_name(&name, &functions)?;
+        let default_function =
+            default_handle(&name, &functions, default_function).map_err(|details| {
+                Error::RootModuleFailed {
+                    path: file.path().to_owned(),
+                    details,
+                }
+            })?;
         Ok(Arc::new(Plugin {
             path: file.path().to_owned(),
             digest: file.digest(),
@@ -496,6 +526,7 @@ impl Plugin {
                 .collect(),
             functions,
             by_name,
+            default_function,
             needed: deps.needed,
             module: None,
             call: None,
@@ -531,6 +562,9 @@ pub struct PluginDescription {
     pub root_fields: usize,
     /// Its function table.
     pub functions: Vec<FunctionInfo>,
+    /// The index in `functions` of the function it marks
+    /// `#[function(default)]`, if any.
+    pub default_function: Option<usize>,
 }
 
 /// The table's handles by name; a name twice is refused.
@@ -552,6 +586,28 @@ fn index_by_name(
         }
     }
     Ok(by_name)
+}
+
+/// The handle of the function a plugin marks as its default; an index
+/// outside its table is refused (the message says why).
+fn default_handle(
+    plugin: &str,
+    functions: &[FunctionInfo],
+    marked: Option<usize>,
+) -> std::result::Result<Option<FunctionHandle>, String> {
+    let Some(index) = marked else {
+        return Ok(None);
+    };
+    match functions.get(index) {
+        Some(f) => Ok(Some(FunctionHandle {
+            index: u32::try_from(index).expect("function tables are far smaller than u32::MAX"),
+            kind: f.kind,
+        })),
+        None => Err(format!(
+            "plugin `{plugin}` marks function number {index} as its default, but it has {} functions",
+            functions.len()
+        )),
+    }
 }
 
 /// The library's `DT_NEEDED` and search paths, refused unless it needs
@@ -597,4 +653,57 @@ fn optional_symbol<F: Copy>(library: &RawLibrary, symbol: &str) -> Option<F> {
     // for the life of the process.
     let symbol = unsafe { library.get::<F>(name.as_bytes()) }.ok()?;
     Some(*symbol)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use spearlet_test_artifacts::Artifact;
+
+    fn echo_file() -> VerifiedFile {
+        let copy = anonymous_file("spearlet-test").unwrap();
+        VerifiedFile::copy(Artifact::Echo.path(), copy, u64::MAX).unwrap()
+    }
+
+    fn description(default_function: Option<usize>) -> PluginDescription {
+        PluginDescription {
+            name: "echo".into(),
+            version: "0.1.0".into(),
+            sdk_version: "0.1.0".into(),
+            abi_version: "1.2.0".into(),
+            root_fields: 9,
+            functions: ["echo", "upper"]
+                .iter()
+                .map(|name| FunctionInfo {
+                    name: (*name).to_owned(),
+                    kind: FunctionKind::Unary,
+                    description: String::new(),
+                    signature: "()".into(),
+                    blocking: false,
+                })
+                .collect(),
+            default_function,
+        }
+    }
+
+    /// A worker's description carries the default function to the host.
+    #[test]
+    fn a_described_plugin_keeps_its_default_function() {
+        let plugin = Plugin::described(echo_file(), description(Some(1))).unwrap();
+        let default = plugin.default_function().expect("described with one");
+        assert_eq!(plugin.function_name(default).as_ref(), "upper");
+        let plugin = Plugin::described(echo_file(), description(None)).unwrap();
+        assert!(plugin.default_function().is_none());
+    }
+
+    #[test]
+    fn a_default_outside_the_table_is_refused() {
+        match Plugin::described(echo_file(), description(Some(2))) {
+            Err(Error::RootModuleFailed { details, .. }) => assert!(
+                details.contains("marks function number 2 as its default, but it has 2"),
+                "{details}"
+            ),
+            other => panic!("expected RootModuleFailed, got {other:?}"),
+        }
+    }
 }

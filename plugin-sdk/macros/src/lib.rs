@@ -17,7 +17,9 @@ use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 ///
 /// Arguments (all optional): `stream` marks a streaming function;
 /// `blocking` keeps it off the host's inline tier (it may block or
-/// sometimes run long, however short its usual runs); `name = "..."`
+/// sometimes run long, however short its usual runs); `default` makes it
+/// the plugin's default function, the one a caller that names no function
+/// gets (at most one per plugin); `name = "..."`
 /// publishes it under another name; `description = "..."` overrides the
 /// doc comment as its description.
 #[proc_macro_attribute]
@@ -33,6 +35,7 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 struct Args {
     stream: bool,
     blocking: bool,
+    default: bool,
     name: Option<LitStr>,
     description: Option<LitStr>,
 }
@@ -45,6 +48,7 @@ impl Parse for Args {
             match &meta {
                 syn::Meta::Path(p) if p.is_ident("stream") => args.stream = true,
                 syn::Meta::Path(p) if p.is_ident("blocking") => args.blocking = true,
+                syn::Meta::Path(p) if p.is_ident("default") => args.default = true,
                 syn::Meta::NameValue(nv) if nv.path.is_ident("name") => {
                     args.name = Some(lit_str(&nv.value)?);
                 }
@@ -54,7 +58,7 @@ impl Parse for Args {
                 other => {
                     return Err(Error::new_spanned(
                         other,
-                        "unknown argument; expected `stream`, `blocking`, `name = \"...\"` or `description = \"...\"`",
+                        "unknown argument; expected `stream`, `blocking`, `default`, `name = \"...\"` or `description = \"...\"`",
                     ))
                 }
             }
@@ -138,6 +142,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         .unwrap_or_else(|| doc_summary(&func.attrs));
     let stream = args.stream;
     let blocking = args.blocking;
+    let default = args.default;
     let vis = &func.vis;
     // A function whose state is not the plugin's instance type is a
     // compile error, pointing at the type, not a failure of every call.
@@ -172,6 +177,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
                 ::spear_plugin_sdk::__private::Registration {
                     descriptor: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::DESCRIPTOR,
                     hints: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::HINTS,
+                    default: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::DEFAULT,
                     handler: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::call,
                 };
         };
@@ -181,6 +187,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
                 ::spear_plugin_sdk::__private::descriptor(#published, #stream, #description, #signature);
             const HINTS: ::spear_plugin_sdk::ffi::FfiFunctionHints =
                 ::spear_plugin_sdk::__private::hints(#blocking);
+            const DEFAULT: bool = #default;
 
             #[allow(unused_variables)]
             fn call(

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use abi_stable::library::{CheckTypeLayout, LibHeader, RootModuleResult};
 use abi_stable::prefix_type::PrefixTypeTrait;
-use abi_stable::std_types::{RResult, RSlice, RStr};
+use abi_stable::std_types::{RBoxError, RResult, RSlice, RStr};
 
 use super::root::{PluginMod, PluginModRef};
 use super::types::{FfiCallContext, FfiError, FfiInstance, FfiKv, FfiValue};
@@ -30,8 +30,17 @@ extern "C" fn root_loader<P: PluginDef>() -> RootModuleResult {
     abi_stable::library::__call_root_module_loader(build_module::<P>)
 }
 
-fn build_module<P: PluginDef>() -> PluginModRef {
-    PluginMod {
+/// The root module; refused (the host reads the constructor's error) when
+/// the plugin marks more than one function `#[function(default)]`.
+fn build_module<P: PluginDef>() -> Result<PluginModRef, RBoxError> {
+    #[cfg_attr(
+        any(feature = "abi-1-1-fixture", feature = "abi-previous-fixture"),
+        allow(unused_variables)
+    )]
+    let default_function = P::functions()
+        .default_function()
+        .map_err(|e| RBoxError::from_fmt(&format!("plugin `{}` {e}", P::NAME)))?;
+    Ok(PluginMod {
         sdk_version: RStr::from_str(crate::SDK_VERSION),
         name: RStr::from_str(P::NAME),
         version: RStr::from_str(P::VERSION),
@@ -41,10 +50,12 @@ fn build_module<P: PluginDef>() -> PluginModRef {
         call: call_fn_wrapper::<P>,
         #[cfg(not(feature = "abi-previous-fixture"))]
         function_hints: RSlice::from_slice(P::functions().hints),
+        #[cfg(not(any(feature = "abi-1-1-fixture", feature = "abi-previous-fixture")))]
+        default_function: default_function.into(),
         #[cfg(feature = "abi-next-fixture")]
         next_fixture_field: 0,
     }
-    .leak_into_prefix()
+    .leak_into_prefix())
 }
 
 extern "C" fn new_instance_fn_wrapper<P: PluginDef>(

@@ -2,6 +2,8 @@
 
 use abi_stable::library::{LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_types::VersionStrings;
+#[cfg(not(any(feature = "abi-1-1-fixture", feature = "abi-previous-fixture")))]
+use abi_stable::std_types::ROption;
 use abi_stable::std_types::{RResult, RSlice, RStr};
 use abi_stable::StableAbi;
 
@@ -16,8 +18,17 @@ use super::types::{FfiCallContext, FfiError, FfiFunctionDesc, FfiInstance, FfiKv
 /// A new major version is a deliberate break and is refused with a clear error.
 ///
 /// - 1.0: the function table and its entry points;
-/// - 1.1: `function_hints` (e.g. `#[function(blocking)]`).
-#[cfg(not(any(feature = "abi-next-fixture", feature = "abi-previous-fixture")))]
+/// - 1.1: `function_hints` (e.g. `#[function(blocking)]`);
+/// - 1.2: `default_function` (`#[function(default)]`).
+#[cfg(not(any(
+    feature = "abi-next-fixture",
+    feature = "abi-1-1-fixture",
+    feature = "abi-previous-fixture"
+)))]
+pub const ABI_VERSION: &str = "1.2.0";
+/// The plugin ABI version, checked by the host before it calls anything in
+/// the plugin.
+#[cfg(feature = "abi-1-1-fixture")]
 pub const ABI_VERSION: &str = "1.1.0";
 /// The plugin ABI version, checked by the host before it calls anything in
 /// the plugin.
@@ -26,7 +37,7 @@ pub const ABI_VERSION: &str = "1.0.0";
 /// The plugin ABI version, checked by the host before it calls anything in
 /// the plugin.
 #[cfg(feature = "abi-next-fixture")]
-pub const ABI_VERSION: &str = "1.2.0";
+pub const ABI_VERSION: &str = "1.3.0";
 
 /// The symbol under which a plugin exports its [`abi::LibHeader`](super::abi::LibHeader).
 ///
@@ -76,6 +87,14 @@ pub struct PluginMod {
     /// How each function may be run, index for index with `functions` (ABI 1.1).
     #[cfg(not(feature = "abi-previous-fixture"))]
     pub function_hints: RSlice<'static, FfiFunctionHints>,
+    /// The index in `functions` of the function the plugin marks as its
+    /// default (`#[function(default)]`), called when a caller names no
+    /// function; `RNone` when it marks none (ABI 1.2).
+    ///
+    /// A host refuses an index outside the table. The SDK refuses (in the
+    /// root-module constructor) a plugin that marks more than one.
+    #[cfg(not(any(feature = "abi-1-1-fixture", feature = "abi-previous-fixture")))]
+    pub default_function: ROption<u32>,
     /// Present only in the conformance fixture that plays a later SDK.
     #[cfg(feature = "abi-next-fixture")]
     pub next_fixture_field: u64,
@@ -105,6 +124,11 @@ pub const ABI_MINORS: &[AbiMinor] = &[
         fields: 8,
         added: "function_hints (e.g. `#[function(blocking)]`)",
     },
+    AbiMinor {
+        version: "1.2",
+        fields: 9,
+        added: "default_function (`#[function(default)]`)",
+    },
 ];
 
 /// How many root-module fields the library behind `module` provides (its
@@ -117,12 +141,21 @@ pub fn provided_fields(module: PluginModRef) -> usize {
 }
 
 /// Fields of the current [`PluginMod`].
-#[cfg(not(any(feature = "abi-next-fixture", feature = "abi-previous-fixture")))]
+#[cfg(not(any(
+    feature = "abi-next-fixture",
+    feature = "abi-1-1-fixture",
+    feature = "abi-previous-fixture"
+)))]
+const CURRENT_FIELDS: usize = 9;
+#[cfg(feature = "abi-1-1-fixture")]
 const CURRENT_FIELDS: usize = 8;
 #[cfg(feature = "abi-previous-fixture")]
 const CURRENT_FIELDS: usize = 7;
 #[cfg(feature = "abi-next-fixture")]
-const CURRENT_FIELDS: usize = 9;
+const CURRENT_FIELDS: usize = 10;
+
+/// Fields of ABI 1.1's root module ([`v1_1::PluginMod`]).
+const V1_1_FIELDS: usize = 8;
 
 impl RootModule for PluginModRef {
     abi_stable::declare_root_module_statics! {PluginModRef}
@@ -138,7 +171,8 @@ impl RootModule for PluginModRef {
 /// (the expected layout must be a prefix of the found one). A spearlet host
 /// also accepts older 1.x plugins: the layout is checked against the fields
 /// of ABI 1.0, then against the full current layout when the plugin has all
-/// of its fields; otherwise the fields the plugin predates read as `None`.
+/// of its fields, else against the newest frozen layout whose fields it has
+/// (ABI 1.1's); the fields the plugin predates read as `None`.
 ///
 /// # Errors
 ///
@@ -152,6 +186,14 @@ pub fn init_root_module(header: &LibHeader) -> Result<PluginModRef, LibraryError
         .count();
     if library_fields >= CURRENT_FIELDS {
         return header.check_layout::<PluginModRef>();
+    }
+    if library_fields >= V1_1_FIELDS {
+        let checked = header.check_layout::<v1_1::PluginModRef>()?;
+        // SAFETY: the library's layout was checked against ABI 1.1's
+        // fields, which the current `PluginMod` starts with, in order and
+        // unchanged; the fields it lacks are marked inaccessible in the
+        // metadata it carries, so their accessors return `None`.
+        return Ok(PluginModRef(unsafe { checked.0.cast() }));
     }
     // SAFETY: the library's layout was checked against ABI 1.0's fields,
     // which the current `PluginMod` starts with, in order and unchanged.
@@ -199,6 +241,50 @@ mod v1_0 {
         const BASE_NAME: &'static str = "spear_plugin";
         const NAME: &'static str = "spear_plugin";
         const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.0.0");
+    }
+}
+
+/// The ABI 1.1 root module, frozen: ABI 1.0's fields and `function_hints`.
+/// Only its layout is used (to check a 1.1 plugin's against); its
+/// accessors never are.
+#[allow(dead_code)]
+mod v1_1 {
+    use abi_stable::library::RootModule;
+    use abi_stable::sabi_types::VersionStrings;
+    use abi_stable::std_types::{RResult, RSlice, RStr};
+    use abi_stable::StableAbi;
+
+    use crate::ffi::types::{
+        FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiInstance, FfiKv, FfiValue,
+    };
+
+    /// ABI 1.1's fields, exactly (read through the current module's accessors).
+    #[repr(C)]
+    #[derive(StableAbi, Debug)]
+    #[sabi(kind(Prefix(prefix_ref = PluginModRef)))]
+    #[sabi(missing_field(option))]
+    pub struct PluginMod {
+        pub sdk_version: RStr<'static>,
+        pub name: RStr<'static>,
+        pub version: RStr<'static>,
+        pub functions: RSlice<'static, FfiFunctionDesc>,
+        pub new_instance:
+            extern "C" fn(config: RSlice<'_, FfiKv<'_>>) -> RResult<FfiInstance, FfiError>,
+        pub drop_instance: unsafe extern "C" fn(instance: FfiInstance),
+        #[sabi(last_prefix_field)]
+        pub call: unsafe extern "C" fn(
+            instance: FfiInstance,
+            function: u32,
+            ctx: &FfiCallContext<'_>,
+        ) -> RResult<FfiValue, FfiError>,
+        pub function_hints: RSlice<'static, FfiFunctionHints>,
+    }
+
+    impl RootModule for PluginModRef {
+        abi_stable::declare_root_module_statics! {PluginModRef}
+        const BASE_NAME: &'static str = "spear_plugin";
+        const NAME: &'static str = "spear_plugin";
+        const VERSION_STRINGS: VersionStrings = VersionStrings::new("1.1.0");
     }
 }
 

@@ -4,7 +4,8 @@
 use spear_plugin_sdk::prelude::*;
 
 /// Returns `input` unchanged, whatever its type.
-#[function]
+// The plugin's default function: what a call naming no function gets.
+#[function(default)]
 fn echo(input: Value) -> Value {
     input
 }

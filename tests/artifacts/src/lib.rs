@@ -97,10 +97,18 @@ impl Artifact {
     }
 }
 
-/// A plugin with the previous SDK minor version's root module (ABI 1.0:
-/// no `function_hints`): `add(a, b)`, and `slow_echo(text)` marked blocking.
+/// A plugin with the first SDK minor version's root module (ABI 1.0: no
+/// `function_hints`, no `default_function`): `add(a, b)`, marked default in
+/// its source, and `slow_echo(text)` marked blocking.
 pub fn abi_previous_plugin() -> &'static Path {
     Path::new(env!("SPEARLET_ARTIFACT_ABI_PREVIOUS_PLUGIN"))
+}
+
+/// The same plugin as [`abi_previous_plugin`], built with the root module
+/// of ABI 1.1 (`function_hints`, no `default_function`): `add(a, b)`,
+/// marked default in its source, and `slow_echo(text)` marked blocking.
+pub fn abi_1_1_plugin() -> &'static Path {
+    Path::new(env!("SPEARLET_ARTIFACT_ABI_1_1_PLUGIN"))
 }
 
 /// A host binary built against the next SDK (one more root-module field).

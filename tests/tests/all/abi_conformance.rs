@@ -152,11 +152,12 @@ fn a_plugin_built_today_loads_into_a_host_expecting_one_more_field() {
     assert_eq!(
         lines,
         [
-            "host_abi=1.2.0",
+            "host_abi=1.3.0",
             "load=ok",
             "plugin=echo",
-            "plugin_abi=1.1.0",
+            "plugin_abi=1.2.0",
             "function_hints=present 3",
+            "default_function=present echo",
             "next_fixture_field=absent",
             "upper=Str(\"ABI\")",
         ]
@@ -178,6 +179,10 @@ fn a_plugin_built_with_the_previous_minor_abi_loads_and_runs() {
         plugin.functions().iter().all(|f| !f.blocking),
         "ABI 1.0 has no function hints"
     );
+    assert!(
+        plugin.default_function().is_none(),
+        "ABI 1.0 has no default function, whatever its source marks"
+    );
     let mut instance = crate::helpers::instance(&plugin);
     assert_eq!(
         crate::helpers::call(
@@ -197,4 +202,53 @@ fn a_plugin_built_with_the_previous_minor_abi_loads_and_runs() {
         .unwrap(),
         Value::String("hi".into())
     );
+}
+
+/// A plugin built the way the previous SDK minor version (ABI 1.1) built
+/// them loads and runs: its layout is checked against ABI 1.1's, its
+/// function hints are read, and the 1.2 field it predates
+/// (`default_function`) reads as absent, though its source marks one.
+#[test]
+fn a_plugin_built_with_abi_1_1_loads_with_its_hints_and_no_default() {
+    use spearlet_test_artifacts::abi_1_1_plugin;
+    let plugin = Plugin::load_verified(abi_1_1_plugin(), None)
+        .unwrap_or_else(|e| panic!("a 1.1 plugin must load: {e}"));
+    assert_eq!(plugin.abi_version(), "1.1.0");
+    assert_eq!(plugin.name(), "abi-previous");
+    assert_eq!(plugin.root_fields(), 8);
+    let blocking: Vec<&str> = plugin
+        .functions()
+        .iter()
+        .filter(|f| f.blocking)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(blocking, ["slow_echo"], "ABI 1.1 carries function hints");
+    assert!(
+        plugin.default_function().is_none(),
+        "ABI 1.1 has no default function, whatever its source marks"
+    );
+    let mut instance = crate::helpers::instance(&plugin);
+    assert_eq!(
+        crate::helpers::call(
+            &mut instance,
+            "add",
+            &[("a", Value::I64(40)), ("b", Value::I64(2))]
+        )
+        .unwrap(),
+        Value::I64(42)
+    );
+}
+
+/// A plugin of today (ABI 1.2) provides every field this host knows.
+#[test]
+fn a_plugin_built_today_has_every_field_of_abi_1_2() {
+    let echo = Plugin::load_verified(Artifact::Echo.path(), None).unwrap();
+    assert_eq!(echo.abi_version(), "1.2.0");
+    let newest = spear_plugin_sdk::ffi::ABI_MINORS
+        .last()
+        .expect("at least one minor");
+    assert_eq!(newest.version, "1.2");
+    assert!(newest.added.contains("default_function"));
+    assert_eq!(echo.root_fields(), newest.fields);
+    assert!(echo.default_function().is_some());
 }

@@ -263,3 +263,17 @@ fn a_load_in_progress_does_not_hold_up_loaded_plugins() {
     assert_eq!(slow.join().unwrap().unwrap().name(), "slow-constructor");
     std::fs::remove_dir_all(&signals).unwrap();
 }
+
+#[test]
+fn the_function_a_plugin_marks_default_is_its_default() {
+    // Echo marks `echo` with `#[function(default)]` (ABI 1.2).
+    let echo = load(Artifact::Echo);
+    let marked = echo
+        .default_function()
+        .expect("echo marks a default function");
+    assert_eq!(echo.function_name(marked).as_ref(), "echo");
+    assert_eq!(Some(marked), echo.function("echo").ok());
+    // A plugin that marks none has none, however many functions it has.
+    assert!(load(Artifact::Math).default_function().is_none());
+    assert!(load(Artifact::Counter).default_function().is_none());
+}

@@ -198,9 +198,10 @@ fn function_table(plugin: &Plugin) -> Outcome {
             "function table",
             true,
             format!(
-                "{} function(s), unique names, readable signatures: {}",
+                "{} function(s), unique names, readable signatures: {}; {}",
                 kinds.len(),
-                kinds.join(", ")
+                kinds.join(", "),
+                default_entry(plugin)
             ),
         )
     } else {
@@ -209,6 +210,21 @@ fn function_table(plugin: &Plugin) -> Outcome {
             false,
             format!("signatures that cannot be read: {}", unreadable.join(", ")),
         )
+    }
+}
+
+/// What a call naming no function gets, as far as the plugin decides it
+/// (a task's registration may still name another: `spear.default_function`).
+fn default_entry(plugin: &Plugin) -> String {
+    match (plugin.default_function(), plugin.functions()) {
+        (Some(f), _) => format!(
+            "default function: {} (`#[function(default)]`)",
+            plugin.function_name(f)
+        ),
+        (None, [only]) => format!("default function: {} (its only one)", only.name),
+        (None, _) => "default function: none marked (a call naming no function needs its \
+                      task's `spear.default_function`)"
+            .to_owned(),
     }
 }
 
@@ -322,6 +338,28 @@ mod tests {
     use super::{abi_verdict, check_file, IN_CHILD};
     use spearlet_test_artifacts::Artifact;
 
+    #[test]
+    fn the_function_table_check_names_the_default_function() {
+        for (artifact, expected) in [
+            (
+                Artifact::Echo,
+                "default function: echo (`#[function(default)]`)",
+            ),
+            (Artifact::Counter, "default function: next (its only one)"),
+            (Artifact::Math, "default function: none marked"),
+        ] {
+            let mut table = None;
+            check_file(artifact.path(), &mut |_| {}, &mut |outcome| {
+                if outcome.check == "function table" {
+                    table = Some(outcome);
+                }
+            });
+            let table = table.expect("the function table is checked");
+            assert!(table.passed, "{}", table.detail);
+            assert!(table.detail.contains(expected), "{}", table.detail);
+        }
+    }
+
     /// The parent reads the child's report in [`IN_CHILD`]'s order, stopping
     /// where a check of `STOPS_ON_FAILURE` fails: the order the child runs.
     #[test]
@@ -363,6 +401,27 @@ mod tests {
         );
 
         let (passed, detail) = abi_verdict("1.2.0", 9);
+        assert!(passed, "{detail}");
+        assert!(detail.contains("1.2: its fields present"), "{detail}");
+
+        let (passed, detail) = abi_verdict("1.1.0", 8);
+        assert!(passed, "{detail}");
+        assert!(
+            detail.contains("1.2: predates it (default_function"),
+            "{detail}"
+        );
+
+        // Claims 1.2 without default_function: refused.
+        let (passed, detail) = abi_verdict("1.2.0", 8);
+        assert!(!passed);
+        assert!(
+            detail.contains(
+                "1.2: declared, but the root module lacks what it added: default_function"
+            ),
+            "{detail}"
+        );
+
+        let (passed, detail) = abi_verdict("1.3.0", 10);
         assert!(passed, "{detail}");
         assert!(detail.contains("newer than this host"), "{detail}");
     }

@@ -371,6 +371,13 @@ impl ToHost {
                     w.str(&f.signature);
                     w.u8(u8::from(f.blocking));
                 }
+                match d.default_function {
+                    None => w.u8(0),
+                    Some(index) => {
+                        w.u8(1);
+                        w.u32(u32::try_from(index).unwrap_or(u32::MAX));
+                    }
+                }
             }
             ToHost::Refused { kind, message } => {
                 w.u8(REFUSED);
@@ -456,6 +463,11 @@ impl ToHost {
                         blocking: r.bool()?,
                     });
                 }
+                let default_function = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u32()? as usize),
+                    _ => return Err(Malformed("an unknown default-function tag")),
+                };
                 ToHost::Loaded(Description {
                     name,
                     version,
@@ -463,6 +475,7 @@ impl ToHost {
                     abi_version,
                     root_fields,
                     functions,
+                    default_function,
                 })
             }
             REFUSED => ToHost::Refused {

@@ -61,6 +61,7 @@ fn every_message_round_trips() {
                 signature: "(input: str) -> str".into(),
                 blocking: true,
             }],
+            default_function: Some(0),
         }),
         ToHost::Refused {
             kind: "no_root_module".into(),
@@ -105,6 +106,7 @@ fn garbage_is_malformed_never_a_panic() {
         abi_version: "a".into(),
         root_fields: 1,
         functions: vec![],
+        default_function: None,
     })
     .encode();
     // Every truncation, and every single-byte corruption.
