@@ -25,12 +25,14 @@ mod cluster;
 mod dry_run;
 mod durable;
 mod executions;
+mod instances;
 mod stats;
 mod stop;
 mod upgrade;
 
 pub use dry_run::{DryRun, DRY_RUN_KEY};
 pub use durable::HOST_RESTARTED;
+pub use instances::DestroyedInstance;
 pub use stats::HostStats;
 use stop::PendingSlot;
 pub use upgrade::Switched;

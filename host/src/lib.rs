@@ -33,6 +33,7 @@ pub mod digest;
 mod error;
 pub mod exec;
 mod host;
+pub mod http;
 pub mod invoke;
 pub mod isolate;
 #[allow(unsafe_code)]
@@ -50,5 +51,7 @@ pub mod trace;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use host::{Deleted, DryRun, Host, HostStats, Switched, DRY_RUN_KEY, HOST_RESTARTED};
+pub use host::{
+    Deleted, DestroyedInstance, DryRun, Host, HostStats, Switched, DRY_RUN_KEY, HOST_RESTARTED,
+};
 pub use spear_plugin_sdk::{LogLevel, Value};

@@ -145,6 +145,9 @@ struct PoolState {
     idle: Vec<Idle>,
     live: usize,
     quarantined: usize,
+    /// Leased instances to destroy, not reuse, when their calls return
+    /// (see [`InstancePool::destroy_instance`]).
+    doomed: Vec<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -479,6 +482,31 @@ impl InstancePool {
             self.shared.destroy(e.instance);
         }
         n
+    }
+
+    /// Destroys the instance `id`: now if it is idle; if `leased` (a call
+    /// holds it), when that call returns instead of going back to the pool.
+    /// Returns whether an instance was found (idle) or doomed (leased).
+    pub fn destroy_instance(&self, id: &str, leased: bool) -> bool {
+        let idle = {
+            let mut state = self.shared.state();
+            match state.idle.iter().position(|i| &*i.id == id) {
+                Some(at) => Some(state.idle.remove(at)),
+                None => {
+                    if leased && !state.doomed.iter().any(|d| &**d == id) {
+                        state.doomed.push(Arc::from(id));
+                    }
+                    None
+                }
+            }
+        };
+        match idle {
+            Some(idle) => {
+                self.shared.destroy(idle.instance);
+                true
+            }
+            None => leased,
+        }
     }
 
     /// Stops lending: callers waiting for a slot get [`Error::TaskDeleted`],

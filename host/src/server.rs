@@ -1,5 +1,7 @@
-//! Serving a [`Host`] over gRPC, with the standard health and reflection
-//! services so generic clients (`grpcurl`, load balancers) work.
+//! Serving a [`Host`] over gRPC — the seed-era `FunctionService` and
+//! today's SPEAR node API side by side — with the standard health and
+//! reflection services so generic clients (`grpcurl`, load balancers)
+//! work, and the node's HTTP port beside it when configured.
 
 use std::future::Future;
 use std::io;
@@ -8,6 +10,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use spearlet_proto::node::execution_service_server::ExecutionServiceServer;
+use spearlet_proto::node::instance_service_server::InstanceServiceServer;
+use spearlet_proto::node::invocation_service_server::InvocationServiceServer;
 use spearlet_proto::spearlet::admin::v1::admin_service_server::AdminServiceServer;
 use spearlet_proto::spearlet::function_service_server::FunctionServiceServer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -16,7 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::{Connected, TcpConnectInfo, TcpIncoming};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
-use crate::api::{AdminApi, FunctionApi};
+use crate::api::{AdminApi, FunctionApi, NodeApi};
 use crate::auth::Tokens;
 use crate::error::{Error, Result};
 use crate::host::Host;
@@ -54,9 +59,63 @@ pub async fn serve_with_tokens(
     tokens: Option<Tokens>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
+    let http = match http_address(host.config(), &listener)? {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::InvalidRequest {
+                    field: "server.http_listen",
+                    reason: format!("cannot listen on {addr}: {e}"),
+                })?,
+        ),
+        None => None,
+    };
+    serve_node(host, listener, http, tokens, shutdown).await
+}
+
+/// Where the node's HTTP port listens: `server.http_listen`, else — when
+/// the host joins an SMS, whose gateway needs it — the gRPC listener's IP
+/// on a port the system chooses (the node registers it). `None`: no HTTP
+/// port.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when `grpc` has no address.
+pub fn http_address(
+    config: &crate::Config,
+    grpc: &TcpListener,
+) -> Result<Option<std::net::SocketAddr>> {
+    if let Some(addr) = config.server.http_listen {
+        return Ok(Some(addr));
+    }
+    if config.sms.grpc.is_none() {
+        return Ok(None);
+    }
+    let grpc = grpc
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
+    Ok(Some(std::net::SocketAddr::new(grpc.ip(), 0)))
+}
+
+/// As [`serve_with_tokens`], with the node's HTTP port (the stream plane,
+/// `/health`, `/metrics`) served on `http` when given.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when a transport fails.
+pub async fn serve_node(
+    host: Host,
+    listener: TcpListener,
+    http: Option<TcpListener>,
+    tokens: Option<Tokens>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<FunctionServiceServer<FunctionApi>>()
+        .await;
+    reporter
+        .set_serving::<InvocationServiceServer<NodeApi>>()
         .await;
     // v1 for current tools, v1alpha for the older grpcurl, Evans, Postman
     // and grpcio clients that only speak it. Only the services served here
@@ -65,8 +124,12 @@ pub async fn serve_with_tokens(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(spearlet_proto::node::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name("spearlet.FunctionService")
+            .with_service_name("spearlet.InvocationService")
+            .with_service_name("spearlet.ExecutionService")
+            .with_service_name("spearlet.InstanceService")
             .with_service_name("spearlet.admin.v1.AdminService")
             .with_service_name("grpc.health.v1.Health")
     };
@@ -84,7 +147,24 @@ pub async fn serve_with_tokens(
     let local = listener
         .local_addr()
         .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
-    let node = host.join_cluster(local, None);
+    let node_api = NodeApi::new(host.clone());
+    let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+    let http_plane = match http {
+        Some(http) => {
+            let addr = http
+                .local_addr()
+                .map_err(|e| Error::Internal(format!("the HTTP listener has no address: {e}")))?;
+            tracing::info!(%addr, "the node's HTTP port (stream plane, /health, /metrics) listens");
+            let router = crate::http::router(node_api.clone())?;
+            let mut stopped = http_stopped;
+            let plane = tokio::spawn(crate::http::serve(router, http, async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+            Some((addr, plane))
+        }
+        None => None,
+    };
+    let node = host.join_cluster(local, http_plane.as_ref().map(|(addr, _)| *addr));
     if host.config().tasks.preload {
         let preloading = host.clone();
         tokio::spawn(async move { preloading.preload().await });
@@ -96,6 +176,14 @@ pub async fn serve_with_tokens(
     let functions = FunctionServiceServer::new(FunctionApi::new(host))
         .max_decoding_message_size(limits.max_message_bytes)
         .max_encoding_message_size(limits.max_message_bytes);
+    let invocations = InvocationServiceServer::new(node_api.clone())
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+    let executions = ExecutionServiceServer::new(node_api.clone())
+        .max_decoding_message_size(limits.max_message_bytes)
+        .max_encoding_message_size(limits.max_message_bytes);
+    let instances = InstanceServiceServer::new(node_api.clone())
+        .max_decoding_message_size(limits.max_message_bytes);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -111,6 +199,9 @@ pub async fn serve_with_tokens(
             authorize.clone(),
         ))
         .add_service(InterceptedService::new(admin, authorize.clone()))
+        .add_service(InterceptedService::new(invocations, authorize.clone()))
+        .add_service(InterceptedService::new(executions, authorize.clone()))
+        .add_service(InterceptedService::new(instances, authorize.clone()))
         .add_service(InterceptedService::new(functions, authorize))
         // Small unary replies must not wait out Nagle's algorithm, and go
         // out in one write (see `OneWrite`).
@@ -122,6 +213,16 @@ pub async fn serve_with_tokens(
         )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
+    // Serving executions end with the server: their connections close.
+    node_api.stop_serving("host_stopping", "the node stopped");
+    let _ = http_stop.send(true);
+    if let Some((_, plane)) = http_plane {
+        match plane.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "the node's HTTP port failed"),
+            Err(e) => tracing::warn!(error = %e, "the node's HTTP port did not stop cleanly"),
+            Ok(Ok(())) => {}
+        }
+    }
     maintenance.abort();
     result
 }

@@ -148,6 +148,60 @@ pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfi
     Ok(())
 }
 
+/// Checks a `spearlet.InvocationService/Invoke` request (today's SPEAR
+/// node API) against `limits`.
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] naming the first limit exceeded.
+pub(super) fn check_node_invoke(
+    req: &spearlet_proto::node::InvokeRequest,
+    limits: &LimitsConfig,
+) -> Result<()> {
+    for (field, id) in [
+        ("task_id", &req.task_id),
+        ("execution_id", &req.execution_id),
+        ("invocation_id", &req.invocation_id),
+        ("session_id", &req.session_id),
+    ] {
+        bytes(field, id, limits.max_id_bytes, "max_id_bytes")?;
+    }
+    bytes(
+        "function_name",
+        &req.function_name,
+        limits.max_function_name_bytes,
+        "max_function_name_bytes",
+    )?;
+    let input = req.input.as_ref().map_or(0, |p| p.data.len());
+    if input > limits.max_parameter_bytes {
+        return Err(over(
+            "input",
+            "the input's size (bytes)",
+            input,
+            limits.max_parameter_bytes,
+            "max_parameter_bytes",
+        ));
+    }
+    entries(
+        "metadata",
+        req.metadata.len(),
+        limits.max_metadata_entries,
+        "max_metadata_entries",
+    )?;
+    entries(
+        "environment",
+        req.environment.len(),
+        limits.max_environment_entries,
+        "max_environment_entries",
+    )?;
+    entries(
+        "headers",
+        req.headers.len(),
+        limits.max_environment_entries,
+        "max_environment_entries",
+    )
+}
+
 /// Checks an id given to a lookup RPC (status, cancel, task).
 ///
 /// # Errors

@@ -4,6 +4,7 @@
 mod admin;
 mod convert;
 mod limits;
+pub mod node;
 mod reply;
 mod status;
 mod stream;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 pub use admin::AdminApi;
+pub use node::NodeApi;
 pub use status::{code, retry_delay, ERROR_KIND_KEY};
 
 use crate::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};

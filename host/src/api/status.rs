@@ -25,7 +25,8 @@ pub fn code(error: &Error) -> Code {
         | Error::ChecksumRequired { .. } => Code::InvalidArgument,
         Error::TaskNotFound { .. }
         | Error::FunctionNotFound { .. }
-        | Error::ExecutionNotFound { .. } => Code::NotFound,
+        | Error::ExecutionNotFound { .. }
+        | Error::InstanceNotFound { .. } => Code::NotFound,
         Error::PermissionDenied { .. } | Error::HostNotAllowed { .. } => Code::PermissionDenied,
         Error::ExecutionIdInUse { .. } => Code::AlreadyExists,
         Error::ChecksumMismatch { .. }

@@ -43,6 +43,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     advertise: Option<String>,
 
+    /// The node's HTTP port: the stream plane SPEAR's gateway connects to
+    /// (`ws://ADDR/api/v1/executions/ID/streams/ws`), `/health` and
+    /// `/metrics` [config: server.http_listen; default: none, or the listen
+    /// IP on a free port when joining an SMS].
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+
     /// Serve Prometheus metrics at `http://ADDR/metrics` [config: metrics.listen].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -116,6 +123,9 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(interval) = args.sms_heartbeat {
         config.sms.heartbeat_interval = interval;
+    }
+    if let Some(addr) = args.http_listen {
+        config.server.http_listen = Some(addr);
     }
     if let Some(addr) = args.metrics_listen {
         config.metrics.listen = Some(addr);
@@ -210,7 +220,20 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
             None => None,
         };
-        spearlet::server::serve_with_tokens(host, listener, tokens, async {
+        let http = match spearlet::server::http_address(host.config(), &listener)? {
+            Some(at) => {
+                let http = tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot serve the node's HTTP port on {at}"))?;
+                let at = http.local_addr()?;
+                eprintln!(
+                    "  HTTP port:      http://{at} (stream plane ws://{at}/api/v1/executions/ID/streams/ws, /health, /metrics)"
+                );
+                Some(http)
+            }
+            None => None,
+        };
+        spearlet::server::serve_node(host, listener, http, tokens, async {
             stop_signal().await;
             eprintln!("stopping: calls in flight finish (a second signal stops at once)");
             tokio::spawn(async {

@@ -19,6 +19,9 @@ pub const MAX_WARM_WORKERS: usize = 256;
 /// The largest gRPC message (`limits.max_message_bytes`): tonic's own
 /// ceiling is `u32`, and a message is held whole in memory.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
+/// SPEAR's heartbeat timeout: its placement skips a node whose last
+/// heartbeat is older, so `sms.heartbeat_interval` must be shorter.
+pub const SPEAR_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
 impl Config {
     /// Checks every numeric setting against the range it can work in, so
@@ -132,6 +135,29 @@ impl Config {
             100,
         )?;
         crate::artifact::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
+        if self.sms.heartbeat_interval >= SPEAR_HEARTBEAT_TIMEOUT {
+            return Err(format!(
+                "sms.heartbeat_interval = {} is out of range: it must be under SPEAR's \
+                 heartbeat timeout ({}), or the SMS stops placing invocations on this node",
+                humantime::format_duration(self.sms.heartbeat_interval),
+                humantime::format_duration(SPEAR_HEARTBEAT_TIMEOUT)
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_heartbeat_must_beat_spears_timeout() {
+        let mut config = Config::default();
+        config.sms.heartbeat_interval = std::time::Duration::from_secs(89);
+        assert!(config.validate().is_ok());
+        config.sms.heartbeat_interval = SPEAR_HEARTBEAT_TIMEOUT;
+        let err = config.validate().unwrap_err();
+        assert!(err.contains("sms.heartbeat_interval"), "{err}");
     }
 }

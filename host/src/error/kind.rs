@@ -18,6 +18,7 @@ impl Error {
             Error::FunctionNotFound { .. } => "function_not_found",
             Error::NoDefaultFunction { .. } => "no_default_function",
             Error::InvalidFrame { .. } => "invalid_frame",
+            Error::InstanceNotFound { .. } => "instance_not_found",
             Error::InstanceCreation { .. } => "instance_creation",
             Error::PluginFailed { .. } => "plugin_error",
             Error::PluginPanicked { .. } => "plugin_panic",

@@ -522,6 +522,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// No task of this host has an instance of that id.
+    #[error("no instance `{instance_id}` on this node")]
+    InstanceNotFound {
+        /// The id asked for.
+        instance_id: String,
+    },
+
     /// A stream frame (SSF v1, on the node's WebSocket) is malformed.
     #[error("invalid stream frame: {reason}")]
     InvalidFrame {

@@ -297,6 +297,11 @@ impl ExecutionRecord {
         }
     }
 
+    /// The instance of its last attempt, once one started.
+    pub fn instance_id(&self) -> Option<Arc<str>> {
+        self.state().instance_id.clone()
+    }
+
     /// Waits until the status is final.
     pub async fn finished(&self) -> ExecutionStatus {
         // Before looking at the status: `end` looks at this after setting

@@ -57,6 +57,14 @@ impl Host {
         self.inner.executions.list(query)
     }
 
+    /// The record of an execution the store holds, to wait for its end.
+    pub(crate) fn execution_record(
+        &self,
+        execution_id: &str,
+    ) -> Option<std::sync::Arc<crate::exec::ExecutionRecord>> {
+        self.inner.executions.get(execution_id)
+    }
+
     /// The `limit` most recent executions of a task, newest first (without logs).
     pub fn recent_executions(&self, task_id: &str, limit: usize) -> Vec<ExecutionSnapshot> {
         self.inner.executions.recent(task_id, limit)

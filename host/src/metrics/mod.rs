@@ -83,6 +83,25 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        if let Some(warning) = exposure_warning(addr, host.config().metrics.token.as_deref()) {
+            tracing::warn!(%addr, "{warning}");
+        }
+    }
+    let app = router(host)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("metrics endpoint: {e}")))
+}
+
+/// `GET /metrics`, with `metrics.token` checked, for any HTTP server of
+/// the host (the metrics listener, the node's HTTP port).
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] for an empty `metrics.token`.
+pub fn router(host: Host) -> Result<axum::Router> {
     use axum::http::{header, HeaderMap, StatusCode};
     use axum::response::IntoResponse;
     let token = match host.config().metrics.token.as_deref() {
@@ -95,12 +114,7 @@ pub async fn serve(
         Some(token) => Some(crate::auth::Tokens::of(&[token.trim()])),
         None => None,
     };
-    if let Ok(addr) = listener.local_addr() {
-        if let Some(warning) = exposure_warning(addr, host.config().metrics.token.as_deref()) {
-            tracing::warn!(%addr, "{warning}");
-        }
-    }
-    let app = axum::Router::new().route(
+    Ok(axum::Router::new().route(
         "/metrics",
         axum::routing::get(move |headers: HeaderMap| {
             let host = host.clone();
@@ -134,11 +148,7 @@ pub async fn serve(
                 }
             }
         }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Internal(format!("metrics endpoint: {e}")))
+    ))
 }
 
 fn gauge(

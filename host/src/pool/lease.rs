@@ -169,22 +169,32 @@ impl Drop for Lease {
             permit = Arc::clone(&self.shared.permits).try_acquire_owned().ok();
         }
         let keep = !instance.is_poisoned() && !self.shared.closed.load(Ordering::Acquire);
-        match permit.filter(|_| keep) {
-            Some(permit) => {
-                self.shared.state().idle.push(Idle {
-                    instance,
-                    id: Arc::clone(&self.id),
-                    since: self.ended.unwrap_or_else(Instant::now),
-                    permit,
-                });
-                self.shared.returned.notify_one();
-            }
-            None => {
-                if instance.is_poisoned() {
-                    self.shared.discarded.fetch_add(1, Ordering::Relaxed);
+        let mut instance = Some(instance);
+        if let Some(permit) = permit.filter(|_| keep) {
+            let mut state = self.shared.state();
+            // Destroyed on request while this call ran: not reused.
+            let doomed = state.doomed.iter().position(|d| **d == *self.id);
+            match doomed {
+                Some(at) => {
+                    state.doomed.swap_remove(at);
                 }
-                self.shared.destroy(instance);
+                None => {
+                    state.idle.push(Idle {
+                        instance: instance.take().expect("not moved yet"),
+                        id: Arc::clone(&self.id),
+                        since: self.ended.unwrap_or_else(Instant::now),
+                        permit,
+                    });
+                }
             }
+            drop(state);
+            self.shared.returned.notify_one();
+        }
+        if let Some(instance) = instance {
+            if instance.is_poisoned() {
+                self.shared.discarded.fetch_add(1, Ordering::Relaxed);
+            }
+            self.shared.destroy(instance);
         }
     }
 }

@@ -7,6 +7,8 @@
 //!   unknown here are looked up there;
 //! - `publish`: a local artifact of a registered task is uploaded once to
 //!   the SMS file API, so other nodes can fetch it.
+//! - `reports`: executions and instances reported to the SMS's index (the
+//!   gateway finds executions there), queued and sent in the background.
 //!
 //! The SMS's answers are translated into this crate's errors here: an SMS
 //! that cannot be reached is [`Error::SmsUnavailable`] (never "not found"),
@@ -14,13 +16,14 @@
 
 mod node;
 mod publish;
+mod reports;
 mod tasks;
 mod unknown;
 
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use tonic::transport::{Channel, Endpoint};
@@ -30,6 +33,10 @@ use crate::config::SmsConfig;
 use crate::error::{Error, Result};
 
 pub use node::{Advertised, NodeAgent};
+pub use reports::{
+    ExecutionReport, InstanceReport, ReportStats, ReportedInstanceStatus, ReportedStatus, Reporter,
+    LIVE_INSTANCE_REFRESH, REPORT_QUEUE_CAPACITY,
+};
 pub use tasks::{
     Executable, PendingRegistration, RemoteTask, TaskRegistration, ALIAS_KEY, ENDPOINT_KEY,
 };
@@ -53,11 +60,15 @@ pub enum SmsCall {
     UnregisterTask,
     /// `POST /api/v1/files` on the SMS's HTTP port.
     UploadFile,
+    /// `sms.ExecutionRegistryService/ReportExecution`.
+    ReportExecution,
+    /// `sms.InstanceRegistryService/ReportInstance`.
+    ReportInstance,
 }
 
 impl SmsCall {
     /// Every call, in a fixed order (the counters' index).
-    pub const ALL: [SmsCall; 8] = [
+    pub const ALL: [SmsCall; 10] = [
         SmsCall::RegisterNode,
         SmsCall::Heartbeat,
         SmsCall::DeleteNode,
@@ -66,6 +77,8 @@ impl SmsCall {
         SmsCall::ListTasks,
         SmsCall::UnregisterTask,
         SmsCall::UploadFile,
+        SmsCall::ReportExecution,
+        SmsCall::ReportInstance,
     ];
 
     /// Its name, as in the SMS's API.
@@ -79,6 +92,8 @@ impl SmsCall {
             SmsCall::ListTasks => "ListTasks",
             SmsCall::UnregisterTask => "UnregisterTask",
             SmsCall::UploadFile => "file upload",
+            SmsCall::ReportExecution => "ReportExecution",
+            SmsCall::ReportInstance => "ReportInstance",
         }
     }
 
@@ -159,8 +174,11 @@ pub struct Sms {
     http: reqwest::Client,
     link: Mutex<Link>,
     published: publish::Published,
-    made: [AtomicU64; SmsCall::ALL.len()],
-    failed: [AtomicU64; SmsCall::ALL.len()],
+    /// Calls made and failed, per call; shared with the reporter.
+    made: Counters,
+    failed: Counters,
+    /// Execution and instance reports, sent in the background.
+    reports: reports::Reporter,
     /// Task ids it recently did not know.
     unknown: unknown::UnknownTasks,
     /// The longest a lookup of an unknown id may take when its call has no
@@ -195,8 +213,20 @@ impl Sms {
             .timeout(config.request_timeout.max(Duration::from_secs(30)))
             .build()
             .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+        let node_uuid = node::identity(data_dir)?;
+        let (made, failed) = (Counters::default(), Counters::default());
+        let reports = reports::Reporter::new(
+            reports::Target {
+                endpoint: endpoint.clone(),
+                grpc: grpc.to_string(),
+                node_uuid: node_uuid.clone(),
+                made: Arc::clone(&made),
+                failed: Arc::clone(&failed),
+            },
+            reports::Settings::default(),
+        );
         Ok(Some(Sms {
-            node_uuid: node::identity(data_dir)?,
+            node_uuid,
             published: publish::Published::open(data_dir)?,
             grpc,
             endpoint,
@@ -210,8 +240,9 @@ impl Sms {
                 since: SystemTime::now(),
                 last_heartbeat: None,
             }),
-            made: Default::default(),
-            failed: Default::default(),
+            made,
+            failed,
+            reports,
             unknown: unknown::UnknownTasks::new(config.unknown_task_ttl),
             lookup_timeout: config.request_timeout.saturating_mul(2),
         }))
@@ -221,6 +252,12 @@ impl Sms {
     /// restart is the same node.
     pub fn node_uuid(&self) -> &str {
         &self.node_uuid
+    }
+
+    /// Execution and instance reports to the SMS: queued, never blocking,
+    /// sent in the background (see [`Reporter`]).
+    pub fn reports(&self) -> &Reporter {
+        &self.reports
     }
 
     /// The SMS's gRPC address.
@@ -290,27 +327,36 @@ impl Sms {
     /// Transport trouble and an SMS in difficulty are "unavailable" (worth
     /// retrying); an answer about the request itself is a refusal.
     fn status_error(&self, call: SmsCall, status: &tonic::Status) -> Error {
-        use tonic::Code;
-        let endpoint = self.grpc.to_string();
-        match status.code() {
-            Code::InvalidArgument
-            | Code::NotFound
-            | Code::AlreadyExists
-            | Code::PermissionDenied
-            | Code::Unauthenticated
-            | Code::FailedPrecondition
-            | Code::OutOfRange
-            | Code::Unimplemented => Error::SmsRefused {
-                call,
-                endpoint,
-                message: format!("{:?}: {}", status.code(), status.message()),
-            },
-            _ => Error::SmsUnavailable {
-                call,
-                endpoint,
-                reason: transport_reason(status),
-            },
-        }
+        status_error(call, self.grpc.as_str(), status)
+    }
+}
+
+/// Per-call counters, indexed by [`SmsCall::index`].
+type Counters = Arc<[AtomicU64; SmsCall::ALL.len()]>;
+
+/// Transport trouble and an SMS in difficulty are "unavailable" (worth
+/// retrying); an answer about the request itself is a refusal.
+fn status_error(call: SmsCall, endpoint: &str, status: &tonic::Status) -> Error {
+    use tonic::Code;
+    let endpoint = endpoint.to_owned();
+    match status.code() {
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::AlreadyExists
+        | Code::PermissionDenied
+        | Code::Unauthenticated
+        | Code::FailedPrecondition
+        | Code::OutOfRange
+        | Code::Unimplemented => Error::SmsRefused {
+            call,
+            endpoint,
+            message: format!("{:?}: {}", status.code(), status.message()),
+        },
+        _ => Error::SmsUnavailable {
+            call,
+            endpoint,
+            reason: transport_reason(status),
+        },
     }
 }
 

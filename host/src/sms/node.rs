@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +22,10 @@ use crate::error::{Error, Result};
 
 /// The file in the data directory that keeps the node's uuid.
 const IDENTITY_FILE: &str = "node-id";
+
+/// The status the node registers with: SPEAR's placement takes only
+/// "online" nodes (any case).
+pub(super) const NODE_STATUS: &str = "online";
 
 /// Where other nodes and clients reach this spearlet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +56,73 @@ pub(super) fn parse_advertised(text: &str) -> Result<Advertised> {
         host: host.to_owned(),
         port,
         http_port: 0,
+    })
+}
+
+/// The IP address registered for `host` (from `sms.advertise` or the
+/// listen address): SPEAR needs a literal IP, never a host name nor
+/// `0.0.0.0` / `::`. A host name is resolved once; an unspecified address
+/// (or a name that does not resolve) becomes the local address that routes
+/// to the SMS at `sms`: a UDP socket connected to it (no packet is sent)
+/// says which. Says how it was chosen.
+pub(super) async fn registered_ip(host: &str, sms: &url::Url) -> (IpAddr, &'static str) {
+    match host.parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => return (ip, "as given"),
+        Ok(_) => {}
+        Err(_) => match tokio::net::lookup_host((host, 0)).await {
+            Ok(addrs) => {
+                let addrs: Vec<IpAddr> = addrs
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified())
+                    .collect();
+                // IPv4 first: what SPEAR's other nodes most likely reach.
+                if let Some(ip) = addrs.iter().find(|ip| ip.is_ipv4()).or(addrs.first()) {
+                    return (*ip, "host name resolved");
+                }
+                tracing::warn!(
+                    host,
+                    "the advertised host name resolves to no usable address"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(host, %error, "the advertised host name does not resolve");
+            }
+        },
+    }
+    match route_to(sms).await {
+        Some(ip) => (ip, "the local address routing to the SMS"),
+        None => {
+            tracing::warn!(
+                sms = %sms,
+                "no local address routes to the SMS; registering 127.0.0.1: set sms.advertise \
+                 (or --advertise HOST:PORT)"
+            );
+            (
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                "loopback, nothing else found",
+            )
+        }
+    }
+}
+
+/// The local IP that routes to the SMS at `sms`.
+async fn route_to(sms: &url::Url) -> Option<IpAddr> {
+    let port = sms.port_or_known_default().unwrap_or(80);
+    let targets: Vec<SocketAddr> = match sms.host()? {
+        url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        url::Host::Domain(name) => tokio::net::lookup_host((name, port)).await.ok()?.collect(),
+    };
+    targets.into_iter().find_map(|target| {
+        let any: SocketAddr = if target.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let socket = std::net::UdpSocket::bind(any).ok()?;
+        socket.connect(target).ok()?;
+        let ip = socket.local_addr().ok()?.ip();
+        (!ip.is_unspecified()).then_some(ip)
     })
 }
 
@@ -118,22 +189,15 @@ impl Sms {
         http: Option<SocketAddr>,
         health: HealthInfo,
     ) -> NodeAgent {
+        // The host is made a literal IP when the agent starts (see
+        // `registered_ip`).
         let mut advertised = match &self.advertise {
             Some(text) => parse_advertised(text).expect("checked when the client was made"),
-            None => {
-                if listening.ip().is_unspecified() {
-                    tracing::warn!(
-                        %listening,
-                        "advertising an unspecified address to the SMS: other nodes cannot reach \
-                         this one; set sms.advertise (or --advertise HOST:PORT)"
-                    );
-                }
-                Advertised {
-                    host: listening.ip().to_string(),
-                    port: listening.port(),
-                    http_port: 0,
-                }
-            }
+            None => Advertised {
+                host: listening.ip().to_string(),
+                port: listening.port(),
+                http_port: 0,
+            },
         };
         advertised.http_port = http.map_or(0, |http| http.port());
         let (stop, stopped) = watch::channel(false);
@@ -147,10 +211,23 @@ impl Sms {
 
     async fn live(
         self: Arc<Self>,
-        advertised: Advertised,
+        mut advertised: Advertised,
         health: HealthInfo,
         mut stopped: watch::Receiver<bool>,
     ) {
+        let (ip, how) = tokio::select! {
+            chosen = registered_ip(&advertised.host, &self.grpc) => chosen,
+            _ = stopped.changed() => return,
+        };
+        if advertised.host != ip.to_string() {
+            tracing::info!(
+                advertised = %advertised.host,
+                %ip,
+                how,
+                "registering this node at the SMS with a literal IP"
+            );
+        }
+        advertised.host = ip.to_string();
         let mut registered = false;
         let mut failures = 0u32;
         loop {
@@ -221,17 +298,25 @@ impl Sms {
             uuid: self.node_uuid.clone(),
             ip_address: advertised.host.clone(),
             port: i32::from(advertised.port),
-            status: "active".to_owned(),
+            // SPEAR places invocations only on "online" nodes.
+            status: NODE_STATUS.to_owned(),
             last_heartbeat: now,
             registered_at: now,
-            metadata: HashMap::from([
+            metadata: [
                 ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
                 (
                     "plugin_abi".to_owned(),
                     spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
                 ),
                 ("kind".to_owned(), "native-plugins".to_owned()),
-            ]),
+            ]
+            .into_iter()
+            .chain(
+                // SPEAR falls back to it when `http_port` is 0.
+                (advertised.http_port != 0)
+                    .then(|| ("http_port".to_owned(), advertised.http_port.to_string())),
+            )
+            .collect(),
             http_port: i32::from(advertised.http_port),
         };
         let call = SmsCall::RegisterNode;
@@ -331,6 +416,34 @@ mod tests {
         std::fs::write(dir.path().join(IDENTITY_FILE), "not a uuid").unwrap();
         let err = identity(dir.path()).unwrap_err().to_string();
         assert!(err.contains("remove it"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_registered_ip_is_a_literal_and_never_unspecified() {
+        let sms: url::Url = "http://127.0.0.1:9".parse().unwrap();
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        // A literal is kept.
+        assert_eq!(
+            registered_ip("10.1.2.3", &sms).await,
+            ("10.1.2.3".parse().unwrap(), "as given")
+        );
+        assert_eq!(
+            registered_ip("::1", &sms).await.0,
+            "::1".parse::<IpAddr>().unwrap()
+        );
+        // Unspecified: the address that routes to the SMS.
+        for unspecified in ["0.0.0.0", "::"] {
+            let (ip, how) = registered_ip(unspecified, &sms).await;
+            assert_eq!(ip, loopback, "{unspecified}");
+            assert!(how.contains("routing"), "{how}");
+        }
+        // A host name is resolved.
+        let (ip, how) = registered_ip("localhost", &sms).await;
+        assert!(ip.is_loopback(), "{ip}");
+        assert_eq!(how, "host name resolved");
+        // The SMS named by a host name.
+        let named: url::Url = "http://localhost:9".parse().unwrap();
+        assert!(registered_ip("0.0.0.0", &named).await.0.is_loopback());
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! A stand-in for SPEAR's metadata server, for tests only: the
-//! `sms.TaskService` and `sms.NodeService` calls spearlet makes, and the
-//! file API, each on 127.0.0.1:0, recording what they receive. It answers
+//! `sms.TaskService`, `sms.NodeService`, `sms.ExecutionRegistryService` and
+//! `sms.InstanceRegistryService` calls spearlet makes, and the file API,
+//! each on 127.0.0.1:0, recording what they receive. It answers
 //! as SPEAR's SMS does where that matters: it assigns task ids, answers
 //! GetTask of an unknown id with `found: false`, reads a ListTasks status
 //! filter of 0 as "UNKNOWN only", refuses endpoints that are not route
-//! names, and answers a heartbeat from an unknown node with NOT_FOUND.
+//! names, answers a heartbeat from an unknown node with NOT_FOUND, refuses
+//! reports missing the ids SPEAR requires, and keeps a report unless the
+//! stored copy of its execution / instance has a larger `updated_at_ms`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,13 +19,20 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use spearlet_proto::sms::execution_registry_service_server::{
+    ExecutionRegistryService, ExecutionRegistryServiceServer,
+};
+use spearlet_proto::sms::instance_registry_service_server::{
+    InstanceRegistryService, InstanceRegistryServiceServer,
+};
 use spearlet_proto::sms::node_service_server::{NodeService, NodeServiceServer};
 use spearlet_proto::sms::task_service_server::{TaskService, TaskServiceServer};
 use spearlet_proto::sms::{
-    DeleteNodeRequest, DeleteNodeResponse, GetTaskRequest, GetTaskResponse, HeartbeatRequest,
-    HeartbeatResponse, ListTasksRequest, ListTasksResponse, Node, RegisterNodeRequest,
-    RegisterNodeResponse, RegisterTaskRequest, RegisterTaskResponse, Task, TaskStatus,
-    UnregisterTaskRequest, UnregisterTaskResponse,
+    DeleteNodeRequest, DeleteNodeResponse, Execution, GetTaskRequest, GetTaskResponse,
+    HeartbeatRequest, HeartbeatResponse, Instance, ListTasksRequest, ListTasksResponse, Node,
+    RegisterNodeRequest, RegisterNodeResponse, RegisterTaskRequest, RegisterTaskResponse,
+    ReportExecutionResponse, ReportInstanceResponse, Task, TaskStatus, UnregisterTaskRequest,
+    UnregisterTaskResponse,
 };
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
@@ -42,6 +52,15 @@ pub struct Seen {
     pub files: HashMap<String, Vec<u8>>,
     pub uploads: usize,
     pub downloads: usize,
+    /// Every execution report received, in arrival order.
+    pub executions: Vec<Execution>,
+    /// Every instance report received, in arrival order.
+    pub instances: Vec<Instance>,
+    /// The copy kept per execution id (the largest `updated_at_ms`; last
+    /// arrival wins on equal), as SPEAR's index keeps it.
+    pub stored_executions: HashMap<String, Execution>,
+    /// The copy kept per instance id.
+    pub stored_instances: HashMap<String, Instance>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +120,8 @@ impl FakeSms {
         let grpc_task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(TaskServiceServer::new(service.clone()))
+                .add_service(ExecutionRegistryServiceServer::new(service.clone()))
+                .add_service(InstanceRegistryServiceServer::new(service.clone()))
                 .add_service(NodeServiceServer::new(service))
                 .serve_with_incoming_shutdown(
                     tonic::transport::server::TcpIncoming::from(grpc_listener),
@@ -173,6 +194,50 @@ impl FakeSms {
     pub fn insert_task(&self, task: Task) {
         self.shared
             .record(|s| s.tasks.insert(task.task_id.clone(), task));
+    }
+
+    /// Every execution report received, in arrival order.
+    pub fn executions(&self) -> Vec<Execution> {
+        self.seen().executions.clone()
+    }
+
+    /// Every instance report received, in arrival order.
+    pub fn instances(&self) -> Vec<Instance> {
+        self.seen().instances.clone()
+    }
+
+    /// The copy of execution `id` the SMS keeps (what GetExecution answers).
+    pub fn execution(&self, id: &str) -> Option<Execution> {
+        self.seen().stored_executions.get(id).cloned()
+    }
+
+    /// The copy of instance `id` the SMS keeps.
+    pub fn instance(&self, id: &str) -> Option<Instance> {
+        self.seen().stored_instances.get(id).cloned()
+    }
+
+    /// How many reports (executions and instances) were received so far.
+    pub fn report_count(&self) -> usize {
+        let seen = self.seen();
+        seen.executions.len() + seen.instances.len()
+    }
+
+    /// Waits (bounded) until more than `after` reports were received; with
+    /// `after = sms.report_count()` taken before the action, the next one.
+    pub async fn next_report(&self, after: usize) {
+        self.until("another report", |s| {
+            s.executions.len() + s.instances.len() > after
+        })
+        .await;
+    }
+
+    /// Waits (bounded) until the stored copy of execution `id` satisfies
+    /// `done` (e.g. `|e| e.status == ExecutionStatus::Completed as i32`).
+    pub async fn until_execution(&self, id: &str, done: impl Fn(&Execution) -> bool) {
+        self.until(&format!("execution {id} reported"), |s| {
+            s.stored_executions.get(id).is_some_and(&done)
+        })
+        .await;
     }
 
     /// Waits until `done` holds of what was seen (bounded, so a broken
@@ -393,6 +458,91 @@ impl NodeService for Fake {
         Ok(GrpcResponse::new(DeleteNodeResponse {
             success: true,
             message: "Node deleted successfully".into(),
+        }))
+    }
+}
+
+/// Keeps `incoming` in `stored` unless the stored copy is later; says
+/// whether it was kept and the stored copy's `updated_at_ms`.
+fn keep<T: Clone>(
+    stored: &mut HashMap<String, T>,
+    id: &str,
+    incoming: &T,
+    updated_at: impl Fn(&T) -> i64,
+) -> (bool, i64) {
+    let at = updated_at(incoming);
+    match stored.get(id) {
+        Some(old) if updated_at(old) > at => (false, updated_at(old)),
+        _ => {
+            stored.insert(id.to_owned(), incoming.clone());
+            (true, at)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ExecutionRegistryService for Fake {
+    async fn report_execution(
+        &self,
+        request: GrpcRequest<Execution>,
+    ) -> Result<GrpcResponse<ReportExecutionResponse>, Status> {
+        self.0.check_up(false)?;
+        let execution = request.into_inner();
+        for (field, value) in [
+            ("execution_id", &execution.execution_id),
+            ("task_id", &execution.task_id),
+            ("node_uuid", &execution.node_uuid),
+            ("instance_id", &execution.instance_id),
+        ] {
+            if value.is_empty() {
+                return Err(Status::invalid_argument(format!("{field} is required")));
+            }
+        }
+        let (accepted, stored_updated_at_ms) = self.0.record(|s| {
+            s.executions.push(execution.clone());
+            keep(
+                &mut s.stored_executions,
+                &execution.execution_id,
+                &execution,
+                |e| e.updated_at_ms,
+            )
+        });
+        Ok(GrpcResponse::new(ReportExecutionResponse {
+            accepted,
+            stored_updated_at_ms,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl InstanceRegistryService for Fake {
+    async fn report_instance(
+        &self,
+        request: GrpcRequest<Instance>,
+    ) -> Result<GrpcResponse<ReportInstanceResponse>, Status> {
+        self.0.check_up(false)?;
+        let instance = request.into_inner();
+        for (field, value) in [
+            ("instance_id", &instance.instance_id),
+            ("task_id", &instance.task_id),
+            ("node_uuid", &instance.node_uuid),
+        ] {
+            if value.is_empty() {
+                return Err(Status::invalid_argument(format!("{field} is required")));
+            }
+        }
+        let (accepted, stored_updated_at_ms) = self.0.record(|s| {
+            s.instances.push(instance.clone());
+            keep(
+                &mut s.stored_instances,
+                &instance.instance_id,
+                &instance,
+                |i| i.updated_at_ms,
+            )
+        });
+        Ok(GrpcResponse::new(ReportInstanceResponse {
+            accepted,
+            stored_updated_at_ms,
         }))
     }
 }

@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The node's HTTP port, when started with one.
+    pub http_addr: Option<SocketAddr>,
     pub host: Host,
     pub client: FunctionServiceClient<Channel>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -29,6 +31,15 @@ impl TestServer {
     }
 
     pub async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(edit, false).await
+    }
+
+    /// With the node's HTTP port (the stream plane) on 127.0.0.1:0.
+    pub async fn start_node_with(edit: impl FnOnce(&mut Config)) -> Self {
+        Self::launch(edit, true).await
+    }
+
+    async fn launch(edit: impl FnOnce(&mut Config), with_http: bool) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut config = crate::helpers::config_in(data.path());
         config.pool.acquire_timeout = Duration::from_secs(10);
@@ -38,18 +49,34 @@ impl TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let serving = host.clone();
+        let (http, http_addr) = if with_http {
+            let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let at = http.local_addr().unwrap();
+            (Some(http), Some(at))
+        } else {
+            (None, None)
+        };
         let task = tokio::spawn(async move {
-            spearlet::server::serve(serving, listener, async {
+            let stop = async {
                 let _ = rx.await;
-            })
-            .await
-            .unwrap();
+            };
+            match http {
+                Some(http) => {
+                    spearlet::server::serve_node(serving, listener, Some(http), None, stop)
+                        .await
+                        .unwrap()
+                }
+                None => spearlet::server::serve(serving, listener, stop)
+                    .await
+                    .unwrap(),
+            }
         });
         let client = FunctionServiceClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
         TestServer {
             addr,
+            http_addr,
             host,
             client,
             shutdown: Some(tx),

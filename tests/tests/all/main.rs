@@ -17,6 +17,7 @@ mod isolation;
 mod isolation_setting;
 mod limits;
 mod loader;
+mod node_api;
 mod observability;
 mod pools;
 mod samples;

@@ -268,6 +268,14 @@ async fn health_stats_and_the_standard_services_answer() {
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"spearlet.FunctionService"), "{names:?}");
+    // Today's SPEAR node API, beside the seed-era one.
+    for today in [
+        "spearlet.InvocationService",
+        "spearlet.ExecutionService",
+        "spearlet.InstanceService",
+    ] {
+        assert!(names.contains(&today), "{names:?}");
+    }
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     assert!(
         !names.iter().any(|n| n.starts_with("sms.")),

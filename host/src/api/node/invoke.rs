@@ -1,0 +1,322 @@
+//! `Invoke` and `TerminateExecution`: the caller's ids kept, the task
+//! fetched from the SMS when this node has never seen it, SYNC answered
+//! with the result, ASYNC answered at once — before its task is loaded, if
+//! it must be, since SPEAR's gateway gives a node 2 s — and an execution
+//! started by SPEAR's gateway served frame by frame until terminated.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use spearlet_proto::node as pb;
+
+use super::ledger::{Ending, NewEntry, Phase};
+use super::report::{self, Subject};
+use super::{payload, serving, Entry, NodeApi};
+use crate::error::{Error, Result};
+use crate::exec::{ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::host::Host;
+use crate::invoke::{InvokeRequest, Target};
+
+/// The metadata key by which SPEAR's gateway starts a serving execution.
+pub const GATEWAY_KEY: &str = "spear.endpoint_gateway";
+
+/// Everything a call needs besides its task.
+#[derive(Debug)]
+struct Call {
+    function: String,
+    content_type: String,
+    data: Vec<u8>,
+    mode: ExecutionMode,
+    headers: Vec<(String, String)>,
+    environment: Vec<(String, String)>,
+    timeout: Option<Duration>,
+    force_new_instance: bool,
+    metadata: BTreeMap<String, String>,
+}
+
+pub(super) async fn invoke(api: &NodeApi, req: pb::InvokeRequest) -> Result<pb::InvokeResponse> {
+    if req.task_id.is_empty() {
+        return Err(Error::InvalidRequest {
+            field: "task_id",
+            reason: "is required".to_owned(),
+        });
+    }
+    let mode = match pb::ExecutionMode::try_from(req.mode) {
+        Ok(pb::ExecutionMode::Unspecified | pb::ExecutionMode::Sync) => ExecutionMode::Sync,
+        Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
+        Err(_) => {
+            return Err(Error::InvalidRequest {
+                field: "mode",
+                reason: format!("{} is no ExecutionMode", req.mode),
+            })
+        }
+    };
+    let fresh_id = || uuid::Uuid::new_v4().to_string();
+    let execution_id: Arc<str> = non_empty(req.execution_id).unwrap_or_else(fresh_id).into();
+    let invocation_id: Arc<str> = non_empty(req.invocation_id).unwrap_or_else(fresh_id).into();
+    if api.ledger.get(&execution_id).is_some() {
+        // The same id again: where it stands, not a second run.
+        return Ok(existing(api, &execution_id));
+    }
+    let mut metadata: BTreeMap<String, String> = req.metadata.into_iter().collect();
+    let gateway = metadata
+        .remove(GATEWAY_KEY)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let task_id: Arc<str> = req.task_id.into();
+    if gateway {
+        return Ok(
+            match serving::start(
+                api,
+                execution_id.clone(),
+                invocation_id,
+                task_id,
+                req.function_name,
+            ) {
+                Some(entry) => response(&api.entry_view(&entry, false)),
+                None => existing(api, &execution_id),
+            },
+        );
+    }
+    let (content_type, data) = req
+        .input
+        .map(|p| (p.content_type, p.data))
+        .unwrap_or_default();
+    let call = Call {
+        function: req.function_name,
+        content_type,
+        data,
+        mode,
+        headers: req.headers.into_iter().collect(),
+        environment: req.environment.into_iter().collect(),
+        timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+        force_new_instance: req.force_new_instance,
+        metadata,
+    };
+    let Some(entry) = api.ledger.insert(NewEntry {
+        execution_id: Arc::clone(&execution_id),
+        invocation_id,
+        task_id: Arc::clone(&task_id),
+        function: call.function.as_str().into(),
+        phase: Phase::Loading { cancelled: false },
+        instance_id: None,
+    }) else {
+        // The same id raced in: where that one stands.
+        return Ok(existing(api, &execution_id));
+    };
+    let loaded = api.host.task(&task_id).is_some();
+    if mode == ExecutionMode::Async && !loaded {
+        // Accepted now, loaded and run after: the caller must not wait for
+        // a download.
+        let host = api.host.clone();
+        let entry_ = Arc::clone(&entry);
+        tokio::spawn(async move {
+            let _ = run(&host, &entry_, call).await;
+        });
+        return Ok(response(&api.entry_view(&entry, false)));
+    }
+    // A failure before the run (task fetch or load, bad input) is an error
+    // status, so SPEAR's web admin tries another node; a run that fails is
+    // a reply (FAILED, with the error).
+    Ok(match run(&api.host, &entry, call).await? {
+        Some(snapshot) => response(&super::snapshot_view(&entry.invocation_id, &snapshot, true)),
+        None => response(&api.entry_view(&entry, true)),
+    })
+}
+
+/// Loads the task, maps the input, runs the call; for ASYNC, watches it to
+/// its end. The entry ends FAILED if anything before the run fails.
+/// `None`: it was terminated while its task loaded, and never ran.
+async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<ExecutionSnapshot>> {
+    let target = Target::ExistingTask {
+        task_id: entry.task_id.to_string(),
+        create_if_not_exists: false,
+        artifact: None,
+        name: String::new(),
+        description: String::new(),
+    };
+    let mut request = InvokeRequest::new(target, String::new());
+    let prepared = async {
+        let (task, _) = host.resolve_task(&request).await?;
+        let function = task.function(&call.function)?;
+        let info = &task.plugin.functions()[function.index()];
+        let params = payload::params(info, &call.content_type, call.data)?;
+        Ok::<_, Error>((info.name.clone(), params))
+    }
+    .await;
+    let (function, params) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            end_unrun(
+                host,
+                entry,
+                ExecutionStatus::Failed,
+                crate::exec::error_of(&e),
+            );
+            return Err(e);
+        }
+    };
+    entry.set_function(function.as_str().into());
+    if !entry.recorded() {
+        return Ok(None);
+    }
+    request.function = function;
+    request.params = params;
+    request.mode = call.mode;
+    request.execution_id = Some(entry.execution_id.to_string());
+    request.headers = call.headers;
+    request.environment = call.environment;
+    request.timeout = call.timeout;
+    request.force_new_instance = call.force_new_instance;
+    request.metadata = call.metadata;
+    let outcome = match host.invoke(request).await {
+        Ok(outcome) => outcome.execution,
+        Err(e) => {
+            end_unrun(
+                host,
+                entry,
+                ExecutionStatus::Failed,
+                crate::exec::error_of(&e),
+            );
+            return Err(e);
+        }
+    };
+    if outcome.status.is_final() {
+        record_end(host, entry, &outcome);
+    } else {
+        let host = host.clone();
+        let entry = Arc::clone(entry);
+        tokio::spawn(async move { follow(&host, &entry).await });
+    }
+    Ok(Some(outcome))
+}
+
+/// Reports a finished execution's start and end (it ran within the call).
+fn record_end(host: &Host, entry: &Entry, e: &ExecutionSnapshot) {
+    let started_at = e.started_at.unwrap_or(entry.accepted_at);
+    let instance = e.instance_id.clone().unwrap_or_else(|| "".into());
+    if !instance.is_empty() {
+        entry.set_instance(Arc::clone(&instance));
+    }
+    let subject = subject(entry, &instance, started_at);
+    if !instance.is_empty() {
+        report::started(host, &subject);
+    }
+    let completed_at = e.completed_at.unwrap_or_else(SystemTime::now);
+    report::ended(
+        host,
+        &subject,
+        e.status,
+        e.error.as_ref(),
+        completed_at,
+        false,
+    );
+    entry.end(Ending {
+        status: e.status,
+        error: e.error.clone(),
+        started_at: e.started_at,
+        completed_at,
+    });
+}
+
+/// Follows an ASYNC execution the host runs: reported RUNNING once it has
+/// an instance, and how it ended when it does.
+async fn follow(host: &Host, entry: &Arc<Entry>) {
+    let Some(record) = host.execution_record(&entry.execution_id) else {
+        return;
+    };
+    let mut reported_start = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if !reported_start {
+            if let Some(instance) = record.instance_id() {
+                entry.set_instance(Arc::clone(&instance));
+                let started_at = record.snapshot().started_at.unwrap_or(entry.accepted_at);
+                report::started(host, &subject(entry, &instance, started_at));
+                reported_start = true;
+            }
+        }
+        tokio::select! {
+            _ = record.finished() => break,
+            _ = tick.tick(), if !reported_start => {}
+        }
+    }
+    let e = record.snapshot();
+    record_end(host, entry, &e);
+}
+
+/// Ends an execution that never reached the host's store.
+fn end_unrun(host: &Host, entry: &Entry, status: ExecutionStatus, error: ExecutionError) {
+    let now = SystemTime::now();
+    if entry.end(Ending {
+        status,
+        error: Some(error.clone()),
+        started_at: None,
+        completed_at: now,
+    }) {
+        let subject = subject(entry, &"".into(), entry.accepted_at);
+        report::ended(host, &subject, status, Some(&error), now, false);
+    }
+}
+
+fn subject(entry: &Entry, instance: &Arc<str>, started_at: SystemTime) -> Subject {
+    Subject::of(entry, Arc::clone(instance), started_at)
+}
+
+/// Terminates an execution: one of the node API's (loading, recorded or
+/// serving), or any the host holds. Returns whether it took effect, and
+/// the status after.
+pub(super) fn terminate(
+    api: &NodeApi,
+    execution_id: &str,
+    reason: &str,
+) -> Result<(bool, ExecutionStatus)> {
+    let error = ExecutionError::new("terminated", reason);
+    let Some(entry) = api.ledger.get(execution_id) else {
+        return api.host.cancel(execution_id, true);
+    };
+    match entry.phase() {
+        Phase::Ended(ending) => Ok((false, ending.status)),
+        Phase::Loading { .. } => {
+            entry.cancel_loading();
+            end_unrun(&api.host, &entry, ExecutionStatus::Cancelled, error);
+            Ok((true, ExecutionStatus::Cancelled))
+        }
+        Phase::Serving { .. } => {
+            serving::stop(&api.host, &entry, error);
+            Ok((true, ExecutionStatus::Cancelled))
+        }
+        Phase::Recorded => {
+            let (took, status) = api.host.cancel(execution_id, true)?;
+            Ok((took, status))
+        }
+    }
+}
+
+/// The reply for an execution id the ledger holds already.
+fn existing(api: &NodeApi, execution_id: &str) -> pb::InvokeResponse {
+    match api.ledger.get(execution_id) {
+        Some(entry) => response(&api.entry_view(&entry, true)),
+        None => pb::InvokeResponse {
+            execution_id: execution_id.to_owned(),
+            ..Default::default()
+        },
+    }
+}
+
+fn response(e: &pb::Execution) -> pb::InvokeResponse {
+    pb::InvokeResponse {
+        invocation_id: e.invocation_id.clone(),
+        execution_id: e.execution_id.clone(),
+        instance_id: e.instance_id.clone(),
+        status: e.status,
+        output: e.output.clone(),
+        error: e.error.clone(),
+        started_at: e.started_at,
+        completed_at: e.completed_at,
+    }
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}

@@ -1,0 +1,65 @@
+//! Destroying one instance on request (SPEAR's `InstanceService`): its
+//! running executions are terminated and the instance is dropped, now if
+//! idle, else as soon as its call returns.
+
+use super::Host;
+use crate::error::{Error, Result};
+use crate::exec::{CancelOutcome, ExecutionError};
+
+/// What destroying an instance did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestroyedInstance {
+    /// The task it belonged to.
+    pub task_id: std::sync::Arc<str>,
+    /// Executions running on it that were terminated.
+    pub terminated: usize,
+    /// Whether it was idle (destroyed now) rather than leased (destroyed
+    /// when its call returns).
+    pub was_idle: bool,
+}
+
+impl Host {
+    /// Destroys the instance `instance_id` (`<task id>-<n>`): its running
+    /// executions end CANCELLED with `reason`, and the instance is dropped
+    /// rather than reused.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InstanceNotFound`] when no task of this host has an
+    /// instance of that id, idle or running.
+    pub fn destroy_instance(&self, instance_id: &str, reason: &str) -> Result<DestroyedInstance> {
+        let not_found = || Error::InstanceNotFound {
+            instance_id: instance_id.to_owned(),
+        };
+        // Instance ids are the task's id, a dash and a number; task ids
+        // may hold dashes themselves, so every split is tried.
+        let task = instance_id
+            .rmatch_indices('-')
+            .find_map(|(at, _)| self.task(&instance_id[..at]))
+            .ok_or_else(not_found)?;
+        let message = if reason.is_empty() {
+            format!("instance {instance_id} destroyed on request")
+        } else {
+            format!("instance {instance_id} destroyed: {reason}")
+        };
+        let mut terminated = 0;
+        for record in self.inner.executions.unfinished(Some(&task.id)) {
+            if record.instance_id().as_deref() != Some(instance_id) {
+                continue;
+            }
+            let error = ExecutionError::new("instance_destroyed", message.clone());
+            if !matches!(record.cancel(true, error), CancelOutcome::AlreadyEnded(_)) {
+                terminated += 1;
+            }
+        }
+        let leased = terminated > 0;
+        if !task.pool.destroy_instance(instance_id, leased) {
+            return Err(not_found());
+        }
+        Ok(DestroyedInstance {
+            task_id: std::sync::Arc::clone(&task.id),
+            terminated,
+            was_idle: !leased,
+        })
+    }
+}

@@ -1,0 +1,133 @@
+//! The node's HTTP port (`server.http_listen`): the stream plane SPEAR's
+//! endpoint gateway connects to — `GET /api/v1/executions/{id}/streams/ws`,
+//! SSF v1 frames over a WebSocket, each request frame one call of a
+//! serving execution — plus `GET /health` and `GET /metrics`
+//! (`docs/cluster.md`, "The stream plane").
+//!
+//! The WebSocket needs no token, as SPEAR's gateway sends none: it only
+//! reaches executions started by an Invoke (which does), named by an id
+//! the caller chose or was given.
+
+pub mod ssf;
+mod ws;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::api::NodeApi;
+use crate::error::{Error, Result};
+
+/// WebSocket connections open at once, across executions.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Calls one connection may have running at once; past it, the
+/// connection's frames wait to be read.
+pub const MAX_CALLS_PER_CONNECTION: usize = 64;
+/// Streams one connection may have calls on at once (SPEAR's gateway
+/// allows as many per connection).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
+
+#[derive(Debug, Clone)]
+struct Plane {
+    api: NodeApi,
+    connections: Arc<Semaphore>,
+}
+
+/// The node's HTTP port for `api`'s host and executions.
+///
+/// # Errors
+///
+/// [`Error::InvalidRequest`] for an empty `metrics.token`.
+pub fn router(api: NodeApi) -> Result<axum::Router> {
+    let metrics = crate::metrics::router(api.host().clone())?;
+    let plane = Plane {
+        api,
+        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    Ok(axum::Router::new()
+        .route("/api/v1/executions/{id}/streams/ws", get(stream_socket))
+        .route("/health", get(health))
+        .with_state(plane)
+        .merge(metrics))
+}
+
+/// Serves `router` (see [`router`]) on `listener` until `shutdown`
+/// completes.
+///
+/// # Errors
+///
+/// [`Error::Internal`] when the HTTP server fails.
+pub async fn serve(
+    router: axum::Router,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::Internal(format!("the node's HTTP port: {e}")))
+}
+
+async fn health(State(plane): State<Plane>) -> Response {
+    if plane.api.host().is_stopping() {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else {
+        (StatusCode::OK, "serving\n").into_response()
+    }
+}
+
+/// Errors before the upgrade are JSON `{error, message}`, as SPEAR's
+/// gateway writes its own.
+fn refusal(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "error": code, "message": message });
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+async fn stream_socket(
+    State(plane): State<Plane>,
+    Path(execution_id): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some(entry) = plane
+        .api
+        .ledger()
+        .get(&execution_id)
+        .filter(|e| e.is_serving())
+    else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "EXECUTION_NOT_FOUND",
+            format!(
+                "no serving execution `{execution_id}` on this node (an Invoke with \
+                 metadata spear.endpoint_gateway=true starts one)"
+            ),
+        );
+    };
+    let Ok(permit) = Arc::clone(&plane.connections).try_acquire_owned() else {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            format!("this node has {MAX_CONNECTIONS} stream connections open"),
+        );
+    };
+    let host = plane.api.host().clone();
+    upgrade
+        .protocols(["ssf.v1"])
+        .max_message_size(ssf::MAX_FRAME_BYTES)
+        .max_frame_size(ssf::MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| async move {
+            ws::Session::new(host, entry).run(socket).await;
+            drop(permit);
+        })
+}
