@@ -1,0 +1,453 @@
+//! The shape of the code, checked so that it stays readable: the library's
+//! modules depend on each other one way (no
+//! cycle between top-level modules of `host/src`, and `error` depends on
+//! nothing else of the crate), and no product function grows past
+//! [`MAX_FUNCTION_LINES`].
+//!
+//! Both read the sources as text: a dependency is a `crate::module` path
+//! (or `super::module` from a top-level module) outside comments and
+//! outside the trailing `#[cfg(test)]` module, which is where this crate
+//! keeps its unit tests. That is what a reader following imports sees, and
+//! it needs no parser.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// The longest a product function may be, in lines from its `fn` to its
+/// closing brace.
+const MAX_FUNCTION_LINES: usize = 80;
+
+/// Cycles between modules that exist today and are being taken apart
+/// (issue #25); each entry is one strongly connected group, its members
+/// sorted. The check fails on any other cycle, and on an entry here that
+/// no longer is one, so the list only shrinks.
+const KNOWN_CYCLES: &[&[&str]] = &[
+    &[
+        "artifact",
+        "config",
+        "error",
+        "exec",
+        "isolate",
+        "loader",
+        "pool",
+        "registry",
+        "sms",
+        "telemetry",
+    ],
+    &["host", "invoke"],
+];
+
+/// What `error` still depends on (issue #25 makes it a leaf); sorted. The
+/// check fails on any change, so the list only shrinks.
+const KNOWN_ERROR_DEPENDENCIES: &[&str] = &["digest", "sms"];
+
+/// Functions over [`MAX_FUNCTION_LINES`] today, as `path::name` (path
+/// relative to the workspace); being split (issue #25). The check fails on
+/// a long function not listed and on a listed one that is no longer long.
+const KNOWN_LONG_FUNCTIONS: &[&str] = &[
+    "bench/src/main.rs::main",
+    "bench/src/p1_grpc.rs::run",
+    "bench/src/p2_inproc.rs::run",
+    "bench/src/soak.rs::run",
+    "host/src/api/convert.rs::invoke_request",
+    "host/src/api/limits.rs::check_invoke",
+    "host/src/api/mod.rs::get_health",
+    "host/src/api/mod.rs::invoke_function",
+    "host/src/api/node/invoke.rs::invoke",
+    "host/src/api/reply.rs::task_info",
+    "host/src/cli/client/manage.rs::task",
+    "host/src/cli/serve.rs::run",
+    "host/src/config/validate.rs::validate",
+    "host/src/host.rs::invoke_in_place",
+    "host/src/host.rs::start",
+    "host/src/host/dry_run.rs::dry_run",
+    "host/src/invoke.rs::create_task",
+    "host/src/isolate/codec/mod.rs::encode_into",
+    "host/src/loader/library.rs::from_module",
+    "host/src/metrics/mod.rs::encode",
+    "host/src/server.rs::serve_node",
+    "plugin-sdk/macros/src/lib.rs::expand",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host crate is in the workspace")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .map(|e| e.expect("a directory entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The source without comments, string contents and the trailing unit
+/// test module: what the code depends on.
+fn product_code(source: &str) -> String {
+    let source = match source.find("#[cfg(test)]\nmod tests") {
+        Some(at) => &source[..at],
+        None => source,
+    };
+    let mut out = String::with_capacity(source.len());
+    let mut chars = source.chars().peekable();
+    let mut in_string = false;
+    while let Some(c) = chars.next() {
+        if in_string {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => {
+                    in_string = false;
+                    out.push('"');
+                }
+                '\n' => out.push('\n'),
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek() == Some(&'*') => {
+                let mut last = ' ';
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                    }
+                    if last == '*' && c == '/' {
+                        break;
+                    }
+                    last = c;
+                }
+            }
+            '"' => {
+                in_string = true;
+                out.push('"');
+            }
+            // A char literal such as '"' or '{' (a lifetime has no closing quote
+            // two or three characters on).
+            '\'' => {
+                let ahead: String = chars.clone().take(3).collect();
+                let literal_len = if ahead.starts_with('\\') {
+                    ahead.find('\'').filter(|&i| i > 1)
+                } else {
+                    ahead.chars().nth(1).filter(|&c| c == '\'').map(|_| 1)
+                };
+                match literal_len {
+                    Some(n) => {
+                        for _ in 0..=n {
+                            chars.next();
+                        }
+                        out.push_str("' '");
+                    }
+                    None => out.push('\''),
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The top-level module a file of `host/src` belongs to (`None` for the
+/// crate root and for the binary's own files).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(name, "lib" | "main" | "cli")).then(|| name.to_owned())
+}
+
+/// Identifiers following `prefix` in `code`.
+fn paths_after<'a>(code: &'a str, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    code.match_indices(prefix).filter_map(move |(at, _)| {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':') {
+            return None;
+        }
+        let rest = &code[at + prefix.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        (end > 0).then(|| &rest[..end])
+    })
+}
+
+/// The modules of `host/src` and the ones each depends on.
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = workspace().join("host/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let modules: BTreeSet<String> = files.iter().filter_map(|f| module_of(&src, f)).collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    for file in &files {
+        let Some(module) = module_of(&src, file) else {
+            continue;
+        };
+        let code = product_code(&fs::read_to_string(file).expect("a readable source"));
+        // `super::` names the crate root only in a top-level module's own file.
+        let depth = file
+            .strip_prefix(&src)
+            .expect("under src")
+            .components()
+            .count();
+        let top_level = depth == 1 || file.ends_with(format!("{module}/mod.rs"));
+        let mut targets: Vec<&str> = paths_after(&code, "crate::").collect();
+        if top_level {
+            targets.extend(paths_after(&code, "super::"));
+        }
+        for target in targets {
+            if target != module && modules.contains(target) {
+                graph
+                    .get_mut(&module)
+                    .expect("every module has an entry")
+                    .insert(target.to_owned());
+            }
+        }
+    }
+    graph
+}
+
+/// The graph's strongly connected groups of more than one module (Tarjan).
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
+    struct Walk<'g> {
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'g str, usize>,
+        low: BTreeMap<&'g str, usize>,
+        stack: Vec<&'g str>,
+        on_stack: BTreeSet<&'g str>,
+        groups: Vec<Vec<String>>,
+    }
+    impl<'g> Walk<'g> {
+        fn visit(&mut self, node: &'g str) {
+            let n = self.index.len();
+            self.index.insert(node, n);
+            self.low.insert(node, n);
+            self.stack.push(node);
+            self.on_stack.insert(node);
+            for next in &self.graph[node] {
+                let next = next.as_str();
+                if !self.index.contains_key(next) {
+                    self.visit(next);
+                    let low = self.low[node].min(self.low[next]);
+                    self.low.insert(node, low);
+                } else if self.on_stack.contains(next) {
+                    let low = self.low[node].min(self.index[next]);
+                    self.low.insert(node, low);
+                }
+            }
+            if self.low[node] == self.index[node] {
+                let mut group = Vec::new();
+                while let Some(member) = self.stack.pop() {
+                    self.on_stack.remove(member);
+                    group.push(member.to_owned());
+                    if member == node {
+                        break;
+                    }
+                }
+                if group.len() > 1 {
+                    group.sort();
+                    self.groups.push(group);
+                }
+            }
+        }
+    }
+    let mut walk = Walk {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        groups: Vec::new(),
+    };
+    for node in graph.keys() {
+        if !walk.index.contains_key(node.as_str()) {
+            walk.visit(node);
+        }
+    }
+    walk.groups.sort();
+    walk.groups
+}
+
+fn describe(graph: &BTreeMap<String, BTreeSet<String>>) -> String {
+    graph
+        .iter()
+        .map(|(module, deps)| {
+            let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+            format!("  {module} -> {}\n", deps.join(", "))
+        })
+        .collect()
+}
+
+#[test]
+fn modules_depend_on_each_other_one_way() {
+    let graph = module_graph();
+    assert!(
+        graph.len() > 10 && graph.contains_key("error") && graph.contains_key("host"),
+        "the sources were not found where expected:\n{}",
+        describe(&graph)
+    );
+    let found = cycles(&graph);
+    let known: Vec<Vec<String>> = KNOWN_CYCLES
+        .iter()
+        .map(|group| group.iter().map(|m| (*m).to_owned()).collect())
+        .collect();
+    assert_eq!(
+        found,
+        known,
+        "cycles between modules differ from the known ones (a new cycle, or a known one \
+         taken apart: update KNOWN_CYCLES). The graph:\n{}",
+        describe(&graph)
+    );
+}
+
+#[test]
+fn error_depends_on_nothing_else_of_the_crate() {
+    let graph = module_graph();
+    let outgoing: Vec<&str> = graph["error"].iter().map(String::as_str).collect();
+    assert_eq!(
+        outgoing, KNOWN_ERROR_DEPENDENCIES,
+        "`error` is to be a leaf: its dependencies differ from the known ones (a new one, or \
+         one taken away: update KNOWN_ERROR_DEPENDENCIES)"
+    );
+}
+
+/// Every function of product code with its length in lines, as
+/// `path::name`.
+fn function_lengths() -> Vec<(String, usize)> {
+    let root = workspace();
+    let mut files = Vec::new();
+    for dir in [
+        "host/src",
+        "plugin-sdk/src",
+        "plugin-sdk/macros/src",
+        "bench/src",
+        "proto/src",
+    ] {
+        if root.join(dir).is_dir() {
+            rust_files(&root.join(dir), &mut files);
+        }
+    }
+    let mut out = Vec::new();
+    for file in files {
+        let code = product_code(&fs::read_to_string(&file).expect("a readable source"));
+        let path = file
+            .strip_prefix(&root)
+            .expect("under the workspace")
+            .display()
+            .to_string();
+        for (name, lines) in functions(&code) {
+            out.push((format!("{path}::{name}"), lines));
+        }
+    }
+    out
+}
+
+/// The functions in `code` (comments and strings already blanked) and the
+/// lines each spans, its signature included.
+fn functions(code: &str) -> Vec<(String, usize)> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    for (at, _) in code.match_indices("fn ") {
+        if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+            continue;
+        }
+        let rest = &code[at + 3..];
+        let name_end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        if name_end == 0 {
+            continue;
+        }
+        // The body opens at the first `{` before any `;` (a declaration in a
+        // trait or an `extern` block has none).
+        let Some(open) = rest
+            .find(['{', ';'])
+            .filter(|&i| rest.as_bytes()[i] == b'{')
+        else {
+            continue;
+        };
+        let mut depth = 0usize;
+        let mut close = None;
+        for (i, b) in rest.bytes().enumerate().skip(open) {
+            match b {
+                b'{' => depth += 1,
+                b'}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        close = Some(i);
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(close) = close else { continue };
+        let lines = rest[..close].matches('\n').count() + 1;
+        out.push((rest[..name_end].to_owned(), lines));
+    }
+    out
+}
+
+#[test]
+fn no_product_function_is_long() {
+    let lengths = function_lengths();
+    assert!(
+        lengths.len() > 500,
+        "only {} functions found: the sources were not where expected",
+        lengths.len()
+    );
+    let long: BTreeMap<&str, usize> = lengths
+        .iter()
+        .filter(|(_, lines)| *lines > MAX_FUNCTION_LINES)
+        .map(|(name, lines)| (name.as_str(), *lines))
+        .collect();
+    let known: BTreeSet<&str> = KNOWN_LONG_FUNCTIONS.iter().copied().collect();
+    let new: Vec<String> = long
+        .iter()
+        .filter(|(name, _)| !known.contains(*name))
+        .map(|(name, lines)| format!("{name} ({lines} lines)"))
+        .collect();
+    let mended: Vec<&str> = known
+        .iter()
+        .filter(|name| !long.contains_key(*name))
+        .copied()
+        .collect();
+    assert!(
+        new.is_empty() && mended.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines: split {new:?}; no longer long (remove \
+         from KNOWN_LONG_FUNCTIONS): {mended:?}"
+    );
+}
+
+#[test]
+fn the_reader_sees_code_not_comments_or_strings() {
+    let code = product_code(
+        "use crate::a; // crate::b\n/* crate::c */ let s = \"crate::d {\"; let c = '{';\n\
+         fn f<'x>() { crate::e::g() }\n#[cfg(test)]\nmod tests { use crate::f; }\n",
+    );
+    let deps: Vec<&str> = paths_after(&code, "crate::").collect();
+    assert_eq!(deps, ["a", "e"]);
+    assert_eq!(functions(&code), [("f".to_owned(), 1)]);
+}
