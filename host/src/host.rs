@@ -32,7 +32,7 @@ mod upgrade;
 
 pub use dry_run::{DryRun, DRY_RUN_KEY};
 pub use durable::HOST_RESTARTED;
-pub use instances::DestroyedInstance;
+pub use instances::{DestroyedInstance, INSTANCE_DESTROYED};
 pub use stats::HostStats;
 use stop::PendingSlot;
 pub use upgrade::Switched;

@@ -169,7 +169,7 @@ pub async fn serve_node(
         let preloading = host.clone();
         tokio::spawn(async move { preloading.preload().await });
     }
-    let stopping = drain(host.clone(), reporter, node, shutdown);
+    let stopping = drain(host.clone(), node_api.clone(), reporter, node, shutdown);
     let limits = host.config().limits.clone();
     let admin = AdminServiceServer::new(AdminApi::new(host.clone()))
         .max_decoding_message_size(limits.max_message_bytes);
@@ -213,7 +213,7 @@ pub async fn serve_node(
         )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
-    // Serving executions end with the server: their connections close.
+    // Serving executions started during the drain end with the server.
     node_api.stop_serving("host_stopping", "the node stopped");
     let _ = http_stop.send(true);
     if let Some((_, plane)) = http_plane {
@@ -223,8 +223,30 @@ pub async fn serve_node(
             Ok(Ok(())) => {}
         }
     }
+    flush_reports(node_api.host()).await;
     maintenance.abort();
     result
+}
+
+/// The longest a stop waits for the SMS to take the reports still queued
+/// (the final ones of executions the stop ended among them: else the SMS
+/// would route to them until it forgets the instances).
+const REPORT_FLUSH: Duration = Duration::from_secs(2);
+
+async fn flush_reports(host: &Host) {
+    let Some(sms) = host.sms() else {
+        return;
+    };
+    if tokio::time::timeout(REPORT_FLUSH, sms.reports().flush())
+        .await
+        .is_err()
+    {
+        let stats = sms.reports().stats();
+        tracing::warn!(
+            queued = stats.queued,
+            "the SMS did not take every report before the stop; the rest are lost"
+        );
+    }
 }
 
 /// Until the stop: `spearlet.FunctionService` is NOT_SERVING while the
@@ -258,13 +280,15 @@ async fn follow_persistence(host: &Host, reporter: &tonic_health::server::Health
 }
 
 /// A graceful stop, once `signal` fires: health turns NOT_SERVING and new
-/// calls are refused (UNAVAILABLE, `host_stopping`) at once; the node
+/// calls are refused (UNAVAILABLE, `host_stopping`) at once; serving
+/// executions of the node API end and the SMS is told; the node
 /// leaves the cluster, so no one routes to it any more; SYNC and STREAM
 /// calls in flight finish, for up to `server.shutdown_grace`; ASYNC
 /// executions still running then are cancelled (`host_stopping`; a plugin
 /// that ignores its flag is abandoned); then the transport closes.
 async fn drain(
     host: Host,
+    node_api: NodeApi,
     reporter: tonic_health::server::HealthReporter,
     node: Option<crate::sms::NodeAgent>,
     signal: impl Future<Output = ()> + Send,
@@ -274,6 +298,11 @@ async fn drain(
         () = follow_persistence(&host, &reporter) => {}
     }
     host.begin_shutdown();
+    // Serving executions end now (their connections close), and the SMS
+    // hears of it before the node leaves, so its gateway stops routing to
+    // them.
+    node_api.stop_serving("host_stopping", "the node stopped");
+    flush_reports(&host).await;
     reporter
         .set_not_serving::<FunctionServiceServer<FunctionApi>>()
         .await;

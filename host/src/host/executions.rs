@@ -32,6 +32,22 @@ impl Host {
     ///
     /// [`Error::ExecutionNotFound`].
     pub fn cancel(&self, execution_id: &str, force: bool) -> Result<(bool, ExecutionStatus)> {
+        let error = ExecutionError::new("cancelled", "cancelled on request");
+        self.cancel_with(execution_id, force, error)
+    }
+
+    /// As [`Host::cancel`], the execution ending with `error` (the caller's
+    /// code and reason) if the cancellation ends it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ExecutionNotFound`].
+    pub fn cancel_with(
+        &self,
+        execution_id: &str,
+        force: bool,
+        error: ExecutionError,
+    ) -> Result<(bool, ExecutionStatus)> {
         let record =
             self.inner
                 .executions
@@ -39,7 +55,6 @@ impl Host {
                 .ok_or_else(|| Error::ExecutionNotFound {
                     execution_id: execution_id.to_owned(),
                 })?;
-        let error = ExecutionError::new("cancelled", "cancelled on request");
         Ok(match record.cancel(force, error) {
             CancelOutcome::AlreadyEnded(status) => (false, status),
             CancelOutcome::Cancelled => (true, ExecutionStatus::Cancelled),

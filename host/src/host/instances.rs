@@ -6,6 +6,10 @@ use super::Host;
 use crate::error::{Error, Result};
 use crate::exec::{CancelOutcome, ExecutionError};
 
+/// The error code of executions ended because their instance was
+/// destroyed on request.
+pub const INSTANCE_DESTROYED: &str = "instance_destroyed";
+
 /// What destroying an instance did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DestroyedInstance {
@@ -42,17 +46,20 @@ impl Host {
         } else {
             format!("instance {instance_id} destroyed: {reason}")
         };
-        let mut terminated = 0;
+        let (mut terminated, mut on_it) = (0, 0);
         for record in self.inner.executions.unfinished(Some(&task.id)) {
             if record.instance_id().as_deref() != Some(instance_id) {
                 continue;
             }
-            let error = ExecutionError::new("instance_destroyed", message.clone());
+            on_it += 1;
+            let error = ExecutionError::new(INSTANCE_DESTROYED, message.clone());
             if !matches!(record.cancel(true, error), CancelOutcome::AlreadyEnded(_)) {
                 terminated += 1;
             }
         }
-        let leased = terminated > 0;
+        // An execution that just ended may not have returned its instance
+        // yet: leased too, so that the instance is dropped on its return.
+        let leased = on_it > 0;
         if !task.pool.destroy_instance(instance_id, leased) {
             return Err(not_found());
         }

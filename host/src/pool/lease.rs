@@ -189,6 +189,12 @@ impl Drop for Lease {
             }
             drop(state);
             self.shared.returned.notify_one();
+        } else {
+            // Not kept anyway: it is no longer waited for as doomed.
+            let mut state = self.shared.state();
+            if let Some(at) = state.doomed.iter().position(|d| **d == *self.id) {
+                state.doomed.swap_remove(at);
+            }
         }
         if let Some(instance) = instance {
             if instance.is_poisoned() {

@@ -226,8 +226,19 @@ struct Entry {
     key: Key,
     report: Outgoing,
     is_final: bool,
+    /// An instance report that clears `current_execution_id`: kept like a
+    /// final one when the queue is full, since nothing else would tell the
+    /// SMS that the instance no longer serves its execution.
+    clears: bool,
     /// The SMS already kept a later copy once; it is sent again once.
     rejected: bool,
+}
+
+impl Entry {
+    /// Dropped only when nothing but such reports is left in a full queue.
+    fn kept(&self) -> bool {
+        self.is_final || self.clears
+    }
 }
 
 /// Queued reports in order, at most one per id.
@@ -241,7 +252,13 @@ struct Queue {
 
 impl Queue {
     /// Queues `entry` (at `seq` when given, else last), replacing a queued
-    /// one for its id in place; returns what the bound made it drop.
+    /// one for its id; returns what the bound made it drop.
+    ///
+    /// A replacement goes last, not in its predecessor's place: reports are
+    /// sent in the order they were made across ids too. That matters to
+    /// SPEAR's SMS, where an execution's report also marks its instance as
+    /// serving it: an instance's IDLE report must not overtake the final
+    /// report of the execution it ran.
     fn put(&mut self, entry: Entry, seq: Option<u64>, capacity: usize) -> Vec<Entry> {
         if let Some(&old) = self.by_key.get(&entry.key) {
             if seq.is_some() {
@@ -249,20 +266,14 @@ impl Queue {
                 // report queued for its id since supersedes it.
                 return Vec::new();
             }
-            if entry.is_final {
-                self.non_final.remove(&old);
-            } else {
-                self.non_final.insert(old);
-            }
-            self.entries.insert(old, entry);
-            return Vec::new();
+            self.remove(old);
         }
         let seq = seq.unwrap_or_else(|| {
             self.next += 1;
             self.next
         });
         self.by_key.insert(entry.key.clone(), seq);
-        if !entry.is_final {
+        if !entry.kept() {
             self.non_final.insert(seq);
         }
         self.entries.insert(seq, entry);
@@ -378,6 +389,7 @@ impl Reporter {
                 key: Key::Execution(report.execution_id),
                 report: Outgoing::Execution(execution),
                 is_final,
+                clears: false,
                 rejected: false,
             },
             |_| {},
@@ -391,7 +403,8 @@ impl Reporter {
     /// report clears it.
     pub fn instance(&self, report: InstanceReport) {
         let is_final = report.status == ReportedInstanceStatus::Terminated;
-        let live = !is_final && !report.current_execution_id.is_empty();
+        let clears = report.current_execution_id.is_empty();
+        let live = !is_final && !clears;
         let instance = Instance {
             instance_id: report.instance_id.clone(),
             task_id: report.task_id,
@@ -410,6 +423,7 @@ impl Reporter {
                 key: Key::Instance(id.clone()),
                 report: Outgoing::Instance(instance),
                 is_final,
+                clears,
                 rejected: false,
             },
             move |state| match copy {
@@ -642,6 +656,7 @@ impl Inner {
                         key,
                         report: Outgoing::Instance(instance.clone()),
                         is_final: false,
+                        clears: false,
                         rejected: false,
                     },
                     None,
@@ -1054,12 +1069,55 @@ mod tests {
         assert_eq!(reports.live_instances(), 0);
     }
 
+    #[tokio::test]
+    async fn an_instance_cleared_after_its_execution_ended_is_told_after_that_end() {
+        // The SMS marks an execution's instance as serving it on every
+        // report of the execution: the instance's IDLE report must come
+        // after the execution's final one, even when its RUNNING report was
+        // queued first.
+        let gate = Arc::new(Semaphore::new(0));
+        let (addr, mut received) = server(Some(Arc::clone(&gate))).await;
+        let reports = reporter(addr, settings());
+        reports.execution(execution("e", ReportedStatus::Running));
+        assert_eq!(next(&mut received).await.id(), "e:e");
+        reports.instance(instance("i", ReportedInstanceStatus::Running, "e"));
+        reports.execution(execution("e", ReportedStatus::Completed));
+        reports.instance(instance("i", ReportedInstanceStatus::Idle, ""));
+        gate.add_permits(100);
+        let order: Vec<String> = [
+            next(&mut received).await.id(),
+            next(&mut received).await.id(),
+        ]
+        .into();
+        assert_eq!(order, ["e:e", "i:i"]);
+        flush(&reports).await;
+        assert!(drain(&mut received).is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_keeps_the_report_that_clears_an_instance() {
+        let entry = |key: Key, clears| Entry {
+            key,
+            report: Outgoing::Execution(Execution::default()),
+            is_final: false,
+            clears,
+            rejected: false,
+        };
+        let mut queue = Queue::default();
+        queue.put(entry(Key::Instance("i".into()), true), None, 2);
+        queue.put(entry(Key::Execution("a".into()), false), None, 2);
+        let dropped = queue.put(entry(Key::Execution("b".into()), false), None, 2);
+        assert_eq!(dropped[0].key, Key::Execution("a".into()));
+        assert_eq!(queue.pop().unwrap().1.key, Key::Instance("i".into()));
+    }
+
     #[test]
     fn the_queue_drops_the_oldest_non_final_first() {
         let entry = |id: &str, is_final| Entry {
             key: Key::Execution(id.into()),
             report: Outgoing::Execution(Execution::default()),
             is_final,
+            clears: false,
             rejected: false,
         };
         let mut queue = Queue::default();
@@ -1069,7 +1127,7 @@ mod tests {
         let dropped = queue.put(entry("c", false), None, 3);
         assert_eq!(dropped.len(), 1);
         assert_eq!(dropped[0].key, Key::Execution("a".into()));
-        // Replacing keeps the place and drops nothing.
+        // Replacing moves it last and drops nothing.
         assert!(queue.put(entry("b", true), None, 3).is_empty());
         let dropped = queue.put(entry("d", true), None, 3);
         assert_eq!(dropped[0].key, Key::Execution("c".into()));

@@ -500,6 +500,28 @@ impl ExecutionRegistryService for Fake {
         }
         let (accepted, stored_updated_at_ms) = self.0.record(|s| {
             s.executions.push(execution.clone());
+            // As SPEAR's SMS: every execution report also files its
+            // instance as serving it, stamped with the SMS's own clock —
+            // which is why a node must clear the instance afterwards.
+            let now = i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap();
+            let serving = Instance {
+                instance_id: execution.instance_id.clone(),
+                task_id: execution.task_id.clone(),
+                node_uuid: execution.node_uuid.clone(),
+                status: spearlet_proto::sms::InstanceStatus::Running.into(),
+                updated_at_ms: now,
+                last_seen_ms: now,
+                current_execution_id: execution.execution_id.clone(),
+                ..Instance::default()
+            };
+            s.stored_instances
+                .insert(serving.instance_id.clone(), serving);
             keep(
                 &mut s.stored_executions,
                 &execution.execution_id,

@@ -569,8 +569,14 @@ async fn the_sms_learns_of_executions_and_instances_and_places_the_node() {
         .into_iter()
         .filter(|e| e.execution_id == "reported")
         .collect();
-    assert!(reports.len() >= 2, "a start and an end: {reports:?}");
-    assert_eq!(reports[0].status, Reported::Running as i32);
+    // A start report still queued when the end comes is replaced by it (the
+    // reporter coalesces): the end always arrives, after any start.
+    let (end, starts) = reports.split_last().expect("the end is reported");
+    assert_eq!(end.status, Reported::Completed as i32);
+    assert!(
+        starts.iter().all(|r| r.status == Reported::Running as i32),
+        "{reports:?}"
+    );
     assert!(reports
         .windows(2)
         .all(|w| w[1].updated_at_ms > w[0].updated_at_ms));
@@ -601,6 +607,24 @@ async fn the_sms_learns_of_executions_and_instances_and_places_the_node() {
         .unwrap()
         .into_inner();
     assert_eq!(got.output.unwrap().data, b"42");
+
+    // An execution that never got an instance (its task is nowhere) is
+    // reported on a placeholder instance, gone at once: the SMS requires an
+    // instance, and must not route to one that never served.
+    let mut req = invoke("nowhere", "add", None);
+    req.mode = node_pb::ExecutionMode::Async.into();
+    req.execution_id = "unplaced".into();
+    let _ = node.invocations.invoke(req).await;
+    sms.until_execution("unplaced", |e| e.status == Reported::Failed as i32)
+        .await;
+    sms.until("the placeholder instance gone", |s| {
+        s.stored_instances
+            .get("unplaced-unplaced")
+            .is_some_and(|i| {
+                i.status == InstanceStatus::Terminated as i32 && i.current_execution_id.is_empty()
+            })
+    })
+    .await;
 
     // A gateway execution is reported at once, as its own instance, which
     // names it current until it is terminated.

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use spearlet_proto::node as pb;
 
-use super::ledger::{Ending, NewEntry, Phase};
+use super::ledger::{Ending, NewEntry, Phase, Refusal};
 use super::report::{self, Subject};
 use super::{payload, serving, Entry, NodeApi};
 use crate::error::{Error, Result};
@@ -35,7 +35,13 @@ struct Call {
     metadata: BTreeMap<String, String>,
 }
 
-pub(super) async fn invoke(api: &NodeApi, req: pb::InvokeRequest) -> Result<pb::InvokeResponse> {
+/// `deadline`: the caller's gRPC deadline; a SYNC call ends by the sooner
+/// of it and `timeout_ms`.
+pub(super) async fn invoke(
+    api: &NodeApi,
+    req: pb::InvokeRequest,
+    deadline: Option<Duration>,
+) -> Result<pb::InvokeResponse> {
     if req.task_id.is_empty() {
         return Err(Error::InvalidRequest {
             field: "task_id",
@@ -65,18 +71,17 @@ pub(super) async fn invoke(api: &NodeApi, req: pb::InvokeRequest) -> Result<pb::
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let task_id: Arc<str> = req.task_id.into();
     if gateway {
-        return Ok(
-            match serving::start(
-                api,
-                execution_id.clone(),
-                invocation_id,
-                task_id,
-                req.function_name,
-            ) {
-                Some(entry) => response(&api.entry_view(&entry, false)),
-                None => existing(api, &execution_id),
-            },
+        let started = serving::start(
+            api,
+            execution_id.clone(),
+            invocation_id,
+            task_id,
+            req.function_name,
         );
+        return match started {
+            Ok(entry) => Ok(response(&api.entry_view(&entry, false))),
+            Err(refusal) => refused(api, &execution_id, refusal),
+        };
     }
     let (content_type, data) = req
         .input
@@ -89,44 +94,89 @@ pub(super) async fn invoke(api: &NodeApi, req: pb::InvokeRequest) -> Result<pb::
         mode,
         headers: req.headers.into_iter().collect(),
         environment: req.environment.into_iter().collect(),
-        timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+        timeout: sooner(
+            (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms)),
+            deadline.filter(|_| mode == ExecutionMode::Sync),
+        ),
         force_new_instance: req.force_new_instance,
         metadata,
     };
-    let Some(entry) = api.ledger.insert(NewEntry {
+    // Bounds the ASYNC calls accepted while their task loads (each holds
+    // its input): claimed before anything is recorded.
+    let loading = if mode == ExecutionMode::Async && api.host.task(&task_id).is_none() {
+        let limit = api.host.config().executions.max_pending;
+        let permit =
+            Arc::clone(&api.loading)
+                .try_acquire_owned()
+                .map_err(|_| Error::TooManyPending {
+                    pending: limit,
+                    limit,
+                })?;
+        Some(permit)
+    } else {
+        None
+    };
+    let inserted = api.ledger.insert(NewEntry {
         execution_id: Arc::clone(&execution_id),
         invocation_id,
         task_id: Arc::clone(&task_id),
         function: call.function.as_str().into(),
         phase: Phase::Loading { cancelled: false },
         instance_id: None,
-    }) else {
-        // The same id raced in: where that one stands.
-        return Ok(existing(api, &execution_id));
+    });
+    let entry = match inserted {
+        Ok(entry) => entry,
+        Err(refusal) => return refused(api, &execution_id, refusal),
     };
-    let loaded = api.host.task(&task_id).is_some();
-    if mode == ExecutionMode::Async && !loaded {
+    if let Some(permit) = loading {
         // Accepted now, loaded and run after: the caller must not wait for
         // a download.
         let host = api.host.clone();
         let entry_ = Arc::clone(&entry);
         tokio::spawn(async move {
             let _ = run(&host, &entry_, call).await;
+            drop(permit);
         });
         return Ok(response(&api.entry_view(&entry, false)));
     }
-    // A failure before the run (task fetch or load, bad input) is an error
-    // status, so SPEAR's web admin tries another node; a run that fails is
-    // a reply (FAILED, with the error).
-    Ok(match run(&api.host, &entry, call).await? {
+    // Run in a task of its own, so that a caller who gives up (its future
+    // dropped) never leaves the execution half-recorded. A failure before
+    // the run (task fetch or load, bad input) is an error status, so
+    // SPEAR's web admin tries another node; a run that fails is a reply
+    // (FAILED, with the error).
+    let host = api.host.clone();
+    let running = Arc::clone(&entry);
+    let ran = tokio::spawn(async move { run(&host, &running, call).await })
+        .await
+        .map_err(|e| Error::Internal(format!("a node-API call's task failed: {e}")))?;
+    Ok(match ran? {
         Some(snapshot) => response(&super::snapshot_view(&entry.invocation_id, &snapshot, true)),
         None => response(&api.entry_view(&entry, true)),
     })
 }
 
+/// The answer when the ledger took no entry: where a known id stands, or
+/// RESOURCE_EXHAUSTED when it holds only live executions.
+fn refused(api: &NodeApi, execution_id: &str, refusal: Refusal) -> Result<pb::InvokeResponse> {
+    match refusal {
+        Refusal::Known => Ok(existing(api, execution_id)),
+        Refusal::Full { max } => Err(Error::TooManyPending {
+            pending: max,
+            limit: max,
+        }),
+    }
+}
+
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 /// Loads the task, maps the input, runs the call; for ASYNC, watches it to
 /// its end. The entry ends FAILED if anything before the run fails.
-/// `None`: it was terminated while its task loaded, and never ran.
+/// `None`: it was terminated before it ran.
 async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<ExecutionSnapshot>> {
     let target = Target::ExistingTask {
         task_id: entry.task_id.to_string(),
@@ -169,7 +219,15 @@ async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<Execu
     request.timeout = call.timeout;
     request.force_new_instance = call.force_new_instance;
     request.metadata = call.metadata;
-    let outcome = match host.invoke(request).await {
+    // A termination that came before the host held the record: the call is
+    // dropped, which cancels whatever of it started.
+    let invoked = tokio::select! {
+        invoked = host.invoke(request) => invoked,
+        error = entry.terminated() => {
+            return Ok(after_termination(host, entry, error).await);
+        }
+    };
+    let outcome = match invoked {
         Ok(outcome) => outcome.execution,
         Err(e) => {
             end_unrun(
@@ -191,8 +249,38 @@ async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<Execu
     Ok(Some(outcome))
 }
 
-/// Reports a finished execution's start and end (it ran within the call).
+/// How a call dropped on termination ended: as its host record says if
+/// the host got to make one (dropping the call cancelled it), else
+/// cancelled before it ran.
+async fn after_termination(
+    host: &Host,
+    entry: &Entry,
+    error: ExecutionError,
+) -> Option<ExecutionSnapshot> {
+    if let Some(record) = host.execution_record(&entry.execution_id) {
+        record.finished().await;
+        let snapshot = record.snapshot();
+        record_end(host, entry, &snapshot);
+        return Some(snapshot);
+    }
+    end_unrun(host, entry, ExecutionStatus::Cancelled, error);
+    None
+}
+
+/// Ends the entry of an execution that finished, and reports its start
+/// and end (it ran within the call) — unless it had ended already (a
+/// termination raced it), which was reported then.
 fn record_end(host: &Host, entry: &Entry, e: &ExecutionSnapshot) {
+    let completed_at = e.completed_at.unwrap_or_else(SystemTime::now);
+    let ended = entry.end(Ending {
+        status: e.status,
+        error: e.error.clone(),
+        started_at: e.started_at,
+        completed_at,
+    });
+    if !ended {
+        return;
+    }
     let started_at = e.started_at.unwrap_or(entry.accepted_at);
     let instance = e.instance_id.clone().unwrap_or_else(|| "".into());
     if !instance.is_empty() {
@@ -202,27 +290,32 @@ fn record_end(host: &Host, entry: &Entry, e: &ExecutionSnapshot) {
     if !instance.is_empty() {
         report::started(host, &subject);
     }
-    let completed_at = e.completed_at.unwrap_or_else(SystemTime::now);
+    // Its instance destroyed on request was reported gone then: not IDLE.
+    let instance_gone = e
+        .error
+        .as_ref()
+        .is_some_and(|error| error.code == crate::host::INSTANCE_DESTROYED);
     report::ended(
         host,
         &subject,
         e.status,
         e.error.as_ref(),
         completed_at,
-        false,
+        instance_gone,
     );
-    entry.end(Ending {
-        status: e.status,
-        error: e.error.clone(),
-        started_at: e.started_at,
-        completed_at,
-    });
 }
 
 /// Follows an ASYNC execution the host runs: reported RUNNING once it has
 /// an instance, and how it ended when it does.
 async fn follow(host: &Host, entry: &Arc<Entry>) {
     let Some(record) = host.execution_record(&entry.execution_id) else {
+        // Already gone from the host's store (pruned): it ended, how is
+        // not known any more.
+        let error = ExecutionError::new(
+            "record_lost",
+            "the host no longer holds the execution's record",
+        );
+        end_unrun(host, entry, ExecutionStatus::Failed, error);
         return;
     };
     let mut reported_start = false;
@@ -273,22 +366,33 @@ pub(super) fn terminate(
 ) -> Result<(bool, ExecutionStatus)> {
     let error = ExecutionError::new("terminated", reason);
     let Some(entry) = api.ledger.get(execution_id) else {
-        return api.host.cancel(execution_id, true);
+        return api.host.cancel_with(execution_id, true, error);
     };
-    match entry.phase() {
-        Phase::Ended(ending) => Ok((false, ending.status)),
-        Phase::Loading { .. } => {
-            entry.cancel_loading();
-            end_unrun(&api.host, &entry, ExecutionStatus::Cancelled, error);
-            Ok((true, ExecutionStatus::Cancelled))
-        }
-        Phase::Serving { .. } => {
-            serving::stop(&api.host, &entry, error);
-            Ok((true, ExecutionStatus::Cancelled))
-        }
-        Phase::Recorded => {
-            let (took, status) = api.host.cancel(execution_id, true)?;
-            Ok((took, status))
+    loop {
+        match entry.phase() {
+            Phase::Ended(ending) => return Ok((false, ending.status)),
+            Phase::Loading { .. } => {
+                if entry.cancel_loading() {
+                    end_unrun(&api.host, &entry, ExecutionStatus::Cancelled, error);
+                    return Ok((true, ExecutionStatus::Cancelled));
+                }
+                // Its load finished meanwhile: look again.
+            }
+            Phase::Serving { .. } => {
+                serving::stop(&api.host, &entry, error);
+                return Ok((true, ExecutionStatus::Cancelled));
+            }
+            Phase::Recorded => {
+                return match api.host.cancel_with(execution_id, true, error.clone()) {
+                    Err(Error::ExecutionNotFound { .. }) => {
+                        // Recorded here, not yet by the host: the call
+                        // gives up its run.
+                        entry.request_termination(error);
+                        Ok((true, ExecutionStatus::Cancelled))
+                    }
+                    other => other,
+                };
+            }
         }
     }
 }

@@ -4,13 +4,16 @@
 //! still loading), and the serving executions SPEAR's gateway starts.
 //!
 //! Bounded like the host's store: past `max` entries the oldest ended one
-//! is forgotten (a serving execution is kept until it ends).
+//! is forgotten. An entry still live (loading, running, serving) is never
+//! forgotten — it could then be neither listed nor terminated, and its id
+//! could start a second run — so a ledger full of live entries refuses new
+//! ones ([`Refusal::Full`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::exec::{ExecutionError, ExecutionStatus};
 
@@ -27,6 +30,9 @@ pub struct Entry {
     /// When it was accepted.
     pub accepted_at: SystemTime,
     state: Mutex<State>,
+    /// Wakes the call that runs it when a termination found no host
+    /// record to cancel yet (see [`Entry::request_termination`]).
+    terminate: Notify,
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +42,8 @@ struct State {
     phase: Phase,
     /// The instance it ran on (for a serving execution: its own).
     instance_id: Option<Arc<str>>,
+    /// A termination asked for before the host held its record.
+    termination: Option<ExecutionError>,
 }
 
 /// Where an execution stands, as far as the node API must remember it.
@@ -88,6 +96,10 @@ impl Entry {
     }
 
     /// Whether it is a serving execution that has not ended.
+    pub fn has_ended(&self) -> bool {
+        matches!(self.state().phase, Phase::Ended(_))
+    }
+
     pub fn is_serving(&self) -> bool {
         matches!(self.state().phase, Phase::Serving { .. })
     }
@@ -151,12 +163,44 @@ impl Entry {
         }
     }
 
+    /// Asks the call running this execution to stop: between the entry
+    /// being recorded and the host holding its record, the host cannot
+    /// cancel it, so the call itself gives up its run (see
+    /// [`Entry::terminated`]).
+    pub(super) fn request_termination(&self, error: ExecutionError) {
+        self.state().termination = Some(error);
+        // A stored permit: the call may not be waiting yet.
+        self.terminate.notify_one();
+    }
+
+    /// Completes once a termination was requested, with its error.
+    pub(super) async fn terminated(&self) -> ExecutionError {
+        loop {
+            if let Some(error) = self.state().termination.clone() {
+                return error;
+            }
+            self.terminate.notified().await;
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// What a new entry starts as.
+/// Why [`Ledger::insert`] added nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The id is held already.
+    Known,
+    /// Every entry is live; none can be forgotten.
+    Full {
+        /// The bound.
+        max: usize,
+    },
+}
+
 #[derive(Debug)]
 pub struct NewEntry {
     /// The execution id.
@@ -196,11 +240,24 @@ impl Ledger {
         }
     }
 
-    /// Adds an entry; `None` if its id is taken.
-    pub fn insert(&self, new: NewEntry) -> Option<Arc<Entry>> {
+    /// Adds an entry, forgetting the oldest ended one past the bound.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::Known`] if its id is taken; [`Refusal::Full`] if every
+    /// entry held is still live.
+    pub fn insert(&self, new: NewEntry) -> Result<Arc<Entry>, Refusal> {
         let mut inner = self.inner();
         if inner.by_id.contains_key(&new.execution_id) {
-            return None;
+            return Err(Refusal::Known);
+        }
+        if inner.order.len() >= self.max {
+            let Some(at) = inner.order.iter().position(|e| e.has_ended()) else {
+                return Err(Refusal::Full { max: self.max });
+            };
+            if let Some(old) = inner.order.remove(at) {
+                inner.by_id.remove(&old.execution_id);
+            }
         }
         inner.seq += 1;
         let entry = Arc::new(Entry {
@@ -213,25 +270,17 @@ impl Ledger {
                 function: new.function,
                 phase: new.phase,
                 instance_id: new.instance_id,
+                termination: None,
             }),
+            terminate: Notify::new(),
         });
         inner
             .by_id
             .insert(Arc::clone(&entry.execution_id), Arc::clone(&entry));
         inner.order.push_back(Arc::clone(&entry));
-        while inner.order.len() > self.max {
-            // The oldest that is not serving.
-            let Some(at) = inner.order.iter().position(|e| !e.is_serving()) else {
-                break;
-            };
-            if let Some(old) = inner.order.remove(at) {
-                inner.by_id.remove(&old.execution_id);
-            }
-        }
-        Some(entry)
+        Ok(entry)
     }
 
-    /// The entry for `execution_id`.
     pub fn get(&self, execution_id: &str) -> Option<Arc<Entry>> {
         self.inner().by_id.get(execution_id).cloned()
     }
@@ -306,7 +355,10 @@ mod tests {
         for (id, task) in [("e1", "a"), ("e2", "b"), ("e3", "a"), ("e4", "a")] {
             ledger.insert(new(id, task, Phase::Recorded)).unwrap();
         }
-        assert!(ledger.insert(new("e1", "a", Phase::Recorded)).is_none());
+        assert_eq!(
+            ledger.insert(new("e1", "a", Phase::Recorded)).unwrap_err(),
+            Refusal::Known
+        );
         let ids = |page: &[Arc<Entry>]| {
             page.iter()
                 .map(|e| e.execution_id.to_string())
@@ -319,17 +371,25 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_ended_entries_go_first_and_serving_ones_stay() {
-        let ledger = Ledger::new(2);
+    fn the_oldest_ended_entries_go_first_and_live_ones_stay() {
+        let ledger = Ledger::new(3);
         let (stop, _) = watch::channel(false);
         ledger
             .insert(new("serve", "a", Phase::Serving { stop }))
             .unwrap();
-        ledger.insert(new("e1", "a", Phase::Recorded)).unwrap();
+        let e1 = ledger.insert(new("e1", "a", Phase::Recorded)).unwrap();
         ledger.insert(new("e2", "a", Phase::Recorded)).unwrap();
-        assert!(ledger.get("serve").is_some());
+        // Full of live entries: nothing is forgotten, the new one refused.
+        assert_eq!(
+            ledger.insert(new("e3", "a", Phase::Recorded)).unwrap_err(),
+            Refusal::Full { max: 3 }
+        );
+        assert!(e1.end(ended()));
+        ledger.insert(new("e3", "a", Phase::Recorded)).unwrap();
         assert!(ledger.get("e1").is_none());
-        assert!(ledger.get("e2").is_some());
+        for live in ["serve", "e2", "e3"] {
+            assert!(ledger.get(live).is_some(), "{live}");
+        }
         assert_eq!(ledger.serving(Some("a")).len(), 1);
         let serving = ledger.get("serve").unwrap();
         let mut stopped = serving.stopped().unwrap();
@@ -337,6 +397,15 @@ mod tests {
         assert!(*stopped.borrow_and_update());
         assert!(!serving.end(ended()));
         assert!(ledger.serving(None).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_termination_asked_before_the_run_is_waited_for_by_the_run() {
+        let ledger = Ledger::new(2);
+        let e = ledger.insert(new("e1", "a", Phase::Recorded)).unwrap();
+        // Asked before anyone waits: the run still sees it.
+        e.request_termination(ExecutionError::new("terminated", "stop"));
+        assert_eq!(e.terminated().await.code, "terminated");
     }
 
     #[test]

@@ -38,6 +38,9 @@ const MAX_PAGE: usize = 1000;
 pub struct NodeApi {
     host: Host,
     ledger: Arc<Ledger>,
+    /// ASYNC calls accepted while their task loads: at most
+    /// `executions.max_pending` (each holds its input until it runs).
+    loading: Arc<tokio::sync::Semaphore>,
 }
 
 impl NodeApi {
@@ -45,9 +48,11 @@ impl NodeApi {
     /// node-API executions.
     pub fn new(host: Host) -> Self {
         let max = host.config().executions.max_records;
+        let pending = host.config().executions.max_pending;
         NodeApi {
             host,
             ledger: Arc::new(Ledger::new(max)),
+            loading: Arc::new(tokio::sync::Semaphore::new(pending)),
         }
     }
 
@@ -117,8 +122,10 @@ impl NodeApi {
                 },
             },
             Phase::Ended(ending) => {
-                let output = recorded()
-                    .filter(|_| include_output)
+                // Read (and copied) only when asked for: a listing never is.
+                let output = include_output
+                    .then(recorded)
+                    .flatten()
                     .and_then(|s| s.output)
                     .map(output_payload);
                 pb::Execution {
@@ -196,9 +203,10 @@ impl InvocationService for NodeApi {
         &self,
         request: Request<pb::InvokeRequest>,
     ) -> Result<Response<pb::InvokeResponse>, Status> {
+        let deadline = super::convert::grpc_timeout(request.metadata());
         let req = request.into_inner();
         limits::check_node_invoke(&req, &self.host.config().limits)?;
-        Ok(Response::new(invoke::invoke(self, req).await?))
+        Ok(Response::new(invoke::invoke(self, req, deadline).await?))
     }
 }
 

@@ -16,6 +16,10 @@ use crate::sms::{
     ExecutionReport, InstanceReport, ReportedInstanceStatus, ReportedStatus, Reporter,
 };
 
+/// The instance id prefix of executions that ended before they got an
+/// instance (a task that would not load, bad input, a termination).
+pub const UNPLACED_PREFIX: &str = "unplaced-";
+
 /// One execution's identity, as every report of it repeats.
 #[derive(Debug, Clone)]
 pub struct Subject {
@@ -80,10 +84,20 @@ pub fn ended(
     let Some(reports) = reporter(host) else {
         return;
     };
+    // The SMS refuses an execution without an instance, and files the
+    // instance of every execution reported as serving it: one that never
+    // got an instance is reported on a placeholder, gone at once.
+    let placeholder;
+    let (subject, instance_gone) = if subject.instance_id.is_empty() {
+        placeholder = Subject {
+            instance_id: format!("{UNPLACED_PREFIX}{}", subject.execution_id).into(),
+            ..subject.clone()
+        };
+        (&placeholder, true)
+    } else {
+        (subject, instance_gone)
+    };
     reports.execution(report(subject, reported(status), error, Some(completed_at)));
-    if subject.instance_id.is_empty() {
-        return;
-    }
     reports.instance(InstanceReport {
         instance_id: subject.instance_id.to_string(),
         task_id: subject.task_id.to_string(),

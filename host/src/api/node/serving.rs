@@ -15,7 +15,7 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
-use super::ledger::{Ending, NewEntry, Phase};
+use super::ledger::{Ending, NewEntry, Phase, Refusal};
 use super::report::{self, Subject};
 use super::{payload, Entry, Ledger, NodeApi};
 use crate::error::Error;
@@ -38,15 +38,18 @@ pub struct CallFailure {
 }
 
 /// Starts a serving execution of `task_id` (its task is loaded now, in
-/// the background: a task that cannot load ends it FAILED). `None` if the
-/// execution id is taken.
+/// the background: a task that cannot load ends it FAILED).
+///
+/// # Errors
+///
+/// As [`super::Ledger::insert`].
 pub(super) fn start(
     api: &NodeApi,
     execution_id: Arc<str>,
     invocation_id: Arc<str>,
     task_id: Arc<str>,
     function: String,
-) -> Option<Arc<Entry>> {
+) -> Result<Arc<Entry>, Refusal> {
     let (stop, _) = watch::channel(false);
     let instance: Arc<str> = format!("{INSTANCE_PREFIX}{execution_id}").into();
     let entry = api.ledger.insert(NewEntry {
@@ -83,7 +86,7 @@ pub(super) fn start(
             }
         }
     });
-    Some(entry)
+    Ok(entry)
 }
 
 /// Terminates a serving execution: its WebSocket connections close.
