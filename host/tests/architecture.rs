@@ -65,7 +65,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/invoke.rs::create_task",
     "host/src/isolate/codec/mod.rs::encode_into",
     "host/src/loader/library.rs::from_module",
-    "host/src/metrics/mod.rs::encode",
     "host/src/server.rs::serve_node",
     "plugin-sdk/macros/src/lib.rs::expand",
 ];
