@@ -26,6 +26,14 @@
 //!
 //! [`decode`] borrows the meta and data from the message ([`FrameRef`]);
 //! [`Frame`] owns them, for frames built here and sent back.
+//!
+//! Encoding never panics. The header's lengths are 32-bit, so a meta or
+//! data of 4 GiB or more cannot be described: [`Frame::try_encode`] says
+//! so ([`EncodeError`]), and [`Frame::encode`] writes an error frame with
+//! code [`OUTPUT_TOO_LARGE`] on the same stream and `seq` in its place. A
+//! sender that must stay under the peer's limit — the node's answers, as
+//! SPEAR's gateway closes its shared connection (1009) over
+//! [`MAX_FRAME_BYTES`] — encodes with [`Frame::try_encode`] and that limit.
 
 use serde_json::Value as Json;
 
@@ -44,6 +52,34 @@ pub const MAGIC: [u8; 4] = *b"SPST";
 
 /// The only version of the format there is.
 pub const VERSION: u16 = 1;
+
+/// The error code of a frame sent in place of one too large to send.
+pub const OUTPUT_TOO_LARGE: &str = "output_too_large";
+
+/// The largest meta or data a header can describe (its lengths are `u32`).
+pub const MAX_PART_BYTES: usize = u32::MAX as usize;
+
+/// Why a frame cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// The encoded frame would be over the limit the sender asked for.
+    #[error("the frame is {size} bytes, over the {limit}-byte frame limit")]
+    OverLimit {
+        /// The size of the encoded frame (header, meta and data).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The meta or the data is longer than the header's 32-bit length
+    /// can say.
+    #[error("the frame's {part} is {len} bytes, over the {MAX_PART_BYTES} bytes an SSF header can describe")]
+    Unrepresentable {
+        /// `"meta"` or `"data"`.
+        part: &'static str,
+        /// Its length.
+        len: usize,
+    },
+}
 
 fn invalid(reason: impl Into<String>) -> Error {
     Error::InvalidFrame {
@@ -130,20 +166,21 @@ impl FrameRef<'_> {
         HEADER_LEN + self.meta.len() + self.data.len()
     }
 
-    /// Appends the encoded frame (32-byte header) to `out`.
-    ///
-    /// # Panics
-    ///
-    /// If the meta or the data is 4 GiB or more (the header cannot say so).
+    /// Appends the encoded frame (32-byte header) to `out`; a frame whose
+    /// meta or data is 4 GiB or more is replaced by an error frame (code
+    /// [`OUTPUT_TOO_LARGE`]) on the same stream and `seq`, as
+    /// [`Frame::encode`] does.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        write_frame(
+        write_or_refuse(
             out,
-            self.msg_type,
-            self.flags,
-            self.stream_id,
-            self.seq,
-            self.meta.as_bytes(),
-            self.data,
+            Parts {
+                msg_type: self.msg_type,
+                flags: self.flags,
+                stream_id: self.stream_id,
+                seq: self.seq,
+                meta: self.meta.as_bytes(),
+                data: self.data,
+            },
         );
     }
 }
@@ -200,74 +237,119 @@ impl Frame {
         HEADER_LEN + self.meta.len() + self.data.len()
     }
 
-    /// Appends the encoded frame (32-byte header) to `out`.
-    ///
-    /// # Panics
-    ///
-    /// If the meta or the data is 4 GiB or more (the header cannot say so).
+    /// Appends the encoded frame (32-byte header) to `out`; a frame whose
+    /// meta or data is 4 GiB or more is replaced by an error frame, as
+    /// [`Frame::encode`] says.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        write_frame(
-            out,
-            self.msg_type,
-            self.flags,
-            self.stream_id,
-            self.seq,
-            &self.meta,
-            &self.data,
-        );
+        write_or_refuse(out, self.parts());
     }
 
     /// The encoded frame (32-byte header).
     ///
-    /// # Panics
-    ///
-    /// As [`Frame::encode_into`].
+    /// Never panics: a frame whose meta or data is 4 GiB or more (which
+    /// the header's 32-bit lengths cannot describe) is replaced by an
+    /// error frame with code [`OUTPUT_TOO_LARGE`] on the same stream and
+    /// `seq`, so the peer learns what became of it. [`Frame::try_encode`]
+    /// refuses instead.
     pub fn encode(&self) -> Vec<u8> {
         encode(self)
     }
+
+    /// The encoded frame (32-byte header), if it is at most `limit` bytes
+    /// ([`MAX_FRAME_BYTES`] for what SPEAR's gateway accepts) and the header
+    /// can describe it.
+    ///
+    /// # Errors
+    ///
+    /// [`EncodeError::OverLimit`] over `limit`;
+    /// [`EncodeError::Unrepresentable`] for a meta or data of 4 GiB or more.
+    pub fn try_encode(&self, limit: usize) -> Result<Vec<u8>, EncodeError> {
+        let size = self.encoded_len();
+        if size > limit {
+            return Err(EncodeError::OverLimit { size, limit });
+        }
+        let mut out = Vec::with_capacity(size);
+        write_frame(&mut out, self.parts())?;
+        Ok(out)
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            msg_type: self.msg_type,
+            flags: self.flags,
+            stream_id: self.stream_id,
+            seq: self.seq,
+            meta: &self.meta,
+            data: &self.data,
+        }
+    }
 }
 
-fn write_frame(
-    out: &mut Vec<u8>,
+/// A frame's fields, borrowed, for [`write_frame`].
+#[derive(Debug, Clone, Copy)]
+struct Parts<'a> {
     msg_type: MsgType,
     flags: u16,
     stream_id: u32,
     seq: u64,
-    meta: &[u8],
-    data: &[u8],
-) {
-    let meta_len = u32::try_from(meta.len()).expect("SSF meta of 4 GiB or more");
-    let data_len = u32::try_from(data.len()).expect("SSF data of 4 GiB or more");
-    out.reserve(HEADER_LEN + meta.len() + data.len());
+    meta: &'a [u8],
+    data: &'a [u8],
+}
+
+/// The header's `meta_len` and `data_len`, if they fit its 32-bit fields.
+fn part_lengths(meta: usize, data: usize) -> Result<(u32, u32), EncodeError> {
+    let fit = |part, len: usize| {
+        u32::try_from(len).map_err(|_| EncodeError::Unrepresentable { part, len })
+    };
+    Ok((fit("meta", meta)?, fit("data", data)?))
+}
+
+/// Appends the frame to `out`; `out` is untouched on error.
+fn write_frame(out: &mut Vec<u8>, frame: Parts<'_>) -> Result<(), EncodeError> {
+    let (meta_len, data_len) = part_lengths(frame.meta.len(), frame.data.len())?;
+    out.reserve(HEADER_LEN + frame.meta.len() + frame.data.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
-    out.extend_from_slice(&msg_type.as_u16().to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&stream_id.to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&frame.msg_type.as_u16().to_le_bytes());
+    out.extend_from_slice(&frame.flags.to_le_bytes());
+    out.extend_from_slice(&frame.stream_id.to_le_bytes());
+    out.extend_from_slice(&frame.seq.to_le_bytes());
     out.extend_from_slice(&meta_len.to_le_bytes());
     out.extend_from_slice(&data_len.to_le_bytes());
-    out.extend_from_slice(meta);
-    out.extend_from_slice(data);
+    out.extend_from_slice(frame.meta);
+    out.extend_from_slice(frame.data);
+    Ok(())
 }
 
-/// Encodes `frame` with a 32-byte header.
-///
-/// # Panics
-///
-/// As [`Frame::encode_into`].
+/// Appends the frame to `out`, or, if the header cannot describe it, the
+/// error frame ([`OUTPUT_TOO_LARGE`]) that takes its place.
+fn write_or_refuse(out: &mut Vec<u8>, frame: Parts<'_>) {
+    if let Err(e) = write_frame(out, frame) {
+        let refusal = Frame::error(
+            frame.stream_id,
+            frame.seq,
+            OUTPUT_TOO_LARGE,
+            &e.to_string(),
+            false,
+        );
+        // A short meta and no data: its lengths always fit, so this
+        // cannot fail.
+        let _ = write_frame(out, refusal.parts());
+    }
+}
+
+/// Encodes `frame` with a 32-byte header; never panics (see
+/// [`Frame::encode`]).
 pub fn encode(frame: &Frame) -> Vec<u8> {
-    let mut out = Vec::with_capacity(frame.encoded_len());
+    // `write_frame` reserves the room once the header can describe it.
+    let mut out = Vec::new();
     frame.encode_into(&mut out);
     out
 }
 
-/// Appends `frame`, encoded with a 32-byte header, to `out`.
-///
-/// # Panics
-///
-/// As [`Frame::encode_into`].
+/// Appends `frame`, encoded with a 32-byte header, to `out`; never panics
+/// (see [`Frame::encode`]).
 pub fn encode_into(frame: &Frame, out: &mut Vec<u8>) {
     frame.encode_into(out);
 }
@@ -629,6 +711,90 @@ mod tests {
             ..sample()
         };
         assert_eq!(decode(&encode(&frame)).unwrap().to_frame(), frame);
+    }
+
+    #[test]
+    fn try_encode_refuses_frames_over_the_limit() {
+        let frame = Frame {
+            data: vec![0; MAX_FRAME_BYTES - HEADER_LEN - sample().meta.len()],
+            ..sample()
+        };
+        // At the limit: the same bytes as `encode`.
+        assert_eq!(frame.try_encode(MAX_FRAME_BYTES).unwrap(), encode(&frame));
+        let over = Frame {
+            data: vec![0; frame.data.len() + 1],
+            ..sample()
+        };
+        let e = over.try_encode(MAX_FRAME_BYTES).unwrap_err();
+        assert_eq!(
+            e,
+            EncodeError::OverLimit {
+                size: MAX_FRAME_BYTES + 1,
+                limit: MAX_FRAME_BYTES,
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "the frame is 4194305 bytes, over the 4194304-byte frame limit"
+        );
+        assert!(sample().try_encode(10).is_err());
+    }
+
+    #[test]
+    fn lengths_the_header_cannot_describe_are_errors_not_panics() {
+        assert_eq!(part_lengths(18, 5), Ok((18, 5)));
+        assert_eq!(
+            part_lengths(0, MAX_PART_BYTES),
+            Ok((0, u32::MAX)),
+            "4 GiB less one byte still fits"
+        );
+        let e = part_lengths(0, MAX_PART_BYTES + 1).unwrap_err();
+        assert_eq!(
+            e,
+            EncodeError::Unrepresentable {
+                part: "data",
+                len: 1 << 32,
+            }
+        );
+        assert!(e.to_string().contains("data is 4294967296 bytes"), "{e}");
+        let e = part_lengths(usize::MAX, 0).unwrap_err();
+        assert!(matches!(
+            e,
+            EncodeError::Unrepresentable { part: "meta", .. }
+        ));
+    }
+
+    /// The data is a 4 GiB anonymous mapping: address space only, never
+    /// touched, as the frame is refused before any byte is copied.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn a_frame_the_header_cannot_describe_encodes_as_an_error_frame() {
+        let data = memmap2::MmapOptions::new()
+            .len(MAX_PART_BYTES + 1)
+            .map_anon()
+            .unwrap();
+        let frame = FrameRef {
+            msg_type: MsgType::Data,
+            flags: 0,
+            stream_id: 7,
+            seq: 9,
+            meta: "{}",
+            data: &data,
+        };
+        let mut out = b"prefix".to_vec();
+        frame.encode_into(&mut out);
+        assert_eq!(&out[..6], b"prefix");
+        let sent = decode(&out[6..]).unwrap();
+        assert_eq!(sent.msg_type, MsgType::Error);
+        assert_eq!((sent.stream_id, sent.seq), (7, 9));
+        let meta: Json = serde_json::from_str(sent.meta).unwrap();
+        assert_eq!(meta["error"]["code"], OUTPUT_TOO_LARGE);
+        assert_eq!(meta["error"]["retryable"], false);
+        let message = meta["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("data is 4294967296 bytes") && message.contains("4294967295"),
+            "{message}"
+        );
     }
 
     #[test]
