@@ -209,7 +209,7 @@ impl Host {
     /// [`Error::UseStreamFunction`] for STREAM mode; the task resolution
     /// errors ([`Error::TaskNotFound`], [`Error::ArtifactSpecRequired`], the
     /// artifact pipeline's); [`Error::FunctionNotFound`];
-    /// [`Error::PoolExhausted`]; [`Error::QuarantineFull`];
+    /// [`Error::UnknownParameter`]; [`Error::PoolExhausted`]; [`Error::QuarantineFull`];
     /// [`Error::TooManyPending`].
     pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutcome> {
         if request.mode == ExecutionMode::Stream {
@@ -241,6 +241,9 @@ impl Host {
         }
         let task = self.known_task(&request.target)?;
         let function = task.function(&request.function).ok()?;
+        if let Err(e) = task.plugin.check_params(function, &request.params) {
+            return Some(Err(e));
+        }
         let seat = if task.isolation == crate::isolate::Isolation::Process {
             // A worker process runs the call; this thread posts it and
             // waits, giving up its runtime duties if it must sleep — which
@@ -361,6 +364,7 @@ impl Host {
             origin == crate::invoke::TaskOrigin::Upgraded,
         );
         let function = task.function(&request.function)?;
+        task.plugin.check_params(function, &request.params)?;
         if chunks.is_none() && function.kind() == FunctionKind::Stream {
             tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
         }

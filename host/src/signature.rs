@@ -1,8 +1,14 @@
 //! A function's declared signature, read back from the text the SDK's
 //! `#[function]` publishes (`(a: i64, name: &str, n: Option<u32>) -> i64`):
 //! enough to check a call's parameters without running anything (a dry
-//! run), and for clients to type the values they send.
+//! run), for clients to type the values they send, and for the host to
+//! refuse a parameter the function does not take.
+//!
+//! A function marked `#[function(extra_params)]` publishes a trailing `..`
+//! in its list (`(text: &str, ..) -> String`): it reads parameters beyond
+//! the declared ones (`Context::params`), so no name is unknown to it.
 
+use crate::error::Error;
 use crate::Value;
 
 /// What a declared parameter holds, as far as a caller is concerned.
@@ -36,8 +42,20 @@ pub struct Param {
 }
 
 /// The parameters of `signature`; `None` when it is not in the form the
-/// SDK writes.
+/// SDK writes. A trailing `..` (extra parameters accepted) is skipped: see
+/// [`takes_extra`].
 pub fn params(signature: &str) -> Option<Vec<Param>> {
+    Some(parsed(signature)?.0)
+}
+
+/// Whether `signature` declares that the function takes parameters beyond
+/// its named ones (a trailing `..`, from `#[function(extra_params)]`).
+pub fn takes_extra(signature: &str) -> bool {
+    parsed(signature).is_some_and(|(_, extra)| extra)
+}
+
+/// The named parameters, and whether a trailing `..` follows them.
+fn parsed(signature: &str) -> Option<(Vec<Param>, bool)> {
     let inner = signature.trim().strip_prefix('(')?;
     let mut depth = 0usize;
     let close = inner.char_indices().find(|(_, c)| {
@@ -65,7 +83,17 @@ pub fn params(signature: &str) -> Option<Vec<Param>> {
         }
     }
     pieces.push(&list[start..]);
-    for piece in pieces.into_iter().map(str::trim).filter(|p| !p.is_empty()) {
+    let mut pieces: Vec<&str> = pieces
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    // Only last: `..` anywhere else is not something the SDK writes.
+    let extra = pieces.last() == Some(&"..");
+    if extra {
+        pieces.pop();
+    }
+    for piece in pieces {
         let (name, ty) = piece.split_once(':')?;
         let ty = ty.trim().to_owned();
         let (optional, inner) = match ty.strip_prefix("Option<").and_then(|t| t.strip_suffix('>')) {
@@ -79,7 +107,7 @@ pub fn params(signature: &str) -> Option<Vec<Param>> {
             optional,
         });
     }
-    Some(out)
+    Some((out, extra))
 }
 
 fn kind_of(ty: &str) -> ParamKind {
@@ -96,9 +124,24 @@ fn kind_of(ty: &str) -> ParamKind {
     }
 }
 
-/// Why `given` does not fit `declared`: a missing required parameter, one
-/// the function does not take, or a value of the wrong kind.
-pub fn check(declared: &[Param], given: &[(String, Value)]) -> Result<(), String> {
+/// Why `given` does not fit the declared parameters of `function`: a
+/// parameter the function does not take (worded as
+/// [`Error::UnknownParameter`], as a real call is refused), a missing
+/// required parameter, or a value of the wrong kind. `extra`: the function
+/// takes undeclared parameters too ([`takes_extra`]).
+pub fn check(
+    function: &str,
+    declared: &[Param],
+    extra: bool,
+    given: &[(String, Value)],
+) -> Result<(), String> {
+    // First: a misspelled name explains the required one it leaves out.
+    if !extra {
+        let names = || declared.iter().map(|p| p.name.as_str());
+        if let Some((name, _)) = given.iter().find(|(n, _)| !names().any(|d| d == n)) {
+            return Err(unknown_parameter(function, name, names()).to_string());
+        }
+    }
     for p in declared {
         let value = given.iter().find(|(n, _)| *n == p.name).map(|(_, v)| v);
         match value {
@@ -116,21 +159,108 @@ pub fn check(declared: &[Param], given: &[(String, Value)]) -> Result<(), String
             _ => {}
         }
     }
-    if let Some((name, _)) = given
-        .iter()
-        .find(|(n, _)| !declared.iter().any(|p| p.name == *n))
-    {
-        let names: Vec<&str> = declared.iter().map(|p| p.name.as_str()).collect();
-        return Err(format!(
-            "the function takes no parameter `{name}` (it takes: {})",
-            if names.is_empty() {
-                "none".to_owned()
-            } else {
-                names.join(", ")
-            }
-        ));
-    }
     Ok(())
+}
+
+/// The parameter names a function accepts, worked out once when its plugin
+/// loads, so that checking a call costs a few short string compares (one
+/// per given name and declared name) and no parsing or allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepts {
+    /// Exactly these names.
+    Declared(Box<[Box<str>]>),
+    /// Any name: the function takes extra parameters (`..`), or its
+    /// signature is not in the form the SDK writes (a hand-written plugin),
+    /// so nothing can be known about its names.
+    Any,
+}
+
+impl Accepts {
+    /// What a function publishing `signature` accepts.
+    pub fn of(signature: &str) -> Accepts {
+        match parsed(signature) {
+            Some((declared, false)) => Accepts::Declared(
+                declared
+                    .into_iter()
+                    .map(|p| p.name.into_boxed_str())
+                    .collect(),
+            ),
+            Some((_, true)) | None => Accepts::Any,
+        }
+    }
+
+    /// Refuses the first of `given` that `function` does not take.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownParameter`], with the closest declared name.
+    #[inline]
+    pub fn check(&self, function: &str, given: &[(String, Value)]) -> Result<(), Error> {
+        let Accepts::Declared(names) = self else {
+            return Ok(());
+        };
+        match given
+            .iter()
+            .find(|(n, _)| !names.iter().any(|d| **d == **n))
+        {
+            None => Ok(()),
+            Some((name, _)) => Err(unknown_parameter(
+                function,
+                name,
+                names.iter().map(|d| &**d),
+            )),
+        }
+    }
+}
+
+/// The error for `name`, which `function` (taking `declared`) does not
+/// take: cold, so the check above stays small.
+#[cold]
+fn unknown_parameter<'a>(
+    function: &str,
+    name: &str,
+    declared: impl Iterator<Item = &'a str>,
+) -> Error {
+    Error::UnknownParameter {
+        function: function.to_owned(),
+        name: name.to_owned(),
+        suggestion: closest(name, declared).map(str::to_owned),
+    }
+}
+
+/// The candidate nearest `name` by edit distance, if near enough to be a
+/// likely misspelling: at most a third of the longer name's characters
+/// (rounded up) differ, and not all of them, so `wrd` suggests `word` but
+/// `extra` suggests nothing for `text`, nor `c` for `a`.
+pub fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (levenshtein(name, c), c))
+        .filter(|(d, c)| {
+            let longer = name.chars().count().max(c.chars().count());
+            *d <= longer.div_ceil(3) && *d < longer
+        })
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Edits (insert, delete, substitute a character) from `a` to `b`.
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                diagonal
+            } else {
+                1 + diagonal.min(above).min(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 fn fits(kind: ParamKind, value: &Value) -> bool {
@@ -185,26 +315,96 @@ mod tests {
     #[test]
     fn calls_are_checked_against_the_declaration() {
         let p = params("(a: i64, b: Option<f64>)").unwrap();
-        let given = |pairs: &[(&str, Value)]| -> Vec<(String, Value)> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                .collect()
-        };
-        assert!(check(&p, &given(&[("a", Value::I64(1))])).is_ok());
-        assert!(check(&p, &given(&[]))
+        assert!(check("f", &p, false, &given(&[("a", Value::I64(1))])).is_ok());
+        assert!(check("f", &p, false, &given(&[]))
             .unwrap_err()
             .contains("`a: i64` is required"));
-        let wrong = check(&p, &given(&[("a", Value::String("1".into()))])).unwrap_err();
+        let wrong = check("f", &p, false, &given(&[("a", Value::String("1".into()))])).unwrap_err();
         assert!(wrong.contains("declared `i64`, got a string"), "{wrong}");
         let extra = check(
+            "f",
             &p,
+            false,
             &given(&[("a", Value::I64(1)), ("c", Value::Bool(true))]),
         )
         .unwrap_err();
-        assert!(
-            extra.contains("no parameter `c`") && extra.contains("a, b"),
-            "{extra}"
+        assert_eq!(extra, "unknown parameter `c` of `f`");
+        // A misspelling is named before the required parameter it misses.
+        let typo = check("f", &p, false, &given(&[("aa", Value::I64(1))])).unwrap_err();
+        assert_eq!(typo, "unknown parameter `aa` of `f`; did you mean `a`?");
+        assert!(check(
+            "f",
+            &p,
+            true,
+            &given(&[("a", Value::I64(1)), ("c", Value::Bool(true))])
+        )
+        .is_ok());
+    }
+
+    fn given(pairs: &[(&str, Value)]) -> Vec<(String, Value)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_trailing_rest_marks_extra_parameters() {
+        let sig = "(text: &str, ..) -> String";
+        let p = params(sig).unwrap();
+        assert_eq!(p.len(), 1);
+        assert_eq!((p[0].name.as_str(), p[0].kind), ("text", ParamKind::Text));
+        assert!(takes_extra(sig));
+        assert!(takes_extra("(..) -> i64"));
+        assert_eq!(params("(..) -> i64").unwrap(), []);
+        assert!(!takes_extra("(text: &str) -> String"));
+        // `..` is only ever written last.
+        assert_eq!(params("(.., text: &str)"), None);
+        assert_eq!(Accepts::of(sig), Accepts::Any);
+        assert_eq!(Accepts::of("hand-written"), Accepts::Any);
+        assert_eq!(
+            Accepts::of("(a: i64, b: Vec<(u8, u8)>)"),
+            Accepts::Declared(["a".into(), "b".into()].into())
         );
+    }
+
+    #[test]
+    fn unknown_names_are_refused_with_the_closest_declared_one() {
+        let accepts = Accepts::of("(word: &str, limit: Option<u32>) -> u64");
+        let ok = given(&[("word", Value::String("x".into()))]);
+        assert!(accepts.check("tally", &ok).is_ok());
+        let typo = given(&[("wrd", Value::String("x".into()))]);
+        let err = accepts.check("tally", &typo).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown parameter `wrd` of `tally`; did you mean `word`?"
+        );
+        assert!(matches!(
+            &err,
+            Error::UnknownParameter { function, name, suggestion }
+                if function == "tally" && name == "wrd" && suggestion.as_deref() == Some("word")
+        ));
+        let far = given(&[("word", Value::Unit), ("extra", Value::I64(1))]);
+        let err = accepts.check("tally", &far).unwrap_err();
+        assert_eq!(err.to_string(), "unknown parameter `extra` of `tally`");
+        assert!(Accepts::Any.check("tally", &far).is_ok());
+        assert!(Accepts::of("() -> u64")
+            .check("none", &given(&[("x", Value::Unit)]))
+            .is_err());
+    }
+
+    #[test]
+    fn suggestions_are_near_misses_only() {
+        let names = ["word", "limit", "text"];
+        assert_eq!(closest("wrd", names.into_iter()), Some("word"));
+        assert_eq!(closest("lmit", names.into_iter()), Some("limit"));
+        assert_eq!(closest("txet", names.into_iter()), Some("text"));
+        assert_eq!(closest("extra", names.into_iter()), None);
+        assert_eq!(closest("a", ["b"].into_iter()), None);
+        assert_eq!(closest("ab", ["ac"].into_iter()), Some("ac"));
+        assert_eq!(closest("x", [].into_iter()), None);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("naïve", "naive"), 1);
     }
 }

@@ -32,6 +32,7 @@ const KNOWN_CYCLES: &[&[&str]] = &[
         "loader",
         "pool",
         "registry",
+        "signature",
         "sms",
         "telemetry",
     ],

@@ -83,6 +83,13 @@
 //! return value ends the stream. `#[function(name = "...")]` publishes the
 //! function under another name; the doc comment becomes its description.
 //!
+//! The host refuses a call that sends a parameter the function does not
+//! declare (`unknown_parameter`, with the closest declared name), so a
+//! misspelled name is never silently ignored. A function that reads
+//! parameters beyond its declared ones through [`Context::params`] says so
+//! with `#[function(extra_params)]` (published as a trailing `..` in its
+//! signature, `(text: &str, ..) -> String`).
+//!
 //! # Testing
 //!
 //! With the `testing` feature, [`testing::MockCall`] calls a function the way

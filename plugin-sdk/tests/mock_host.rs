@@ -153,6 +153,31 @@ fn descriptors_carry_name_kind_description_and_signature() {
     assert_eq!(d.signature.as_str(), "(tag: Option<String>) -> String");
 }
 
+/// Takes `key` and any other parameters the caller sends.
+#[function(extra_params)]
+fn tagged(ctx: &Context, key: &str) -> String {
+    let others: Vec<&str> = ctx
+        .params()
+        .map(|(name, _)| name)
+        .filter(|name| *name != "key")
+        .collect();
+    format!("{key}: {}", others.join(","))
+}
+
+/// `extra_params` is published as a trailing `..`, the one thing the host
+/// reads to let undeclared names through; the function sees them all.
+#[test]
+fn extra_params_end_the_signature_with_a_rest() {
+    use spear_plugin_sdk::__private::FunctionDef;
+    let d = <tagged as FunctionDef>::DESCRIPTOR;
+    assert_eq!(d.signature.as_str(), "(key: &str, ..) -> String");
+    let out = MockCall::new()
+        .param("key", "k")
+        .param("colour", "blue")
+        .call::<tagged>(&mut ());
+    assert_eq!(out, Ok(Value::String("k: colour".into())));
+}
+
 mod coded {
     use spear_plugin_sdk::prelude::*;
     use spear_plugin_sdk::testing::MockCall;

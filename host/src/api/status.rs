@@ -18,6 +18,7 @@ pub fn code(error: &Error) -> Code {
         | Error::NoDefaultFunction { .. }
         | Error::ArtifactSpecRequired { .. }
         | Error::MissingParameter { .. }
+        | Error::UnknownParameter { .. }
         | Error::UseStreamFunction
         | Error::UnsupportedArtifactType { .. }
         | Error::UnsupportedLocation { .. }

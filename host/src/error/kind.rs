@@ -59,6 +59,7 @@ impl Error {
             Error::ArtifactSpecRequired { .. } => "artifact_spec_required",
             Error::TaskNameTaken { .. } => "task_name_taken",
             Error::MissingParameter { .. } => "missing_parameter",
+            Error::UnknownParameter { .. } => "unknown_parameter",
             Error::PoolExhausted { .. } => "pool_exhausted",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::UseStreamFunction => "use_stream_function",

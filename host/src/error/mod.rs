@@ -543,6 +543,22 @@ pub enum Error {
         name: String,
     },
 
+    /// A parameter the function does not declare, for a function that does
+    /// not take extra ones (`#[function(extra_params)]`): refused before
+    /// anything runs, so a misspelled name is not mistaken for a missing one.
+    #[error(
+        "unknown parameter `{name}` of `{function}`{}",
+        suggestion.as_deref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
+    )]
+    UnknownParameter {
+        /// The function called.
+        function: String,
+        /// The parameter it does not take.
+        name: String,
+        /// The declared parameter closest to `name`, if one is close.
+        suggestion: Option<String>,
+    },
+
     /// `create_if_not_exists` was set for an unknown task, without an artifact to create it from.
     #[error("task `{task_id}` does not exist and cannot be created without an artifact_spec")]
     ArtifactSpecRequired {

@@ -136,8 +136,11 @@ impl Host {
             )?,
         };
         let info = &plugin.functions()[function.index()];
-        let parameters = crate::signature::params(&info.signature)
-            .and_then(|declared| crate::signature::check(&declared, &request.params).err());
+        // Worded as the real call's refusal would be.
+        let parameters = crate::signature::params(&info.signature).and_then(|declared| {
+            let extra = crate::signature::takes_extra(&info.signature);
+            crate::signature::check(&info.name, &declared, extra, &request.params).err()
+        });
         Ok(DryRun {
             parameters,
             task_id,

@@ -14,6 +14,7 @@ use super::elf;
 use super::verified::{anonymous_file, VerifiedFile};
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
+use crate::signature::Accepts;
 
 /// Every library loaded (or refused) in this process, by digest. Libraries
 /// are never unloaded, so neither are these entries.
@@ -102,6 +103,9 @@ pub struct Plugin {
     abi_version: String,
     functions: Vec<FunctionInfo>,
     names: Box<[Arc<str>]>,
+    /// The parameter names each function takes, read from its signature
+    /// at load: a call's names are checked against these, not reparsed.
+    accepts: Box<[Accepts]>,
     by_name: HashMap<String, FunctionHandle>,
     /// The function the plugin marks `#[function(default)]` (ABI 1.2).
     default_function: Option<FunctionHandle>,
@@ -325,6 +329,10 @@ impl Plugin {
                 .iter()
                 .map(|f| Arc::from(f.name.as_str()))
                 .collect(),
+            accepts: functions
+                .iter()
+                .map(|f| Accepts::of(&f.signature))
+                .collect(),
             needed: Vec::new(),
             functions,
             by_name,
@@ -420,6 +428,22 @@ impl Plugin {
             index: u32::try_from(index).ok()?,
             kind: info.kind,
         })
+    }
+
+    /// Refuses a parameter in `given` that `function` does not take
+    /// (unless it takes extra ones): a few string compares on a call whose
+    /// names are all declared.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownParameter`], with the closest declared name.
+    #[inline]
+    pub fn check_params(
+        &self,
+        function: FunctionHandle,
+        given: &[(String, crate::Value)],
+    ) -> Result<()> {
+        self.accepts[function.index()].check(self.function_name(function), given)
     }
 
     /// The name of a function resolved from this plugin.
@@ -523,6 +547,10 @@ impl Plugin {
             names: functions
                 .iter()
                 .map(|f| Arc::from(f.name.as_str()))
+                .collect(),
+            accepts: functions
+                .iter()
+                .map(|f| Accepts::of(&f.signature))
                 .collect(),
             functions,
             by_name,

@@ -19,9 +19,11 @@ use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 /// `blocking` keeps it off the host's inline tier (it may block or
 /// sometimes run long, however short its usual runs); `default` makes it
 /// the plugin's default function, the one a caller that names no function
-/// gets (at most one per plugin); `name = "..."`
-/// publishes it under another name; `description = "..."` overrides the
-/// doc comment as its description.
+/// gets (at most one per plugin); `extra_params` lets callers send
+/// parameters beyond the declared ones, which it reads through
+/// `Context::params` (without it the host refuses an undeclared name);
+/// `name = "..."` publishes it under another name; `description = "..."`
+/// overrides the doc comment as its description.
 #[proc_macro_attribute]
 pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = syn::parse_macro_input!(attr as Args);
@@ -36,6 +38,7 @@ struct Args {
     stream: bool,
     blocking: bool,
     default: bool,
+    extra_params: bool,
     name: Option<LitStr>,
     description: Option<LitStr>,
 }
@@ -49,6 +52,7 @@ impl Parse for Args {
                 syn::Meta::Path(p) if p.is_ident("stream") => args.stream = true,
                 syn::Meta::Path(p) if p.is_ident("blocking") => args.blocking = true,
                 syn::Meta::Path(p) if p.is_ident("default") => args.default = true,
+                syn::Meta::Path(p) if p.is_ident("extra_params") => args.extra_params = true,
                 syn::Meta::NameValue(nv) if nv.path.is_ident("name") => {
                     args.name = Some(lit_str(&nv.value)?);
                 }
@@ -58,7 +62,7 @@ impl Parse for Args {
                 other => {
                     return Err(Error::new_spanned(
                         other,
-                        "unknown argument; expected `stream`, `blocking`, `default`, `name = \"...\"` or `description = \"...\"`",
+                        "unknown argument; expected `stream`, `blocking`, `default`, `extra_params`, `name = \"...\"` or `description = \"...\"`",
                     ))
                 }
             }
@@ -130,6 +134,13 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         call_args.push(local);
     }
 
+    // Extra parameters are published as a trailing `..`: the host reads it
+    // from the signature text, so the function table's layout is unchanged
+    // (a host that predates it sees a signature it cannot parse, and checks
+    // nothing, as before).
+    if args.extra_params {
+        shown_params.push("..".to_owned());
+    }
     let signature = format!(
         "({}){}",
         shown_params.join(", "),

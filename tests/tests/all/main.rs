@@ -24,4 +24,5 @@ mod samples;
 mod streaming;
 mod task_management;
 mod tier;
+mod unknown_params;
 mod upgrade;

@@ -27,7 +27,10 @@ pub const OCTETS: &str = "application/octet-stream";
 ///
 /// [`Error::InvalidRequest`] (`input`) naming what does not fit: JSON that
 /// is not an object, a value of the wrong kind for its parameter, raw
-/// input to a function that does not take exactly one parameter.
+/// input to a function that does not take exactly one parameter. A JSON
+/// key the function does not declare passes through untyped: the host
+/// refuses it ([`Error::UnknownParameter`]) as it does for every client,
+/// unless the function takes extra parameters.
 pub fn params(
     function: &FunctionInfo,
     content_type: &str,
