@@ -56,7 +56,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/api/mod.rs::invoke_function",
     "host/src/api/node/invoke.rs::invoke",
     "host/src/api/reply.rs::task_info",
-    "host/src/cli/client/manage.rs::task",
     "host/src/cli/serve.rs::run",
     "host/src/config/validate.rs::validate",
     "host/src/host.rs::invoke_in_place",

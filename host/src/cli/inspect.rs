@@ -1,5 +1,7 @@
 //! `spearlet plugin inspect`.
 
+mod describe;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,11 @@ pub struct InspectArgs {
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = humantime::parse_duration)]
     timeout: std::time::Duration,
 
+    /// How to print: `text` for people, or `json` for scripts (one object
+    /// per plugin file and per line; refusals stay on stderr).
+    #[arg(long, value_enum, default_value_t = super::Format::Text)]
+    format: super::Format,
+
     /// Inspect here, not in a child process (what each child does).
     #[arg(long, hide = true)]
     in_process: bool,
@@ -55,13 +62,16 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     use std::os::unix::process::ExitStatusExt;
     let mut refused = 0;
     for (i, source) in args.sources.iter().enumerate() {
-        if i > 0 {
+        if i > 0 && args.format == super::Format::Text {
             println!();
         }
         std::io::stdout().flush()?;
         let mut child = std::process::Command::new(std::env::current_exe()?);
         child.args(["plugin", "inspect", "--in-process", "--timeout"]);
         child.arg(humantime::format_duration(args.timeout).to_string());
+        if args.format == super::Format::Json {
+            child.args(["--format", "json"]);
+        }
         if let Some(sum) = &args.checksum {
             child.args(["--checksum", &sum.to_hex()]);
         }
@@ -105,7 +115,7 @@ fn inspect_here(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let mut downloads = None;
     let mut refused = 0;
     for (i, source) in args.sources.iter().enumerate() {
-        if i > 0 {
+        if i > 0 && args.format == super::Format::Text {
             writeln!(out)?;
         }
         let loaded = if is_url(source) {
@@ -118,7 +128,10 @@ fn inspect_here(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             Plugin::load_verified(source.as_ref(), args.checksum.as_ref())
         };
         match loaded {
-            Ok(plugin) => describe(&mut out, &plugin)?,
+            Ok(plugin) => match args.format {
+                super::Format::Text => describe::text(&mut out, &plugin)?,
+                super::Format::Json => describe::json(&mut out, &plugin)?,
+            },
             Err(err) => {
                 refused += 1;
                 out.flush()?;
@@ -208,47 +221,4 @@ fn progress_bar(url: &str) -> ProgressBar {
     );
     bar.set_message(format!("downloading {url}"));
     bar
-}
-
-fn describe(out: &mut impl Write, plugin: &Plugin) -> std::io::Result<()> {
-    writeln!(out, "file:      {}", plugin.path().display())?;
-    writeln!(out, "sha256:    {}", plugin.digest())?;
-    writeln!(out, "plugin:    {} {}", plugin.name(), plugin.version())?;
-    writeln!(
-        out,
-        "sdk:       spear-plugin-sdk {} (plugin ABI {})",
-        plugin.sdk_version(),
-        plugin.abi_version()
-    )?;
-    writeln!(out, "needs:     {}", plugin.needed_libraries().join(", "))?;
-    writeln!(out, "functions:")?;
-    let width = plugin
-        .functions()
-        .iter()
-        .map(|f| f.name.len() + f.signature.len())
-        .max()
-        .unwrap_or(0);
-    let any_blocking = plugin.functions().iter().any(|f| f.blocking);
-    let default = plugin.default_function().map(|f| f.index());
-    for (i, f) in plugin.functions().iter().enumerate() {
-        let call = format!("{}{}", f.name, f.signature);
-        let mut kind = match (any_blocking, f.blocking) {
-            (true, true) => format!("{:<6}  blocking", f.kind.to_string()),
-            (true, false) => format!("{:<6}          ", f.kind.to_string()),
-            (false, _) => format!("{:<6}", f.kind.to_string()),
-        };
-        // The function `#[function(default)]` marks: what a call naming
-        // none gets, unless its task names another.
-        match default {
-            Some(d) if d == i => kind.push_str("  default"),
-            Some(_) => kind.push_str("         "),
-            None => {}
-        }
-        if f.description.is_empty() {
-            writeln!(out, "  {call:<width$}  {kind}")?;
-        } else {
-            writeln!(out, "  {call:<width$}  {kind}  {}", f.description)?;
-        }
-    }
-    Ok(())
 }

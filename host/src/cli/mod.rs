@@ -3,6 +3,8 @@
 mod check;
 mod child;
 mod client;
+#[cfg(test)]
+mod help_tests;
 mod inspect;
 mod new;
 mod serve;
@@ -23,9 +25,6 @@ pub struct Cli {
     #[command(subcommand)]
     command: Command,
 
-    #[command(flatten)]
-    endpoint: client::Endpoint,
-
     /// Log lines as `text`, or `json`: one object per line, with the
     /// fields of the event and its span (trace_id, task, execution…).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -35,6 +34,16 @@ pub struct Cli {
     /// trace); RUST_LOG, when set, says more precisely.
     #[arg(long, global = true, value_name = "LEVEL")]
     log_level: Option<tracing::Level>,
+}
+
+/// How a command prints its results (`--format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people: aligned lines, values with their types.
+    #[default]
+    Text,
+    /// For scripts: one JSON object per result and per line (JSON Lines).
+    Json,
 }
 
 /// How log lines are written.
@@ -135,18 +144,15 @@ fn isolation_parser() -> impl clap::builder::TypedValueParser<Value = spearlet::
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let endpoint = &cli.endpoint;
     match cli.command {
         Command::Serve(args) => serve::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Invoke(args) => client::invoke(endpoint, &args),
-        Command::Tasks(args) => client::tasks(endpoint, &args).map(|()| ExitCode::SUCCESS),
-        Command::Task(command) => client::task(endpoint, &command),
-        Command::Executions(args) => {
-            client::executions(endpoint, &args).map(|()| ExitCode::SUCCESS)
-        }
-        Command::Status(args) => client::status(endpoint, &args),
-        Command::Cancel(args) => client::cancel(endpoint, &args),
-        Command::Health(args) => client::health(endpoint, &args).map(|()| ExitCode::SUCCESS),
+        Command::Invoke(args) => client::invoke(&args),
+        Command::Tasks(args) => client::tasks(&args).map(|()| ExitCode::SUCCESS),
+        Command::Task(command) => client::task(&command),
+        Command::Executions(args) => client::executions(&args).map(|()| ExitCode::SUCCESS),
+        Command::Status(args) => client::status(&args),
+        Command::Cancel(args) => client::cancel(&args),
+        Command::Health(args) => client::health(&args).map(|()| ExitCode::SUCCESS),
         Command::Plugin(PluginCommand::Inspect(args)) => inspect::run(&args),
         Command::Plugin(PluginCommand::Check(args)) => check::run(&args),
         Command::Plugin(PluginCommand::New(args)) => new::run(&args),

@@ -32,9 +32,9 @@ fn creation_flags_on_a_call_that_creates_nothing_are_refused() {
         &["--memory-max", "1048576"][..],
     ] {
         let mut args = vec![
+            "invoke",
             "--endpoint",
             "http://127.0.0.1:9",
-            "invoke",
             "--task-id",
             "t",
             "add",

@@ -87,9 +87,9 @@ fn a_crash_loses_no_acknowledged_task_or_execution() {
                 }
                 let name = format!("t{i}");
                 let out = spearlet(&[
+                    "invoke",
                     "--endpoint",
                     &endpoint,
-                    "invoke",
                     "--task-name",
                     &name,
                     "--artifact",
@@ -117,9 +117,9 @@ fn a_crash_loses_no_acknowledged_task_or_execution() {
                 let long = i % 2 == 1;
                 let ms = if long { "ms=600000" } else { "ms=1" };
                 let out = spearlet(&[
+                    "invoke",
                     "--endpoint",
                     &endpoint,
-                    "invoke",
                     "--task-name",
                     "sleepy",
                     "--artifact",

@@ -2,9 +2,11 @@
 //! area (plugin files; a served instance and its client commands).
 
 mod check;
+mod formats;
 mod inspect;
 mod isolation;
 mod lifecycle;
+mod new;
 mod observe;
 mod serve;
 mod served;

@@ -70,9 +70,9 @@ fn json_logs_carry_the_trace_of_the_call_that_logged() {
     let endpoint = format!("http://{}", listening.rsplit(' ').next().unwrap());
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let out = spearlet(&[
+        "invoke",
         "--endpoint",
         &endpoint,
-        "invoke",
         "--task-name",
         "probe",
         "--artifact",

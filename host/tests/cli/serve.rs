@@ -22,8 +22,8 @@ fn the_quickstart_path_works_over_tls() {
     let ca = cert.to_str().unwrap();
     let math = path(Artifact::Math);
     let run = |args: &[&str]| {
-        let mut all = vec!["--endpoint", &https, "--ca", ca];
-        all.extend_from_slice(args);
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--endpoint", &https, "--ca", ca]);
         spearlet(&all)
     };
     let out = run(&add_2_40("math", math));
@@ -33,7 +33,7 @@ fn the_quickstart_path_works_over_tls() {
     assert!(text(&out.stdout).lines().any(|l| l.starts_with("math ")));
     // Plain HTTP/2 to a TLS server fails, and https without the CA says what is missing.
     assert!(!served.run(&["tasks"]).status.success());
-    let out = spearlet(&["--endpoint", &https, "tasks"]);
+    let out = spearlet(&["tasks", "--endpoint", &https]);
     assert!(text(&out.stderr).contains("--ca"), "{}", text(&out.stderr));
     assert!(served.stop().success());
 }
@@ -45,9 +45,9 @@ fn sigterm_lets_calls_in_flight_finish_and_refuses_new_ones() {
     let endpoint = served.endpoint.clone();
     let in_flight = std::thread::spawn(move || {
         spearlet(&[
+            "invoke",
             "--endpoint",
             &endpoint,
-            "invoke",
             "--task-name",
             "z",
             "--artifact",
@@ -159,13 +159,13 @@ fn a_server_with_tokens_refuses_calls_without_one() {
         "{}",
         text(&out.stderr)
     );
-    let out = served.run(&["--token", "wrong", "tasks"]);
+    let out = served.run(&["tasks", "--token", "wrong"]);
     assert!(
         text(&out.stderr).contains("not accepted"),
         "{}",
         text(&out.stderr)
     );
-    let tasks = served.ok(&["--token", "s3cret-token", "tasks"]);
+    let tasks = served.ok(&["tasks", "--token", "s3cret-token"]);
     assert!(tasks.starts_with("NAME"), "{tasks}");
     assert!(served.stop().success());
 }

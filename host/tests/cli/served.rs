@@ -98,9 +98,11 @@ impl Served {
         panic!("execution {id} never reached the awaited state");
     }
 
+    /// Runs a client command against this server: `--endpoint` goes after
+    /// the command's own arguments, where client commands take it.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut all = vec!["--endpoint", &self.endpoint];
-        all.extend_from_slice(args);
+        let mut all = args.to_vec();
+        all.extend_from_slice(&["--endpoint", &self.endpoint]);
         spearlet(&all)
     }
 

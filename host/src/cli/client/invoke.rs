@@ -5,13 +5,15 @@ use clap::Args;
 use prost::Message;
 use spearlet_proto::spearlet as pb;
 
-use super::present::{describe_status, show_any, WRAPPER};
-use super::{connect, runtime, status_error, Endpoint};
+use super::declared::{declared, Declared};
+use super::present::WRAPPER;
+use super::reply::Shown;
+use super::{connect, runtime, ClientOptions};
 
 #[derive(Debug, Args)]
 pub struct InvokeArgs {
     /// The function to call.
-    function: String,
+    pub(super) function: String,
 
     /// Parameters: `name=value`, typed as the function declares it (a name
     /// it does not declare, or a function the server cannot describe: the
@@ -25,11 +27,11 @@ pub struct InvokeArgs {
     /// Run on the task with this name, creating it from --artifact if it
     /// does not exist (NEW_TASK).
     #[arg(long, conflicts_with = "task_id")]
-    task_name: Option<String>,
+    pub(super) task_name: Option<String>,
 
     /// Run on the task with this id (EXISTING_TASK).
     #[arg(long)]
-    task_id: Option<String>,
+    pub(super) task_id: Option<String>,
 
     /// With --task-id: create the task under that id if it does not exist.
     #[arg(long, requires = "task_id")]
@@ -37,7 +39,7 @@ pub struct InvokeArgs {
 
     /// The plugin: a file path (made absolute) or an http(s):// URL.
     #[arg(long, value_name = "PATH|URL")]
-    artifact: Option<String>,
+    pub(super) artifact: Option<String>,
 
     /// The artifact's sha256 (required for URLs).
     #[arg(long, value_name = "SHA256")]
@@ -107,81 +109,15 @@ pub struct InvokeArgs {
     /// nothing; no task is created.
     #[arg(long)]
     dry_run: bool,
-}
 
-/// What the server says the function declares, when the task exists there.
-struct Declared {
-    params: std::collections::HashMap<String, spearlet::signature::ParamKind>,
-    stream: bool,
-}
+    /// Write the result, raw, to FILE: bytes as they are, a string as
+    /// UTF-8, a number or bool as JSON; a stream's chunks one after
+    /// another. The summary still prints.
+    #[arg(long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
 
-/// The function's declared signature and kind, from the task's record on
-/// the server (best effort: `None` when the task does not exist yet).
-async fn declared(client: &mut super::Client, args: &InvokeArgs) -> Option<Declared> {
-    if let Some(known) = declared_by_task(client, args).await {
-        return Some(known);
-    }
-    // Not created yet: a dry run of this very call (nothing runs, no task
-    // is made) says what the function declares.
-    args.artifact.as_ref()?;
-    let mut probe = build_request(args, None).ok()?;
-    probe
-        .invocation_metadata
-        .insert(spearlet::DRY_RUN_KEY.to_owned(), "true".to_owned());
-    probe.parameters.clear();
-    let reply = client.invoke_function(probe).await.ok()?.into_inner();
-    let metrics = reply.result?.metrics;
-    Some(Declared {
-        params: spearlet::signature::params(metrics.get("signature")?)?
-            .into_iter()
-            .map(|p| (p.name, p.kind))
-            .collect(),
-        stream: metrics.get("kind").map(String::as_str) == Some("stream"),
-    })
-}
-
-async fn declared_by_task(client: &mut super::Client, args: &InvokeArgs) -> Option<Declared> {
-    let metadata = match (&args.task_id, &args.task_name) {
-        (Some(id), _) => {
-            client
-                .get_task(pb::GetTaskRequest {
-                    task_id: id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .task?
-                .metadata
-        }
-        (None, Some(name)) => {
-            client
-                .list_tasks(pb::ListTasksRequest {
-                    prefix: name.clone(),
-                    limit: 100,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .tasks
-                .into_iter()
-                .find(|t| t.task_name == *name)?
-                .metadata
-        }
-        (None, None) => return None,
-    };
-    let signature = metadata.get(&format!("signature.{}", args.function))?;
-    Some(Declared {
-        params: spearlet::signature::params(signature)?
-            .into_iter()
-            .map(|p| (p.name, p.kind))
-            .collect(),
-        stream: metadata
-            .get(&format!("kind.{}", args.function))
-            .map(String::as_str)
-            == Some("stream"),
-    })
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
 /// Refuses flags that only a task's creation reads on a call that cannot
@@ -205,10 +141,14 @@ fn check_creation_flags(args: &InvokeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
+pub fn invoke(args: &InvokeArgs) -> anyhow::Result<std::process::ExitCode> {
     check_creation_flags(args)?;
+    let shown = Shown {
+        json: args.client.json(),
+        output: args.output.as_deref(),
+    };
     runtime()?.block_on(async {
-        let mut client = connect(endpoint).await?;
+        let mut client = connect(&args.client.endpoint).await?;
         let declared = declared(&mut client, args).await;
         let mut request = tonic::Request::new(build_request(args, declared.as_ref())?);
         if let Some(traceparent) = &args.traceparent {
@@ -221,110 +161,9 @@ pub fn invoke(endpoint: &Endpoint, args: &InvokeArgs) -> anyhow::Result<std::pro
         }
         // A stream function streams, whether or not --stream was given.
         if !args.dry_run && (args.stream || declared.as_ref().is_some_and(|d| d.stream)) {
-            return stream(&mut client, request).await;
+            return shown.stream(&mut client, request).await;
         }
-        let reply = client
-            .invoke_function(request)
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let result = reply.result.unwrap_or_default();
-        if result.metrics.get("dry_run").map(String::as_str) == Some("true") {
-            println!("{}", reply.message);
-            return Ok(if reply.success {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            });
-        }
-        let status = pb::ExecutionStatus::try_from(result.status).unwrap_or_default();
-        println!(
-            "execution  {}  {}  (task {}, instance {})",
-            reply.execution_id,
-            describe_status(status, result.execution_time_ms, &result),
-            reply.task_id,
-            if reply.instance_id.is_empty() {
-                "-"
-            } else {
-                &reply.instance_id
-            }
-        );
-        if let Some(value) = result.result {
-            println!("result     {}", show_any(&value));
-        }
-        if let Some(digest) = result.metrics.get("task_upgraded_to") {
-            println!("upgraded   the task now runs sha256:{digest} (spearlet task rollback returns to the previous one)");
-        }
-        if let Some(trace) = result.metrics.get("trace_id") {
-            println!("trace      {trace}");
-        }
-        if status == pb::ExecutionStatus::Pending || status == pb::ExecutionStatus::Running {
-            let estimate = match reply.estimated_completion_ms {
-                // Nothing to estimate from before the function's first run.
-                0 => String::new(),
-                ms => format!(" (estimated {ms} ms)"),
-            };
-            println!(
-                "follow     spearlet status {}{estimate}",
-                reply.execution_id
-            );
-        }
-        Ok(if reply.success {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        })
-    })
-}
-
-async fn stream(
-    client: &mut super::Client,
-    request: tonic::Request<pb::InvokeFunctionRequest>,
-) -> anyhow::Result<std::process::ExitCode> {
-    let mut chunks = client
-        .stream_function(request)
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let mut ok = false;
-    while let Some(message) = chunks.message().await.map_err(status_error)? {
-        if message.is_final {
-            let status = pb::ExecutionStatus::try_from(message.status).unwrap_or_default();
-            if let Some(value) = &message.chunk_data {
-                println!("result     {}", show_any(value));
-            }
-            // The same last line a unary call ends with.
-            let meta = |key: &str| message.metadata.get(key).cloned().unwrap_or_default();
-            let result = pb::ExecutionResult {
-                error_code: meta("error_code"),
-                error_message: message.error_message.clone(),
-                metrics: message
-                    .metadata
-                    .get("execution_time_us")
-                    .map(|us| [("execution_time_us".to_owned(), us.clone())].into())
-                    .unwrap_or_default(),
-                ..Default::default()
-            };
-            let or_dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
-            println!(
-                "execution  {}  {}  (task {}, instance {})",
-                message.execution_id,
-                describe_status(status, 0, &result),
-                or_dash(meta("task_id")),
-                or_dash(meta("instance_id"))
-            );
-            if let Some(trace) = message.metadata.get("trace_id") {
-                println!("trace      {trace}");
-            }
-            ok = status == pb::ExecutionStatus::Completed;
-        } else if let Some(value) = &message.chunk_data {
-            println!("chunk      {}", show_any(value));
-        }
-    }
-    Ok(if ok {
-        std::process::ExitCode::SUCCESS
-    } else {
-        std::process::ExitCode::FAILURE
+        shown.unary(&mut client, request).await
     })
 }
 
@@ -341,7 +180,7 @@ pub(super) fn artifact_location(a: &str) -> anyhow::Result<String> {
     })
 }
 
-fn build_request(
+pub(super) fn build_request(
     args: &InvokeArgs,
     declared: Option<&Declared>,
 ) -> anyhow::Result<pb::InvokeFunctionRequest> {

@@ -1,52 +1,15 @@
-//! `spearlet tasks`, `task`, `executions`, `status`, `cancel`.
+//! `spearlet tasks`, `executions`, `status`, `cancel`.
 
-use clap::{Args, Subcommand};
+use clap::Args;
+use serde::Serialize;
 use spearlet_proto::spearlet as pb;
 
 use super::present::{
-    describe_status, parse_status, print_executions, show_any, show_isolation, status_name,
+    describe_status, parse_status, print_executions, show_isolation, status_name,
 };
-use super::{connect, connect_admin, runtime, status_error, Endpoint};
-use spearlet_proto::spearlet::admin::v1 as admin;
-
-fn print_switch(s: &admin::TaskSwitch) {
-    let show = |v: &Option<admin::TaskVersion>| {
-        v.as_ref().map_or_else(
-            || "-".to_owned(),
-            |v| format!("{} sha256:{} ({})", v.plugin_version, v.digest, v.location),
-        )
-    };
-    if s.unchanged {
-        println!(
-            "task {} already runs {}; nothing switched",
-            s.task_id,
-            show(&s.current)
-        );
-        return;
-    }
-    println!("task      {}", s.task_id);
-    println!("now       {}", show(&s.current));
-    if s.previous.is_some() {
-        println!(
-            "previous  {}  (task rollback returns to it)",
-            show(&s.previous)
-        );
-    }
-    if !s.removed_functions.is_empty() {
-        println!("removed   {}", s.removed_functions.join(", "));
-    }
-    if s.still_running > 0 {
-        println!(
-            "draining  {} call(s) still running on the old version finish there",
-            s.still_running
-        );
-    }
-    // What a switch does not keep, said where it happens.
-    println!(
-        "fresh     the new version's instances start afresh (state held in the old ones is not \
-         carried over); the task's counters start anew"
-    );
-}
+use super::value::Value;
+use super::view::{self, print_line};
+use super::{connect, runtime, status_error, ClientOptions};
 
 #[derive(Debug, Args)]
 pub struct TasksArgs {
@@ -59,56 +22,8 @@ pub struct TasksArgs {
     /// Continue after this task name.
     #[arg(long)]
     start_after: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum TaskCommand {
-    /// Show a task and its recent executions.
-    Get {
-        /// The task's id.
-        task_id: String,
-        /// How many recent executions to show.
-        #[arg(long, default_value_t = 10)]
-        executions: i32,
-    },
-    /// Switch a task to a new version of its plugin, blue/green: calls in
-    /// flight finish on the running version, later calls run on the new
-    /// one; the task id stays. The running version is kept for one
-    /// `task rollback`.
-    Upgrade {
-        /// The task's id.
-        task_id: String,
-        /// The new plugin: a file path (made absolute) or a URL.
-        #[arg(long, value_name = "PATH|URL")]
-        artifact: String,
-        /// Its sha256 (required for URLs).
-        #[arg(long, value_name = "SHA256")]
-        checksum: Option<String>,
-        /// Upgrade even if the new version lacks functions the running one
-        /// exports.
-        #[arg(long)]
-        allow_removed: bool,
-        /// How long to wait for calls still running on the old version,
-        /// e.g. `30s` (they are never cut short).
-        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-        drain_timeout: Option<std::time::Duration>,
-    },
-    /// Switch a task back to the version its last upgrade replaced.
-    Rollback {
-        /// The task's id.
-        task_id: String,
-    },
-    /// Delete a task (its artifact stays cached).
-    Delete {
-        /// The task's id.
-        task_id: String,
-        /// Delete even while executions run (they are asked to stop).
-        #[arg(long)]
-        force: bool,
-        /// Also remove its finished execution records.
-        #[arg(long)]
-        cleanup: bool,
-    },
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +41,8 @@ pub struct ExecutionsArgs {
     /// Continue after this execution id.
     #[arg(long)]
     start_after: Option<String>,
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +52,12 @@ pub struct StatusArgs {
     /// Include the plugin's log lines.
     #[arg(long)]
     logs: bool,
+    /// Write the result, raw, to FILE (bytes as they are, a string as
+    /// UTF-8, a number or bool as JSON); the summary still prints.
+    #[arg(long, value_name = "FILE")]
+    output: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
 #[derive(Debug, Args)]
@@ -147,11 +70,13 @@ pub struct CancelArgs {
     /// Why (recorded by the server).
     #[arg(long, default_value = "")]
     reason: String,
+    #[command(flatten)]
+    client: ClientOptions,
 }
 
-pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
+pub fn tasks(args: &TasksArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let reply = connect(endpoint)
+        let reply = connect(&args.client.endpoint)
             .await?
             .list_tasks(pb::ListTasksRequest {
                 prefix: args.prefix.clone(),
@@ -162,6 +87,13 @@ pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
             .await
             .map_err(status_error)?
             .into_inner();
+        if args.client.json() {
+            for t in &reply.tasks {
+                print_line(&view::Task::of(t, None))?;
+            }
+            more(reply.has_more, &reply.next_start_after);
+            return Ok(());
+        }
         println!(
             "{:<24} {:<36} {:<10} {:<22} {:>10}  LAST",
             "NAME", "ID", "PLUGIN", "ISOLATION", "EXECUTIONS"
@@ -193,134 +125,15 @@ pub fn tasks(endpoint: &Endpoint, args: &TasksArgs) -> anyhow::Result<()> {
     })
 }
 
-pub fn task(endpoint: &Endpoint, command: &TaskCommand) -> anyhow::Result<std::process::ExitCode> {
-    runtime()?.block_on(async {
-        let mut client = connect(endpoint).await?;
-        match command {
-            TaskCommand::Get {
-                task_id,
-                executions,
-            } => {
-                let reply = client
-                    .get_task(pb::GetTaskRequest {
-                        task_id: task_id.clone(),
-                        include_executions: true,
-                        execution_limit: *executions,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                let Some(t) = reply.task.filter(|_| reply.found) else {
-                    eprintln!("{}", reply.message);
-                    return Ok(std::process::ExitCode::FAILURE);
-                };
-                println!("task        {} ({})", t.task_name, t.task_id);
-                let spec = t.artifact_spec.unwrap_or_default();
-                println!("artifact    {}", spec.location);
-                let meta = |k: &str| t.metadata.get(k).cloned().unwrap_or_default();
-                println!(
-                    "plugin      {} {} sha256:{}",
-                    meta("plugin"),
-                    meta("plugin_version"),
-                    meta("digest")
-                );
-                println!("isolation   {}", show_isolation(&t.metadata));
-                if let Some(crashes) = t.metadata.get("worker_crashes") {
-                    println!("crashes     {crashes} worker crash(es)");
-                }
-                // Each function with where its calls run (the inline tier).
-                let functions: Vec<String> = meta("functions")
-                    .split(',')
-                    .filter(|f| !f.is_empty())
-                    .map(|f| match t.metadata.get(&format!("tier.{f}")) {
-                        Some(tier) => format!("{f} ({})", tier.replace('_', "-")),
-                        None => f.to_owned(),
-                    })
-                    .collect();
-                println!("functions   {}", functions.join(", "));
-                match t.metadata.get("quarantined") {
-                    Some(q) => println!("instances   {} ({q} quarantined)", meta("instances")),
-                    None => println!("instances   {}", meta("instances")),
-                }
-                if let Some(at) = t.metadata.get("switched_at") {
-                    match t.metadata.get("previous_digest") {
-                        Some(previous) => println!(
-                            "switched    {at}, from {} sha256:{previous} (task rollback returns to it)",
-                            meta("previous_plugin_version")
-                        ),
-                        None => println!("switched    {at} (a rollback)"),
-                    }
-                }
-                if let Some(cluster) = t.metadata.get("cluster") {
-                    println!("cluster     {cluster}, SMS task {}", meta("sms_task_id"));
-                }
-                println!("executions  {}", t.execution_count);
-                if !reply.executions.is_empty() {
-                    print_executions(&reply.executions);
-                }
-            }
-            TaskCommand::Upgrade {
-                task_id,
-                artifact,
-                checksum,
-                allow_removed,
-                drain_timeout,
-            } => {
-                let reply = connect_admin(endpoint)
-                    .await?
-                    .upgrade_task(admin::UpgradeTaskRequest {
-                        task_id: task_id.clone(),
-                        artifact_spec: Some(pb::ArtifactSpec {
-                            location: super::invoke::artifact_location(artifact)?,
-                            checksum: checksum.clone().unwrap_or_default(),
-                            ..Default::default()
-                        }),
-                        drain_timeout_ms: drain_timeout
-                            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-                        allow_removed: *allow_removed,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                print_switch(&reply);
-            }
-            TaskCommand::Rollback { task_id } => {
-                let reply = connect_admin(endpoint)
-                    .await?
-                    .rollback_task(admin::RollbackTaskRequest {
-                        task_id: task_id.clone(),
-                        drain_timeout_ms: 0,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                print_switch(&reply);
-            }
-            TaskCommand::Delete {
-                task_id,
-                force,
-                cleanup,
-            } => {
-                let reply = client
-                    .delete_task(pb::DeleteTaskRequest {
-                        task_id: task_id.clone(),
-                        force: *force,
-                        cleanup_executions: *cleanup,
-                    })
-                    .await
-                    .map_err(status_error)?
-                    .into_inner();
-                println!(
-                    "{} ({} execution records removed)",
-                    reply.message, reply.cleaned_executions
-                );
-            }
-        }
-        Ok(std::process::ExitCode::SUCCESS)
-    })
+/// Says there is another page. In JSON mode on stderr, so that stdout
+/// holds nothing but the listed objects.
+fn more(has_more: bool, next: &str) {
+    if has_more {
+        eprintln!("(more: --start-after {next})");
+    }
 }
 
-pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<()> {
+pub fn executions(args: &ExecutionsArgs) -> anyhow::Result<()> {
     let status_filter = args
         .status
         .as_deref()
@@ -328,7 +141,7 @@ pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<
         .transpose()?
         .unwrap_or_default();
     runtime()?.block_on(async {
-        let reply = connect(endpoint)
+        let reply = connect(&args.client.endpoint)
             .await?
             .list_executions(pb::ListExecutionsRequest {
                 task_id: args.task_id.clone().unwrap_or_default(),
@@ -339,6 +152,13 @@ pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<
             .await
             .map_err(status_error)?
             .into_inner();
+        if args.client.json() {
+            for e in &reply.executions {
+                print_line(&view::Execution::from(e))?;
+            }
+            more(reply.has_more, &reply.next_start_after);
+            return Ok(());
+        }
         print_executions(&reply.executions);
         if reply.has_more {
             println!("(more: --start-after {})", reply.next_start_after);
@@ -347,9 +167,17 @@ pub fn executions(endpoint: &Endpoint, args: &ExecutionsArgs) -> anyhow::Result<
     })
 }
 
-pub fn status(endpoint: &Endpoint, args: &StatusArgs) -> anyhow::Result<std::process::ExitCode> {
+/// `status --format json`: the outcome, and the log lines asked for.
+#[derive(Serialize)]
+struct StatusView {
+    #[serde(flatten)]
+    outcome: view::Outcome,
+    logs: Vec<String>,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<std::process::ExitCode> {
     runtime()?.block_on(async {
-        let reply = connect(endpoint)
+        let reply = connect(&args.client.endpoint)
             .await?
             .get_execution_status(pb::GetExecutionStatusRequest {
                 execution_id: args.execution_id.clone(),
@@ -364,14 +192,25 @@ pub fn status(endpoint: &Endpoint, args: &StatusArgs) -> anyhow::Result<std::pro
             return Ok(std::process::ExitCode::FAILURE);
         }
         let result = reply.result.unwrap_or_default();
+        let value = result.result.as_ref().map(Value::decode);
+        if let Some(file) = &args.output {
+            super::value::save(file, value.as_slice())?;
+        }
+        if args.client.json() {
+            print_line(&StatusView {
+                outcome: view::Outcome::of(&args.execution_id, &result),
+                logs: reply.logs,
+            })?;
+            return Ok(std::process::ExitCode::SUCCESS);
+        }
         let status = pb::ExecutionStatus::try_from(result.status).unwrap_or_default();
         println!(
             "execution  {}  {}",
             args.execution_id,
             describe_status(status, result.execution_time_ms, &result)
         );
-        if let Some(value) = &result.result {
-            println!("result     {}", show_any(value));
+        if let Some(value) = &value {
+            println!("result     {}", value.show());
         }
         for line in &reply.logs {
             println!("log        {line}");
@@ -380,9 +219,17 @@ pub fn status(endpoint: &Endpoint, args: &StatusArgs) -> anyhow::Result<std::pro
     })
 }
 
-pub fn cancel(endpoint: &Endpoint, args: &CancelArgs) -> anyhow::Result<std::process::ExitCode> {
+/// `cancel --format json`.
+#[derive(Serialize)]
+struct CancelView<'a> {
+    execution_id: &'a str,
+    success: bool,
+    message: &'a str,
+}
+
+pub fn cancel(args: &CancelArgs) -> anyhow::Result<std::process::ExitCode> {
     runtime()?.block_on(async {
-        let reply = connect(endpoint)
+        let reply = connect(&args.client.endpoint)
             .await?
             .cancel_execution(pb::CancelExecutionRequest {
                 execution_id: args.execution_id.clone(),
@@ -392,97 +239,19 @@ pub fn cancel(endpoint: &Endpoint, args: &CancelArgs) -> anyhow::Result<std::pro
             .await
             .map_err(status_error)?
             .into_inner();
-        println!("{}", reply.message);
+        if args.client.json() {
+            print_line(&CancelView {
+                execution_id: &args.execution_id,
+                success: reply.success,
+                message: &reply.message,
+            })?;
+        } else {
+            println!("{}", reply.message);
+        }
         Ok(if reply.success {
             std::process::ExitCode::SUCCESS
         } else {
             std::process::ExitCode::FAILURE
         })
-    })
-}
-
-#[derive(Debug, Args)]
-pub struct HealthArgs {}
-
-/// The server's health, its counters, and its link to the SMS when it is
-/// part of a cluster.
-pub fn health(endpoint: &Endpoint, _args: &HealthArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let reply = connect(endpoint)
-            .await?
-            .get_health(pb::GetHealthRequest {
-                include_details: true,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        println!("{}: {}", reply.status, reply.message);
-        println!("uptime:      {} s", reply.uptime_seconds);
-        let Some(details) = reply.details else {
-            return Ok(());
-        };
-        let info = &details.system_info;
-        let get = |key: &str| info.get(key).map_or("-", String::as_str);
-        println!(
-            "tasks:       {}   running: {}   pending: {}   executions: {}",
-            details.active_tasks,
-            details.running_executions,
-            details.pending_executions,
-            details.total_executions
-        );
-        if let (Some(in_process), Some(process)) =
-            (info.get("in_process_tasks"), info.get("process_tasks"))
-        {
-            match info.get("crash_looping_tasks").filter(|n| *n != "0") {
-                Some(looping) => println!(
-                    "isolation:   {in_process} in-process, {process} process ({looping} crash_looping)"
-                ),
-                None => println!("isolation:   {in_process} in-process, {process} process"),
-            }
-        }
-        match info.get("persistence").map(String::as_str) {
-            Some("failing") => println!(
-                "storage:     FAILING since {} ({} attempts, {} journal bytes waiting): {}",
-                get("persistence_failing_since"),
-                get("persistence_attempts"),
-                get("state_journal_bytes"),
-                get("persistence_error")
-            ),
-            Some(state) => println!(
-                "storage:     {state} ({} journal bytes waiting)",
-                get("state_journal_bytes")
-            ),
-            None => {}
-        }
-        if let Some(loaded) = info.get("plugins_loaded") {
-            println!(
-                "plugins:     {loaded} loaded in use, {} unused; {} result bytes kept in records",
-                get("plugins_loaded_unused"),
-                get("execution_result_bytes")
-            );
-        }
-        println!(
-            "version:     {} (plugin ABI {})",
-            get("version"),
-            get("plugin_abi")
-        );
-        match info.get("sms") {
-            None => println!("cluster:     none (no SMS configured)"),
-            Some(state) => {
-                println!("SMS:         {state} at {}", get("sms_endpoint"));
-                println!("  node:      {}", get("sms_node_uuid"));
-                println!("  since:     {}", get("sms_since"));
-                println!("  heartbeat: {}", get("sms_last_heartbeat"));
-                println!(
-                    "  calls:     {} ({} failed)",
-                    get("sms_calls"),
-                    get("sms_failures")
-                );
-                if let Some(error) = info.get("sms_error") {
-                    println!("  error:     {error}");
-                }
-            }
-        }
-        Ok(())
     })
 }

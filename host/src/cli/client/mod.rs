@@ -1,9 +1,15 @@
 //! The client commands: `invoke`, `tasks`, `task`, `executions`, `status`,
 //! `cancel`, `health`.
 
+mod declared;
+mod health;
 mod invoke;
 mod manage;
 mod present;
+mod reply;
+mod task;
+mod value;
+mod view;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -12,11 +18,35 @@ use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
+use super::Format;
+
+pub use health::{health, HealthArgs};
 pub use invoke::{invoke, InvokeArgs};
 pub use manage::{
-    cancel, executions, health, status, task, tasks, CancelArgs, ExecutionsArgs, HealthArgs,
-    StatusArgs, TaskCommand, TasksArgs,
+    cancel, executions, status, tasks, CancelArgs, ExecutionsArgs, StatusArgs, TasksArgs,
 };
+pub use task::{task, TaskCommand};
+
+/// The options every client command takes: where the server is, and how
+/// to print its answers. Flattened into each client command (not global),
+/// so `serve` and the `plugin` commands neither show nor accept them.
+#[derive(Debug, Args)]
+pub struct ClientOptions {
+    #[command(flatten)]
+    endpoint: Endpoint,
+
+    /// How to print: `text` for people, or `json` for scripts (one object
+    /// per result and per line: a list or a stream is JSON Lines; bytes
+    /// are base64).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+impl ClientOptions {
+    fn json(&self) -> bool {
+        self.format == Format::Json
+    }
+}
 
 /// Where the server is.
 #[derive(Debug, Args)]
@@ -24,18 +54,17 @@ pub struct Endpoint {
     /// The spearlet server.
     #[arg(
         long,
-        global = true,
         env = "SPEARLET_ENDPOINT",
         default_value = "http://127.0.0.1:50052"
     )]
     endpoint: String,
 
     /// A bearer token, for a server that requires one (auth.tokens_file).
-    #[arg(long, global = true, env = "SPEARLET_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "SPEARLET_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
     /// The CA certificate (PEM) that signed an `https://` endpoint's certificate.
-    #[arg(long, global = true, env = "SPEARLET_CA", value_name = "FILE")]
+    #[arg(long, env = "SPEARLET_CA", value_name = "FILE")]
     ca: Option<std::path::PathBuf>,
 }
 

@@ -3,32 +3,9 @@
 use std::time::Duration;
 
 use anyhow::bail;
-use prost::Message;
 use spearlet_proto::spearlet as pb;
 
 pub(super) const WRAPPER: &str = "type.googleapis.com/google.protobuf.";
-
-/// A result value, readably: `5 (i64)`, `"text" (string)`.
-pub(super) fn show_any(any: &prost_types::Any) -> String {
-    let v = any.value.as_slice();
-    match any.type_url.strip_prefix(WRAPPER) {
-        Some("StringValue") => {
-            String::decode(v).map_or_else(|_| "?".into(), |s| format!("{s:?} (string)"))
-        }
-        Some("Int64Value") => i64::decode(v).map_or_else(|_| "?".into(), |n| format!("{n} (i64)")),
-        Some("DoubleValue") => f64::decode(v).map_or_else(|_| "?".into(), |n| format!("{n} (f64)")),
-        Some("BoolValue") => bool::decode(v).map_or_else(|_| "?".into(), |b| format!("{b} (bool)")),
-        Some("BytesValue") => Vec::<u8>::decode(v).map_or_else(
-            |_| "?".into(),
-            |b| match std::str::from_utf8(&b) {
-                Ok(text) => format!("{text:?} ({} bytes)", b.len()),
-                Err(_) => format!("{} bytes", b.len()),
-            },
-        ),
-        Some("Empty") => "(none)".to_owned(),
-        _ => format!("{} bytes of {}", any.value.len(), any.type_url),
-    }
-}
 
 /// A task's isolation tier from its `TaskInfo` metadata: `in-process`, or
 /// `process` with its memory cap (`process, max 256 MiB`); `-` from a
@@ -116,7 +93,7 @@ pub(super) fn parse_status(s: &str) -> anyhow::Result<pb::ExecutionStatus> {
     })
 }
 
-fn time(ts: Option<&prost_types::Timestamp>) -> String {
+pub(super) fn time(ts: Option<&prost_types::Timestamp>) -> String {
     ts.map_or_else(
         || "-".to_owned(),
         |t| {

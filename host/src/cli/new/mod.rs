@@ -1,5 +1,7 @@
 //! `spearlet plugin new NAME`: a plugin crate that builds, tests (with
-//! `MockCall`) and passes `spearlet plugin check` as it is.
+//! `MockCall`) and passes `spearlet plugin check` as it is, with one
+//! example of each kind of function — unary, stateful, failing with an
+//! error code, streaming — and a unit test for each.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -121,6 +123,13 @@ mod tests {
         assert!(lib.contains("name: \"my-greeter\""));
         assert!(lib.contains("format!(\"Hello, {name}{mark}\")"), "{lib}");
         assert!(lib.contains("libmy_greeter.so"));
+        assert!(
+            lib.contains("format!(\"cannot divide {a} by zero\")"),
+            "{lib}"
+        );
+        for example in ["fn greet(", "fn count(", "fn divide(", "fn countdown("] {
+            assert!(lib.contains(example), "{example}: {lib}");
+        }
         let manifest = render(CARGO_TOML, "my-greeter", &sdk);
         assert!(
             manifest.contains("spear-plugin-sdk = { version = \"0.1.0\" }"),
