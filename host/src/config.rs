@@ -3,6 +3,7 @@
 //! Every field has a default, so an empty file (or none) is a working
 //! configuration; unknown keys are refused so a typo is not silently ignored.
 
+mod allowed_hosts;
 mod validate;
 
 use std::net::SocketAddr;
@@ -12,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub(crate) use allowed_hosts::host_and_port;
+pub use allowed_hosts::AllowedHosts;
 pub use validate::{
     MAX_MESSAGE_BYTES, MAX_POOL_INSTANCES, MAX_QUARANTINED, MAX_RECORDS, MAX_TOTAL_RESULT_BYTES,
     MAX_WARM_WORKERS,

@@ -43,15 +43,7 @@ impl fmt::Debug for Sha256Digest {
     }
 }
 
-/// Why a checksum string was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "`{input}` is not a sha256 checksum (expected 64 hex digits, optionally prefixed `sha256:`)"
-)]
-pub struct ParseDigestError {
-    /// The rejected text.
-    pub input: String,
-}
+pub use crate::error::ParseDigestError;
 
 impl FromStr for Sha256Digest {
     type Err = ParseDigestError;

@@ -26,6 +26,7 @@ mod dry_run;
 mod durable;
 mod executions;
 mod instances;
+mod resolve;
 mod stats;
 mod stop;
 mod upgrade;

@@ -32,6 +32,8 @@ pub mod config;
 pub mod digest;
 mod error;
 pub mod exec;
+mod execution;
+mod histogram;
 mod host;
 pub mod http;
 pub mod invoke;

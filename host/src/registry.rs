@@ -11,9 +11,10 @@ use foldhash::fast::RandomState;
 
 use tokio::sync::OnceCell;
 
+pub use crate::artifact::SourceFile;
 use crate::artifact::{ArtifactSpec, CachePin};
 use crate::error::{Error, Result};
-use crate::exec::{wall_clock, ExecutionStatus};
+use crate::execution::{wall_clock, ExecutionStatus};
 use crate::isolate::Isolation;
 use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
@@ -175,31 +176,6 @@ pub struct NewTask {
     pub source: Option<SourceFile>,
 }
 
-/// A local file's identity: which file a path named, and its content's
-/// version as far as the file system tells (size and modification time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceFile {
-    /// Device and inode.
-    pub file: (u64, u64),
-    /// Size in bytes.
-    pub size: u64,
-    /// Modification time, nanoseconds since the epoch.
-    pub modified_ns: i128,
-}
-
-impl SourceFile {
-    /// The identity of what `path` names now (`None` if it names nothing).
-    pub fn of(path: &std::path::Path) -> Option<SourceFile> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path).ok()?;
-        Some(SourceFile {
-            file: (m.dev(), m.ino()),
-            size: m.size(),
-            modified_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        })
-    }
-}
-
 /// A version switch: this task version replaced another at `at`.
 #[derive(Debug, Clone)]
 pub struct Switch {
@@ -323,7 +299,7 @@ impl Task {
     pub(crate) fn record_outcome(
         &self,
         function: FunctionHandle,
-        mode: crate::exec::ExecutionMode,
+        mode: crate::execution::ExecutionMode,
         status: ExecutionStatus,
         took: Duration,
         at: Instant,

@@ -24,6 +24,7 @@ mod cache;
 mod fetch;
 mod loaded;
 mod location;
+mod source;
 mod spec;
 mod telemetry;
 
@@ -34,10 +35,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::OnceCell;
 use url::Url;
 
+pub use crate::config::AllowedHosts;
 pub use cache::{ArtifactCache, CachePin, CacheStats};
 pub use fetch::Progress;
 pub use loaded::LoadedStats;
-pub use location::AllowedHosts;
+pub use source::SourceFile;
 pub use spec::{ArtifactSpec, ACCEPTED_TYPES};
 pub use telemetry::{ArtifactCounts, ArtifactTelemetry};
 
@@ -46,7 +48,6 @@ use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::isolate::{Isolation, Workers};
 use crate::loader::{Plugin, VerifiedFile};
-use crate::registry::SourceFile;
 use fetch::Download;
 use location::Location;
 

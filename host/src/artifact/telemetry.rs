@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::telemetry::{Latency, LatencySnapshot};
+use crate::histogram::{Latency, LatencySnapshot};
 
 /// The counters (shared by the store's clones).
 #[derive(Debug, Default)]

@@ -134,7 +134,7 @@ impl Config {
             1,
             100,
         )?;
-        crate::artifact::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
+        super::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
         if self.sms.heartbeat_interval >= SPEAR_HEARTBEAT_TIMEOUT {
             return Err(format!(
                 "sms.heartbeat_interval = {} is out of range: it must be under SPEAR's \

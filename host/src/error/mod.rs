@@ -8,10 +8,15 @@
 //! `api/status.rs`, the one place errors meet the wire.
 
 mod kind;
+mod parse_digest;
+mod sms_call;
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+pub use parse_digest::ParseDigestError;
+pub use sms_call::SmsCall;
 
 /// Everything that can go wrong in spearlet.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -275,7 +280,7 @@ pub enum Error {
 
     /// The checksum given is not a sha256 digest.
     #[error(transparent)]
-    InvalidChecksum(#[from] crate::digest::ParseDigestError),
+    InvalidChecksum(#[from] ParseDigestError),
 
     /// The bytes are not a shared object this host can load.
     #[error("{} is not a loadable plugin library: {reason}", path.display())]
@@ -379,7 +384,7 @@ pub enum Error {
     #[error("the SMS at {endpoint} is unreachable ({call}): {reason}")]
     SmsUnavailable {
         /// The call that failed.
-        call: crate::sms::SmsCall,
+        call: SmsCall,
         /// The SMS address.
         endpoint: String,
         /// What went wrong.
@@ -390,7 +395,7 @@ pub enum Error {
     #[error("the SMS at {endpoint} refused {call}: {message}")]
     SmsRefused {
         /// The call refused.
-        call: crate::sms::SmsCall,
+        call: SmsCall,
         /// The SMS address.
         endpoint: String,
         /// What the SMS said.

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::status::ExecutionStatus;
+use super::ExecutionStatus;
 
 /// Counts over the records of one store, kept as records change so that
 /// statistics never walk the records.

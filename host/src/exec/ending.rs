@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::records::ExecutionRecord;
-use super::status::{ExecutionError, ExecutionStatus};
+use super::{ExecutionError, ExecutionStatus};
 use crate::pool::Quarantine;
 use crate::registry::Task;
 

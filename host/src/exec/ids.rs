@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use arrayvec::ArrayString;
 
-use super::status::unix_millis;
+use crate::execution::unix_millis;
 
 static SEED: LazyLock<u64> = LazyLock::new(|| {
     let bytes = *uuid::Uuid::new_v4().as_bytes();

@@ -29,7 +29,7 @@ mod fingerprint;
 mod ids;
 mod records;
 mod sink;
-mod status;
+mod snapshot;
 mod store;
 
 use std::sync::Arc;
@@ -37,13 +37,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub use crate::execution::{wall_clock, ExecutionError, ExecutionMode, ExecutionStatus};
 pub use budget::{DroppedOutput, ResultBudget, ResultLimit};
 pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use fingerprint::Fingerprint;
 pub use ids::ExecutionId;
 pub use records::{CancelOutcome, ExecutionRecord};
-pub use status::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+pub use snapshot::ExecutionSnapshot;
 pub use store::{ExecutionQuery, ExecutionStore};
 
 /// A new unique id (UUIDv7 text) to share, such as a task's.

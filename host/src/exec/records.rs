@@ -14,9 +14,7 @@ use tokio::sync::Notify;
 
 use super::counts::StatusCounts;
 use super::ids::ExecutionId;
-use super::status::{
-    wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus,
-};
+use super::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 
 use crate::Value;
 

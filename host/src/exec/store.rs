@@ -25,7 +25,7 @@ use super::counts::{CountsSnapshot, StatusCounts};
 use super::fingerprint::Fingerprint;
 use super::ids;
 use super::records::ExecutionRecord;
-use super::status::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use super::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 use crate::error::{Error, Result};
 
 /// Filters for listing executions.

@@ -11,8 +11,7 @@ use crate::error::{Error, Result};
 use crate::invoke::{InvokeRequest, Target};
 use crate::loader::{FunctionKind, Plugin};
 
-/// Invocation metadata key that makes an invocation a dry run.
-pub const DRY_RUN_KEY: &str = "spearlet.dry_run";
+pub use crate::invoke::DRY_RUN_KEY;
 
 /// What an invocation would run.
 #[derive(Debug, Clone)]

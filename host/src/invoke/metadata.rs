@@ -17,7 +17,7 @@ use super::{IsolationSetting, MEMORY_MAX_KEY, POOL_MAX_KEY, POOL_MIN_KEY, UPGRAD
 /// in a task's metadata).
 const KNOWN: [&str; 8] = [
     UPGRADE_KEY,
-    crate::host::DRY_RUN_KEY,
+    super::DRY_RUN_KEY,
     POOL_MIN_KEY,
     POOL_MAX_KEY,
     crate::isolate::ISOLATION_KEY,
@@ -54,7 +54,7 @@ pub fn check(metadata: &BTreeMap<String, String>, config: &Config) -> Result<()>
                 KNOWN.map(|k| format!("`{k}`")).join(", ")
             )));
         }
-        if key == UPGRADE_KEY || key == crate::host::DRY_RUN_KEY {
+        if key == UPGRADE_KEY || key == super::DRY_RUN_KEY {
             flag(key, value)?;
         }
     }
@@ -179,7 +179,7 @@ mod tests {
             Just(MEMORY_MAX_KEY.to_owned()),
             Just(crate::isolate::ISOLATION_KEY.to_owned()),
             Just(UPGRADE_KEY.to_owned()),
-            Just(crate::host::DRY_RUN_KEY.to_owned()),
+            Just(crate::invoke::DRY_RUN_KEY.to_owned()),
             "spearlet\\.[a-z.]{0,12}",
             "[a-z]{1,8}",
         ]

@@ -20,7 +20,6 @@ mod reports;
 mod tasks;
 mod unknown;
 
-use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -32,6 +31,7 @@ use url::Url;
 use crate::config::SmsConfig;
 use crate::error::{Error, Result};
 
+pub use crate::error::SmsCall;
 pub use node::{Advertised, NodeAgent};
 pub use reports::{
     ExecutionReport, InstanceReport, ReportStats, ReportedInstanceStatus, ReportedStatus, Reporter,
@@ -40,73 +40,6 @@ pub use reports::{
 pub use tasks::{
     Executable, PendingRegistration, RemoteTask, TaskRegistration, ALIAS_KEY, ENDPOINT_KEY,
 };
-
-/// A call spearlet makes to the SMS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SmsCall {
-    /// `sms.NodeService/RegisterNode`.
-    RegisterNode,
-    /// `sms.NodeService/Heartbeat`.
-    Heartbeat,
-    /// `sms.NodeService/DeleteNode`.
-    DeleteNode,
-    /// `sms.TaskService/RegisterTask`.
-    RegisterTask,
-    /// `sms.TaskService/GetTask`.
-    GetTask,
-    /// `sms.TaskService/ListTasks`.
-    ListTasks,
-    /// `sms.TaskService/UnregisterTask`.
-    UnregisterTask,
-    /// `POST /api/v1/files` on the SMS's HTTP port.
-    UploadFile,
-    /// `sms.ExecutionRegistryService/ReportExecution`.
-    ReportExecution,
-    /// `sms.InstanceRegistryService/ReportInstance`.
-    ReportInstance,
-}
-
-impl SmsCall {
-    /// Every call, in a fixed order (the counters' index).
-    pub const ALL: [SmsCall; 10] = [
-        SmsCall::RegisterNode,
-        SmsCall::Heartbeat,
-        SmsCall::DeleteNode,
-        SmsCall::RegisterTask,
-        SmsCall::GetTask,
-        SmsCall::ListTasks,
-        SmsCall::UnregisterTask,
-        SmsCall::UploadFile,
-        SmsCall::ReportExecution,
-        SmsCall::ReportInstance,
-    ];
-
-    /// Its name, as in the SMS's API.
-    pub const fn name(self) -> &'static str {
-        match self {
-            SmsCall::RegisterNode => "RegisterNode",
-            SmsCall::Heartbeat => "Heartbeat",
-            SmsCall::DeleteNode => "DeleteNode",
-            SmsCall::RegisterTask => "RegisterTask",
-            SmsCall::GetTask => "GetTask",
-            SmsCall::ListTasks => "ListTasks",
-            SmsCall::UnregisterTask => "UnregisterTask",
-            SmsCall::UploadFile => "file upload",
-            SmsCall::ReportExecution => "ReportExecution",
-            SmsCall::ReportInstance => "ReportInstance",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for SmsCall {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// How this node stands with the SMS.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,11 @@
 //! What an execution is and was: its mode and status, the error it ended
-//! with, the snapshot callers read, and the wall-clock reading of the
-//! monotonic instants records keep.
+//! with, and the wall-clock reading of the monotonic instants records keep.
+//! A leaf, so that tasks and counters can name these without depending on
+//! the execution store (`crate::exec`, which re-exports them).
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::Value;
+use std::sync::LazyLock;
+use std::time::{Instant, SystemTime};
 
 /// How an execution is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,47 +107,6 @@ impl ExecutionError {
     }
 }
 
-/// A point-in-time copy of an execution record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ExecutionSnapshot {
-    /// The execution's id.
-    pub execution_id: super::ExecutionId,
-    /// The task it ran on.
-    pub task_id: Arc<str>,
-    /// The function called.
-    pub function: Arc<str>,
-    /// How it was run.
-    pub mode: ExecutionMode,
-    /// Its status.
-    pub status: ExecutionStatus,
-    /// The function's output, once completed.
-    pub output: Option<Value>,
-    /// The error, once failed, cancelled or timed out.
-    pub error: Option<ExecutionError>,
-    /// When it was accepted.
-    pub created_at: SystemTime,
-    /// When the function started running (first attempt).
-    pub started_at: Option<SystemTime>,
-    /// When it ended.
-    pub completed_at: Option<SystemTime>,
-    /// Time from start to end (so far, while running).
-    pub execution_time: Duration,
-    /// The instance of the last attempt, once one started.
-    pub instance_id: Option<Arc<str>>,
-    /// Attempts made (retries included).
-    pub attempts: u32,
-    /// The plugin's log lines (`LEVEL message`), oldest first.
-    pub logs: Vec<String>,
-    /// The W3C trace it belongs to.
-    pub trace_id: Option<crate::trace::TraceId>,
-    /// What the plugin allocated during the last attempt, when it counts
-    /// (SDK feature `alloc-stats`): `(bytes allocated, peak bytes live)`.
-    pub memory: Option<(u64, u64)>,
-    /// The result the record did not keep, past the store's bounds (its
-    /// caller received it).
-    pub output_dropped: Option<super::DroppedOutput>,
-}
-
 /// One reading of both clocks, so that a monotonic instant can be reported
 /// as wall-clock time without reading the wall clock again.
 static ANCHOR: LazyLock<(Instant, SystemTime)> =
@@ -164,7 +122,7 @@ static ANCHOR_UNIX_MILLIS: LazyLock<u128> = LazyLock::new(|| {
 });
 
 /// Milliseconds since the Unix epoch at a monotonic instant.
-pub(super) fn unix_millis(t: Instant) -> u64 {
+pub(crate) fn unix_millis(t: Instant) -> u64 {
     let since = t.saturating_duration_since(ANCHOR.0).as_millis();
     u64::try_from(*ANCHOR_UNIX_MILLIS + since).unwrap_or(u64::MAX)
 }
