@@ -71,15 +71,12 @@ impl FunctionService for FunctionApi {
         let outcome = self.host.invoke(req).instrument(span).await?;
         let e = outcome.execution;
         if sync && e.status == ExecutionStatus::Timeout {
-            let message = e
-                .error
-                .as_ref()
-                .map_or("timed out", |err| err.message.as_str());
-            let mut status = Status::deadline_exceeded(message);
-            status
-                .metadata_mut()
-                .insert(ERROR_KIND_KEY, "deadline_exceeded".parse().expect("ascii"));
-            return Err(status);
+            let elapsed_ms = u64::try_from(e.execution_time.as_millis()).unwrap_or(u64::MAX);
+            return Err(crate::error::Error::DeadlineExceeded {
+                execution_id: e.execution_id.to_string(),
+                elapsed_ms,
+            }
+            .into());
         }
         let (success, message) = match e.status {
             ExecutionStatus::Completed => (true, "completed".to_owned()),
