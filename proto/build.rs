@@ -3,7 +3,7 @@
 //! that server reflection serves.
 //!
 //! Two compilations: today's SPEAR node API (`spearlet/node/`) reuses names
-//! of the seed-era `spearlet` package with other definitions, so it is
+//! of the original `spearlet` package with other definitions, so it is
 //! generated into a directory of its own and included as its own module.
 
 use std::path::{Path, PathBuf};

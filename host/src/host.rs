@@ -407,7 +407,7 @@ impl Host {
         match request.mode {
             ExecutionMode::Sync | ExecutionMode::Stream => {
                 // Claim the instance first so an exhausted pool is an error
-                // of the request, as the seed has it, not a failed execution.
+                // of the request, as `docs/invocation-flow.md` has it, not a failed execution.
                 let lease = match task
                     .pool
                     .acquire(job.fresh_instance, job.acquire_wait())

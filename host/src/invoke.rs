@@ -1,5 +1,6 @@
-//! The seed's routing: which task an invocation runs on, creating it when
-//! the request says so (flows 2 and 3 of the invocation logic).
+//! What an invocation asks for: its target (which task, created when the
+//! request says so: flows 2 and 3 of `docs/invocation-flow.md`), function,
+//! parameters, mode and metadata. `host/resolve.rs` resolves the target.
 
 pub mod metadata;
 

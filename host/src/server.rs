@@ -1,4 +1,4 @@
-//! Serving a [`Host`] over gRPC — the seed-era `FunctionService` and
+//! Serving a [`Host`] over gRPC — the original `FunctionService` and
 //! today's SPEAR node API side by side — with the standard health and
 //! reflection services so generic clients (`grpcurl`, load balancers)
 //! work, and the node's HTTP port beside it when configured.

@@ -1,4 +1,4 @@
-//! Protobuf → domain: request validation (the seed's rules) and the
+//! Protobuf → domain: request validation (`docs/invocation-flow.md`, flow 1) and the
 //! conversions of what requests carry. The replies are in `reply`.
 
 use std::time::Duration;
@@ -18,7 +18,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// Validates an `InvokeFunctionRequest` as the seed prescribes and turns it
+/// Validates an `InvokeFunctionRequest` as `docs/invocation-flow.md` prescribes and turns it
 /// into a domain request. `transport_timeout` is the gRPC deadline, if any;
 /// the sooner of it and `context.timeout_ms` applies.
 pub(super) fn invoke_request(

@@ -34,7 +34,7 @@ impl Host {
     }
 
     /// Finds or creates the task `request` is for: flow 2 (NEW_TASK) or 3
-    /// (EXISTING_TASK) of the seed, asking the SMS about an unknown id when
+    /// (EXISTING_TASK) of `docs/invocation-flow.md`, asking the SMS about an unknown id when
     /// the host is part of a cluster. Returns the task and whether this
     /// invocation created it.
     pub(crate) async fn resolve_task(

@@ -2,7 +2,7 @@
 //! `spearlet.ExecutionService` and `spearlet.InstanceService`, which
 //! SPEAR's metadata server (its endpoint gateway and web admin) calls on a
 //! node (`docs/cluster.md`, "Serving today's SPEAR cluster"). The same
-//! host serves the seed-era `FunctionService` beside it: one task
+//! host serves the original `FunctionService` beside it: one task
 //! registry, one execution store, one pool.
 
 mod invoke;
