@@ -110,32 +110,8 @@ pub async fn serve_node(
     tokens: Option<Tokens>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<()> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<FunctionServiceServer<FunctionApi>>()
-        .await;
-    reporter
-        .set_serving::<InvocationServiceServer<NodeApi>>()
-        .await;
-    // v1 for current tools, v1alpha for the older grpcurl, Evans, Postman
-    // and grpcio clients that only speak it. Only the services served here
-    // are advertised: the descriptor set also holds the SMS's, which this
-    // process calls but does not serve.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(spearlet_proto::node::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name("spearlet.FunctionService")
-            .with_service_name("spearlet.InvocationService")
-            .with_service_name("spearlet.ExecutionService")
-            .with_service_name("spearlet.InstanceService")
-            .with_service_name("spearlet.admin.v1.AdminService")
-            .with_service_name("grpc.health.v1.Health")
-    };
-    let reflection_error = |e| Error::Internal(format!("reflection service: {e}"));
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
+    let (reporter, health) = health().await;
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
     let tls = tls_config(&host.config().tls)?;
     warn_if_exposed(&listener, tokens.is_some(), tls.is_some());
     // Every service but health needs a token when tokens are configured.
@@ -150,18 +126,7 @@ pub async fn serve_node(
     let node_api = NodeApi::new(host.clone());
     let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
     let http_plane = match http {
-        Some(http) => {
-            let addr = http
-                .local_addr()
-                .map_err(|e| Error::Internal(format!("the HTTP listener has no address: {e}")))?;
-            tracing::info!(%addr, "the node's HTTP port (stream plane, /health, /metrics) listens");
-            let router = crate::http::router(node_api.clone())?;
-            let mut stopped = http_stopped;
-            let plane = tokio::spawn(crate::http::serve(router, http, async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            }));
-            Some((addr, plane))
-        }
+        Some(http) => Some(spawn_http_plane(&node_api, http, http_stopped)?),
         None => None,
     };
     let node = host.join_cluster(local, http_plane.as_ref().map(|(addr, _)| *addr));
@@ -213,10 +178,21 @@ pub async fn serve_node(
         )
         .await
         .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
-    // Serving executions started during the drain end with the server.
+    wind_down(&node_api, &http_stop, http_plane.map(|(_, plane)| plane)).await;
+    maintenance.abort();
+    result
+}
+
+/// After the gRPC transport stopped: serving executions started during the
+/// drain end, the HTTP port stops, and the SMS gets the last reports.
+async fn wind_down(
+    node_api: &NodeApi,
+    http_stop: &tokio::sync::watch::Sender<bool>,
+    http_plane: Option<tokio::task::JoinHandle<Result<()>>>,
+) {
     node_api.stop_serving("host_stopping", "the node stopped");
     let _ = http_stop.send(true);
-    if let Some((_, plane)) = http_plane {
+    if let Some(plane) = http_plane {
         match plane.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "the node's HTTP port failed"),
             Err(e) => tracing::warn!(error = %e, "the node's HTTP port did not stop cleanly"),
@@ -224,8 +200,6 @@ pub async fn serve_node(
         }
     }
     flush_reports(node_api.host()).await;
-    maintenance.abort();
-    result
 }
 
 /// The longest a stop waits for the SMS to take the reports still queued
@@ -247,6 +221,70 @@ async fn flush_reports(host: &Host) {
             "the SMS did not take every report before the stop; the rest are lost"
         );
     }
+}
+
+/// The health service, both node APIs SERVING (until the stop).
+async fn health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<FunctionServiceServer<FunctionApi>>()
+        .await;
+    reporter
+        .set_serving::<InvocationServiceServer<NodeApi>>()
+        .await;
+    (reporter, health)
+}
+
+/// Server reflection, v1 for current tools and v1alpha for the older
+/// grpcurl, Evans, Postman and grpcio clients that only speak it. Only the
+/// services served here are advertised: the descriptor set also holds the
+/// SMS's, which this process calls but does not serve.
+fn reflection() -> Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(spearlet_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(spearlet_proto::node::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("spearlet.FunctionService")
+            .with_service_name("spearlet.InvocationService")
+            .with_service_name("spearlet.ExecutionService")
+            .with_service_name("spearlet.InstanceService")
+            .with_service_name("spearlet.admin.v1.AdminService")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let error = |e| Error::Internal(format!("reflection service: {e}"));
+    Ok((
+        builder().build_v1().map_err(error)?,
+        builder().build_v1alpha().map_err(error)?,
+    ))
+}
+
+/// The node's HTTP port, served until `stopped` turns true: its address
+/// and the serving task.
+fn spawn_http_plane(
+    node_api: &NodeApi,
+    http: TcpListener,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
+    let addr = http
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("the HTTP listener has no address: {e}")))?;
+    tracing::info!(%addr, "the node's HTTP port (stream plane, /health, /metrics) listens");
+    let router = crate::http::router(node_api.clone())?;
+    let plane = tokio::spawn(crate::http::serve(router, http, async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    }));
+    Ok((addr, plane))
 }
 
 /// Until the stop: `spearlet.FunctionService` is NOT_SERVING while the

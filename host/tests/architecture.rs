@@ -28,8 +28,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/api/convert.rs::invoke_request",
     "host/src/api/limits.rs::check_invoke",
     "host/src/api/mod.rs::get_health",
-    "host/src/api/mod.rs::invoke_function",
-    "host/src/api/node/invoke.rs::invoke",
     "host/src/api/reply.rs::task_info",
     "host/src/cli/serve.rs::run",
     "host/src/config/validate.rs::validate",
@@ -39,7 +37,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/host/resolve.rs::create_task",
     "host/src/isolate/codec/mod.rs::encode_into",
     "host/src/loader/library.rs::from_module",
-    "host/src/server.rs::serve_node",
     "plugin-sdk/macros/src/lib.rs::expand",
 ];
 

@@ -48,16 +48,7 @@ pub(super) async fn invoke(
             reason: "is required".to_owned(),
         });
     }
-    let mode = match pb::ExecutionMode::try_from(req.mode) {
-        Ok(pb::ExecutionMode::Unspecified | pb::ExecutionMode::Sync) => ExecutionMode::Sync,
-        Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
-        Err(_) => {
-            return Err(Error::InvalidRequest {
-                field: "mode",
-                reason: format!("{} is no ExecutionMode", req.mode),
-            })
-        }
-    };
+    let mode = mode_of(req.mode)?;
     let fresh_id = || uuid::Uuid::new_v4().to_string();
     let execution_id: Arc<str> = non_empty(req.execution_id).unwrap_or_else(fresh_id).into();
     let invocation_id: Arc<str> = non_empty(req.invocation_id).unwrap_or_else(fresh_id).into();
@@ -101,9 +92,32 @@ pub(super) async fn invoke(
         force_new_instance: req.force_new_instance,
         metadata,
     };
+    accept(api, execution_id, invocation_id, task_id, call).await
+}
+
+fn mode_of(raw: i32) -> Result<ExecutionMode> {
+    match pb::ExecutionMode::try_from(raw) {
+        Ok(pb::ExecutionMode::Unspecified | pb::ExecutionMode::Sync) => Ok(ExecutionMode::Sync),
+        Ok(pb::ExecutionMode::Async) => Ok(ExecutionMode::Async),
+        Err(_) => Err(Error::InvalidRequest {
+            field: "mode",
+            reason: format!("{raw} is no ExecutionMode"),
+        }),
+    }
+}
+
+/// Records the call and runs it: SYNC answered with its result, ASYNC
+/// answered at once (before its task loads, if it must).
+async fn accept(
+    api: &NodeApi,
+    execution_id: Arc<str>,
+    invocation_id: Arc<str>,
+    task_id: Arc<str>,
+    call: Call,
+) -> Result<pb::InvokeResponse> {
     // Bounds the ASYNC calls accepted while their task loads (each holds
     // its input): claimed before anything is recorded.
-    let loading = if mode == ExecutionMode::Async && api.host.task(&task_id).is_none() {
+    let loading = if call.mode == ExecutionMode::Async && api.host.task(&task_id).is_none() {
         let limit = api.host.config().executions.max_pending;
         let permit =
             Arc::clone(&api.loading)
@@ -119,7 +133,7 @@ pub(super) async fn invoke(
     let inserted = api.ledger.insert(NewEntry {
         execution_id: Arc::clone(&execution_id),
         invocation_id,
-        task_id: Arc::clone(&task_id),
+        task_id,
         function: call.function.as_str().into(),
         phase: Phase::Loading { cancelled: false },
         instance_id: None,
