@@ -45,7 +45,7 @@
 //! }
 //!
 //! /// Emits `0..n`, stopping early when the call is cancelled.
-//! #[function(stream)]
+//! #[function(stream(i64))]
 //! fn count(ctx: &Context, n: i64) -> Result<(), PluginError> {
 //!     for i in 0..n {
 //!         if ctx.should_stop() {
@@ -79,8 +79,10 @@
 //!
 //! It returns anything [`IntoValue`] or `Result<_, E>` with `E:
 //! Into<`[`PluginError`]`>` — every `std::error::Error` qualifies, so `?`
-//! works. `#[function(stream)]` marks a function that emits chunks; its
-//! return value ends the stream. `#[function(name = "...")]` publishes the
+//! works. `#[function(stream(T))]` marks a function that emits chunks of
+//! type `T` (published in its signature as `-> Stream<T>`, so `plugin
+//! inspect` shows what arrives); its return value ends the stream. Plain
+//! `#[function(stream)]` declares no chunk type. `#[function(name = "...")]` publishes the
 //! function under another name; the doc comment becomes its description.
 //!
 //! The host refuses a call that sends a parameter the function does not

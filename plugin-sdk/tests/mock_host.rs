@@ -53,6 +53,44 @@ fn ticks(ctx: &Context, n: i64) -> Result<(), PluginError> {
     Ok(())
 }
 
+/// Emits `0..n`, declaring its chunks' type.
+#[function(stream(i64))]
+fn typed_ticks(ctx: &Context, n: i64) -> Result<(), PluginError> {
+    for i in 0..n {
+        ctx.emit(i)?;
+    }
+    Ok(())
+}
+
+/// Emits the letters of `word`, then returns how many it sent.
+#[function(stream(String))]
+fn letters(ctx: &Context, word: &str) -> Result<i64, PluginError> {
+    for c in word.chars() {
+        ctx.emit(c.to_string())?;
+    }
+    Ok(word.chars().count() as i64)
+}
+
+#[test]
+fn a_declared_chunk_type_is_published_in_the_signature() {
+    use spear_plugin_sdk::__private::FunctionDef;
+    use spear_plugin_sdk::ffi::FfiFunctionKind;
+    let t = <typed_ticks as FunctionDef>::DESCRIPTOR;
+    assert_eq!(t.kind, FfiFunctionKind::Stream);
+    assert_eq!(t.signature.as_str(), "(n: i64) -> Stream<i64>");
+    let l = <letters as FunctionDef>::DESCRIPTOR;
+    assert_eq!(l.kind, FfiFunctionKind::Stream);
+    assert_eq!(l.signature.as_str(), "(word: &str) -> Stream<String, i64>");
+
+    // Declaring the type changes nothing about the call itself.
+    let call = MockCall::new().param("n", 3);
+    assert_eq!(call.call::<typed_ticks>(&mut ()), Ok(Value::Unit));
+    assert_eq!(call.chunks(), (0..3).map(Value::I64).collect::<Vec<_>>());
+    let call = MockCall::new().param("word", "ab");
+    assert_eq!(call.call::<letters>(&mut ()), Ok(Value::I64(2)));
+    assert_eq!(call.chunks().len(), 2);
+}
+
 #[test]
 fn stream_chunks_logs_and_a_departed_consumer() {
     let call = MockCall::new().param("n", 4);

@@ -255,8 +255,9 @@ fn inspect_shows_wire_types_and_prints_json() {
         "{shown}"
     );
     assert!(
-        shown.contains("\n      wire (n: i64) -> a stream of any\n"),
-        "{shown}"
+        shown.contains("\n  count(n: i64) -> Stream<i64>  stream")
+            && shown.contains("\n      wire (n: i64) -> a stream of i64\n"),
+        "the declared chunk type, in Rust and on the wire: {shown}"
     );
 
     let out = spearlet(&["plugin", "inspect", math, stream, "--format", "json"]);
@@ -276,5 +277,12 @@ fn inspect_shows_wire_types_and_prints_json() {
     assert_eq!(add["params"][0]["type"], "i64", "{add}");
     assert_eq!(add["params"][0]["wire_type"], "i64", "{add}");
     assert_eq!(add["returns_wire_type"], "i64", "{add}");
-    assert_eq!(lines[1]["functions"][0]["kind"], "stream", "{}", lines[1]);
+    let count = &lines[1]["functions"][0];
+    assert_eq!(count["kind"], "stream", "{}", lines[1]);
+    assert_eq!(count["signature"], "(n: i64) -> Stream<i64>", "{count}");
+    assert_eq!(count["chunk_type"], "i64", "{count}");
+    assert_eq!(count["chunk_wire_type"], "i64", "{count}");
+    assert_eq!(count["returns"], "()", "{count}");
+    assert_eq!(count["returns_wire_type"], Json::Null, "{count}");
+    assert_eq!(add["chunk_wire_type"], Json::Null, "{add}");
 }

@@ -16,10 +16,14 @@ use syn::{Error, FnArg, ItemFn, LitStr, Pat, ReturnType, Token, Type};
 /// Registers a function: the library `export_plugin!` builds offers it.
 ///
 /// Arguments (all optional): `stream` marks a streaming function;
-/// `blocking` keeps it off the host's inline tier (it may block or
-/// sometimes run long, however short its usual runs); `default` makes it
-/// the plugin's default function, the one a caller that names no function
-/// gets (at most one per plugin); `extra_params` lets callers send
+/// `stream(T)` marks one whose chunks (what `ctx.emit(..)` sends) are `T`s,
+/// published in its signature (`(n: i64) -> Stream<i64>`) so that
+/// `plugin inspect` and clients can tell what arrives (plain `stream`
+/// declares nothing: each chunk has its own type); `blocking` keeps it
+/// off the host's inline tier (it may block or sometimes run long,
+/// however short its usual runs); `default` makes it the plugin's default
+/// function, the one a caller that names no function gets (at most one
+/// per plugin); `extra_params` lets callers send
 /// parameters beyond the declared ones, which it reads through
 /// `Context::params` (without it the host refuses an undeclared name);
 /// `name = "..."` publishes it under another name; `description = "..."`
@@ -36,6 +40,8 @@ pub fn function(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[derive(Default)]
 struct Args {
     stream: bool,
+    /// The chunk type `stream(T)` declares.
+    chunk: Option<Type>,
     blocking: bool,
     default: bool,
     extra_params: bool,
@@ -50,6 +56,10 @@ impl Parse for Args {
         for meta in metas {
             match &meta {
                 syn::Meta::Path(p) if p.is_ident("stream") => args.stream = true,
+                syn::Meta::List(list) if list.path.is_ident("stream") => {
+                    args.stream = true;
+                    args.chunk = Some(list.parse_args::<Type>()?);
+                }
                 syn::Meta::Path(p) if p.is_ident("blocking") => args.blocking = true,
                 syn::Meta::Path(p) if p.is_ident("default") => args.default = true,
                 syn::Meta::Path(p) if p.is_ident("extra_params") => args.extra_params = true,
@@ -62,7 +72,7 @@ impl Parse for Args {
                 other => {
                     return Err(Error::new_spanned(
                         other,
-                        "unknown argument; expected `stream`, `blocking`, `default`, `extra_params`, `name = \"...\"` or `description = \"...\"`",
+                        "unknown argument; expected `stream`, `stream(ChunkType)`, `blocking`, `default`, `extra_params`, `name = \"...\"` or `description = \"...\"`",
                     ))
                 }
             }
@@ -141,11 +151,11 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
     if args.extra_params {
         shown_params.push("..".to_owned());
     }
-    let signature = format!(
-        "({}){}",
-        shown_params.join(", "),
-        shown_output(&func.sig.output)
-    );
+    let output = match &args.chunk {
+        Some(chunk) => shown_stream(chunk, &func.sig.output),
+        None => shown_output(&func.sig.output),
+    };
+    let signature = format!("({}){output}", shown_params.join(", "));
     let description = args
         .description
         .as_ref()
@@ -169,6 +179,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
             };
         }
     });
+    let chunk_check = args.chunk.as_ref().map(chunk_check);
     Ok(quote! {
         #func
 
@@ -179,6 +190,8 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
         }
 
         #state_check
+
+        #chunk_check
 
         // Registered where it is written: export_plugin! need not list it.
         const _: () = {
@@ -292,6 +305,29 @@ fn shown_output(output: &ReturnType) -> String {
         }
     }
     format!(" -> {}", pretty(ty))
+}
+
+/// A declared chunk type the context cannot emit is a compile error at
+/// the type, not a signature that promises what never arrives.
+fn chunk_check(ty: &Type) -> TokenStream2 {
+    quote_spanned! {ty.span()=>
+        const _: fn() = || {
+            fn emits<T: ::spear_plugin_sdk::IntoValue>() {}
+            emits::<#ty>();
+        };
+    }
+}
+
+/// A stream declaring its chunk type `T` is published as `-> Stream<T>`;
+/// one that also returns a value `R` when its chunks are done, as
+/// `-> Stream<T, R>`. The host reads only the parameter list to check
+/// calls, so the output's form is free to carry this.
+fn shown_stream(chunk: &Type, output: &ReturnType) -> String {
+    let chunk = pretty(chunk);
+    match shown_output(output).strip_prefix(" -> ") {
+        None | Some("()") => format!(" -> Stream<{chunk}>"),
+        Some(returns) => format!(" -> Stream<{chunk}, {returns}>"),
+    }
 }
 
 fn pretty(tokens: &impl ToTokens) -> String {

@@ -3,7 +3,7 @@
 use spear_plugin_sdk::prelude::*;
 
 /// Emits `n` chunks `0, 1, …, n-1`, stopping early when cancelled.
-#[function(stream)]
+#[function(stream(i64))]
 fn count(ctx: &Context, n: i64) -> Result<(), PluginError> {
     if n < 0 {
         return Err(PluginError::invalid_argument(format!(

@@ -94,35 +94,43 @@ pub fn tasks(args: &TasksArgs) -> anyhow::Result<()> {
             more(reply.has_more, &reply.next_start_after);
             return Ok(());
         }
-        println!(
-            "{:<24} {:<36} {:<10} {:<22} {:>10}  LAST",
-            "NAME", "ID", "PLUGIN", "ISOLATION", "EXECUTIONS"
-        );
-        for t in &reply.tasks {
-            let last = pb::ExecutionStatus::try_from(t.last_status).unwrap_or_default();
-            println!(
-                "{:<24} {:<36} {:<10} {:<22} {:>10}  {}",
-                t.task_name,
-                t.task_id,
-                // A task recorded before a restart loads on first use.
-                t.metadata.get("plugin").map_or_else(
-                    || t.metadata.get("state").map_or("-", String::as_str),
-                    String::as_str
-                ),
-                show_isolation(&t.metadata),
-                t.execution_count,
-                if last == pb::ExecutionStatus::Unknown {
-                    "-"
-                } else {
-                    status_name(last)
-                }
-            );
+        for line in task_table(&reply.tasks) {
+            println!("{line}");
         }
         if reply.has_more {
             println!("(more: --start-after {})", reply.next_start_after);
         }
         Ok(())
     })
+}
+
+/// Tasks as a table under a header, each column as wide as its longest
+/// cell.
+fn task_table(tasks: &[pb::TaskInfo]) -> Vec<String> {
+    let header = ["NAME", "ID", "PLUGIN", "ISOLATION", "EXECUTIONS", "LAST"];
+    let mut table = super::table::plain(&header, 0, &[4]);
+    for t in tasks {
+        let last = pb::ExecutionStatus::try_from(t.last_status).unwrap_or_default();
+        table.add_row(vec![
+            t.task_name.clone(),
+            t.task_id.clone(),
+            // A task recorded before a restart loads on first use.
+            t.metadata
+                .get("plugin")
+                .or_else(|| t.metadata.get("state"))
+                .map_or("-", String::as_str)
+                .to_owned(),
+            show_isolation(&t.metadata),
+            t.execution_count.to_string(),
+            if last == pb::ExecutionStatus::Unknown {
+                "-"
+            } else {
+                status_name(last)
+            }
+            .to_owned(),
+        ]);
+    }
+    super::table::lines(&table)
 }
 
 /// Says there is another page. In JSON mode on stderr, so that stdout

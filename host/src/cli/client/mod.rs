@@ -7,6 +7,7 @@ mod invoke;
 mod manage;
 mod present;
 mod reply;
+mod table;
 mod task;
 mod value;
 mod view;

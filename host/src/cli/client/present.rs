@@ -106,9 +106,8 @@ pub(super) fn time(ts: Option<&prost_types::Timestamp>) -> String {
     )
 }
 
-/// Executions as a table under a header, the function column as wide as
-/// the longest name shown (a fixed width misaligned every row after a long
-/// one).
+/// Executions as a table under a header, each column as wide as its
+/// longest cell (a fixed width misaligned every row after a long one).
 pub(super) fn print_executions(executions: &[pb::ExecutionInfo]) {
     for line in execution_table(executions) {
         println!("{line}");
@@ -116,34 +115,33 @@ pub(super) fn print_executions(executions: &[pb::ExecutionInfo]) {
 }
 
 fn execution_table(executions: &[pb::ExecutionInfo]) -> Vec<String> {
-    let width = executions
-        .iter()
-        .map(|e| e.function_name.chars().count())
-        .max()
-        .unwrap_or(0)
-        .max("FUNCTION".len());
-    let mut lines = vec![format!(
-        "  {:<36}  {:<width$} {:<10} {:>9}  {:<24}ERROR",
-        "EXECUTION", "FUNCTION", "STATUS", "TIME", "STARTED"
-    )];
+    let header = [
+        "EXECUTION",
+        "FUNCTION",
+        "STATUS",
+        "TIME",
+        "STARTED",
+        "ERROR",
+    ];
+    // Indented: it is shown under a task's or a listing's own lines.
+    let mut table = super::table::plain(&header, 2, &[3]);
     for e in executions {
         let status = pb::ExecutionStatus::try_from(e.status).unwrap_or_default();
-        lines.push(format!(
-            "  {}  {:<width$} {:<10} {:>6} ms  {}{}",
-            e.execution_id,
-            e.function_name,
-            status_name(status),
-            e.execution_time_ms,
+        let error = match (e.metadata.get("error_code"), e.error_message.is_empty()) {
+            (Some(code), false) => format!("{code}: {}", e.error_message),
+            (Some(code), true) => code.clone(),
+            (None, _) => e.error_message.clone(),
+        };
+        table.add_row(vec![
+            e.execution_id.clone(),
+            e.function_name.clone(),
+            status_name(status).to_owned(),
+            format!("{} ms", e.execution_time_ms),
             time(e.started_at.as_ref()),
-            match (e.metadata.get("error_code"), e.error_message.is_empty()) {
-                (Some(code), false) => format!("  {code}: {}", e.error_message),
-                (Some(code), true) => format!("  {code}"),
-                (None, false) => format!("  {}", e.error_message),
-                (None, true) => String::new(),
-            }
-        ));
+            error,
+        ]);
     }
-    lines
+    super::table::lines(&table)
 }
 
 #[cfg(test)]
@@ -166,9 +164,16 @@ mod tests {
             row("add", Some("empty_input")),
             row("a_function_with_a_long_name", None),
         ]);
-        let status_at = table[0].find("STATUS").unwrap();
+        for (column, cell) in [("STATUS", "failed"), ("STARTED", "-")] {
+            let at = table[0].find(column).unwrap();
+            for line in &table[1..] {
+                assert_eq!(line.get(at..at + cell.len()), Some(cell), "{table:#?}");
+            }
+        }
+        // Right-aligned: the times end under the header's last letter.
+        let time_ends = table[0].find("TIME").unwrap() + "TIME".len();
         for line in &table[1..] {
-            assert_eq!(line.find("failed"), Some(status_at), "{table:#?}");
+            assert_eq!(&line[time_ends - 4..time_ends], "0 ms", "{table:#?}");
         }
         assert!(
             table[1].ends_with("empty_input: went wrong"),
@@ -176,5 +181,8 @@ mod tests {
             table[1]
         );
         assert!(table[2].ends_with("  went wrong"), "{}", table[2]);
+        let error_at = table[0].find("ERROR").unwrap();
+        assert_eq!(&table[1][error_at..], "empty_input: went wrong");
+        assert_eq!(&table[2][error_at..], "went wrong");
     }
 }

@@ -57,6 +57,35 @@ fn split(signature: &str) -> Option<(&str, &str)> {
     None
 }
 
+/// A declared stream's output, `Stream<T>` or `Stream<T, R>`, as its chunk
+/// type `T` and what it returns when its chunks are done (`()` for none);
+/// `None` for any other output (a stream that declares no chunk type
+/// shows its return type alone, `()`).
+fn stream_output(output: &str) -> Option<(&str, &str)> {
+    let inner = output.strip_prefix("Stream<")?.strip_suffix('>')?;
+    let mut depth = 0usize;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '(' | '<' | '[' => depth += 1,
+            ')' | '>' | ']' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => return Some((inner[..i].trim(), inner[i + 1..].trim())),
+            _ => {}
+        }
+    }
+    Some((inner.trim(), "()"))
+}
+
+/// A function's output read from its signature: its chunk type, when it
+/// is a stream that declares one, and its return type (`()` for none).
+fn outputs(signature: &str, kind: FunctionKind) -> Option<(Option<&str>, &str)> {
+    let (_, output) = split(signature)?;
+    Some(match (kind, stream_output(output)) {
+        (FunctionKind::Stream, Some((chunk, returns))) => (Some(chunk), returns),
+        (_, _) if output.is_empty() => (None, "()"),
+        (_, _) => (None, output),
+    })
+}
+
 /// One parameter in JSON.
 #[derive(Serialize)]
 struct ParamView {
@@ -78,8 +107,12 @@ struct FunctionView<'a> {
     extra_params: bool,
     /// The Rust type of the result (`()` for none); for a stream, what the
     /// function returns when its chunks are done.
-    returns: Option<String>,
+    returns: Option<&'a str>,
     returns_wire_type: Option<&'static str>,
+    /// For a stream declaring it (`#[function(stream(T))]`), the Rust type
+    /// of its chunks and their wire type; `null` otherwise.
+    chunk_type: Option<&'a str>,
+    chunk_wire_type: Option<&'static str>,
     blocking: bool,
     default: bool,
     description: &'a str,
@@ -105,10 +138,9 @@ pub(super) fn json(out: &mut impl Write, plugin: &Plugin) -> anyhow::Result<()> 
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let returns = split(&f.signature).map(|(_, output)| match output {
-                "" => "()".to_owned(),
-                ty => ty.to_owned(),
-            });
+            let outputs = outputs(&f.signature, f.kind);
+            let returns = outputs.map(|(_, returns)| returns);
+            let chunk_type = outputs.and_then(|(chunk, _)| chunk);
             FunctionView {
                 name: &f.name,
                 kind: f.kind.to_string(),
@@ -126,8 +158,10 @@ pub(super) fn json(out: &mut impl Write, plugin: &Plugin) -> anyhow::Result<()> 
                 }),
                 extra_params: split(&f.signature)
                     .is_some_and(|(list, _)| list.trim_end().ends_with("..")),
-                returns_wire_type: returns.as_deref().and_then(wire_type),
+                returns_wire_type: returns.and_then(wire_type),
                 returns,
+                chunk_wire_type: chunk_type.and_then(wire_type),
+                chunk_type,
                 blocking: f.blocking,
                 default: default == Some(i),
                 description: &f.description,
@@ -150,10 +184,12 @@ pub(super) fn json(out: &mut impl Write, plugin: &Plugin) -> anyhow::Result<()> 
 
 /// The signature as a client sees it, each type its wire type:
 /// `(a: u32, s: &str) -> Vec<u8>` is `(a: i64, s: string) -> bytes`; a
-/// stream's chunks are `a stream of any`. `None` when the signature cannot
-/// be read.
+/// stream's chunks are `a stream of` their declared type's wire type
+/// (`Stream<u8>`: `a stream of i64`), or `a stream of any` when it declares
+/// none. `None` when the signature cannot be read.
 fn wire_signature(signature: &str, kind: FunctionKind) -> Option<String> {
-    let (list, output) = split(signature)?;
+    let (list, _) = split(signature)?;
+    let (chunk, output) = outputs(signature, kind)?;
     let mut shown: Vec<String> = spearlet::signature::params(signature)?
         .iter()
         .map(|p| {
@@ -166,9 +202,11 @@ fn wire_signature(signature: &str, kind: FunctionKind) -> Option<String> {
         shown.push("..".to_owned());
     }
     let returns = match (kind, wire_type(output)) {
-        // The SDK does not declare what a stream emits: each chunk arrives
-        // with its own type.
-        (FunctionKind::Stream, _) => "a stream of any".to_owned(),
+        // Without `stream(T)` nothing declares what a stream emits: each
+        // chunk arrives with its own type.
+        (FunctionKind::Stream, _) => {
+            format!("a stream of {}", chunk.and_then(wire_type).unwrap_or("any"))
+        }
         (FunctionKind::Unary, Some(wire)) => wire.to_owned(),
         (FunctionKind::Unary, None) => "nothing".to_owned(),
     };
@@ -246,6 +284,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_output_is_its_chunk_type_and_its_return() {
+        use FunctionKind::{Stream, Unary};
+        assert_eq!(
+            outputs("(n: i64) -> Stream<i64>", Stream),
+            Some((Some("i64"), "()"))
+        );
+        assert_eq!(
+            outputs("(n: i64) -> Stream<Option<(u8, u8)>, Vec<u8>>", Stream),
+            Some((Some("Option<(u8, u8)>"), "Vec<u8>"))
+        );
+        assert_eq!(outputs("(n: i64) -> ()", Stream), Some((None, "()")));
+        assert_eq!(outputs("(n: i64)", Unary), Some((None, "()")));
+        assert_eq!(
+            outputs("() -> Stream<i64>", Unary),
+            Some((None, "Stream<i64>"))
+        );
+    }
+
+    #[test]
     fn signatures_read_as_a_client_sees_them() {
         use FunctionKind::{Stream, Unary};
         let wire = |sig: &str, kind| wire_signature(sig, kind);
@@ -257,6 +314,14 @@ mod tests {
         assert_eq!(
             wire("(n: i64) -> ()", Stream).as_deref(),
             Some("(n: i64) -> a stream of any")
+        );
+        assert_eq!(
+            wire("(n: i64) -> Stream<u8>", Stream).as_deref(),
+            Some("(n: i64) -> a stream of i64")
+        );
+        assert_eq!(
+            wire("(w: &str) -> Stream<Vec<u8>, String>", Stream).as_deref(),
+            Some("(w: string) -> a stream of bytes")
         );
         assert_eq!(wire("odd", Unary), None);
     }
