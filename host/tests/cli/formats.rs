@@ -286,3 +286,27 @@ fn inspect_shows_wire_types_and_prints_json() {
     assert_eq!(count["returns_wire_type"], Json::Null, "{count}");
     assert_eq!(add["chunk_wire_type"], Json::Null, "{add}");
 }
+
+/// A misspelled parameter is refused before anything runs, with the
+/// closest declared name, in a dry run and a real call alike.
+#[test]
+fn an_unknown_parameter_is_refused_naming_the_closest_declared_one() {
+    let served = Served::start("");
+    let math = path(Artifact::Math);
+    served.ok(&add_2_40("sums", math));
+    for dry in [true, false] {
+        let mut args = vec!["invoke", "--task-name", "sums", "--artifact", &math];
+        args.extend(["add", "-p", "a=2", "-p", "bb=40"]);
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = served.run(&args);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success() || dry, "{said}");
+        assert!(
+            said.contains("unknown parameter `bb` of `add`; did you mean `b`?"),
+            "dry run {dry}: {said}"
+        );
+    }
+    served.stop();
+}
