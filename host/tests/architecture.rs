@@ -30,7 +30,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/api/mod.rs::get_health",
     "host/src/api/reply.rs::task_info",
     "host/src/cli/serve.rs::run",
-    "host/src/config/validate.rs::validate",
     "host/src/host.rs::invoke_in_place",
     "host/src/host.rs::start",
     "host/src/host/dry_run.rs::dry_run",

@@ -32,83 +32,11 @@ impl Config {
     ///
     /// A message naming the key, its value and the limit.
     pub fn validate(&self) -> Result<(), String> {
-        fn within<T: PartialOrd + std::fmt::Display>(
-            key: &str,
-            value: T,
-            low: T,
-            high: T,
-        ) -> Result<(), String> {
+        for (key, value, low, high) in self.ranges() {
             if value < low || value > high {
                 return Err(format!("{key} = {value} is out of range: {low} to {high}"));
             }
-            Ok(())
         }
-        let pool = &self.pool;
-        within(
-            "pool.max_instances",
-            pool.max_instances,
-            1,
-            MAX_POOL_INSTANCES,
-        )?;
-        within(
-            "pool.min_instances",
-            pool.min_instances,
-            0,
-            pool.max_instances,
-        )?;
-        within(
-            "pool.max_quarantined",
-            pool.max_quarantined,
-            0,
-            MAX_QUARANTINED,
-        )?;
-        within(
-            "pool.max_quarantined_total",
-            pool.max_quarantined_total,
-            0,
-            MAX_QUARANTINED,
-        )?;
-        let ex = &self.executions;
-        within("executions.max_records", ex.max_records, 1, MAX_RECORDS)?;
-        within("executions.max_pending", ex.max_pending, 1, MAX_RECORDS)?;
-        within(
-            "executions.max_total_result_bytes",
-            ex.max_total_result_bytes,
-            0,
-            MAX_TOTAL_RESULT_BYTES,
-        )?;
-        within(
-            "executions.max_result_bytes",
-            ex.max_result_bytes,
-            0,
-            ex.max_total_result_bytes,
-        )?;
-        within(
-            "exec.warm_workers",
-            self.exec.warm_workers,
-            0,
-            MAX_WARM_WORKERS,
-        )?;
-        within("exec.inline_warm_up", self.exec.inline_warm_up, 1, 1 << 20)?;
-        let limits = &self.limits;
-        within(
-            "limits.max_message_bytes",
-            limits.max_message_bytes,
-            4096,
-            MAX_MESSAGE_BYTES,
-        )?;
-        within(
-            "limits.max_parameter_bytes",
-            limits.max_parameter_bytes,
-            0,
-            MAX_MESSAGE_BYTES,
-        )?;
-        within(
-            "limits.max_concurrent_streams",
-            limits.max_concurrent_streams,
-            1,
-            1 << 20,
-        )?;
         if self.tasks.drain_timeout > self.tasks.max_drain_timeout {
             return Err(format!(
                 "tasks.drain_timeout = {} is out of range: at most tasks.max_drain_timeout = {}",
@@ -116,24 +44,6 @@ impl Config {
                 humantime::format_duration(self.tasks.max_drain_timeout)
             ));
         }
-        within(
-            "tasks.max_journal_bytes",
-            self.tasks.max_journal_bytes,
-            1 << 20,
-            1 << 40,
-        )?;
-        within(
-            "metrics.max_task_labels",
-            self.metrics.max_task_labels,
-            0,
-            1_000_000,
-        )?;
-        within(
-            "artifacts.download_attempts",
-            self.artifacts.download_attempts,
-            1,
-            100,
-        )?;
         super::AllowedHosts::parse(&self.artifacts.allowed_hosts)?;
         if self.sms.heartbeat_interval >= SPEAR_HEARTBEAT_TIMEOUT {
             return Err(format!(
@@ -144,6 +54,111 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Every numeric setting with its range, `(key, value, low, high)`, in
+    /// the order they are checked (a bound may be another setting).
+    fn ranges(&self) -> [(&'static str, u64, u64, u64); 16] {
+        let n = |v: usize| v as u64;
+        let (pool, ex, limits) = (&self.pool, &self.executions, &self.limits);
+        [
+            (
+                "pool.max_instances",
+                n(pool.max_instances),
+                1,
+                n(MAX_POOL_INSTANCES),
+            ),
+            (
+                "pool.min_instances",
+                n(pool.min_instances),
+                0,
+                n(pool.max_instances),
+            ),
+            (
+                "pool.max_quarantined",
+                n(pool.max_quarantined),
+                0,
+                n(MAX_QUARANTINED),
+            ),
+            (
+                "pool.max_quarantined_total",
+                n(pool.max_quarantined_total),
+                0,
+                n(MAX_QUARANTINED),
+            ),
+            (
+                "executions.max_records",
+                n(ex.max_records),
+                1,
+                n(MAX_RECORDS),
+            ),
+            (
+                "executions.max_pending",
+                n(ex.max_pending),
+                1,
+                n(MAX_RECORDS),
+            ),
+            (
+                "executions.max_total_result_bytes",
+                n(ex.max_total_result_bytes),
+                0,
+                n(MAX_TOTAL_RESULT_BYTES),
+            ),
+            (
+                "executions.max_result_bytes",
+                n(ex.max_result_bytes),
+                0,
+                n(ex.max_total_result_bytes),
+            ),
+            (
+                "exec.warm_workers",
+                n(self.exec.warm_workers),
+                0,
+                n(MAX_WARM_WORKERS),
+            ),
+            (
+                "exec.inline_warm_up",
+                u64::from(self.exec.inline_warm_up),
+                1,
+                1 << 20,
+            ),
+            (
+                "limits.max_message_bytes",
+                n(limits.max_message_bytes),
+                4096,
+                n(MAX_MESSAGE_BYTES),
+            ),
+            (
+                "limits.max_parameter_bytes",
+                n(limits.max_parameter_bytes),
+                0,
+                n(MAX_MESSAGE_BYTES),
+            ),
+            (
+                "limits.max_concurrent_streams",
+                u64::from(limits.max_concurrent_streams),
+                1,
+                1 << 20,
+            ),
+            (
+                "tasks.max_journal_bytes",
+                self.tasks.max_journal_bytes,
+                1 << 20,
+                1 << 40,
+            ),
+            (
+                "metrics.max_task_labels",
+                n(self.metrics.max_task_labels),
+                0,
+                1_000_000,
+            ),
+            (
+                "artifacts.download_attempts",
+                u64::from(self.artifacts.download_attempts),
+                1,
+                100,
+            ),
+        ]
     }
 }
 
