@@ -360,80 +360,10 @@ impl FunctionService for FunctionApi {
     ) -> Result<Response<pb::GetHealthResponse>, Status> {
         let stats = self.host.stats();
         let sms = self.host.sms_status();
-        let details = request.into_inner().include_details.then(|| {
-            let mut system_info = std::collections::HashMap::new();
-            system_info.insert("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
-            system_info.insert(
-                "plugin_abi".to_owned(),
-                spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
-            );
-            system_info.insert(
-                "artifact_cache_hits".to_owned(),
-                stats.cache.hits.to_string(),
-            );
-            system_info.insert(
-                "artifact_cache_misses".to_owned(),
-                stats.cache.misses.to_string(),
-            );
-            for (key, value) in [
-                ("inline_promotions", stats.tier.promotions),
-                ("inline_demotions", stats.tier.demotions),
-                ("inline_calls", stats.tier.inline_runs),
-            ] {
-                system_info.insert(key.to_owned(), value.to_string());
-            }
-            system_info.insert(
-                "quarantined_instances".to_owned(),
-                stats.quarantined.to_string(),
-            );
-            system_info.insert(
-                "execution_result_bytes".to_owned(),
-                stats.result_bytes.to_string(),
-            );
-            let loaded = self.host.artifacts().loaded();
-            system_info.insert("plugins_loaded".to_owned(), loaded.in_use.to_string());
-            system_info.insert(
-                "plugins_loaded_unused".to_owned(),
-                loaded.unused.to_string(),
-            );
-            reply::tasks_by_isolation(&self.host.tasks().all(), &mut system_info);
-            if let Some(link) = &sms {
-                reply::sms_link(link, &mut system_info);
-            }
-            // SPEAR's HealthDetails has no field for it: `persistence` is
-            // `ok` or `failing`, with the error, since when and attempts.
-            system_info.insert(
-                "state_journal_bytes".to_owned(),
-                stats.state_journal_bytes.to_string(),
-            );
-            match &stats.persistence {
-                crate::state::Persistence::Ok => {
-                    system_info.insert("persistence".to_owned(), "ok".to_owned());
-                }
-                crate::state::Persistence::Failing {
-                    since,
-                    error,
-                    attempts,
-                    ..
-                } => {
-                    system_info.insert("persistence".to_owned(), "failing".to_owned());
-                    system_info.insert("persistence_error".to_owned(), error.clone());
-                    system_info.insert(
-                        "persistence_failing_since".to_owned(),
-                        humantime::format_rfc3339_seconds(*since).to_string(),
-                    );
-                    system_info.insert("persistence_attempts".to_owned(), attempts.to_string());
-                }
-            }
-            pb::HealthDetails {
-                active_tasks: clamp(stats.tasks),
-                running_executions: clamp(stats.running),
-                pending_executions: clamp(stats.pending),
-                total_memory_used: 0,
-                total_executions: i64::try_from(stats.total_executions).unwrap_or(i64::MAX),
-                system_info,
-            }
-        });
+        let details = request
+            .into_inner()
+            .include_details
+            .then(|| health_details(&self.host, &stats, sms.as_ref()));
         // Degraded, not down: calls run, but what is recorded waits in the
         // journal, and past its limit new tasks and ASYNC calls are refused.
         let (status, persistence) = match &stats.persistence {
@@ -514,6 +444,87 @@ impl FunctionService for FunctionApi {
             task_stats,
             execution_stats,
         }))
+    }
+}
+
+/// `GetHealth`'s details: the counts, and what SPEAR's `HealthDetails` has
+/// no field for in `system_info`.
+fn health_details(
+    host: &Host,
+    stats: &crate::HostStats,
+    sms: Option<&crate::sms::LinkStatus>,
+) -> pb::HealthDetails {
+    let mut system_info = std::collections::HashMap::new();
+    system_info.insert("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
+    system_info.insert(
+        "plugin_abi".to_owned(),
+        spear_plugin_sdk::ffi::ABI_VERSION.to_owned(),
+    );
+    system_info.insert(
+        "artifact_cache_hits".to_owned(),
+        stats.cache.hits.to_string(),
+    );
+    system_info.insert(
+        "artifact_cache_misses".to_owned(),
+        stats.cache.misses.to_string(),
+    );
+    for (key, value) in [
+        ("inline_promotions", stats.tier.promotions),
+        ("inline_demotions", stats.tier.demotions),
+        ("inline_calls", stats.tier.inline_runs),
+    ] {
+        system_info.insert(key.to_owned(), value.to_string());
+    }
+    system_info.insert(
+        "quarantined_instances".to_owned(),
+        stats.quarantined.to_string(),
+    );
+    system_info.insert(
+        "execution_result_bytes".to_owned(),
+        stats.result_bytes.to_string(),
+    );
+    let loaded = host.artifacts().loaded();
+    system_info.insert("plugins_loaded".to_owned(), loaded.in_use.to_string());
+    system_info.insert(
+        "plugins_loaded_unused".to_owned(),
+        loaded.unused.to_string(),
+    );
+    reply::tasks_by_isolation(&host.tasks().all(), &mut system_info);
+    if let Some(link) = sms {
+        reply::sms_link(link, &mut system_info);
+    }
+    // SPEAR's HealthDetails has no field for it: `persistence` is
+    // `ok` or `failing`, with the error, since when and attempts.
+    system_info.insert(
+        "state_journal_bytes".to_owned(),
+        stats.state_journal_bytes.to_string(),
+    );
+    match &stats.persistence {
+        crate::state::Persistence::Ok => {
+            system_info.insert("persistence".to_owned(), "ok".to_owned());
+        }
+        crate::state::Persistence::Failing {
+            since,
+            error,
+            attempts,
+            ..
+        } => {
+            system_info.insert("persistence".to_owned(), "failing".to_owned());
+            system_info.insert("persistence_error".to_owned(), error.clone());
+            system_info.insert(
+                "persistence_failing_since".to_owned(),
+                humantime::format_rfc3339_seconds(*since).to_string(),
+            );
+            system_info.insert("persistence_attempts".to_owned(), attempts.to_string());
+        }
+    }
+    pb::HealthDetails {
+        active_tasks: clamp(stats.tasks),
+        running_executions: clamp(stats.running),
+        pending_executions: clamp(stats.pending),
+        total_memory_used: 0,
+        total_executions: i64::try_from(stats.total_executions).unwrap_or(i64::MAX),
+        system_info,
     }
 }
 
