@@ -27,7 +27,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "bench/src/soak.rs::run",
     "host/src/api/convert.rs::invoke_request",
     "host/src/api/limits.rs::check_invoke",
-    "host/src/api/reply.rs::task_info",
     "host/src/cli/serve.rs::run",
     "host/src/host.rs::invoke_in_place",
     "host/src/host.rs::start",

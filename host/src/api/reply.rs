@@ -172,34 +172,7 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
     if !task.description.is_empty() {
         metadata.insert("description".to_owned(), task.description.clone());
     }
-    if let Some(switch) = &task.switch {
-        metadata.insert(
-            "switched_at".to_owned(),
-            humantime::format_rfc3339_seconds(switch.at).to_string(),
-        );
-        if let Some(previous) = &switch.previous {
-            metadata.insert(
-                "previous_digest".to_owned(),
-                previous.plugin.digest().to_hex(),
-            );
-            metadata.insert(
-                "previous_plugin_version".to_owned(),
-                previous.plugin.version().to_owned(),
-            );
-        }
-    }
-    match &task.membership {
-        Membership::Local => {}
-        Membership::Registered { sms_id } => {
-            metadata.insert("cluster".to_owned(), "registered".to_owned());
-            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
-        }
-        Membership::Replica { sms_id, node_uuid } => {
-            metadata.insert("cluster".to_owned(), "replica".to_owned());
-            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
-            metadata.insert("sms_owner_node".to_owned(), node_uuid.clone());
-        }
-    }
+    history_and_membership(task, &mut metadata);
     let pool = task.pool.stats();
     metadata.insert("instances".to_owned(), pool.live.to_string());
     if pool.quarantined > 0 {
@@ -231,6 +204,38 @@ pub(super) fn task_info(task: &Task) -> pb::TaskInfo {
             .map_or(pb::ExecutionStatus::Unknown, status)
             .into(),
         metadata,
+    }
+}
+
+/// A task's version switch and cluster standing, as metadata.
+fn history_and_membership(task: &Task, metadata: &mut std::collections::HashMap<String, String>) {
+    if let Some(switch) = &task.switch {
+        metadata.insert(
+            "switched_at".to_owned(),
+            humantime::format_rfc3339_seconds(switch.at).to_string(),
+        );
+        if let Some(previous) = &switch.previous {
+            metadata.insert(
+                "previous_digest".to_owned(),
+                previous.plugin.digest().to_hex(),
+            );
+            metadata.insert(
+                "previous_plugin_version".to_owned(),
+                previous.plugin.version().to_owned(),
+            );
+        }
+    }
+    match &task.membership {
+        Membership::Local => {}
+        Membership::Registered { sms_id } => {
+            metadata.insert("cluster".to_owned(), "registered".to_owned());
+            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
+        }
+        Membership::Replica { sms_id, node_uuid } => {
+            metadata.insert("cluster".to_owned(), "replica".to_owned());
+            metadata.insert("sms_task_id".to_owned(), sms_id.clone());
+            metadata.insert("sms_owner_node".to_owned(), node_uuid.clone());
+        }
     }
 }
 
