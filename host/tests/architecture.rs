@@ -30,7 +30,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/cli/serve.rs::run",
     "host/src/host.rs::invoke_in_place",
     "host/src/host.rs::start",
-    "host/src/host/dry_run.rs::dry_run",
     "host/src/host/resolve.rs::create_task",
     "host/src/isolate/codec/mod.rs::encode_into",
     "host/src/loader/library.rs::from_module",

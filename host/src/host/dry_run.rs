@@ -83,41 +83,8 @@ impl Host {
                     let task = self.wake(stored).await?;
                     (Some(Arc::clone(&task.id)), Arc::clone(&task.plugin))
                 } else {
-                    let remote = match self.sms() {
-                        Some(sms) => sms.find_task_by(task_id).await?,
-                        None => None,
-                    };
-                    match (remote, artifact) {
-                        (Some(remote), _) => {
-                            let spec =
-                                remote
-                                    .artifact
-                                    .map_err(|reason| Error::TaskNotRunnableHere {
-                                        task_id: task_id.clone(),
-                                        reason,
-                                    })?;
-                            let isolation =
-                                crate::invoke::IsolationSetting::of_task(&remote.metadata)?
-                                    .isolation;
-                            (
-                                Some(Arc::from(task_id.as_str())),
-                                self.artifacts().load_as(&spec, isolation).await?,
-                            )
-                        }
-                        (None, Some(artifact)) if *create_if_not_exists => {
-                            (None, self.artifacts().load_as(artifact, isolation).await?)
-                        }
-                        (None, None) if *create_if_not_exists => {
-                            return Err(Error::ArtifactSpecRequired {
-                                task_id: task_id.clone(),
-                            })
-                        }
-                        (None, _) => {
-                            return Err(Error::TaskNotFound {
-                                task_id: task_id.clone(),
-                            })
-                        }
-                    }
+                    self.would_fetch(task_id, *create_if_not_exists, artifact.as_ref(), isolation)
+                        .await?
                 }
             }
         };
@@ -147,6 +114,50 @@ impl Host {
             signature: info.signature.clone(),
             kind: info.kind,
             plugin,
+        })
+    }
+
+    /// What a dry run of an id unknown here would load: the SMS's task of
+    /// that id, else the request's artifact when it may create the task.
+    async fn would_fetch(
+        &self,
+        task_id: &str,
+        create_if_not_exists: bool,
+        artifact: Option<&crate::artifact::ArtifactSpec>,
+        isolation: crate::isolate::Isolation,
+    ) -> Result<(Option<Arc<str>>, Arc<Plugin>)> {
+        let remote = match self.sms() {
+            Some(sms) => sms.find_task_by(task_id).await?,
+            None => None,
+        };
+        Ok(match (remote, artifact) {
+            (Some(remote), _) => {
+                let spec = remote
+                    .artifact
+                    .map_err(|reason| Error::TaskNotRunnableHere {
+                        task_id: task_id.to_owned(),
+                        reason,
+                    })?;
+                let isolation =
+                    crate::invoke::IsolationSetting::of_task(&remote.metadata)?.isolation;
+                (
+                    Some(Arc::from(task_id)),
+                    self.artifacts().load_as(&spec, isolation).await?,
+                )
+            }
+            (None, Some(artifact)) if create_if_not_exists => {
+                (None, self.artifacts().load_as(artifact, isolation).await?)
+            }
+            (None, None) if create_if_not_exists => {
+                return Err(Error::ArtifactSpecRequired {
+                    task_id: task_id.to_owned(),
+                })
+            }
+            (None, _) => {
+                return Err(Error::TaskNotFound {
+                    task_id: task_id.to_owned(),
+                })
+            }
         })
     }
 }
