@@ -91,7 +91,17 @@ pub(super) fn confine(location: &str, path: &Path, roots: &[PathBuf]) -> Result<
     if inside {
         Ok(real)
     } else {
-        let roots: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        // Absolute, as the path above is: a relative root reads as if it
+        // held a path it does not.
+        let roots: Vec<String> = roots
+            .iter()
+            .map(|r| {
+                r.canonicalize()
+                    .unwrap_or_else(|_| r.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect();
         Err(denied(format!(
             "it resolves to {}, outside the artifact roots ({})",
             real.display(),

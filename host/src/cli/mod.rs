@@ -78,7 +78,9 @@ enum Command {
     /// Show, delete, upgrade or roll back a task.
     #[command(subcommand)]
     Task(client::TaskCommand),
-    /// List executions.
+    /// List executions. A SYNC call that completed and named no execution id
+    /// is not kept (its caller has the result) unless the server sets
+    /// `[executions] keep_completed_sync`; failures always are.
     Executions(client::ExecutionsArgs),
     /// Show an execution's status, result and (with --logs) log lines.
     Status(client::StatusArgs),

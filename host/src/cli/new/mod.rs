@@ -70,6 +70,9 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
         dir.display()
     );
     println!("  spearlet plugin check target/release/lib{lib}.so");
+    println!(
+        "  spearlet serve --artifact-root target/release   (a server loads only from its artifact roots)"
+    );
     println!("  spearlet invoke --task-name {name} --artifact target/release/lib{lib}.so greet -p name=Ada");
     Ok(ExitCode::SUCCESS)
 }
