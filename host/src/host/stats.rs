@@ -91,7 +91,9 @@ impl Host {
             tasks: tasks.len(),
             running: counts.held(ExecutionStatus::Running),
             pending: counts.held(ExecutionStatus::Pending),
-            total_executions: tasks.iter().map(|t| t.activity().execution_count).sum(),
+            // Host-wide, not summed over tasks: an upgraded task starts its
+            // own counts afresh, the host's lifetime total does not.
+            total_executions: counts.ended + counts.held(ExecutionStatus::Running) as u64,
             average_execution_time: if counts.ended == 0 {
                 Duration::ZERO
             } else {

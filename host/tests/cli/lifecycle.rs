@@ -21,6 +21,14 @@ fn task_upgrade_and_rollback_switch_the_version_under_one_id() {
         .expect("the task id in the status line")
         .to_owned();
 
+    let executions = |served: &Served| -> u64 {
+        let out = served.ok(&["health", "--format", "json"]);
+        let health: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        health["total_executions"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("total_executions in {health}"))
+    };
+    assert_eq!(executions(&served), 1);
     let out = served.run(&["task", "upgrade", &id, "--artifact", v2]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let shown = text(&out.stdout);
@@ -36,6 +44,8 @@ fn task_upgrade_and_rollback_switch_the_version_under_one_id() {
         "{}",
         text(&out.stdout)
     );
+    // The task's counters start anew; the host's lifetime total does not.
+    assert_eq!(executions(&served), 2);
     let shown = text(&served.run(&["task", "get", &id]).stdout);
     assert!(
         shown.contains("switched    ") && shown.contains("from 1.0.0"),

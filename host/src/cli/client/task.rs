@@ -47,7 +47,7 @@ fn print_switch(s: &admin::TaskSwitch, client: &ClientOptions) -> anyhow::Result
     // What a switch does not keep, said where it happens.
     println!(
         "fresh     the new version's instances start afresh (state held in the old ones is not \
-         carried over); the task's counters start anew"
+         carried over); the task's counters start anew, the host's totals (health) do not"
     );
     Ok(())
 }
