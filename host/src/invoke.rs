@@ -275,7 +275,6 @@ impl IsolationSetting {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::Host;
 
     pub(super) fn metadata(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -355,67 +354,6 @@ mod tests {
         );
         let err = refusal(&[(MEMORY_MAX_KEY, "1048576")], Isolation::InProcess);
         assert!(err.contains("the server's default"), "{err}");
-    }
-
-    /// The file a task was created from is remembered as it was when its
-    /// bytes were read: a task pinned to bytes its path no longer holds is
-    /// created from the plugin loaded before (nothing read), and a later
-    /// request naming the path alone is refused, never served the old code.
-    #[test]
-    fn a_task_pinned_to_bytes_its_file_no_longer_holds_is_stale_for_the_file() {
-        use crate::config::{ArtifactConfig, Config, ExecConfig};
-        use crate::digest::Sha256Digest;
-        use spearlet_test_artifacts::Artifact;
-
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let (data, root) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-            let path = root.path().join("libplugin.so");
-            let built = std::fs::read(Artifact::Echo.path()).unwrap();
-            std::fs::write(&path, &built).unwrap();
-            let host = Host::new(Config {
-                data_dir: data.path().to_owned(),
-                artifacts: ArtifactConfig {
-                    roots: vec![root.path().to_owned()],
-                    ..ArtifactConfig::default()
-                },
-                exec: ExecConfig {
-                    first_load_in_worker: false,
-                    warm_workers: 0,
-                    ..ExecConfig::default()
-                },
-                ..Config::default()
-            })
-            .unwrap();
-            let digest = Sha256Digest::of(&built).to_hex();
-            let request = |name: &str, checksum: &str| {
-                let artifact = ArtifactSpec::at(path.to_str().unwrap()).with_checksum(checksum);
-                let target = Target::NewTask {
-                    name: name.into(),
-                    description: String::new(),
-                    artifact,
-                };
-                InvokeRequest::new(target, "nop")
-            };
-            host.invoke(request("first", &digest)).await.unwrap();
-            // Rebuilt: the path now names other bytes, in another file.
-            std::fs::remove_file(&path).unwrap();
-            std::fs::write(&path, [built.as_slice(), b"rebuilt"].concat()).unwrap();
-            let pinned = host.invoke(request("second", &digest)).await.unwrap();
-            assert!(pinned.created_task);
-            for name in ["first", "second"] {
-                match host.invoke(request(name, "")).await {
-                    Err(Error::StaleArtifact { reason, .. }) => {
-                        assert!(reason.contains("changed since"), "{reason}");
-                    }
-                    other => panic!("{name}: {other:?}"),
-                }
-            }
-        });
     }
 
     #[test]

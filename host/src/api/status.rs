@@ -113,3 +113,19 @@ impl From<Error> for Status {
         status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full state journal is worth retrying once it folds again.
+    #[test]
+    fn a_full_journal_is_unavailable() {
+        let full = Error::JournalFull {
+            bytes: 2 << 20,
+            limit: 1 << 20,
+            reason: "the disk is full".to_owned(),
+        };
+        assert_eq!(code(&full), tonic::Code::Unavailable);
+    }
+}

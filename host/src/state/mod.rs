@@ -1008,7 +1008,6 @@ mod tests {
                 "{refused:?}"
             );
             assert!(refused.to_string().contains("tasks.max_journal_bytes"));
-            assert_eq!(crate::api::code(&refused), tonic::Code::Unavailable);
             let held = db.journal_bytes();
             assert!(held <= limit && held + put(&accepted[0]).len() as u64 > limit);
             db.remove_task("t-1")
