@@ -208,18 +208,7 @@ async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<Execu
         Ok::<_, Error>((info.name.clone(), params))
     }
     .await;
-    let (function, params) = match prepared {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            end_unrun(
-                host,
-                entry,
-                ExecutionStatus::Failed,
-                crate::exec::error_of(&e),
-            );
-            return Err(e);
-        }
-    };
+    let (function, params) = prepared.map_err(|e| failed_unrun(host, entry, e))?;
     entry.set_function(function.as_str().into());
     if !entry.recorded() {
         return Ok(None);
@@ -241,18 +230,7 @@ async fn run(host: &Host, entry: &Arc<Entry>, call: Call) -> Result<Option<Execu
             return Ok(after_termination(host, entry, error).await);
         }
     };
-    let outcome = match invoked {
-        Ok(outcome) => outcome.execution,
-        Err(e) => {
-            end_unrun(
-                host,
-                entry,
-                ExecutionStatus::Failed,
-                crate::exec::error_of(&e),
-            );
-            return Err(e);
-        }
-    };
+    let outcome = invoked.map_err(|e| failed_unrun(host, entry, e))?.execution;
     if outcome.status.is_final() {
         record_end(host, entry, &outcome);
     } else {
@@ -350,6 +328,17 @@ async fn follow(host: &Host, entry: &Arc<Entry>) {
     }
     let e = record.snapshot();
     record_end(host, entry, &e);
+}
+
+/// Ends FAILED an execution that `e` stopped before it ran; returns `e`.
+fn failed_unrun(host: &Host, entry: &Entry, e: Error) -> Error {
+    end_unrun(
+        host,
+        entry,
+        ExecutionStatus::Failed,
+        crate::exec::error_of(&e),
+    );
+    e
 }
 
 /// Ends an execution that never reached the host's store.
