@@ -5,22 +5,17 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
-
 use crate::artifact::ArtifactStore;
 use crate::config::Config;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::exec::{
-    self, CancelOutcome, Ending, ExecutionError, ExecutionMode, ExecutionStore, Job,
-};
-use crate::invoke::{InvokeOutcome, InvokeRequest};
-use crate::loader::{FunctionKind, Plugin};
+use crate::exec::{CancelOutcome, ExecutionError, ExecutionStore};
+use crate::loader::Plugin;
 use crate::pool::QuarantineLimits;
 use crate::registry::{Task, TaskRegistry};
-use crate::tier::{Bound, Code, PluginProfile, TierPolicy};
-use crate::Value;
+use crate::tier::{Bound, PluginProfile, TierPolicy};
 
+mod calls;
 mod cluster;
 mod dry_run;
 mod durable;
@@ -35,7 +30,6 @@ pub use dry_run::{DryRun, DRY_RUN_KEY};
 pub use durable::HOST_RESTARTED;
 pub use instances::{DestroyedInstance, INSTANCE_DESTROYED};
 pub use stats::HostStats;
-use stop::PendingSlot;
 pub use upgrade::Switched;
 
 /// An embeddable spearlet: tasks, instance pools, executions.
@@ -194,269 +188,6 @@ impl Host {
                     .map(|f| (f.name.as_str(), f.blocking || !here)),
             )
         }))
-    }
-
-    /// Invokes a function (SYNC or ASYNC; STREAM goes through [`Host::stream`]).
-    ///
-    /// A function-level failure (the plugin returned an error, panicked, or
-    /// the call timed out) is a successful return whose execution says so;
-    /// `Err` is for requests that could not be served at all.
-    ///
-    /// Dropping the returned future before it completes ends the execution
-    /// (CANCELLED, or TIMEOUT past its deadline) and asks the plugin to stop.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::UseStreamFunction`] for STREAM mode; the task resolution
-    /// errors ([`Error::TaskNotFound`], [`Error::ArtifactSpecRequired`], the
-    /// artifact pipeline's); [`Error::FunctionNotFound`];
-    /// [`Error::UnknownParameter`]; [`Error::PoolExhausted`]; [`Error::QuarantineFull`];
-    /// [`Error::TooManyPending`].
-    pub async fn invoke(&self, request: InvokeRequest) -> Result<InvokeOutcome> {
-        if request.mode == ExecutionMode::Stream {
-            return Err(Error::UseStreamFunction);
-        }
-        let _serving = self.serving()?;
-        self.check_metadata(&request)?;
-        let mut request = request;
-        match self.invoke_in_place(&mut request) {
-            Some(done) => done,
-            None => Box::pin(self.start(request, None)).await,
-        }
-    }
-
-    /// The call that needs no waiting at all — a known task, a function the
-    /// inline tier has promoted, a free seat under the tier's cap, an idle
-    /// instance, no retries, no deadline — served without a future: the
-    /// common case of a busy host costs what its bookkeeping costs. `None`,
-    /// with `request` untouched, for anything else: the general path serves
-    /// it. A call with a deadline never runs here: nothing could answer its
-    /// caller at the deadline while the plugin holds this thread.
-    fn invoke_in_place(&self, request: &mut InvokeRequest) -> Option<Result<InvokeOutcome>> {
-        if request.mode != ExecutionMode::Sync
-            || request.max_retries > 0
-            || request.force_new_instance
-            || request.timeout.is_some()
-        {
-            return None;
-        }
-        let task = self.known_task(&request.target)?;
-        let function = task.function(&request.function).ok()?;
-        if let Err(e) = task.plugin.check_params(function, &request.params) {
-            return Some(Err(e));
-        }
-        let seat = if task.isolation == crate::isolate::Isolation::Process {
-            // A worker process runs the call; this thread posts it and
-            // waits, giving up its runtime duties if it must sleep — which
-            // only a multi-threaded runtime can take over.
-            if !exec::on_multi_thread_runtime() {
-                return None;
-            }
-            None
-        } else {
-            if !self.inner.policy.enabled() || !task.profile(function).is_inline() {
-                return None;
-            }
-            // Before the instance: a call over the cap leaves the pool alone.
-            Some(task.profile.seat(Code::Function(function.index()))?)
-        };
-        let lease = match task.pool.try_acquire_idle()? {
-            Ok(lease) => lease,
-            Err(e) => return Some(Err(e)),
-        };
-        let executions = &self.inner.executions;
-        // Unlisted only in the inline tier, whose calls are bounded: a call
-        // in a worker process may run for long, and must stay reachable by
-        // a cancel, a forced delete or a listing while it does.
-        let unlisted = seat.is_some()
-            && request.execution_id.is_none()
-            && executions.lists_only_notable_sync();
-        let now = unlisted.then(Instant::now);
-        let (record, fresh) = if let Some(now) = now {
-            let function = task.plugin.function_name(function);
-            (executions.claim_unlisted(&task.id, function, now), true)
-        } else {
-            match executions.claim(
-                request.execution_id.as_deref(),
-                &request.params,
-                &task.id,
-                task.plugin.function_name(function),
-                request.mode,
-            ) {
-                Ok(claimed) => claimed,
-                Err(e) => return Some(Err(e)),
-            }
-        };
-        if fresh {
-            let traceparent = request.join_trace(&record);
-            let job = Job {
-                task: Arc::clone(&task),
-                function,
-                record: Arc::clone(&record),
-                params: std::mem::take(&mut request.params),
-                environment: std::mem::take(&mut request.environment),
-                headers: std::mem::take(&mut request.headers),
-                traceparent,
-                deadline: None,
-                acquire_timeout: self.inner.config.pool.acquire_timeout,
-                max_retries: 0,
-                fresh_instance: false,
-                mode: ExecutionMode::Sync,
-                chunks: None,
-                policy: self.inner.policy,
-            };
-            match seat {
-                Some(seat) => exec::run_in_place(job, lease, seat, now),
-                None => exec::run_isolated_in_place(job, lease),
-            };
-        }
-        let execution = if unlisted {
-            executions.settle_unlisted(record)
-        } else if fresh {
-            record.snapshot_for_caller()
-        } else {
-            record.snapshot()
-        };
-        Some(Ok(InvokeOutcome {
-            task_id: Arc::clone(&task.id),
-            created_task: false,
-            upgraded_task: false,
-            execution,
-        }))
-    }
-
-    /// Invokes a function whose chunks are sent to `chunks` as it emits
-    /// them (a unary function's result arrives as the final outcome). The
-    /// channel's capacity bounds how far the plugin may run ahead of the
-    /// consumer; dropping the receiver cancels the execution.
-    ///
-    /// # Errors
-    ///
-    /// As [`Host::invoke`].
-    pub async fn stream(
-        &self,
-        mut request: InvokeRequest,
-        chunks: mpsc::Sender<Value>,
-    ) -> Result<InvokeOutcome> {
-        request.mode = ExecutionMode::Stream;
-        let _serving = self.serving()?;
-        self.check_metadata(&request)?;
-        self.start(request, Some(chunks)).await
-    }
-
-    /// Checks the request's `spearlet.` metadata keys up front (most
-    /// requests carry none, and pay one length test).
-    fn check_metadata(&self, request: &InvokeRequest) -> Result<()> {
-        if request.metadata.is_empty() {
-            return Ok(());
-        }
-        crate::invoke::metadata::check(&request.metadata, &self.inner.config)
-    }
-
-    async fn start(
-        &self,
-        mut request: InvokeRequest,
-        chunks: Option<mpsc::Sender<Value>>,
-    ) -> Result<InvokeOutcome> {
-        let deadline = request.timeout.map(|t| Instant::now() + t);
-        let (task, origin) = self.resolve_task(&request).await?;
-        let (created_task, upgraded_task) = (
-            origin == crate::invoke::TaskOrigin::Created,
-            origin == crate::invoke::TaskOrigin::Upgraded,
-        );
-        let function = task.function(&request.function)?;
-        task.plugin.check_params(function, &request.params)?;
-        if chunks.is_none() && function.kind() == FunctionKind::Stream {
-            tracing::debug!(function = %request.function, "stream function called without a stream; chunks are dropped");
-        }
-        let (record, fresh) = self.inner.executions.claim(
-            request.execution_id.as_deref(),
-            &request.params,
-            &task.id,
-            task.plugin.function_name(function),
-            request.mode,
-        )?;
-        if !fresh {
-            // Idempotent retry of a known execution: report, don't rerun.
-            return Ok(InvokeOutcome {
-                task_id: Arc::clone(&task.id),
-                created_task,
-                upgraded_task,
-                execution: record.snapshot(),
-            });
-        }
-        let traceparent = request.join_trace(&record);
-        // From here on the record ends whatever happens to this future.
-        let ending = Ending::new(Arc::clone(&record), Arc::clone(&task), deadline);
-        let job = Job {
-            task: Arc::clone(&task),
-            function,
-            record: Arc::clone(&record),
-            params: request.params,
-            environment: request.environment,
-            headers: request.headers,
-            traceparent,
-            deadline,
-            acquire_timeout: self.inner.config.pool.acquire_timeout,
-            max_retries: request.max_retries,
-            fresh_instance: request.force_new_instance,
-            mode: request.mode,
-            chunks,
-            policy: self.inner.policy,
-        };
-        match request.mode {
-            ExecutionMode::Sync | ExecutionMode::Stream => {
-                // Claim the instance first so an exhausted pool is an error
-                // of the request, as `docs/invocation-flow.md` has it, not a failed execution.
-                let lease = match task
-                    .pool
-                    .acquire(job.fresh_instance, job.acquire_wait())
-                    .await
-                {
-                    Ok(lease) => lease,
-                    Err(e) => {
-                        exec::end_unserved(&record, &e);
-                        return Err(e);
-                    }
-                };
-                exec::run(job, Some(lease), ending).await;
-            }
-            ExecutionMode::Async => {
-                let Some(slot) =
-                    PendingSlot::claim(&self.inner, self.inner.config.executions.max_pending)
-                else {
-                    let limit = self.inner.config.executions.max_pending;
-                    let e = Error::TooManyPending {
-                        pending: limit,
-                        limit,
-                    };
-                    exec::end_unserved(&record, &e);
-                    return Err(e);
-                };
-                // Durable before the client hears it was accepted.
-                if let Err(e) = self.record_accepted(&record).await {
-                    exec::end_unserved(&record, &e);
-                    return Err(e);
-                }
-                let host = self.clone();
-                let ran = Arc::clone(&record);
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    exec::run(job, None, ending).await;
-                    host.record_ended(&ran).await;
-                });
-            }
-        }
-        let execution = match request.mode {
-            ExecutionMode::Sync => self.inner.executions.release_to_caller(&record),
-            ExecutionMode::Async | ExecutionMode::Stream => record.snapshot_for_caller(),
-        };
-        Ok(InvokeOutcome {
-            task_id: Arc::clone(&task.id),
-            created_task,
-            upgraded_task,
-            execution,
-        })
     }
 
     /// Deletes a task: its instances are drained (idle ones now, busy ones
