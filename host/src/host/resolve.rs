@@ -209,8 +209,7 @@ impl Host {
         // Withdrawn when dropped: a creation that fails, or whose caller
         // goes away, leaves no registration behind.
         let mut pending: Option<PendingRegistration> = None;
-        let mut registered: Option<String> = None;
-        let mut recorded: Option<Arc<str>> = None;
+        let (mut registered, mut recorded): (Option<String>, Option<Arc<str>>) = (None, None);
         let outcome = self
             .tasks()
             .get_or_create(key, async {
@@ -223,33 +222,10 @@ impl Host {
                     .artifacts()
                     .load_sourced(artifact, setting.isolation)
                     .await?;
-                let (id, membership) = match self.sms() {
-                    None => (id.unwrap_or_else(crate::exec::new_id), Membership::Local),
-                    Some(sms) => {
-                        if let Some(existing) = self.tasks().by_name(name) {
-                            return Err(Error::TaskNameTaken {
-                                name: name.to_owned(),
-                                existing: existing.id.to_string(),
-                            });
-                        }
-                        // Boxed: a gRPC call is a large future, which a
-                        // host in no cluster would carry for nothing.
-                        let sms_id = Box::pin(self.register_in_cluster(
-                            sms,
-                            &plugin,
-                            (name, description),
-                            artifact,
-                            id.as_deref(),
-                            &metadata,
-                        ))
-                        .await?;
-                        pending = Some(PendingRegistration::new(Arc::clone(sms), sms_id.clone()));
-                        (
-                            id.unwrap_or_else(|| Arc::from(sms_id.as_str())),
-                            Membership::Registered { sms_id },
-                        )
-                    }
-                };
+                let (id, membership, registration) = self
+                    .membership(id, (name, description), artifact, &plugin, &metadata)
+                    .await?;
+                pending = registration;
                 // The pool is awaited here rather than in a future of its
                 // own around it: that one would hold its parts twice.
                 let (profile, context) = self.pool_context(&plugin, setting);
@@ -274,9 +250,8 @@ impl Host {
                     pool,
                     profile,
                 });
-                // Recorded before anyone can see it: a restart, even a
-                // crash, brings back every task whose creation was
-                // acknowledged.
+                // Recorded before anyone can see it: a restart, even a crash,
+                // brings back every task whose creation was acknowledged.
                 self.record_new_task(&new)?;
                 recorded = Some(Arc::clone(&new.id));
                 // Nothing awaits from here until the task is in the
@@ -286,28 +261,91 @@ impl Host {
                 Ok(new)
             })
             .await;
+        let origin = if created {
+            TaskOrigin::Created
+        } else {
+            TaskOrigin::Found
+        };
         match outcome {
-            Ok(task) => Ok((
-                task,
-                if created {
-                    TaskOrigin::Created
-                } else {
-                    TaskOrigin::Found
-                },
-            )),
+            Ok(task) => Ok((task, origin)),
             Err(e) => {
                 // Boxed, as everything this path alone awaits: the future of
-                // every creation would carry them otherwise.
-                if let Some(id) = recorded {
-                    if let Err(e) = Box::pin(self.forget_task(&id)).await {
-                        tracing::warn!(task = %id, error = %e, "a task whose creation failed stays recorded; it is restored after a restart");
-                    }
-                }
-                if let Some(sms_id) = registered {
-                    Box::pin(self.withdraw_registration(&sms_id, &e)).await;
-                }
+                // every creation would carry it otherwise.
+                Box::pin(self.undo_creation(recorded, registered, &e)).await;
                 Err(e)
             }
+        }
+    }
+
+    /// A new task's id and standing: local, under the caller's id or a
+    /// fresh one; or, in a cluster, registered at the SMS (the caller's id,
+    /// else the SMS's) with the registration, withdrawn if dropped.
+    async fn membership(
+        &self,
+        id: Option<Arc<str>>,
+        (name, description): (&str, &str),
+        artifact: &ArtifactSpec,
+        plugin: &Arc<Plugin>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(Arc<str>, Membership, Option<PendingRegistration>)> {
+        let Some(sms) = self.sms() else {
+            let id = id.unwrap_or_else(crate::exec::new_id);
+            return Ok((id, Membership::Local, None));
+        };
+        let (id, sms_id, registration) = self
+            .register_new(sms, id, (name, description), artifact, plugin, metadata)
+            .await?;
+        Ok((id, Membership::Registered { sms_id }, Some(registration)))
+    }
+
+    /// Registers a task about to be created at the SMS, under a name no
+    /// other task here has.
+    async fn register_new(
+        &self,
+        sms: &Arc<crate::sms::Sms>,
+        id: Option<Arc<str>>,
+        (name, description): (&str, &str),
+        artifact: &ArtifactSpec,
+        plugin: &Arc<Plugin>,
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<(Arc<str>, String, PendingRegistration)> {
+        if let Some(existing) = self.tasks().by_name(name) {
+            return Err(Error::TaskNameTaken {
+                name: name.to_owned(),
+                existing: existing.id.to_string(),
+            });
+        }
+        // Boxed: a gRPC call is a large future, which a host in no cluster
+        // would carry for nothing.
+        let sms_id = Box::pin(self.register_in_cluster(
+            sms,
+            plugin,
+            (name, description),
+            artifact,
+            id.as_deref(),
+            metadata,
+        ))
+        .await?;
+        let registration = PendingRegistration::new(Arc::clone(sms), sms_id.clone());
+        let id = id.unwrap_or_else(|| Arc::from(sms_id.as_str()));
+        Ok((id, sms_id, registration))
+    }
+
+    /// Leaves nothing of a creation that failed (`e`) behind: its durable
+    /// record, and its registration at the SMS, when it got that far.
+    async fn undo_creation(
+        &self,
+        recorded: Option<Arc<str>>,
+        registered: Option<String>,
+        e: &Error,
+    ) {
+        if let Some(id) = recorded {
+            if let Err(e) = self.forget_task(&id).await {
+                tracing::warn!(task = %id, error = %e, "a task whose creation failed stays recorded; it is restored after a restart");
+            }
+        }
+        if let Some(sms_id) = registered {
+            self.withdraw_registration(&sms_id, e).await;
         }
     }
 
