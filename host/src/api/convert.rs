@@ -22,96 +22,25 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Error {
 /// into a domain request. `transport_timeout` is the gRPC deadline, if any;
 /// the sooner of it and `context.timeout_ms` applies.
 pub(super) fn invoke_request(
-    req: pb::InvokeFunctionRequest,
+    mut req: pb::InvokeFunctionRequest,
     transport_timeout: Option<Duration>,
 ) -> Result<InvokeRequest> {
-    let invocation =
-        pb::InvocationType::try_from(req.invocation_type).unwrap_or(pb::InvocationType::Unknown);
-    let target = match invocation {
-        pb::InvocationType::NewTask => {
-            if req.task_name.trim().is_empty() {
-                return Err(invalid("task_name", "task_name is required for new task creation"));
-            }
-            let Some(spec) = req.artifact_spec else {
-                return Err(invalid("artifact_spec", "artifact_spec is required for new task creation"));
-            };
-            Target::NewTask {
-                name: req.task_name,
-                description: req.task_description,
-                artifact: artifact_spec(spec),
-            }
-        }
-        pb::InvocationType::ExistingTask => {
-            if req.task_id.trim().is_empty() {
-                return Err(invalid("task_id", "task_id is required for existing task invocation"));
-            }
-            Target::ExistingTask {
-                task_id: req.task_id,
-                create_if_not_exists: req.create_if_not_exists,
-                artifact: req.artifact_spec.map(artifact_spec),
-                name: req.task_name,
-                description: req.task_description,
-            }
-        }
-        pb::InvocationType::Unknown => {
-            return Err(invalid(
-                "invocation_type",
-                format!(
-                    "invocation_type {} is not valid: use INVOCATION_TYPE_NEW_TASK or INVOCATION_TYPE_EXISTING_TASK",
-                    req.invocation_type
-                ),
-            ))
-        }
-    };
+    let target = target(&mut req)?;
     if req.function_name.trim().is_empty() {
         return Err(invalid("function_name", "function_name is required"));
     }
-    let mode = match pb::ExecutionMode::try_from(req.execution_mode) {
-        // Clients that leave the mode unset (proto3's 0) expect SYNC.
-        Ok(pb::ExecutionMode::Sync | pb::ExecutionMode::Unknown) => ExecutionMode::Sync,
-        Ok(pb::ExecutionMode::Async) => ExecutionMode::Async,
-        Ok(pb::ExecutionMode::Stream) => ExecutionMode::Stream,
-        _ => {
-            return Err(invalid(
-                "execution_mode",
-                format!(
-                "execution_mode {} is not supported: use EXECUTION_MODE_SYNC, _ASYNC or _STREAM",
-                req.execution_mode
-            ),
-            ))
-        }
-    };
+    let mode = execution_mode(req.execution_mode)?;
     let params = parameters(req.parameters)?;
     let context = req.context.unwrap_or_default();
-    if context.timeout_ms < 0 {
-        return Err(invalid("context.timeout_ms", "must not be negative"));
-    }
+    let timeout = timeout(context.timeout_ms, transport_timeout)?;
     let max_retries = u32::try_from(context.max_retries)
         .map_err(|_| invalid("context.max_retries", "must not be negative"))?;
-    let context_timeout =
-        (context.timeout_ms > 0).then(|| Duration::from_millis(context.timeout_ms.unsigned_abs()));
-    let timeout = match (context_timeout, transport_timeout) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let execution_id = match (
-        req.execution_id.filter(|s| !s.is_empty()),
-        non_empty(context.execution_id),
-    ) {
-        (Some(a), Some(b)) if a != b => {
-            return Err(invalid(
-                "execution_id",
-                format!("execution_id `{a}` and context.execution_id `{b}` differ"),
-            ))
-        }
-        (a, b) => a.or(b),
-    };
     Ok(InvokeRequest {
         target,
         function: req.function_name,
         params,
         mode,
-        execution_id,
+        execution_id: execution_id(req.execution_id, context.execution_id)?,
         environment: sorted(context.environment),
         headers: sorted(context.headers),
         trace: None,
@@ -121,6 +50,86 @@ pub(super) fn invoke_request(
         force_new_instance: req.force_new_instance,
         metadata: req.invocation_metadata.into_iter().collect(),
     })
+}
+
+/// The task the request names, by its invocation type: the fields that
+/// type requires are checked, and taken out of the request.
+fn target(req: &mut pb::InvokeFunctionRequest) -> Result<Target> {
+    let invocation =
+        pb::InvocationType::try_from(req.invocation_type).unwrap_or(pb::InvocationType::Unknown);
+    match invocation {
+        pb::InvocationType::NewTask => {
+            if req.task_name.trim().is_empty() {
+                return Err(invalid("task_name", "task_name is required for new task creation"));
+            }
+            let Some(spec) = req.artifact_spec.take() else {
+                return Err(invalid("artifact_spec", "artifact_spec is required for new task creation"));
+            };
+            Ok(Target::NewTask {
+                name: std::mem::take(&mut req.task_name),
+                description: std::mem::take(&mut req.task_description),
+                artifact: artifact_spec(spec),
+            })
+        }
+        pb::InvocationType::ExistingTask => {
+            if req.task_id.trim().is_empty() {
+                return Err(invalid("task_id", "task_id is required for existing task invocation"));
+            }
+            Ok(Target::ExistingTask {
+                task_id: std::mem::take(&mut req.task_id),
+                create_if_not_exists: req.create_if_not_exists,
+                artifact: req.artifact_spec.take().map(artifact_spec),
+                name: std::mem::take(&mut req.task_name),
+                description: std::mem::take(&mut req.task_description),
+            })
+        }
+        pb::InvocationType::Unknown => Err(invalid(
+            "invocation_type",
+            format!(
+                "invocation_type {} is not valid: use INVOCATION_TYPE_NEW_TASK or INVOCATION_TYPE_EXISTING_TASK",
+                req.invocation_type
+            ),
+        )),
+    }
+}
+
+fn execution_mode(raw: i32) -> Result<ExecutionMode> {
+    match pb::ExecutionMode::try_from(raw) {
+        // Clients that leave the mode unset (proto3's 0) expect SYNC.
+        Ok(pb::ExecutionMode::Sync | pb::ExecutionMode::Unknown) => Ok(ExecutionMode::Sync),
+        Ok(pb::ExecutionMode::Async) => Ok(ExecutionMode::Async),
+        Ok(pb::ExecutionMode::Stream) => Ok(ExecutionMode::Stream),
+        _ => Err(invalid(
+            "execution_mode",
+            format!(
+                "execution_mode {raw} is not supported: use EXECUTION_MODE_SYNC, _ASYNC or _STREAM"
+            ),
+        )),
+    }
+}
+
+/// The sooner of `context.timeout_ms` (0: none) and the gRPC deadline.
+fn timeout(context_ms: i64, transport: Option<Duration>) -> Result<Option<Duration>> {
+    if context_ms < 0 {
+        return Err(invalid("context.timeout_ms", "must not be negative"));
+    }
+    let context = (context_ms > 0).then(|| Duration::from_millis(context_ms.unsigned_abs()));
+    Ok(match (context, transport) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// The execution id, from the request or its context (both may carry
+/// it, and must then agree).
+fn execution_id(top: Option<String>, context: String) -> Result<Option<String>> {
+    match (top.filter(|s| !s.is_empty()), non_empty(context)) {
+        (Some(a), Some(b)) if a != b => Err(invalid(
+            "execution_id",
+            format!("execution_id `{a}` and context.execution_id `{b}` differ"),
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 fn non_empty(s: String) -> Option<String> {
