@@ -44,80 +44,14 @@ fn local_nop() -> Value {
 
 pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> {
     let plugin = Plugin::load_verified(Artifact::Echo.path(), None)?;
-    let nop = plugin.function("nop")?;
-    let mut instance = PluginInstance::new(&plugin, &[])?;
-    let cancelled = AtomicBool::new(false);
-    let request = CallRequest::new("bench", &cancelled);
-    let local: fn() -> Value = local_nop;
     let n = if quick { 200_000 } else { 2_000_000 };
-    let (mut table, mut direct) = (Vec::new(), Vec::new());
-    for _ in 0..if quick { 5 } else { 15 } {
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(instance.call(nop, black_box(&request))?);
-        }
-        table.push(start.elapsed().as_nanos() as f64 / n as f64);
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(black_box(local)());
-        }
-        direct.push(start.elapsed().as_nanos() as f64 / n as f64);
-    }
+    let rounds = if quick { 5 } else { 15 };
+    let (table, direct) = table_calls(&plugin, n, rounds)?;
     let overheads_ns = table.iter().zip(&direct).map(|(t, d)| t - d).collect();
-    let mut memory_reads_ns = Vec::new();
-    for _ in 0..if quick { 5 } else { 15 } {
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box(black_box(&plugin).call_memory());
-        }
-        memory_reads_ns.push(start.elapsed().as_nanos() as f64 / n as f64);
-    }
-
-    // The per-execution metrics work, exactly as the host does it when an
-    // execution ends, against the loop alone.
-    let metrics = spearlet::telemetry::FunctionMetrics::default();
-    let mut metrics_overheads_ns = Vec::new();
-    for round in 0..if quick { 5 } else { 15 } {
-        let took = std::time::Duration::from_nanos(700 + round);
-        let start = Instant::now();
-        for _ in 0..n {
-            metrics.record(
-                black_box(spearlet::exec::ExecutionMode::Sync),
-                black_box(spearlet::exec::ExecutionStatus::Completed),
-                black_box(took),
-            );
-        }
-        let recorded = start.elapsed().as_nanos() as f64 / n as f64;
-        let start = Instant::now();
-        for _ in 0..n {
-            black_box((
-                black_box(spearlet::exec::ExecutionMode::Sync),
-                black_box(spearlet::exec::ExecutionStatus::Completed),
-                black_box(took),
-            ));
-        }
-        metrics_overheads_ns.push(recorded - start.elapsed().as_nanos() as f64 / n as f64);
-    }
-
+    let memory_reads_ns = memory_reads(&plugin, n, rounds);
+    let metrics_overheads_ns = metrics_overheads(n, rounds);
     let (host, task_id) = crate::echo_task(data_dir, "p2").await?;
-    let call = crate::call_existing(&task_id, "nop");
-    let mut latencies = Vec::new();
-    // The first calls also promote `nop` to the inline tier, as they would
-    // in a serving host.
-    for i in 0..if quick { 20_000 } else { 200_000 } {
-        let request = call.clone();
-        let start = Instant::now();
-        let out = host.invoke(request).await?;
-        let elapsed = start.elapsed();
-        if i >= 1_000 {
-            latencies.push(micros(elapsed) * 1000.0);
-        }
-        black_box(out);
-    }
-    let invoke_p50s_ns = latencies
-        .chunks(latencies.len().div_ceil(10).max(1))
-        .map(|block| crate::stats::percentile(block, 50.0))
-        .collect();
+    let invoke_p50s_ns = invoke_p50s(&host, &task_id, quick).await?;
     let allocs_per_invoke = echo_allocations(&host, &task_id).await?;
     let (handler_p50_ns, handler_allocs) = handler(&host, &task_id, quick).await?;
     let start = Instant::now();
@@ -138,6 +72,102 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         handler_p50_ns,
         handler_allocs,
     })
+}
+
+/// Per round, ns per call: `nop` through the plugin's table, and a local
+/// function pointer doing the same.
+fn table_calls(
+    plugin: &std::sync::Arc<Plugin>,
+    n: u32,
+    rounds: u32,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let nop = plugin.function("nop")?;
+    let mut instance = PluginInstance::new(plugin, &[])?;
+    let cancelled = AtomicBool::new(false);
+    let request = CallRequest::new("bench", &cancelled);
+    let local: fn() -> Value = local_nop;
+    let (mut table, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(instance.call(nop, black_box(&request))?);
+        }
+        table.push(start.elapsed().as_nanos() as f64 / f64::from(n));
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(black_box(local)());
+        }
+        direct.push(start.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    Ok((table, direct))
+}
+
+/// Per round, ns to read a call's memory from the plugin's counters.
+fn memory_reads(plugin: &Plugin, n: u32, rounds: u32) -> Vec<f64> {
+    (0..rounds)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..n {
+                black_box(black_box(plugin).call_memory());
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect()
+}
+
+/// Per round, ns of the per-execution metrics work, exactly as the host
+/// does it when an execution ends, over the loop alone.
+fn metrics_overheads(n: u32, rounds: u32) -> Vec<f64> {
+    let metrics = spearlet::telemetry::FunctionMetrics::default();
+    (0..rounds)
+        .map(|round| {
+            let took = std::time::Duration::from_nanos(700 + u64::from(round));
+            let start = Instant::now();
+            for _ in 0..n {
+                metrics.record(
+                    black_box(spearlet::exec::ExecutionMode::Sync),
+                    black_box(spearlet::exec::ExecutionStatus::Completed),
+                    black_box(took),
+                );
+            }
+            let recorded = start.elapsed().as_nanos() as f64 / f64::from(n);
+            let start = Instant::now();
+            for _ in 0..n {
+                black_box((
+                    black_box(spearlet::exec::ExecutionMode::Sync),
+                    black_box(spearlet::exec::ExecutionStatus::Completed),
+                    black_box(took),
+                ));
+            }
+            recorded - start.elapsed().as_nanos() as f64 / f64::from(n)
+        })
+        .collect()
+}
+
+/// Per block of calls, the p50 of `Host::invoke` of `nop`, ns. The first
+/// calls also promote `nop` to the inline tier, as they would in a
+/// serving host, and are not counted.
+async fn invoke_p50s(
+    host: &spearlet::Host,
+    task_id: &str,
+    quick: bool,
+) -> anyhow::Result<Vec<f64>> {
+    let call = crate::call_existing(task_id, "nop");
+    let mut latencies = Vec::new();
+    for i in 0..if quick { 20_000 } else { 200_000 } {
+        let request = call.clone();
+        let start = Instant::now();
+        let out = host.invoke(request).await?;
+        let elapsed = start.elapsed();
+        if i >= 1_000 {
+            latencies.push(micros(elapsed) * 1000.0);
+        }
+        black_box(out);
+    }
+    Ok(latencies
+        .chunks(latencies.len().div_ceil(10).max(1))
+        .map(|block| crate::stats::percentile(block, 50.0))
+        .collect())
 }
 
 /// The `InvokeFunction` handler of a 64-byte echo on the existing task,
