@@ -418,7 +418,7 @@ impl InstancePool {
                 (instance, start.elapsed())
             })
             .await
-            .map_err(|e| Error::Internal(format!("instance creation did not finish: {e}")))?;
+            .map_err(Error::background("instance creation"))?;
             profile
                 .off_worker_run(took, &policy)
                 .log(shared.plugin.name(), "constructor");
@@ -448,7 +448,7 @@ impl InstancePool {
             )
         })
         .await
-        .map_err(|e| Error::Internal(format!("starting a worker did not finish: {e}")))??;
+        .map_err(Error::background("starting a worker"))??;
         Ok(self.count_new(Instance::Worker(Box::new(worker))))
     }
 

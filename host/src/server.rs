@@ -32,7 +32,7 @@ use crate::host::Host;
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when the transport fails; the errors of
+/// [`Error::Endpoint`] when the transport fails; the errors of
 /// [`Tokens::from_file`].
 pub async fn serve(
     host: Host,
@@ -52,7 +52,7 @@ pub async fn serve(
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when the transport fails.
+/// [`Error::Endpoint`] when the transport fails.
 pub async fn serve_with_tokens(
     host: Host,
     listener: TcpListener,
@@ -80,7 +80,7 @@ pub async fn serve_with_tokens(
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when `grpc` has no address.
+/// [`Error::Endpoint`] when `grpc` has no address.
 pub fn http_address(
     config: &crate::Config,
     grpc: &TcpListener,
@@ -93,7 +93,7 @@ pub fn http_address(
     }
     let grpc = grpc
         .local_addr()
-        .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
+        .map_err(Error::endpoint("the listener's address"))?;
     Ok(Some(std::net::SocketAddr::new(grpc.ip(), 0)))
 }
 
@@ -102,7 +102,7 @@ pub fn http_address(
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when a transport fails.
+/// [`Error::Endpoint`] when a transport fails.
 pub async fn serve_node(
     host: Host,
     listener: TcpListener,
@@ -122,7 +122,7 @@ pub async fn serve_node(
     let maintenance = host.spawn_maintenance();
     let local = listener
         .local_addr()
-        .map_err(|e| Error::Internal(format!("the listener has no address: {e}")))?;
+        .map_err(Error::endpoint("the listener's address"))?;
     let node_api = NodeApi::new(host.clone());
     let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
     let http_plane = match http {
@@ -153,7 +153,7 @@ pub async fn serve_node(
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
-            .map_err(|e| Error::Internal(format!("TLS configuration: {e}")))?;
+            .map_err(Error::endpoint("TLS configuration"))?;
     }
     let result = builder
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -177,7 +177,7 @@ pub async fn serve_node(
             stopping,
         )
         .await
-        .map_err(|e| Error::Internal(format!("gRPC transport: {e}")));
+        .map_err(Error::endpoint("gRPC transport"));
     wind_down(&node_api, &http_stop, http_plane.map(|(_, plane)| plane)).await;
     maintenance.abort();
     result
@@ -262,7 +262,10 @@ fn reflection() -> Result<(
             .with_service_name("spearlet.admin.v1.AdminService")
             .with_service_name("grpc.health.v1.Health")
     };
-    let error = |e| Error::Internal(format!("reflection service: {e}"));
+    let error = |e: tonic_reflection::server::Error| Error::Endpoint {
+        what: "reflection service",
+        reason: e.to_string(),
+    };
     Ok((
         builder().build_v1().map_err(error)?,
         builder().build_v1alpha().map_err(error)?,
@@ -278,7 +281,7 @@ fn spawn_http_plane(
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<Result<()>>)> {
     let addr = http
         .local_addr()
-        .map_err(|e| Error::Internal(format!("the HTTP listener has no address: {e}")))?;
+        .map_err(Error::endpoint("the HTTP listener's address"))?;
     tracing::info!(%addr, "the node's HTTP port (stream plane, /health, /metrics) listens");
     let router = crate::http::router(node_api.clone())?;
     let plane = tokio::spawn(crate::http::serve(router, http, async move {

@@ -74,7 +74,9 @@ pub fn code(error: &Error) -> Code {
         | Error::StateSchema { .. }
         | Error::State { .. }
         | Error::JournalCorrupt { .. }
-        | Error::Internal(_) => Code::Internal,
+        | Error::Background { .. }
+        | Error::Endpoint { .. }
+        | Error::CacheUnstable { .. } => Code::Internal,
     }
 }
 

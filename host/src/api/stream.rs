@@ -48,7 +48,10 @@ pub(super) async fn relay(
                 None => chunks_done = true,
             },
             outcome = &mut run => break outcome.unwrap_or_else(|e| {
-                Err(crate::Error::Internal(format!("the stream's execution failed: {e}")))
+                Err(crate::Error::Background {
+                what: "the stream's execution",
+                reason: e.to_string(),
+            })
             }),
         }
     };

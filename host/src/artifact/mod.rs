@@ -480,9 +480,9 @@ impl ArtifactStore {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Internal(format!(
-            "the cached copy of {digest} kept disappearing or changing while it was loaded"
-        )))
+        Err(Error::CacheUnstable {
+            digest: digest.to_string(),
+        })
     }
 
     /// The cached file for `digest`, downloading it at most once at a time.

@@ -70,7 +70,9 @@ impl Error {
             Error::TaskDeleted { .. } => "task_deleted",
             Error::HostStopping => "host_stopping",
             Error::QuarantineFull { .. } => "quarantine_full",
-            Error::Internal(_) => "internal",
+            Error::Background { .. } | Error::Endpoint { .. } | Error::CacheUnstable { .. } => {
+                "internal"
+            }
             Error::Io { .. } => "io",
         }
     }

@@ -685,9 +685,33 @@ pub enum Error {
     HostStopping,
 
     // Everything else.
-    /// Something inside spearlet failed that the caller cannot fix.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A task or thread spearlet runs in the background could not start,
+    /// or ended without finishing its work (it panicked or was cancelled).
+    #[error("{what} did not finish: {reason}")]
+    Background {
+        /// What it was doing.
+        what: &'static str,
+        /// How it ended.
+        reason: String,
+    },
+
+    /// A network endpoint spearlet serves or calls could not be set up or
+    /// failed while serving: a listener, TLS, the transport, a client.
+    #[error("{what}: {reason}")]
+    Endpoint {
+        /// Which endpoint.
+        what: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The artifact cache's copy of a digest kept disappearing or changing
+    /// while it was being loaded (something else is writing the cache).
+    #[error("the cached copy of {digest} kept disappearing or changing while it was loaded")]
+    CacheUnstable {
+        /// The digest (`sha256:<hex>`).
+        digest: String,
+    },
 
     /// A file could not be read.
     #[error("cannot read {}: {source}", path.display())]
@@ -701,6 +725,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// For `map_err`: a failure of the endpoint `what`.
+    pub(crate) fn endpoint<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+        move |e| Error::Endpoint {
+            what,
+            reason: e.to_string(),
+        }
+    }
+
+    /// For `map_err`: a background task or thread doing `what` that did
+    /// not finish.
+    pub(crate) fn background<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
+        move |e| Error::Background {
+            what,
+            reason: e.to_string(),
+        }
+    }
+
     /// A refusal a worker reported by kind name: the kind is kept when it
     /// is one of the loader's, else it is `worker`.
     pub(crate) fn refused_by_worker(kind: &str, message: String) -> Self {

@@ -431,7 +431,10 @@ async fn call_spawned(
     match wait_for(job, call, &quarantine, ending).await {
         Ok(Ok((result, ended))) => (Attempt::Done(result), ended),
         Ok(Err(e)) => (
-            Attempt::Done(Err(Error::Internal(format!("the call's task failed: {e}")))),
+            Attempt::Done(Err(Error::Background {
+                what: "the call's task",
+                reason: e.to_string(),
+            })),
             Instant::now(),
         ),
         Err(abandoned) => (abandoned, Instant::now()),
@@ -496,9 +499,10 @@ async fn call_off_worker(
     let call = tokio::task::spawn_blocking(move || timed(&for_call, &mut lease));
     let attempt = match wait_for(job, call, &quarantine, ending).await {
         Ok(Ok((result, took))) => observed(job, result, took),
-        Ok(Err(e)) => Attempt::Done(Err(Error::Internal(format!(
-            "the call's thread failed: {e}"
-        )))),
+        Ok(Err(e)) => Attempt::Done(Err(Error::Background {
+            what: "the call's thread",
+            reason: e.to_string(),
+        })),
         Err(abandoned) => abandoned,
     };
     (attempt, Instant::now())

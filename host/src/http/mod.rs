@@ -100,7 +100,7 @@ pub fn router(api: NodeApi) -> Result<axum::Router> {
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] when the HTTP server fails.
+/// [`Error::Endpoint`] when the HTTP server fails.
 pub async fn serve(
     router: axum::Router,
     listener: TcpListener,
@@ -109,7 +109,7 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::Internal(format!("the node's HTTP port: {e}")))
+        .map_err(Error::endpoint("the node's HTTP port"))
 }
 
 async fn health(State(plane): State<Plane>) -> Response {

@@ -41,13 +41,17 @@ impl HostCollector {
 ///
 /// # Errors
 ///
-/// [`Error::Internal`] if encoding fails (it writes to a string).
+/// [`Error::Endpoint`] if encoding fails (it writes to a string).
 pub fn render(host: &Host) -> Result<String> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(HostCollector::new(host.clone())));
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)
-        .map_err(|e| Error::Internal(format!("encoding metrics: {e}")))?;
+    prometheus_client::encoding::text::encode(&mut out, &registry).map_err(|e| {
+        Error::Endpoint {
+            what: "encoding metrics",
+            reason: e.to_string(),
+        }
+    })?;
     Ok(out)
 }
 
@@ -72,7 +76,7 @@ pub fn exposure_warning(addr: std::net::SocketAddr, token: Option<&str>) -> Opti
 /// # Errors
 ///
 /// [`Error::InvalidRequest`] for an empty `metrics.token`;
-/// [`Error::Internal`] when the HTTP server fails.
+/// [`Error::Endpoint`] when the HTTP server fails.
 pub async fn serve(
     host: Host,
     listener: tokio::net::TcpListener,
@@ -87,7 +91,7 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(|e| Error::Internal(format!("metrics endpoint: {e}")))
+        .map_err(Error::endpoint("the metrics endpoint"))
 }
 
 /// `GET /metrics`, with `metrics.token` checked, for any HTTP server of

@@ -145,7 +145,7 @@ impl Sms {
             .user_agent(concat!("spearlet/", env!("CARGO_PKG_VERSION")))
             .timeout(config.request_timeout.max(Duration::from_secs(30)))
             .build()
-            .map_err(|e| Error::Internal(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(Error::endpoint("the SMS's HTTP client"))?;
         let node_uuid = node::identity(data_dir)?;
         let (made, failed) = (Counters::default(), Counters::default());
         let reports = reports::Reporter::new(

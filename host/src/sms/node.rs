@@ -161,7 +161,7 @@ pub(super) fn identity(data_dir: &Path) -> Result<String> {
     match std::fs::hard_link(temp.path(), &path) {
         Ok(()) => Ok(id),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            read(&path)?.ok_or_else(|| Error::Internal(format!("{} vanished", path.display())))
+            read(&path)?.ok_or_else(|| Error::io(&path, std::io::ErrorKind::NotFound.into()))
         }
         Err(e) => Err(Error::io(&path, e)),
     }

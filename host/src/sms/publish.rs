@@ -88,7 +88,7 @@ impl Sms {
         let owned = path.to_owned();
         let bytes = tokio::task::spawn_blocking(move || std::fs::read(&owned))
             .await
-            .map_err(|e| Error::Internal(format!("reading an artifact to publish: {e}")))?
+            .map_err(Error::background("reading an artifact to publish"))?
             .map_err(|e| Error::io(path, e))?;
         let actual = Sha256Digest::of(&bytes);
         if actual != *digest {

@@ -261,9 +261,7 @@ impl StateDb {
         let folder = std::thread::Builder::new()
             .name("state-journal".to_owned())
             .spawn(move || folding.fold_until_stopped())
-            .map_err(|e| {
-                Error::Internal(format!("cannot start the state journal's thread: {e}"))
-            })?;
+            .map_err(Error::background("starting the state journal's thread"))?;
         Ok(StateDb {
             shared,
             folder: Some(folder),

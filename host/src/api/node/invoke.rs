@@ -162,7 +162,7 @@ async fn accept(
     let running = Arc::clone(&entry);
     let ran = tokio::spawn(async move { run(&host, &running, call).await })
         .await
-        .map_err(|e| Error::Internal(format!("a node-API call's task failed: {e}")))?;
+        .map_err(Error::background("a node-API call's task"))?;
     Ok(match ran? {
         Some(snapshot) => response(&super::snapshot_view(&entry.invocation_id, &snapshot, true)),
         None => response(&api.entry_view(&entry, true)),
