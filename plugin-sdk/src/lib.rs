@@ -108,11 +108,15 @@
 //! [spearlet]: https://github.com/spearlet/spearlet
 
 #![deny(missing_docs)]
+// Unsafe code is `ffi`'s alone (allowed there, below): the rest of the SDK
+// is safe Rust, which the compiler checks.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod context;
 mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]
