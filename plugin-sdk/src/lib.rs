@@ -1,4 +1,4 @@
-//! Write native [spearlet] function plugins in ordinary Rust.
+//! Write native spearlet function plugins in ordinary Rust.
 //!
 //! A plugin is a `cdylib` crate. Its functions are plain Rust functions marked
 //! with [`#[function]`](macro@function); one [`export_plugin!`] publishes
@@ -104,8 +104,6 @@
 //! Every entry point catches panics and reports them as a [`PluginError`] with
 //! code `panic`; the host then discards the instance. The unsafe code lives in
 //! [`ffi`] alone.
-//!
-//! [spearlet]: https://github.com/spearlet/spearlet
 
 #![deny(missing_docs)]
 // Unsafe code is `ffi`'s alone (allowed there, below): the rest of the SDK
