@@ -214,12 +214,45 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
     let bare = Server::start(bare_cmd, "the bare echo server")?;
 
     let payload = vec![0xA5u8; 64];
-    let mut spearlet_client = connect(spearlet.addr).await?;
-    let any = prost_types::Any {
-        type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
-        value: payload.clone().encode_to_vec(),
+    let a = spearlet_target(connect(spearlet.addr).await?, &payload).await?;
+    let b = BareTarget {
+        client: EchoClient::new(connect_channel(bare.addr).await?),
+        payload,
     };
-    let created = spearlet_client
+    let latencies = Latencies::measure(&a, &b, quick).await?;
+    let rates = Rates::measure(&a, &b, quick).await?;
+    let tier = inline_tier(&a).await?;
+    drop((spearlet, bare));
+    Ok(P1 {
+        spearlet_p50_us: percentile(&latencies.a, 50.0),
+        bare_p50_us: percentile(&latencies.b, 50.0),
+        spearlet_p99_us: percentile(&latencies.a, 99.0),
+        bare_p99_us: percentile(&latencies.b, 99.0),
+        spearlet_rps_1: crate::stats::summary(&rates.a1).median,
+        bare_rps_1: crate::stats::summary(&rates.b1).median,
+        spearlet_rps: crate::stats::summary(&rates.a32).median,
+        bare_rps: crate::stats::summary(&rates.b32).median,
+        p50_ratios: latencies.p50_ratios,
+        p99_ratios: latencies.p99_ratios,
+        rps_1_ratios: rates.a1.iter().zip(&rates.b1).map(|(a, b)| a / b).collect(),
+        throughput_ratios: rates
+            .a32
+            .iter()
+            .zip(&rates.b32)
+            .map(|(a, b)| a / b)
+            .collect(),
+        tier,
+    })
+}
+
+/// Creates the `echo` task on the spearlet (through a cheap `nop` call)
+/// and returns the target that echoes `payload` on it, an existing task:
+/// what is measured is the call, not the task's creation.
+async fn spearlet_target(
+    mut client: FunctionServiceClient<Channel>,
+    payload: &[u8],
+) -> anyhow::Result<SpearletTarget> {
+    let created = client
         .invoke_function(pb::InvokeFunctionRequest {
             invocation_type: pb::InvocationType::NewTask.into(),
             task_name: "bench-echo".into(),
@@ -234,8 +267,12 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
         .await?
         .into_inner();
     anyhow::ensure!(created.success, "creating the task: {}", created.message);
-    let a = SpearletTarget {
-        client: spearlet_client,
+    let any = prost_types::Any {
+        type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
+        value: payload.to_vec().encode_to_vec(),
+    };
+    Ok(SpearletTarget {
+        client,
         request: pb::InvokeFunctionRequest {
             invocation_type: pb::InvocationType::ExistingTask.into(),
             task_id: created.task_id,
@@ -248,43 +285,13 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
             execution_mode: pb::ExecutionMode::Sync.into(),
             ..Default::default()
         },
-    };
-    let b = BareTarget {
-        client: EchoClient::new(connect_channel(bare.addr).await?),
-        payload,
-    };
+    })
+}
 
-    let (rounds, per_round) = if quick { (6, 500) } else { (20, 2_000) };
-    let (mut lat_a, mut lat_b) = (Vec::new(), Vec::new());
-    let (mut p50_ratios, mut p99_ratios) = (Vec::new(), Vec::new());
-    // The warm-up also promotes `echo` to spearlet's inline tier.
-    warm(&mut a.clone(), 500).await?;
-    warm(&mut b.clone(), 500).await?;
-    for _ in 0..rounds {
-        let (mut ra, mut rb) = (Vec::new(), Vec::new());
-        latencies(&mut a.clone(), per_round, &mut ra).await?;
-        latencies(&mut b.clone(), per_round, &mut rb).await?;
-        p50_ratios.push(percentile(&ra, 50.0) / percentile(&rb, 50.0));
-        p99_ratios.push(percentile(&ra, 99.0) / percentile(&rb, 99.0));
-        lat_a.extend(ra);
-        lat_b.extend(rb);
-    }
-
-    let window = if quick {
-        Duration::from_millis(700)
-    } else {
-        Duration::from_secs(3)
-    };
-    let mut rates = Rates::default();
-    for _ in 0..if quick { 2 } else { 4 } {
-        for in_flight in [1, 32] {
-            let ta = throughput(&a, in_flight, window).await?;
-            let tb = throughput(&b, in_flight, window).await?;
-            rates.push(in_flight, ta, tb);
-        }
-    }
-    // What the inline tier did meanwhile (a demotion sends the function
-    // off the workers for a warm-up).
+/// What the inline tier did meanwhile (a demotion sends the function off
+/// the workers for a warm-up): promotions, demotions, inline calls, as
+/// the server's health details count them.
+async fn inline_tier(a: &SpearletTarget) -> anyhow::Result<(u64, u64, u64)> {
     let health = a
         .client
         .clone()
@@ -295,32 +302,49 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
         .into_inner();
     let info = health.details.map(|d| d.system_info).unwrap_or_default();
     let count = |k: &str| info.get(k).and_then(|v| v.parse().ok()).unwrap_or(0u64);
-    let tier = (
+    Ok((
         count("inline_promotions"),
         count("inline_demotions"),
         count("inline_calls"),
-    );
-    drop((spearlet, bare));
-    Ok(P1 {
-        spearlet_p50_us: percentile(&lat_a, 50.0),
-        bare_p50_us: percentile(&lat_b, 50.0),
-        spearlet_p99_us: percentile(&lat_a, 99.0),
-        bare_p99_us: percentile(&lat_b, 99.0),
-        spearlet_rps_1: crate::stats::summary(&rates.a1).median,
-        bare_rps_1: crate::stats::summary(&rates.b1).median,
-        spearlet_rps: crate::stats::summary(&rates.a32).median,
-        bare_rps: crate::stats::summary(&rates.b32).median,
-        p50_ratios,
-        p99_ratios,
-        rps_1_ratios: rates.a1.iter().zip(&rates.b1).map(|(a, b)| a / b).collect(),
-        throughput_ratios: rates
-            .a32
-            .iter()
-            .zip(&rates.b32)
-            .map(|(a, b)| a / b)
-            .collect(),
-        tier,
-    })
+    ))
+}
+
+/// Call latencies, in microseconds, of the two targets, and per round
+/// the ratios of their percentiles.
+struct Latencies {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    p50_ratios: Vec<f64>,
+    p99_ratios: Vec<f64>,
+}
+
+impl Latencies {
+    /// Rounds of one call at a time, `a` then `b` in each round, after a
+    /// warm-up of both.
+    async fn measure(a: &SpearletTarget, b: &BareTarget, quick: bool) -> anyhow::Result<Self> {
+        let (rounds, per_round) = if quick { (6, 500) } else { (20, 2_000) };
+        let mut out = Latencies {
+            a: Vec::new(),
+            b: Vec::new(),
+            p50_ratios: Vec::new(),
+            p99_ratios: Vec::new(),
+        };
+        // The warm-up also promotes `echo` to spearlet's inline tier.
+        warm(&mut a.clone(), 500).await?;
+        warm(&mut b.clone(), 500).await?;
+        for _ in 0..rounds {
+            let (mut ra, mut rb) = (Vec::new(), Vec::new());
+            latencies(&mut a.clone(), per_round, &mut ra).await?;
+            latencies(&mut b.clone(), per_round, &mut rb).await?;
+            out.p50_ratios
+                .push(percentile(&ra, 50.0) / percentile(&rb, 50.0));
+            out.p99_ratios
+                .push(percentile(&ra, 99.0) / percentile(&rb, 99.0));
+            out.a.extend(ra);
+            out.b.extend(rb);
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Default)]
@@ -332,6 +356,25 @@ struct Rates {
 }
 
 impl Rates {
+    /// Requests per second of `a` and `b` alternately, with 1 and with 32
+    /// in flight, over a few windows.
+    async fn measure(a: &SpearletTarget, b: &BareTarget, quick: bool) -> anyhow::Result<Self> {
+        let window = if quick {
+            Duration::from_millis(700)
+        } else {
+            Duration::from_secs(3)
+        };
+        let mut rates = Rates::default();
+        for _ in 0..if quick { 2 } else { 4 } {
+            for in_flight in [1, 32] {
+                let ta = throughput(a, in_flight, window).await?;
+                let tb = throughput(b, in_flight, window).await?;
+                rates.push(in_flight, ta, tb);
+            }
+        }
+        Ok(rates)
+    }
+
     fn push(&mut self, in_flight: usize, a: f64, b: f64) {
         let (va, vb) = if in_flight == 1 {
             (&mut self.a1, &mut self.b1)

@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use prost::Message;
 use spearlet_proto::spearlet as pb;
+use spearlet_proto::spearlet::function_service_client::FunctionServiceClient;
 use spearlet_test_artifacts::Artifact;
+use tonic::transport::Channel;
 
 use crate::p1_grpc::{connect, start_spearlet};
 
@@ -106,11 +108,59 @@ fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
+type Client = FunctionServiceClient<Channel>;
+
+/// The calls each kind has answered, indexed by [`ECHO`], [`PANIC`] and
+/// [`RETRIED`].
+type Counts = [AtomicU64; 3];
+
+const ECHO: usize = 0;
+const PANIC: usize = 1;
+const RETRIED: usize = 2;
+
 pub async fn run(calls: u64, data_dir: &Path) -> anyhow::Result<Soak> {
     let server = start_spearlet(data_dir, "error")?;
     let client = connect(server.addr).await?;
-    // Create the tasks and warm up every path (panics, retries) before
-    // measuring memory.
+    warm_up(&client).await?;
+    let rss_before = rss_mib(server.child.id())?;
+
+    let next = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(soak_worker(
+                client.clone(),
+                Arc::clone(&next),
+                Arc::clone(&counts),
+                calls,
+            ))
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rss_after = rss_mib(server.child.id())?;
+    let threads_after = threads(server.child.id());
+    let [echoes, panics, retried] =
+        [ECHO, PANIC, RETRIED].map(|i| counts[i].load(Ordering::Relaxed));
+    anyhow::ensure!(echoes + panics + retried == calls, "calls were lost");
+    Ok(Soak {
+        calls,
+        seconds,
+        echoes,
+        panics,
+        retried,
+        rss_before_mib: rss_before,
+        rss_after_mib: rss_after,
+        threads: threads_after,
+    })
+}
+
+/// Creates the tasks and warms up every path (panics, retries), so that
+/// the memory read before the soak is that of a server in use.
+async fn warm_up(client: &Client) -> anyhow::Result<()> {
     for i in 0..2_000u64 {
         let mut c = client.clone();
         c.invoke_function(call(
@@ -126,78 +176,75 @@ pub async fn run(calls: u64, data_dir: &Path) -> anyhow::Result<Soak> {
             c.invoke_function(flaky()).await?;
         }
     }
-    let rss_before = rss_mib(server.child.id())?;
+    Ok(())
+}
 
-    let next = Arc::new(AtomicU64::new(0));
-    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
-    let start = Instant::now();
-    let workers: Vec<_> = (0..64)
-        .map(|_| {
-            let (mut client, next, counts) =
-                (client.clone(), Arc::clone(&next), Arc::clone(&counts));
-            tokio::spawn(async move {
-                loop {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= calls {
-                        return anyhow::Ok(());
-                    }
-                    if n % 1_000 == 999 {
-                        let reply = client
-                            .invoke_function(call(Artifact::Faulty, "faulty", "panic", vec![]))
-                            .await?
-                            .into_inner();
-                        let code = reply.result.as_ref().map_or("", |r| r.error_code.as_str());
-                        anyhow::ensure!(!reply.success && code == "panic", "call {n}: {reply:?}");
-                        counts[1].fetch_add(1, Ordering::Relaxed);
-                    } else if n % 100 == 42 {
-                        let reply = client.invoke_function(flaky()).await?.into_inner();
-                        anyhow::ensure!(reply.success, "call {n}: {}", reply.message);
-                        counts[2].fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        // The payload names the call: a reply meant for
-                        // another caller would not match.
-                        let mut payload = vec![0xA5u8; 64];
-                        payload[..8].copy_from_slice(&n.to_le_bytes());
-                        let reply = client
-                            .invoke_function(call(
-                                Artifact::Echo,
-                                "echo",
-                                "echo",
-                                vec![("input", any_bytes(payload.clone()))],
-                            ))
-                            .await?
-                            .into_inner();
-                        let echoed = reply
-                            .result
-                            .and_then(|r| r.result)
-                            .map(|any| Vec::<u8>::decode(any.value.as_slice()))
-                            .transpose()?;
-                        anyhow::ensure!(
-                            echoed.as_deref() == Some(&payload[..]),
-                            "call {n} got another reply"
-                        );
-                        counts[0].fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await??;
+/// One of the callers: takes the next call number until `calls` are
+/// taken, and makes that call (a panic, a retried failure or an echo, by
+/// its number), counting it in `counts` under the kind the call returns
+/// once its reply checks out.
+async fn soak_worker(
+    mut client: Client,
+    next: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+    calls: u64,
+) -> anyhow::Result<()> {
+    loop {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        if n >= calls {
+            return Ok(());
+        }
+        let kind = if n % 1_000 == 999 {
+            panic_call(&mut client, n).await?
+        } else if n % 100 == 42 {
+            flaky_call(&mut client, n).await?
+        } else {
+            echo_call(&mut client, n).await?
+        };
+        counts[kind].fetch_add(1, Ordering::Relaxed);
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let rss_after = rss_mib(server.child.id())?;
-    let threads_after = threads(server.child.id());
-    let [echoes, panics, retried] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
-    anyhow::ensure!(echoes + panics + retried == calls, "calls were lost");
-    Ok(Soak {
-        calls,
-        seconds,
-        echoes,
-        panics,
-        retried,
-        rss_before_mib: rss_before,
-        rss_after_mib: rss_after,
-        threads: threads_after,
-    })
+}
+
+/// A call that panics in the plugin: it must fail as a panic.
+async fn panic_call(client: &mut Client, n: u64) -> anyhow::Result<usize> {
+    let reply = client
+        .invoke_function(call(Artifact::Faulty, "faulty", "panic", vec![]))
+        .await?
+        .into_inner();
+    let code = reply.result.as_ref().map_or("", |r| r.error_code.as_str());
+    anyhow::ensure!(!reply.success && code == "panic", "call {n}: {reply:?}");
+    Ok(PANIC)
+}
+
+/// A call that fails retriably once: it must succeed, retried.
+async fn flaky_call(client: &mut Client, n: u64) -> anyhow::Result<usize> {
+    let reply = client.invoke_function(flaky()).await?.into_inner();
+    anyhow::ensure!(reply.success, "call {n}: {}", reply.message);
+    Ok(RETRIED)
+}
+
+/// An echo whose payload names the call: a reply meant for another caller
+/// would not match.
+async fn echo_call(client: &mut Client, n: u64) -> anyhow::Result<usize> {
+    let mut payload = vec![0xA5u8; 64];
+    payload[..8].copy_from_slice(&n.to_le_bytes());
+    let reply = client
+        .invoke_function(call(
+            Artifact::Echo,
+            "echo",
+            "echo",
+            vec![("input", any_bytes(payload.clone()))],
+        ))
+        .await?
+        .into_inner();
+    let echoed = reply
+        .result
+        .and_then(|r| r.result)
+        .map(|any| Vec::<u8>::decode(any.value.as_slice()))
+        .transpose()?;
+    anyhow::ensure!(
+        echoed.as_deref() == Some(&payload[..]),
+        "call {n} got another reply"
+    );
+    Ok(ECHO)
 }

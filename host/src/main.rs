@@ -1,4 +1,6 @@
-//! The `spearlet` command line. `anyhow` lives here and nowhere else.
+//! The `spearlet` command line. `anyhow` is the binary's edge: it lives
+//! here and in `cli`, and nowhere in the library, whose functions return
+//! its own typed `spearlet::Error`.
 
 mod cli;
 

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::ffi::{FfiCallContext, FfiKv};
+use crate::ffi::{FfiCallContext, FfiKv, LiveCall};
 use crate::{IntoValue, PluginError, ValueRef};
 
 /// Severity of a log line written through [`Context::log`].
@@ -27,31 +27,30 @@ pub enum LogLevel {
 /// Take it as a `&Context` parameter of a `#[function]` when you need it.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    raw: &'a FfiCallContext<'a>,
+    call: LiveCall<'a>,
 }
 
+// `Context::new`, the public constructor, is `unsafe` and so lives in
+// `ffi` (`ffi/types.rs`), the one module of this crate allowed unsafe code.
 impl<'a> Context<'a> {
-    /// Wraps the raw context the host passed in.
-    ///
-    /// # Safety
-    ///
-    /// `raw.sink` must be a sink whose `data` its `emit` and `log` accept,
-    /// valid for as long as this context is used: the host's sink for a
-    /// call still running (what the SDK's entry points receive), or one
-    /// made for the purpose, as `MockCall` does. [`Context::emit`] and
-    /// [`Context::log`] call through it.
-    pub unsafe fn new(raw: &'a FfiCallContext<'a>) -> Self {
-        Context { raw }
+    /// Wraps a call whose sink is already vouched for.
+    pub(crate) fn from_call(call: LiveCall<'a>) -> Self {
+        Context { call }
+    }
+
+    /// The context as the host passed it.
+    fn raw(&self) -> &'a FfiCallContext<'a> {
+        self.call.raw()
     }
 
     /// The id of the execution this call belongs to.
     pub fn execution_id(&self) -> &'a str {
-        self.raw.execution_id.as_str()
+        self.raw().execution_id.as_str()
     }
 
     /// The parameter called `name`, if the client sent it.
     pub fn param(&self, name: &str) -> Option<ValueRef<'a>> {
-        self.raw
+        self.raw()
             .params
             .as_slice()
             .iter()
@@ -61,7 +60,7 @@ impl<'a> Context<'a> {
 
     /// All parameters, in the order the client sent them.
     pub fn params(&self) -> impl Iterator<Item = (&'a str, ValueRef<'a>)> + 'a {
-        self.raw
+        self.raw()
             .params
             .as_slice()
             .iter()
@@ -70,12 +69,12 @@ impl<'a> Context<'a> {
 
     /// The environment variable `key` set for this call.
     pub fn env(&self, key: &str) -> Option<&'a str> {
-        lookup(self.raw.environment.as_slice(), |k| k == key)
+        lookup(self.raw().environment.as_slice(), |k| k == key)
     }
 
     /// The request header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&'a str> {
-        lookup(self.raw.headers.as_slice(), |k| {
+        lookup(self.raw().headers.as_slice(), |k| {
             k.eq_ignore_ascii_case(name)
         })
     }
@@ -92,7 +91,7 @@ impl<'a> Context<'a> {
 
     /// When the call must be finished by, if it has a deadline.
     pub fn deadline(&self) -> Option<SystemTime> {
-        match self.raw.deadline_unix_nanos {
+        match self.raw().deadline_unix_nanos {
             0 => None,
             nanos => Some(UNIX_EPOCH + Duration::from_nanos(nanos)),
         }
@@ -108,7 +107,7 @@ impl<'a> Context<'a> {
 
     /// Whether the host asked this call to stop (cancelled, or timed out).
     pub fn is_cancelled(&self) -> bool {
-        self.raw.cancelled.load(Ordering::Acquire)
+        self.raw().cancelled.load(Ordering::Acquire)
     }
 
     /// Whether the call should stop now: cancelled, or past its deadline.
@@ -128,11 +127,7 @@ impl<'a> Context<'a> {
     /// more (client disconnected, call cancelled, or a unary call): return it
     /// with `?` to stop.
     pub fn emit(&self, chunk: impl IntoValue) -> Result<(), PluginError> {
-        let sink = self.raw.sink;
-        // SAFETY: per `Context::new`'s contract, `sink.data` is the pointer
-        // paired with these callbacks, valid while this context is.
-        let delivered = unsafe { (sink.emit)(sink.data, chunk.into_value().into()) };
-        if delivered {
+        if self.call.emit(chunk.into_value().into()) {
             Ok(())
         } else {
             Err(PluginError::new(
@@ -144,9 +139,7 @@ impl<'a> Context<'a> {
 
     /// Writes a line to this execution's log (returned with its status).
     pub fn log(&self, level: LogLevel, line: &str) {
-        let sink = self.raw.sink;
-        // SAFETY: as in `emit`: per `Context::new`'s contract.
-        unsafe { (sink.log)(sink.data, level.into(), line.into()) }
+        self.call.log(level.into(), line);
     }
 
     /// Writes an info line to this execution's log.

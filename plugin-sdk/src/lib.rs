@@ -1,4 +1,4 @@
-//! Write native [spearlet] function plugins in ordinary Rust.
+//! Write native spearlet function plugins in ordinary Rust.
 //!
 //! A plugin is a `cdylib` crate. Its functions are plain Rust functions marked
 //! with [`#[function]`](macro@function); one [`export_plugin!`] publishes
@@ -104,15 +104,17 @@
 //! Every entry point catches panics and reports them as a [`PluginError`] with
 //! code `panic`; the host then discards the instance. The unsafe code lives in
 //! [`ffi`] alone.
-//!
-//! [spearlet]: https://github.com/spearlet/spearlet
 
 #![deny(missing_docs)]
+// Unsafe code is `ffi`'s alone (allowed there, below): the rest of the SDK
+// is safe Rust, which the compiler checks.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod context;
 mod error;
+#[allow(unsafe_code)]
 pub mod ffi;
 #[cfg(feature = "json")]
 #[cfg_attr(docsrs, doc(cfg(feature = "json")))]

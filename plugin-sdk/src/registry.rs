@@ -4,8 +4,7 @@
 use std::any::Any;
 use std::sync::OnceLock;
 
-use abi_stable::std_types::RStr;
-
+use crate::ffi::abi::RStr;
 use crate::ffi::{FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind};
 use crate::{Context, FromParam, Instance, PluginError, Value};
 

@@ -46,6 +46,26 @@ fn entries(field: &'static str, n: usize, limit: usize, key: &str) -> Result<()>
 ///
 /// [`Error::InvalidRequest`] naming the first limit exceeded.
 pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfig) -> Result<()> {
+    check_invoke_names(req, limits)?;
+    check_parameters(&req.parameters, limits)?;
+    entries(
+        "invocation_metadata",
+        req.invocation_metadata.len(),
+        limits.max_metadata_entries,
+        "max_metadata_entries",
+    )?;
+    if let Some(spec) = &req.artifact_spec {
+        check_artifact_spec(spec, limits)?;
+    }
+    if let Some(context) = &req.context {
+        check_context(context, limits)?;
+    }
+    Ok(())
+}
+
+/// The names and ids an invocation carries: task, description, ids and
+/// function name.
+fn check_invoke_names(req: &pb::InvokeFunctionRequest, limits: &LimitsConfig) -> Result<()> {
     bytes(
         "task_name",
         &req.task_name,
@@ -67,18 +87,23 @@ pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfi
         &req.function_name,
         limits.max_function_name_bytes,
         "max_function_name_bytes",
-    )?;
-    if req.parameters.len() > limits.max_parameters {
+    )
+}
+
+/// The parameters: how many, each name's length, and their values' total
+/// size.
+fn check_parameters(parameters: &[pb::FunctionParameter], limits: &LimitsConfig) -> Result<()> {
+    if parameters.len() > limits.max_parameters {
         return Err(over(
             "parameters",
             "the number of parameters",
-            req.parameters.len(),
+            parameters.len(),
             limits.max_parameters,
             "max_parameters",
         ));
     }
     let mut total = 0usize;
-    for p in &req.parameters {
+    for p in parameters {
         bytes(
             "parameters",
             &p.name,
@@ -96,56 +121,55 @@ pub(super) fn check_invoke(req: &pb::InvokeFunctionRequest, limits: &LimitsConfi
             "max_parameter_bytes",
         ));
     }
+    Ok(())
+}
+
+/// The artifact a new task is to be made from.
+fn check_artifact_spec(spec: &pb::ArtifactSpec, limits: &LimitsConfig) -> Result<()> {
+    bytes(
+        "artifact_spec.artifact_id",
+        &spec.artifact_id,
+        limits.max_id_bytes,
+        "max_id_bytes",
+    )?;
     entries(
-        "invocation_metadata",
-        req.invocation_metadata.len(),
+        "artifact_spec.metadata",
+        spec.metadata.len(),
         limits.max_metadata_entries,
         "max_metadata_entries",
+    )
+}
+
+/// The execution context: retries, its execution id, environment and
+/// headers.
+fn check_context(context: &pb::ExecutionContext, limits: &LimitsConfig) -> Result<()> {
+    if usize::try_from(context.max_retries).is_ok_and(|n| n > limits.max_retries as usize) {
+        return Err(over(
+            "context.max_retries",
+            "context.max_retries",
+            usize::try_from(context.max_retries).unwrap_or(usize::MAX),
+            limits.max_retries as usize,
+            "max_retries",
+        ));
+    }
+    bytes(
+        "context.execution_id",
+        &context.execution_id,
+        limits.max_id_bytes,
+        "max_id_bytes",
     )?;
-    if let Some(spec) = &req.artifact_spec {
-        bytes(
-            "artifact_spec.artifact_id",
-            &spec.artifact_id,
-            limits.max_id_bytes,
-            "max_id_bytes",
-        )?;
-        entries(
-            "artifact_spec.metadata",
-            spec.metadata.len(),
-            limits.max_metadata_entries,
-            "max_metadata_entries",
-        )?;
-    }
-    if let Some(context) = &req.context {
-        if usize::try_from(context.max_retries).is_ok_and(|n| n > limits.max_retries as usize) {
-            return Err(over(
-                "context.max_retries",
-                "context.max_retries",
-                usize::try_from(context.max_retries).unwrap_or(usize::MAX),
-                limits.max_retries as usize,
-                "max_retries",
-            ));
-        }
-        bytes(
-            "context.execution_id",
-            &context.execution_id,
-            limits.max_id_bytes,
-            "max_id_bytes",
-        )?;
-        entries(
-            "context.environment",
-            context.environment.len(),
-            limits.max_environment_entries,
-            "max_environment_entries",
-        )?;
-        entries(
-            "context.headers",
-            context.headers.len(),
-            limits.max_environment_entries,
-            "max_environment_entries",
-        )?;
-    }
-    Ok(())
+    entries(
+        "context.environment",
+        context.environment.len(),
+        limits.max_environment_entries,
+        "max_environment_entries",
+    )?;
+    entries(
+        "context.headers",
+        context.headers.len(),
+        limits.max_environment_entries,
+        "max_environment_entries",
+    )
 }
 
 /// Checks a `spearlet.InvocationService/Invoke` request (today's SPEAR

@@ -1,12 +1,13 @@
 //! `spearlet serve`: the gRPC server.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use spearlet::auth::Tokens;
 use spearlet::{Config, Host};
 
 #[derive(Debug, Args)]
@@ -151,34 +152,75 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let served = runtime.block_on(async move {
-        let listen = config.server.listen;
-        let roots = config.artifacts.roots.clone();
-        let data_dir = config.data_dir.clone();
-        let host = Host::new(config)?;
-        let tokens = match &host.config().auth.tokens_file {
-            Some(file) => Some(spearlet::auth::Tokens::from_file(file)?),
-            None => None,
-        };
-        // Installed before the server says it listens, so a SIGHUP sent as
-        // soon as it does never meets the default action (exit).
-        let hangups = match &tokens {
-            Some(tokens) => Some(reload_on_hangup(tokens.clone())?),
-            None => None,
-        };
-        // Ready before the first task needs one: the first load of every
-        // plugin runs in a worker, and process-tier tasks run in them.
-        host.artifacts().workers().prestart();
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let addr = listener.local_addr()?;
-        eprintln!("spearlet {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-        eprintln!("  data dir:       {}", data_dir.display());
-        if roots.is_empty() {
+    let served = runtime.block_on(serve(config));
+    // Plugins that ignored their cancellation may still hold blocking
+    // threads: they are abandoned, not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
+    eprintln!("stopped");
+    Ok(())
+}
+
+/// Starts the host and serves until a stop signal, then stops what it
+/// started beside the server (metrics, SIGHUP handling).
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listen = config.server.listen;
+    let roots = config.artifacts.roots.clone();
+    let data_dir = config.data_dir.clone();
+    let host = Host::new(config)?;
+    let tokens = match &host.config().auth.tokens_file {
+        Some(file) => Some(Tokens::from_file(file)?),
+        None => None,
+    };
+    // Installed before the server says it listens, so a SIGHUP sent as
+    // soon as it does never meets the default action (exit).
+    let hangups = match &tokens {
+        Some(tokens) => Some(reload_on_hangup(tokens.clone())?),
+        None => None,
+    };
+    // Ready before the first task needs one: the first load of every
+    // plugin runs in a worker, and process-tier tasks run in them.
+    host.artifacts().workers().prestart();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let banner = Banner {
+        addr: listener.local_addr()?,
+        data_dir: &data_dir,
+        roots: &roots,
+    };
+    banner.print(&host, tokens.as_ref());
+    let metrics = serve_metrics(&host).await?;
+    let http = bind_http_port(&host, &listener).await?;
+    spearlet::server::serve_node(host, listener, http, tokens, drain_on_stop()).await?;
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    if let Some(hangups) = hangups {
+        hangups.abort();
+    }
+    Ok(())
+}
+
+/// What the server says about itself once it listens.
+struct Banner<'a> {
+    addr: SocketAddr,
+    data_dir: &'a Path,
+    roots: &'a [PathBuf],
+}
+
+impl Banner<'_> {
+    fn print(&self, host: &Host, tokens: Option<&Tokens>) {
+        eprintln!(
+            "spearlet {} listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            self.addr
+        );
+        eprintln!("  data dir:       {}", self.data_dir.display());
+        if self.roots.is_empty() {
             eprintln!("  artifact roots: none (local artifacts refused; pass --artifact-root)");
         }
-        for root in &roots {
+        for root in self.roots {
             eprintln!("  artifact root:  {}", root.display());
         }
         if host.config().exec.isolation != spearlet::isolate::Isolation::InProcess {
@@ -187,7 +229,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 host.config().exec.isolation
             );
         }
-        if let (Some(tokens), Some(file)) = (&tokens, &host.config().auth.tokens_file) {
+        if let (Some(tokens), Some(file)) = (tokens, &host.config().auth.tokens_file) {
             eprintln!(
                 "  auth tokens:    {} from {} (SIGHUP reads it again)",
                 tokens.count(),
@@ -201,68 +243,68 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 sms.node_uuid()
             );
         }
-        let metrics = match host.config().metrics.listen {
-            Some(at) => {
-                let listener = tokio::net::TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {at}"))?;
-                let at = listener.local_addr()?;
-                eprintln!("  metrics:        http://{at}/metrics");
-                let token = host.config().metrics.token.as_deref();
-                if let Some(warning) = spearlet::metrics::exposure_warning(at, token) {
-                    eprintln!("  WARNING:        {warning}");
-                }
-                Some(tokio::spawn(spearlet::metrics::serve(
-                    host.clone(),
-                    listener,
-                    std::future::pending(),
-                )))
-            }
-            None => None,
-        };
-        let http = match spearlet::server::http_address(host.config(), &listener)? {
-            Some(at) => {
-                let http = tokio::net::TcpListener::bind(at)
-                    .await
-                    .with_context(|| format!("cannot serve the node's HTTP port on {at}"))?;
-                let at = http.local_addr()?;
-                eprintln!(
-                    "  HTTP port:      http://{at} (stream plane ws://{at}/api/v1/executions/ID/streams/ws, /health, /metrics)"
-                );
-                Some(http)
-            }
-            None => None,
-        };
-        spearlet::server::serve_node(host, listener, http, tokens, async {
-            stop_signal().await;
-            eprintln!("stopping: calls in flight finish (a second signal stops at once)");
-            tokio::spawn(async {
-                stop_signal().await;
-                eprintln!("stopped at once");
-                std::process::exit(130);
-            });
-        })
-        .await?;
-        if let Some(metrics) = metrics {
-            metrics.abort();
-        }
-        if let Some(hangups) = hangups {
-            hangups.abort();
-        }
-        anyhow::Ok(())
+    }
+}
+
+/// Serves metrics on `metrics.listen`, if set, until aborted; warns when
+/// they are exposed beyond loopback without a token.
+async fn serve_metrics(
+    host: &Host,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<spearlet::Result<()>>>> {
+    let Some(at) = host.config().metrics.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot serve metrics on {at}"))?;
+    let at = listener.local_addr()?;
+    eprintln!("  metrics:        http://{at}/metrics");
+    let token = host.config().metrics.token.as_deref();
+    if let Some(warning) = spearlet::metrics::exposure_warning(at, token) {
+        eprintln!("  WARNING:        {warning}");
+    }
+    Ok(Some(tokio::spawn(spearlet::metrics::serve(
+        host.clone(),
+        listener,
+        std::future::pending(),
+    ))))
+}
+
+/// Binds the node's HTTP port (stream plane, `/health`, `/metrics`) where
+/// the configuration puts it, if anywhere.
+async fn bind_http_port(
+    host: &Host,
+    grpc: &tokio::net::TcpListener,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(at) = spearlet::server::http_address(host.config(), grpc)? else {
+        return Ok(None);
+    };
+    let http = tokio::net::TcpListener::bind(at)
+        .await
+        .with_context(|| format!("cannot serve the node's HTTP port on {at}"))?;
+    let at = http.local_addr()?;
+    eprintln!(
+        "  HTTP port:      http://{at} (stream plane ws://{at}/api/v1/executions/ID/streams/ws, /health, /metrics)"
+    );
+    Ok(Some(http))
+}
+
+/// Resolves on the first stop signal, so that calls in flight finish; a
+/// second signal exits at once.
+async fn drain_on_stop() {
+    stop_signal().await;
+    eprintln!("stopping: calls in flight finish (a second signal stops at once)");
+    tokio::spawn(async {
+        stop_signal().await;
+        eprintln!("stopped at once");
+        std::process::exit(130);
     });
-    // Plugins that ignored their cancellation may still hold blocking
-    // threads: they are abandoned, not waited for.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    served?;
-    eprintln!("stopped");
-    Ok(())
 }
 
 /// Reads the tokens file again on every SIGHUP ([`spearlet::auth::Tokens::reload`],
 /// which logs the outcome): a file that cannot be read, or holds no token,
 /// leaves the tokens in force. Connections stay open throughout.
-fn reload_on_hangup(tokens: spearlet::auth::Tokens) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+fn reload_on_hangup(tokens: Tokens) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     Ok(tokio::spawn(async move {

@@ -98,88 +98,32 @@ enum Role {
     Param { name: String, ty: Type },
 }
 
+/// What the dispatcher does with the function's parameters: one binding
+/// per parameter, the arguments of the call, the parameters as the
+/// published signature shows them, and the state type if one is taken.
+struct Parameters {
+    bindings: Vec<TokenStream2>,
+    call_args: Vec<syn::Ident>,
+    shown: Vec<String>,
+    state_type: Option<Type>,
+}
+
 fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
     check_signature(&func)?;
-    let ident = &func.sig.ident;
-    let published = args
-        .name
-        .as_ref()
-        .map(LitStr::value)
-        .unwrap_or_else(|| ident.unraw().to_string());
-    if published.is_empty() {
-        return Err(Error::new_spanned(
-            &args.name,
-            "the function name must not be empty",
-        ));
-    }
-
-    let mut bindings = Vec::new();
-    let mut call_args = Vec::new();
-    let mut shown_params = Vec::new();
-    let mut state_type = None;
-    for (i, input) in func.sig.inputs.iter().enumerate() {
-        let FnArg::Typed(pat_ty) = input else {
-            return Err(Error::new_spanned(
-                input,
-                "plugin functions cannot take `self`",
-            ));
-        };
-        let local = format_ident!("__arg{}", i);
-        match role(pat_ty)? {
-            Role::Context => bindings.push(quote! { let #local = __ctx; }),
-            Role::State(ty) => {
-                bindings.push(quote! {
-                    let #local: &mut #ty = ::spear_plugin_sdk::__private::state::<#ty>(__state, #published)?;
-                });
-                state_type = Some(ty);
-            }
-            Role::Param { name, ty } => {
-                shown_params.push(format!("{name}: {}", pretty(&ty)));
-                // Spanned at the type, so an unsupported type is reported there.
-                bindings.push(quote_spanned! {ty.span()=>
-                    let #local: #ty = ::spear_plugin_sdk::__private::param(__ctx, #name)?;
-                });
-            }
-        }
-        call_args.push(local);
-    }
-
-    // Extra parameters are published as a trailing `..`: the host reads it
-    // from the signature text, so the function table's layout is unchanged
-    // (a host that predates it sees a signature it cannot parse, and checks
-    // nothing, as before).
-    if args.extra_params {
-        shown_params.push("..".to_owned());
-    }
-    let output = match &args.chunk {
-        Some(chunk) => shown_stream(chunk, &func.sig.output),
-        None => shown_output(&func.sig.output),
-    };
-    let signature = format!("({}){output}", shown_params.join(", "));
+    let published = published_name(&args, &func)?;
+    let params = bind_parameters(&func, &published)?;
+    let signature = signature(&args, &func, &params.shown);
     let description = args
         .description
         .as_ref()
         .map(LitStr::value)
         .unwrap_or_else(|| doc_summary(&func.attrs));
-    let stream = args.stream;
-    let blocking = args.blocking;
-    let default = args.default;
+    let ident = &func.sig.ident;
     let vis = &func.vis;
-    // A function whose state is not the plugin's instance type is a
-    // compile error, pointing at the type, not a failure of every call.
-    // Checked against the crate's `export_plugin!`; left out of test builds,
-    // where functions are called through `MockCall` with any state (whose
-    // mismatch is still an `instance_type` error there).
-    let state_check = state_type.as_ref().map(|ty| {
-        quote_spanned! {ty.span()=>
-            #[cfg(not(test))]
-            const _: fn() = || {
-                fn instance_is<I: ::spear_plugin_sdk::__private::InstanceOf<#ty>>() {}
-                instance_is::<<crate::__SpearPlugin as ::spear_plugin_sdk::__private::PluginDef>::Instance>();
-            };
-        }
-    });
+    let state_check = params.state_type.as_ref().map(state_check);
     let chunk_check = args.chunk.as_ref().map(chunk_check);
+    let registration = registration(ident);
+    let function_def = function_def(&args, ident, &published, &description, &signature, &params);
     Ok(quote! {
         #func
 
@@ -193,6 +137,103 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
 
         #chunk_check
 
+        #registration
+
+        #function_def
+    })
+}
+
+/// The name the function is published under: `name = "..."` or its own
+/// (raw identifiers unescaped), never empty.
+fn published_name(args: &Args, func: &ItemFn) -> syn::Result<String> {
+    let published = args
+        .name
+        .as_ref()
+        .map(LitStr::value)
+        .unwrap_or_else(|| func.sig.ident.unraw().to_string());
+    if published.is_empty() {
+        return Err(Error::new_spanned(
+            &args.name,
+            "the function name must not be empty",
+        ));
+    }
+    Ok(published)
+}
+
+/// How the dispatcher fills each parameter, from its role (context, state
+/// or a named parameter read from the call).
+fn bind_parameters(func: &ItemFn, published: &str) -> syn::Result<Parameters> {
+    let mut params = Parameters {
+        bindings: Vec::new(),
+        call_args: Vec::new(),
+        shown: Vec::new(),
+        state_type: None,
+    };
+    for (i, input) in func.sig.inputs.iter().enumerate() {
+        let FnArg::Typed(pat_ty) = input else {
+            return Err(Error::new_spanned(
+                input,
+                "plugin functions cannot take `self`",
+            ));
+        };
+        let local = format_ident!("__arg{}", i);
+        match role(pat_ty)? {
+            Role::Context => params.bindings.push(quote! { let #local = __ctx; }),
+            Role::State(ty) => {
+                params.bindings.push(quote! {
+                    let #local: &mut #ty = ::spear_plugin_sdk::__private::state::<#ty>(__state, #published)?;
+                });
+                params.state_type = Some(ty);
+            }
+            Role::Param { name, ty } => {
+                params.shown.push(format!("{name}: {}", pretty(&ty)));
+                // Spanned at the type, so an unsupported type is reported there.
+                params.bindings.push(quote_spanned! {ty.span()=>
+                    let #local: #ty = ::spear_plugin_sdk::__private::param(__ctx, #name)?;
+                });
+            }
+        }
+        params.call_args.push(local);
+    }
+    Ok(params)
+}
+
+/// The published signature text, `(a: i64, ..) -> T`.
+fn signature(args: &Args, func: &ItemFn, shown_params: &[String]) -> String {
+    let mut shown_params = shown_params.to_vec();
+    // Extra parameters are published as a trailing `..`: the host reads it
+    // from the signature text, so the function table's layout is unchanged
+    // (a host that predates it sees a signature it cannot parse, and checks
+    // nothing, as before).
+    if args.extra_params {
+        shown_params.push("..".to_owned());
+    }
+    let output = match &args.chunk {
+        Some(chunk) => shown_stream(chunk, &func.sig.output),
+        None => shown_output(&func.sig.output),
+    };
+    format!("({}){output}", shown_params.join(", "))
+}
+
+/// A function whose state is not the plugin's instance type is a compile
+/// error, pointing at the type, not a failure of every call. Checked
+/// against the crate's `export_plugin!`; left out of test builds, where
+/// functions are called through `MockCall` with any state (whose mismatch
+/// is still an `instance_type` error there).
+fn state_check(ty: &Type) -> TokenStream2 {
+    quote_spanned! {ty.span()=>
+        #[cfg(not(test))]
+        const _: fn() = || {
+            fn instance_is<I: ::spear_plugin_sdk::__private::InstanceOf<#ty>>() {}
+            instance_is::<<crate::__SpearPlugin as ::spear_plugin_sdk::__private::PluginDef>::Instance>();
+        };
+    }
+}
+
+/// The function's entry in the link-time table: registered where it is
+/// written, so `export_plugin!` need not list it.
+fn registration(ident: &syn::Ident) -> TokenStream2 {
+    quote! {
         // Registered where it is written: export_plugin! need not list it.
         const _: () = {
             #[::spear_plugin_sdk::__private::linkme::distributed_slice(::spear_plugin_sdk::__private::SPEAR_PLUGIN_FUNCTIONS)]
@@ -205,7 +246,28 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
                     handler: <#ident as ::spear_plugin_sdk::__private::FunctionDef>::call,
                 };
         };
+    }
+}
 
+/// The `FunctionDef` impl: the descriptor and hints the host reads, and
+/// the dispatcher that binds the parameters and calls the function.
+fn function_def(
+    args: &Args,
+    ident: &syn::Ident,
+    published: &str,
+    description: &str,
+    signature: &str,
+    params: &Parameters,
+) -> TokenStream2 {
+    let Parameters {
+        bindings,
+        call_args,
+        ..
+    } = params;
+    let stream = args.stream;
+    let blocking = args.blocking;
+    let default = args.default;
+    quote! {
         impl ::spear_plugin_sdk::__private::FunctionDef for #ident {
             const DESCRIPTOR: ::spear_plugin_sdk::ffi::FfiFunctionDesc =
                 ::spear_plugin_sdk::__private::descriptor(#published, #stream, #description, #signature);
@@ -226,7 +288,7 @@ fn expand(args: Args, func: ItemFn) -> syn::Result<TokenStream2> {
                 (&&::spear_plugin_sdk::__private::Output::new(#ident(#(#call_args),*))).take_output()
             }
         }
-    })
+    }
 }
 
 fn check_signature(func: &ItemFn) -> syn::Result<()> {

@@ -30,6 +30,7 @@ pub use root::{
     init_root_module, provided_fields, AbiMinor, PluginMod, PluginModRef, ABI_MINORS, ABI_VERSION,
     ROOT_MODULE_SYMBOL,
 };
+pub(crate) use types::LiveCall;
 pub use types::{
     FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind, FfiInstance,
     FfiKv, FfiLogLevel, FfiParam, FfiSink, FfiValue, FfiValueRef,

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use abi_stable::std_types::{RSlice, RStr, RString, RVec};
 use abi_stable::StableAbi;
 
-use crate::{LogLevel, PluginError, Value, ValueRef};
+use crate::{Context, LogLevel, PluginError, Value, ValueRef};
 
 /// A value owned by whoever receives it (plugin outputs, stream chunks).
 #[repr(u8)]
@@ -186,6 +186,75 @@ pub struct FfiCallContext<'a> {
     pub cancelled: &'a AtomicBool,
     /// Where stream chunks and log lines go.
     pub sink: FfiSink,
+}
+
+/// A call's context with the promise that its sink is live: the one way
+/// the SDK calls through an [`FfiSink`].
+///
+/// Only [`LiveCall::new`] makes one, and its caller vouches for what the
+/// type cannot check (the sink's `data` is the host's state for a call
+/// still running); the methods that call through the sink are safe on
+/// the strength of that promise. Not `#[repr(C)]`: it never crosses the
+/// boundary.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LiveCall<'a> {
+    raw: &'a FfiCallContext<'a>,
+}
+
+impl<'a> LiveCall<'a> {
+    /// Vouches for `raw`'s sink.
+    ///
+    /// # Safety
+    ///
+    /// `raw.sink` must be a sink whose `data` its `emit` and `log` accept,
+    /// valid for as long as the result (or a copy of it) is used: the
+    /// host's sink for a call still running, or one made for the purpose,
+    /// as `MockCall` does.
+    pub(crate) unsafe fn new(raw: &'a FfiCallContext<'a>) -> Self {
+        LiveCall { raw }
+    }
+
+    /// The context as the host passed it.
+    pub(crate) fn raw(self) -> &'a FfiCallContext<'a> {
+        self.raw
+    }
+
+    /// Hands `chunk` to the host; `false` means the consumer is gone.
+    pub(crate) fn emit(self, chunk: FfiValue) -> bool {
+        let sink = self.raw.sink;
+        // SAFETY: per `LiveCall::new`'s contract, `sink.data` is the
+        // pointer these callbacks accept, valid while this `LiveCall` is
+        // used; `chunk` is owned and handed over, as `emit` expects.
+        unsafe { (sink.emit)(sink.data, chunk) }
+    }
+
+    /// Records one log line for the execution.
+    pub(crate) fn log(self, level: FfiLogLevel, line: &str) {
+        let sink = self.raw.sink;
+        // SAFETY: as in `emit`, per `LiveCall::new`'s contract; `line` is
+        // borrowed for the duration of the call only.
+        unsafe { (sink.log)(sink.data, level, line.into()) }
+    }
+}
+
+// `Context`'s constructor is written here rather than beside the rest of
+// `Context`, so that the crate's unsafe code (an `unsafe fn` included)
+// stays in `ffi`, the one module allowed it.
+impl<'a> Context<'a> {
+    /// Wraps the raw context the host passed in.
+    ///
+    /// # Safety
+    ///
+    /// `raw.sink` must be a sink whose `data` its `emit` and `log` accept,
+    /// valid for as long as this context is used: the host's sink for a
+    /// call still running (what the SDK's entry points receive), or one
+    /// made for the purpose, as `MockCall` does. [`Context::emit`] and
+    /// [`Context::log`] call through it.
+    pub unsafe fn new(raw: &'a FfiCallContext<'a>) -> Self {
+        // SAFETY: the caller makes `LiveCall::new`'s promise, the same as
+        // this function's, for as long as the context is used.
+        Context::from_call(unsafe { LiveCall::new(raw) })
+    }
 }
 
 impl From<Value> for FfiValue {

@@ -353,32 +353,7 @@ impl ToHost {
         match self {
             ToHost::Ready => w.u8(READY),
             ToHost::Probed => w.u8(PROBED),
-            ToHost::Loaded(d) => {
-                w.u8(LOADED);
-                w.str(&d.name);
-                w.str(&d.version);
-                w.str(&d.sdk_version);
-                w.str(&d.abi_version);
-                w.u64(d.root_fields as u64);
-                w.u32(u32::try_from(d.functions.len()).unwrap_or(u32::MAX));
-                for f in &d.functions {
-                    w.str(&f.name);
-                    w.u8(match f.kind {
-                        FunctionKind::Unary => 0,
-                        FunctionKind::Stream => 1,
-                    });
-                    w.str(&f.description);
-                    w.str(&f.signature);
-                    w.u8(u8::from(f.blocking));
-                }
-                match d.default_function {
-                    None => w.u8(0),
-                    Some(index) => {
-                        w.u8(1);
-                        w.u32(u32::try_from(index).unwrap_or(u32::MAX));
-                    }
-                }
-            }
+            ToHost::Loaded(d) => encode_description(&mut w, d),
             ToHost::Refused { kind, message } => {
                 w.u8(REFUSED);
                 w.str(kind);
@@ -398,37 +373,7 @@ impl ToHost {
                 w.u8(level_code(*level));
                 w.str(line);
             }
-            ToHost::Done { end, memory } => {
-                w.u8(DONE);
-                match end {
-                    CallEnd::Returned(v) => {
-                        w.u8(0);
-                        w.value(v);
-                    }
-                    CallEnd::Failed {
-                        code,
-                        message,
-                        retriable,
-                    } => {
-                        w.u8(1);
-                        w.str(code);
-                        w.str(message);
-                        w.u8(u8::from(*retriable));
-                    }
-                    CallEnd::Panicked { message } => {
-                        w.u8(2);
-                        w.str(message);
-                    }
-                }
-                match memory {
-                    None => w.u8(0),
-                    Some((allocated, peak)) => {
-                        w.u8(1);
-                        w.u64(*allocated);
-                        w.u64(*peak);
-                    }
-                }
-            }
+            ToHost::Done { end, memory } => encode_done(&mut w, end, *memory),
         }
         *out = w.finish();
     }
@@ -512,6 +457,68 @@ impl ToHost {
         };
         r.end()?;
         Ok(message)
+    }
+}
+
+/// A `Loaded` message: the plugin's description, its function table and
+/// default function.
+fn encode_description(w: &mut Writer, d: &Description) {
+    w.u8(LOADED);
+    w.str(&d.name);
+    w.str(&d.version);
+    w.str(&d.sdk_version);
+    w.str(&d.abi_version);
+    w.u64(d.root_fields as u64);
+    w.u32(u32::try_from(d.functions.len()).unwrap_or(u32::MAX));
+    for f in &d.functions {
+        w.str(&f.name);
+        w.u8(match f.kind {
+            FunctionKind::Unary => 0,
+            FunctionKind::Stream => 1,
+        });
+        w.str(&f.description);
+        w.str(&f.signature);
+        w.u8(u8::from(f.blocking));
+    }
+    match d.default_function {
+        None => w.u8(0),
+        Some(index) => {
+            w.u8(1);
+            w.u32(u32::try_from(index).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+/// A `Done` message: how the call ended, then its memory figures if any.
+fn encode_done(w: &mut Writer, end: &CallEnd, memory: Option<(u64, u64)>) {
+    w.u8(DONE);
+    match end {
+        CallEnd::Returned(v) => {
+            w.u8(0);
+            w.value(v);
+        }
+        CallEnd::Failed {
+            code,
+            message,
+            retriable,
+        } => {
+            w.u8(1);
+            w.str(code);
+            w.str(message);
+            w.u8(u8::from(*retriable));
+        }
+        CallEnd::Panicked { message } => {
+            w.u8(2);
+            w.str(message);
+        }
+    }
+    match memory {
+        None => w.u8(0),
+        Some((allocated, peak)) => {
+            w.u8(1);
+            w.u64(allocated);
+            w.u64(peak);
+        }
     }
 }
 
