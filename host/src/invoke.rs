@@ -112,12 +112,21 @@ impl InvokeRequest {
         &mut self,
         record: &crate::exec::ExecutionRecord,
     ) -> Option<crate::trace::Traceparent> {
+        let (trace, parent) = self.enter_trace()?;
+        record.set_trace(trace);
+        Some(parent)
+    }
+
+    /// The call's trace, and the `traceparent` of a span of the plugin's
+    /// own (the caller's `tracestate` moves to the headers).
+    pub(crate) fn enter_trace(
+        &mut self,
+    ) -> Option<(crate::trace::TraceId, crate::trace::Traceparent)> {
         let trace = self.trace?;
-        record.set_trace(trace.trace_id);
         if let Some(state) = self.tracestate.take() {
             self.headers.push(("tracestate".to_owned(), state));
         }
-        Some(trace.child(crate::trace::new_span()))
+        Some((trace.trace_id, trace.child(crate::trace::new_span())))
     }
 
     /// The same request with one more parameter.

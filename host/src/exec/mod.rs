@@ -31,6 +31,7 @@ mod records;
 mod sink;
 mod snapshot;
 mod store;
+mod unlisted;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -46,6 +47,7 @@ pub use ids::ExecutionId;
 pub use records::{CancelOutcome, ExecutionRecord};
 pub use snapshot::ExecutionSnapshot;
 pub use store::{ExecutionQuery, ExecutionStore};
+pub(crate) use unlisted::{run_unlisted, UnlistedCall};
 
 /// A new unique id (UUIDv7 text) to share, such as a task's.
 pub fn new_id() -> std::sync::Arc<str> {
@@ -226,24 +228,13 @@ pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) 
 /// Runs a SYNC call of a promoted function that has its instance and its
 /// seat, with no retries to wait for and no deadline to keep, entirely on
 /// this thread: nothing here can be interrupted, so no guard is needed to
-/// end the record.
-///
-/// `claimed`: when an unlisted record was made, a moment ago on this
-/// thread with no lock or wait since — the attempt's start, sparing a
-/// clock reading (the tier's window grows by the lease and the job, a few
-/// dozen ns against a budget of 100 µs). A listed record's creation may
-/// have waited for its shard's lock: the clock is read again.
-pub(crate) fn run_in_place(
-    job: Job,
-    lease: Lease,
-    seat: Seat<&Bound>,
-    claimed: Option<Instant>,
-) -> ExecutionStatus {
+/// end the record. (A call whose caller chose no id runs without a record
+/// at all: `unlisted.rs`.)
+pub(crate) fn run_in_place(job: Job, lease: Lease, seat: Seat<&Bound>) -> ExecutionStatus {
     debug_assert!(job.max_retries == 0 && job.deadline.is_none());
     let _running = job.task.begin_execution(job.function);
     let record = &job.record;
-    let started = claimed.unwrap_or_else(Instant::now);
-    let (status, ended) = match record.start_attempt_at(lease.instance_id(), started) {
+    let (status, ended) = match record.start_attempt_at(lease.instance_id(), Instant::now()) {
         None => (record.status(), Instant::now()),
         Some(started) => {
             let (outcome, ended) = call_inline(&job, lease, started, seat);

@@ -39,7 +39,7 @@ pub struct ExecutionRecord {
     cancel: AtomicBool,
     mode: ExecutionMode,
     /// Kept by its store only if it does not simply complete (see
-    /// `ExecutionStore::claim_unlisted`): a SYNC call whose caller chose
+    /// `unlisted.rs`): a SYNC call whose caller chose
     /// no id, and so receives everything the record would say.
     pub(super) returned_only: bool,
     id: ExecutionId,
@@ -109,7 +109,7 @@ enum Kept {
 }
 
 /// Log lines kept per execution; later ones are counted, not stored.
-const MAX_LOG_LINES: usize = 1000;
+pub(super) const MAX_LOG_LINES: usize = 1000;
 
 /// What [`ExecutionRecord::cancel`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,50 +154,6 @@ impl ExecutionRecord {
             fingerprint,
             trace: std::sync::OnceLock::new(),
             memory: [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)],
-        }
-    }
-
-    /// Makes a record nobody else holds into a new unlisted SYNC one (see
-    /// `ExecutionStore::claim_unlisted`), in place: its cache lines are
-    /// warm, and the shared names it holds already (the same task and
-    /// function, call after call) are kept rather than swapped, sparing
-    /// two contended reference counts.
-    pub(super) fn reuse(
-        &mut self,
-        id: ExecutionId,
-        task_id: &Arc<str>,
-        function: &Arc<str>,
-        created: Instant,
-        counts: &Arc<StatusCounts>,
-    ) {
-        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Kept::Counted(counted) = state.kept {
-            self.counts.results.release(counted);
-        }
-        *state = State::new();
-        self.created = created;
-        *self.hash.get_mut() = 0;
-        *self.seq.get_mut() = 0;
-        *self.status.get_mut() = ExecutionStatus::Pending as u8;
-        *self.removed.get_mut() = false;
-        *self.cancel.get_mut() = false;
-        *self.watched.get_mut() = false;
-        self.mode = ExecutionMode::Sync;
-        self.returned_only = true;
-        self.id = id;
-        if !Arc::ptr_eq(&self.task_id, task_id) {
-            self.task_id = Arc::clone(task_id);
-        }
-        if !Arc::ptr_eq(&self.function, function) {
-            self.function = Arc::clone(function);
-        }
-        if !Arc::ptr_eq(&self.counts, counts) {
-            self.counts = Arc::clone(counts);
-        }
-        self.fingerprint = super::fingerprint::Fingerprint::UNKNOWN;
-        self.trace.take();
-        for m in &mut self.memory {
-            *m.get_mut() = u64::MAX;
         }
     }
 
@@ -405,6 +361,14 @@ impl ExecutionRecord {
     /// was asked with, if any, else `otherwise`.
     pub(crate) fn cancelled_error(&self, otherwise: ExecutionError) -> ExecutionError {
         self.state().cancel_reason.clone().unwrap_or(otherwise)
+    }
+
+    /// Counts log lines dropped past the cap elsewhere (an unlisted call's
+    /// buffer, `unlisted.rs`).
+    pub(super) fn count_dropped_logs(&self, dropped: usize) {
+        if dropped > 0 {
+            self.state().dropped_logs += dropped;
+        }
     }
 
     /// Appends a plugin log line.

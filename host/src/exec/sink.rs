@@ -60,19 +60,40 @@ impl CallSink for RecordSink<'_> {
     }
 
     fn log(&self, level: LogLevel, line: &str) {
-        // To the host's log too (target `plugin`), carrying what ties the
-        // line to its call: the trace, the execution, the task.
-        let r = &self.record;
-        let trace = r.trace_id().map(tracing::field::display);
+        let r = self.record;
+        let call = CallLabels {
+            trace: r.trace_id(),
+            execution: r.id(),
+            task: r.task_id(),
+            function: r.function(),
+        };
+        r.log(call.log_line(level, line));
+    }
+}
+
+/// What ties a plugin's log line to its call in the host's log.
+pub(super) struct CallLabels<'a> {
+    pub trace: Option<crate::trace::TraceId>,
+    pub execution: &'a str,
+    pub task: &'a str,
+    pub function: &'a str,
+}
+
+impl CallLabels<'_> {
+    /// Writes a plugin's log line to the host's log too (target `plugin`),
+    /// with what ties it to its call, and returns it as the execution
+    /// keeps it (`LEVEL message`).
+    pub(super) fn log_line(&self, level: LogLevel, line: &str) -> String {
+        let trace = self.trace.map(tracing::field::display);
         macro_rules! emit {
             ($level:expr) => {
                 tracing::event!(
                     target: "plugin",
                     $level,
                     trace_id = trace,
-                    execution = r.id(),
-                    task = r.task_id(),
-                    function = r.function(),
+                    execution = self.execution,
+                    task = self.task,
+                    function = self.function,
                     "{line}"
                 )
             };
@@ -99,6 +120,6 @@ impl CallSink for RecordSink<'_> {
                 "ERROR"
             }
         };
-        self.record.log(format!("{name} {line}"));
+        format!("{name} {line}")
     }
 }

@@ -64,9 +64,6 @@ pub struct ExecutionStore {
 }
 
 thread_local! {
-    /// This thread's spare unlisted record: the one its last call used,
-    /// reused in place (its cache lines still warm) when nobody else holds it.
-    static SPARE: std::cell::Cell<Option<Arc<ExecutionRecord>>> = const { std::cell::Cell::new(None) };
     /// Which shard's counters this thread's unlisted records count in:
     /// threads spread over them, so they do not share a cache line.
     static COUNTS_SLOT: usize = NEXT_COUNTS_SLOT.fetch_add(1, Ordering::Relaxed);
@@ -119,7 +116,7 @@ impl ExecutionStore {
     }
 
     /// The same store, keeping completed SYNC executions whose caller
-    /// chose no id only if `keep` (see [`ExecutionStore::claim_unlisted`]).
+    /// chose no id only if `keep` (see `unlisted.rs`).
     pub fn keeping_completed_sync(mut self, keep: bool) -> Self {
         self.keep_completed_sync = keep;
         self
@@ -267,26 +264,23 @@ impl ExecutionStore {
         (record, true)
     }
 
-    /// The record for a SYNC call whose caller chose no id, run where no
-    /// one else can reach it before it ends (the in-place path): it enters
-    /// no table, and reuses this thread's last such record when it can.
-    /// [`ExecutionStore::settle_unlisted`] ends its life. Only when
-    /// [`ExecutionStore::lists_only_notable_sync`].
-    pub(crate) fn claim_unlisted(
+    /// The counts this thread's unlisted calls count in.
+    pub(super) fn thread_counts(&self) -> &Arc<StatusCounts> {
+        &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()]
+    }
+
+    /// The record an unlisted call (`unlisted.rs`) becomes when it fails or
+    /// logs: made after the fact, outside any table until
+    /// [`ExecutionStore::settle_unlisted`] adopts it.
+    pub(super) fn unlisted_record(
         &self,
+        id: super::ExecutionId,
         task_id: &Arc<str>,
         function: &Arc<str>,
-        now: Instant,
+        created: Instant,
     ) -> Arc<ExecutionRecord> {
-        let counts = &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()];
+        let counts = self.thread_counts();
         counts.enter(ExecutionStatus::Pending);
-        let id = ids::next(now);
-        if let Some(mut spare) = SPARE.take() {
-            if let Some(reused) = Arc::get_mut(&mut spare) {
-                reused.reuse(id, task_id, function, now, counts);
-                return spare;
-            }
-        }
         let mut record = ExecutionRecord::new(
             id,
             0,
@@ -294,7 +288,7 @@ impl ExecutionStore {
             Arc::clone(task_id),
             Arc::clone(function),
             ExecutionMode::Sync,
-            now,
+            created,
             Arc::clone(counts),
             Fingerprint::UNKNOWN,
         );
@@ -303,16 +297,14 @@ impl ExecutionStore {
     }
 
     /// Ends an unlisted record's life: kept like any other when it failed
-    /// or logged, otherwise dropped from the counts and left for this
-    /// thread's next call. Returns the caller's snapshot.
-    pub(crate) fn settle_unlisted(&self, record: Arc<ExecutionRecord>) -> ExecutionSnapshot {
+    /// or logged, else left to its caller. Returns the caller's snapshot.
+    pub(super) fn settle_unlisted(&self, record: Arc<ExecutionRecord>) -> ExecutionSnapshot {
         if record.worth_keeping() {
             self.adopt(&record);
             return record.snapshot_for_caller();
         }
         let snapshot = record.snapshot_taking_output();
         record.counts().leave(snapshot.status);
-        SPARE.set(Some(record));
         snapshot
     }
 
@@ -610,20 +602,23 @@ mod tests {
     }
 
     #[test]
-    fn unlisted_records_are_kept_only_when_they_fail_and_are_reused_otherwise() {
+    fn unlisted_records_are_kept_only_when_they_fail_or_log() {
         let store = ExecutionStore::new(100, Duration::from_secs(60)).keeping_completed_sync(false);
         let (t, f) = names();
-        let run = |status: ExecutionStatus| {
-            let r = store.claim_unlisted(&t, &f, Instant::now());
+        let run = |status: ExecutionStatus, log: bool| {
+            let id = super::super::ids::next(Instant::now());
+            let r = store.unlisted_record(id, &t, &f, Instant::now());
             assert_eq!(store.counts().held(ExecutionStatus::Pending), 1);
             r.start_attempt(&Arc::from("i"));
+            if log {
+                r.log("INFO hello".to_owned());
+            }
             let output = (status == ExecutionStatus::Completed).then(|| Value::Bytes(vec![7; 64]));
             r.finish(status, output, None);
-            let address = Arc::as_ptr(&r);
             let id = r.id().to_owned();
-            (store.settle_unlisted(r), address, id)
+            (store.settle_unlisted(r), id)
         };
-        let (first, first_at, first_id) = run(ExecutionStatus::Completed);
+        let (first, first_id) = run(ExecutionStatus::Completed, false);
         assert_eq!(
             first.output,
             Some(Value::Bytes(vec![7; 64])),
@@ -634,25 +629,21 @@ mod tests {
             store.get(&first_id).is_none(),
             "a completed one is not kept"
         );
-        let (_, second_at, second_id) = run(ExecutionStatus::Completed);
-        assert_eq!(first_at, second_at, "the record was reused in place");
-        assert_ne!(first_id, second_id, "with an id of its own");
-        let (failed, _, failed_id) = run(ExecutionStatus::Failed);
+        let (failed, failed_id) = run(ExecutionStatus::Failed, false);
         assert_eq!(failed.status, ExecutionStatus::Failed);
         let kept = store.get(&failed_id).expect("a failed one is kept");
         assert_eq!(kept.status(), ExecutionStatus::Failed);
+        let (logged, logged_id) = run(ExecutionStatus::Completed, true);
+        assert_eq!(logged.logs, ["INFO hello"]);
+        assert!(store.get(&logged_id).is_some(), "one that logged is kept");
         let c = store.counts();
         assert_eq!((c.ended, c.completed), (3, 2));
-        assert_eq!(c.held(ExecutionStatus::Completed), 0);
+        assert_eq!(c.held(ExecutionStatus::Completed), 1);
         assert_eq!(c.held(ExecutionStatus::Failed), 1);
         assert_eq!(
             c.held(ExecutionStatus::Pending) + c.held(ExecutionStatus::Running),
             0
         );
-        // The failed record is held by the table now: the next call makes
-        // a record of its own.
-        let (_, next_at, _) = run(ExecutionStatus::Completed);
-        assert_ne!(next_at, Arc::as_ptr(&kept));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::stop::PendingSlot;
 use super::Host;
 use crate::error::{Error, Result};
-use crate::exec::{self, Ending, ExecutionMode, ExecutionRecord, Job};
+use crate::exec::{self, Ending, ExecutionMode, ExecutionRecord, Job, UnlistedCall};
 use crate::invoke::{InvokeOutcome, InvokeRequest, TaskOrigin};
 use crate::loader::{FunctionHandle, FunctionKind};
 use crate::registry::Task;
@@ -120,35 +120,51 @@ impl Host {
         // Unlisted only in the inline tier, whose calls are bounded: a call
         // in a worker process may run for long, and must stay reachable by
         // a cancel, a forced delete or a listing while it does.
-        let unlisted = matches!(place, Place::Inline(_))
-            && request.execution_id.is_none()
-            && executions.lists_only_notable_sync();
-        let now = unlisted.then(Instant::now);
-        let (record, fresh) = match now {
-            Some(now) => {
-                let function = task.plugin.function_name(function);
-                (executions.claim_unlisted(&task.id, function, now), true)
+        let execution = match place {
+            Place::Inline(seat)
+                if request.execution_id.is_none() && executions.lists_only_notable_sync() =>
+            {
+                let started = Instant::now();
+                let call = UnlistedCall {
+                    trace: request.enter_trace(),
+                    task: &task,
+                    function,
+                    params: &request.params,
+                    environment: &request.environment,
+                    headers: &request.headers,
+                    policy: &self.inner.policy,
+                };
+                exec::run_unlisted(executions, &call, lease, seat, started)
             }
-            None => match self.claim(request, &task, function) {
-                Ok(Claimed { record, fresh }) => (record, fresh),
+            place => match self.run_listed_in_place(request, &task, function, place, lease) {
+                Ok(execution) => execution,
                 Err(e) => return Some(Err(e)),
             },
         };
-        if fresh {
-            let job = self.job(request, &task, function, &record, None, None);
-            match place {
-                Place::Inline(seat) => exec::run_in_place(job, lease, seat, now),
-                Place::Worker => exec::run_isolated_in_place(job, lease),
-            };
-        }
-        let execution = if unlisted {
-            executions.settle_unlisted(record)
-        } else if fresh {
-            record.snapshot_for_caller()
-        } else {
-            record.snapshot()
-        };
         Some(Ok(InvokeOutcome::found(&task, execution)))
+    }
+
+    /// An in-place call that is listed while it runs (its caller chose its
+    /// id, or the store keeps every SYNC execution, or it runs in a worker
+    /// process): an ordinary record, claimed, run and snapshotted.
+    fn run_listed_in_place(
+        &self,
+        request: &mut InvokeRequest,
+        task: &Arc<Task>,
+        function: FunctionHandle,
+        place: Place<'_>,
+        lease: crate::pool::Lease,
+    ) -> Result<crate::exec::ExecutionSnapshot> {
+        let Claimed { record, fresh } = self.claim(request, task, function)?;
+        if !fresh {
+            return Ok(record.snapshot());
+        }
+        let job = self.job(request, task, function, &record, None, None);
+        match place {
+            Place::Inline(seat) => exec::run_in_place(job, lease, seat),
+            Place::Worker => exec::run_isolated_in_place(job, lease),
+        };
+        Ok(record.snapshot_for_caller())
     }
 
     /// Where `function` of `task` may run without a future, if anywhere.
