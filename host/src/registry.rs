@@ -285,13 +285,11 @@ impl Task {
     }
 
     /// Counts an execution starting; the guard counts it ending.
-    pub(crate) fn begin_execution(self: &Arc<Self>, function: FunctionHandle) -> RunningGuard {
+    pub(crate) fn begin_execution(&self, function: FunctionHandle) -> RunningGuard<'_> {
         self.executions.fetch_add(1, Ordering::Relaxed);
         self.calls[function.index()].fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::SeqCst);
-        RunningGuard {
-            task: Arc::clone(self),
-        }
+        RunningGuard { task: self }
     }
 
     /// Records how an execution of `function` ended, how long after its
@@ -381,11 +379,11 @@ fn unix_nanos(t: SystemTime) -> u64 {
 
 /// Counts one running execution of a task until dropped.
 #[derive(Debug)]
-pub(crate) struct RunningGuard {
-    task: Arc<Task>,
+pub(crate) struct RunningGuard<'a> {
+    task: &'a Task,
 }
 
-impl Drop for RunningGuard {
+impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
         // SeqCst with `draining`: either this sees the flag, or the drainer
         // sees the count this leaves (see `Task::drain`).

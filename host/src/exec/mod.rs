@@ -175,7 +175,9 @@ enum Step {
 /// instance for the first attempt, if one was acquired already. `ending`
 /// ends the record if this future is dropped before it does.
 pub(crate) async fn run(job: Job, mut lease: Option<Lease>, mut ending: Ending) -> ExecutionStatus {
-    let _running = job.task.begin_execution(job.function);
+    // Its own handle: the job moves while the guard counts.
+    let task = Arc::clone(&job.task);
+    let _running = task.begin_execution(job.function);
     let record = Arc::clone(&job.record);
     let mut held = Held::Owned(Some(job));
     let mut fresh = held.job().fresh_instance;
