@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
 use crate::exec::{
-    self, CancelOutcome, Ending, ExecutionError, ExecutionMode, ExecutionStore, Job,
+    self, CancelOutcome, CancelReason, Ending, ExecutionError, ExecutionMode, ExecutionStore, Job,
 };
 use crate::invoke::{InvokeOutcome, InvokeRequest};
 use crate::loader::{FunctionKind, Plugin};
@@ -494,7 +494,10 @@ impl Host {
         for record in self.inner.executions.unfinished(Some(task_id)) {
             let error =
                 ExecutionError::new("task_deleted", format!("task `{task_id}` was deleted"));
-            if !matches!(record.cancel(false, error), CancelOutcome::AlreadyEnded(_)) {
+            if !matches!(
+                record.cancel(false, CancelReason::Host(error)),
+                CancelOutcome::AlreadyEnded(_)
+            ) {
                 cancelled_running += 1;
             }
         }

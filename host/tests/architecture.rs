@@ -31,7 +31,6 @@ const KNOWN_LONG_FUNCTIONS: &[&str] = &[
     "host/src/host.rs::start",
     "host/src/host/resolve.rs::create_task",
     "host/src/isolate/codec/mod.rs::encode_into",
-    "host/src/loader/library.rs::from_module",
     "plugin-sdk/macros/src/lib.rs::expand",
 ];
 
