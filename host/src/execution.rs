@@ -98,12 +98,31 @@ pub struct ExecutionError {
 }
 
 impl ExecutionError {
+    /// The code of an execution the host cancelled or saw stop on its
+    /// cancellation (clients read it: it never changes). The SDK's, so a
+    /// plugin that stops on its flag reports the same.
+    pub const CANCELLED: &'static str = spear_plugin_sdk::PluginError::CANCELLED;
+    /// The code of an execution whose function panicked (clients read it:
+    /// it never changes). Only ever written for a panic the loader saw by
+    /// type; a function's own error with this code is reported as it is.
+    pub const PANIC: &'static str = spear_plugin_sdk::PluginError::PANIC;
+
     /// An error with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         ExecutionError {
             code: code.into(),
             message: message.into(),
         }
+    }
+
+    /// The execution was cancelled (code [`ExecutionError::CANCELLED`]).
+    pub fn cancelled(message: impl Into<String>) -> Self {
+        ExecutionError::new(Self::CANCELLED, message)
+    }
+
+    /// The function panicked (code [`ExecutionError::PANIC`]).
+    pub fn panicked(message: impl Into<String>) -> Self {
+        ExecutionError::new(Self::PANIC, message)
     }
 }
 

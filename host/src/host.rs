@@ -9,7 +9,7 @@ use crate::artifact::ArtifactStore;
 use crate::config::Config;
 use crate::digest::Sha256Digest;
 use crate::error::{Error, Result};
-use crate::exec::{CancelOutcome, ExecutionError, ExecutionStore};
+use crate::exec::{CancelOutcome, CancelReason, ExecutionError, ExecutionStore};
 use crate::loader::Plugin;
 use crate::pool::QuarantineLimits;
 use crate::registry::{Task, TaskRegistry};
@@ -225,7 +225,10 @@ impl Host {
         for record in self.inner.executions.unfinished(Some(task_id)) {
             let error =
                 ExecutionError::new("task_deleted", format!("task `{task_id}` was deleted"));
-            if !matches!(record.cancel(false, error), CancelOutcome::AlreadyEnded(_)) {
+            if !matches!(
+                record.cancel(false, CancelReason::Host(error)),
+                CancelOutcome::AlreadyEnded(_)
+            ) {
                 cancelled_running += 1;
             }
         }

@@ -17,11 +17,6 @@ use std::path::{Path, PathBuf};
 /// closing brace.
 const MAX_FUNCTION_LINES: usize = 80;
 
-/// Functions over [`MAX_FUNCTION_LINES`] today, as `path::name` (path
-/// relative to the workspace); being split (issue #25). The check fails on
-/// a long function not listed and on a listed one that is no longer long.
-const KNOWN_LONG_FUNCTIONS: &[&str] = &["host/src/loader/library.rs::from_module"];
-
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -400,26 +395,14 @@ fn no_product_function_is_long() {
         "only {} functions found: the sources were not where expected",
         lengths.len()
     );
-    let long: BTreeMap<&str, usize> = lengths
+    let long: Vec<String> = lengths
         .iter()
         .filter(|(_, lines)| *lines > MAX_FUNCTION_LINES)
-        .map(|(name, lines)| (name.as_str(), *lines))
-        .collect();
-    let known: BTreeSet<&str> = KNOWN_LONG_FUNCTIONS.iter().copied().collect();
-    let new: Vec<String> = long
-        .iter()
-        .filter(|(name, _)| !known.contains(*name))
         .map(|(name, lines)| format!("{name} ({lines} lines)"))
         .collect();
-    let mended: Vec<&str> = known
-        .iter()
-        .filter(|name| !long.contains_key(*name))
-        .copied()
-        .collect();
     assert!(
-        new.is_empty() && mended.is_empty(),
-        "functions over {MAX_FUNCTION_LINES} lines: split {new:?}; no longer long (remove \
-         from KNOWN_LONG_FUNCTIONS): {mended:?}"
+        long.is_empty(),
+        "functions over {MAX_FUNCTION_LINES} lines (split them by step): {long:?}"
     );
 }
 

@@ -23,7 +23,10 @@ pub struct PluginError {
 }
 
 impl PluginError {
-    /// Code used for panics caught at the plugin boundary.
+    /// Code used for panics caught at the plugin boundary. A host since ABI
+    /// 1.3 never takes an error a function returns for a panic, whatever
+    /// its code: returning this code on purpose fails the call, nothing
+    /// more.
     pub const PANIC: &'static str = "panic";
     /// Code used when a call stops early because it was cancelled or timed out.
     pub const CANCELLED: &'static str = "cancelled";

@@ -101,9 +101,12 @@
 //!
 //! # Safety at the boundary
 //!
-//! Every entry point catches panics and reports them as a [`PluginError`] with
-//! code `panic`; the host then discards the instance. The unsafe code lives in
-//! [`ffi`] alone.
+//! Every entry point catches panics; the host discards the instance whose
+//! call panicked, and the execution fails with code `panic`. The host learns
+//! of the panic from the type of the call's outcome, not from that code, so
+//! an error your function returns with code `panic` is just an error: its
+//! instance is kept. (`MockCall` reports a caught panic as a [`PluginError`]
+//! with code `panic`.) The unsafe code lives in [`ffi`] alone.
 
 #![deny(missing_docs)]
 // Unsafe code is `ffi`'s alone (allowed there, below): the rest of the SDK
@@ -162,6 +165,37 @@ macro_rules! __count_allocations {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __count_allocations {
+    () => {};
+}
+
+/// Exports the typed panic-barrier probe (ABI 1.3 on).
+#[cfg(not(any(
+    feature = "abi-1-2-fixture",
+    feature = "abi-1-1-fixture",
+    feature = "abi-previous-fixture"
+)))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __panic_outcome_probe {
+    () => {
+        #[doc(hidden)]
+        #[export_name = "spear_plugin_panic_outcome_probe"]
+        pub extern "C" fn __spear_plugin_panic_outcome_probe() -> $crate::ffi::FfiCallOutcome {
+            $crate::ffi::panic_outcome_probe()
+        }
+    };
+}
+
+/// A plugin built as an SDK before ABI 1.3 built them exports no typed
+/// probe.
+#[cfg(any(
+    feature = "abi-1-2-fixture",
+    feature = "abi-1-1-fixture",
+    feature = "abi-previous-fixture"
+))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __panic_outcome_probe {
     () => {};
 }
 
@@ -235,6 +269,8 @@ macro_rules! export_plugin {
         ) -> $crate::ffi::abi::RResult<(), $crate::ffi::FfiError> {
             $crate::ffi::panic_probe()
         }
+
+        $crate::__panic_outcome_probe!();
 
         $crate::__count_allocations!();
     };

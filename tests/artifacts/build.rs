@@ -97,31 +97,33 @@ fn main() {
     );
 
     // So is the plugin built as earlier SDK minor versions built them:
-    // first as ABI 1.1 (copied aside, as the same target directory's next
-    // build replaces it), then as ABI 1.0.
+    // first as ABI 1.2 and 1.1 (each copied aside, as the same target
+    // directory's next build replaces it), then as ABI 1.0.
     let previous_target = target_root.join("abi-previous");
     let previous_manifest = workspace.join("tests/fixtures/abi-previous-plugin/Cargo.toml");
     let built = previous_target.join("debug/libabi_previous_plugin.so");
-    let mut v1_1 = nested_cargo(&workspace);
-    v1_1.arg("build")
-        .arg("--manifest-path")
-        .arg(&previous_manifest)
-        .args(["--no-default-features", "--features", "abi-1-1"])
-        .arg("--target-dir")
-        .arg(&previous_target);
-    run(v1_1, "the abi-previous plugin fixture (ABI 1.1)");
-    let v1_1_copy = previous_target.join("libabi_previous_plugin_1_1.so");
-    std::fs::copy(&built, &v1_1_copy).unwrap_or_else(|e| {
-        panic!(
-            "cannot copy {} to {}: {e}",
-            built.display(),
-            v1_1_copy.display()
-        )
-    });
-    println!(
-        "cargo:rustc-env=SPEARLET_ARTIFACT_ABI_1_1_PLUGIN={}",
-        v1_1_copy.display()
-    );
+    for (feature, stem, variable) in [
+        ("abi-1-2", "1_2", "SPEARLET_ARTIFACT_ABI_1_2_PLUGIN"),
+        ("abi-1-1", "1_1", "SPEARLET_ARTIFACT_ABI_1_1_PLUGIN"),
+    ] {
+        let mut variant = nested_cargo(&workspace);
+        variant
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(&previous_manifest)
+            .args(["--no-default-features", "--features", feature])
+            .arg("--target-dir")
+            .arg(&previous_target);
+        run(
+            variant,
+            &format!("the abi-previous plugin fixture ({feature})"),
+        );
+        let copy = previous_target.join(format!("libabi_previous_plugin_{stem}.so"));
+        std::fs::copy(&built, &copy).unwrap_or_else(|e| {
+            panic!("cannot copy {} to {}: {e}", built.display(), copy.display())
+        });
+        println!("cargo:rustc-env={variable}={}", copy.display());
+    }
     let mut previous = nested_cargo(&workspace);
     previous
         .arg("build")

@@ -73,10 +73,7 @@ impl Drop for Ending {
             self.record.finish(
                 ExecutionStatus::Cancelled,
                 None,
-                Some(ExecutionError::new(
-                    "cancelled",
-                    "the caller stopped waiting",
-                )),
+                Some(ExecutionError::cancelled("the caller stopped waiting")),
             );
         }
         if let Ok(function) = self.task.plugin.function(self.record.function()) {

@@ -44,7 +44,7 @@ pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use fingerprint::Fingerprint;
 pub use ids::ExecutionId;
-pub use records::{CancelOutcome, ExecutionRecord};
+pub use records::{CancelOutcome, CancelReason, ExecutionRecord};
 pub use snapshot::ExecutionSnapshot;
 pub use store::{ExecutionQuery, ExecutionStore};
 pub(crate) use unlisted::{run_unlisted, UnlistedCall};
@@ -575,11 +575,11 @@ fn fail(record: &ExecutionRecord, error: &Error) -> ExecutionStatus {
 pub(crate) fn error_of(error: &Error) -> ExecutionError {
     match error {
         Error::PluginFailed { code, message, .. } => ExecutionError::new(code, message),
-        Error::PluginPanicked { message, .. } => ExecutionError::new("panic", message),
+        Error::PluginPanicked { message, .. } => ExecutionError::panicked(message),
         other => ExecutionError::new(other.kind(), other.to_string()),
     }
 }
 
 pub(crate) fn cancelled_error() -> ExecutionError {
-    ExecutionError::new("cancelled", "the execution was cancelled")
+    ExecutionError::cancelled("the execution was cancelled")
 }

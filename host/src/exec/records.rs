@@ -111,6 +111,30 @@ enum Kept {
 /// Log lines kept per execution; later ones are counted, not stored.
 pub(super) const MAX_LOG_LINES: usize = 1000;
 
+/// Why an execution is asked to stop, said by the caller's choice of
+/// variant: never read back from an error code, which a plugin's own error
+/// may share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelReason {
+    /// A plain request (a client's cancel): a RUNNING execution keeps the
+    /// plugin's own account of how it stopped; one ended at once reports
+    /// `cancelled`.
+    Requested,
+    /// A reason of the host's (task deleted, instance destroyed, host
+    /// stopping, terminated): what the execution reports, however it ends.
+    Host(ExecutionError),
+}
+
+impl CancelReason {
+    /// The error an execution this cancellation ends at once reports.
+    fn into_error(self) -> ExecutionError {
+        match self {
+            CancelReason::Requested => ExecutionError::cancelled("cancelled on request"),
+            CancelReason::Host(error) => error,
+        }
+    }
+}
+
 /// What [`ExecutionRecord::cancel`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -224,16 +248,15 @@ impl ExecutionRecord {
     /// ends now only with `force` (its plugin runs on, unobserved), else
     /// when the plugin returns. Decided under the record's lock, so a call
     /// starting at the same moment either sees the cancel or is seen running.
-    pub fn cancel(&self, force: bool, error: ExecutionError) -> CancelOutcome {
+    pub fn cancel(&self, force: bool, reason: CancelReason) -> CancelOutcome {
         self.request_cancel();
         let mut state = self.state();
         match state.status {
             s if s.is_final() => CancelOutcome::AlreadyEnded(s),
             ExecutionStatus::Running if !force => {
                 // A plain request keeps the plugin's own account of how it
-                // stopped; a reason of the host's (task deleted, host
-                // stopping) is what the execution reports.
-                if error.code != "cancelled" {
+                // stopped; a reason of the host's is what it reports.
+                if let CancelReason::Host(error) = reason {
                     state.cancel_reason = Some(error);
                 }
                 CancelOutcome::Requested
@@ -243,7 +266,7 @@ impl ExecutionRecord {
                     state,
                     ExecutionStatus::Cancelled,
                     None,
-                    Some(error),
+                    Some(reason.into_error()),
                     Instant::now(),
                 );
                 CancelOutcome::Cancelled

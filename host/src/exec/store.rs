@@ -562,6 +562,39 @@ mod tests {
         assert!(!created && Arc::ptr_eq(&again, &r), "ids are idempotent");
     }
 
+    /// Issue #25: whether a cancellation is a plain request or a reason of
+    /// the host's is said by its type, whatever the reason's code.
+    #[test]
+    fn a_host_reason_is_kept_whatever_its_code_and_a_plain_request_is_not() {
+        use crate::exec::{CancelOutcome, CancelReason, ExecutionError};
+        let store = ExecutionStore::new(10, Duration::from_secs(60));
+        let (t, f) = names();
+        let plugins_account = ExecutionError::new("stopped", "the plugin's own account");
+
+        let (plain, _) = store.create(None, &t, &f, ExecutionMode::Async);
+        plain.start_attempt(&Arc::from("i"));
+        let outcome = plain.cancel(false, CancelReason::Requested);
+        assert_eq!(outcome, CancelOutcome::Requested);
+        assert_eq!(
+            plain.cancelled_error(plugins_account.clone()),
+            plugins_account,
+            "a plain request keeps the plugin's account"
+        );
+
+        let (hosts, _) = store.create(None, &t, &f, ExecutionMode::Async);
+        hosts.start_attempt(&Arc::from("i"));
+        let reason = ExecutionError::cancelled("the host's reason, with the code `cancelled`");
+        let outcome = hosts.cancel(false, CancelReason::Host(reason.clone()));
+        assert_eq!(outcome, CancelOutcome::Requested);
+        assert_eq!(hosts.cancelled_error(plugins_account), reason);
+
+        let (pending, _) = store.create(None, &t, &f, ExecutionMode::Async);
+        let outcome = pending.cancel(false, CancelReason::Requested);
+        assert_eq!(outcome, CancelOutcome::Cancelled);
+        let error = pending.snapshot().error.expect("ended with an error");
+        assert_eq!(error.code, ExecutionError::CANCELLED);
+    }
+
     #[test]
     fn evicts_by_count_oldest_finished_first() {
         let store = ExecutionStore::new(3, Duration::from_secs(60));

@@ -3,7 +3,7 @@
 use super::Host;
 use crate::error::{Error, Result};
 use crate::exec::{
-    CancelOutcome, ExecutionError, ExecutionQuery, ExecutionSnapshot, ExecutionStatus,
+    CancelOutcome, CancelReason, ExecutionError, ExecutionQuery, ExecutionSnapshot, ExecutionStatus,
 };
 
 impl Host {
@@ -32,12 +32,12 @@ impl Host {
     ///
     /// [`Error::ExecutionNotFound`].
     pub fn cancel(&self, execution_id: &str, force: bool) -> Result<(bool, ExecutionStatus)> {
-        let error = ExecutionError::new("cancelled", "cancelled on request");
-        self.cancel_with(execution_id, force, error)
+        self.cancel_for(execution_id, force, CancelReason::Requested)
     }
 
-    /// As [`Host::cancel`], the execution ending with `error` (the caller's
-    /// code and reason) if the cancellation ends it.
+    /// As [`Host::cancel`], for a reason of the host's: the execution
+    /// reports `error` (the caller's code and reason) however it ends,
+    /// even when its plugin returns on its flag.
     ///
     /// # Errors
     ///
@@ -48,6 +48,15 @@ impl Host {
         force: bool,
         error: ExecutionError,
     ) -> Result<(bool, ExecutionStatus)> {
+        self.cancel_for(execution_id, force, CancelReason::Host(error))
+    }
+
+    fn cancel_for(
+        &self,
+        execution_id: &str,
+        force: bool,
+        reason: CancelReason,
+    ) -> Result<(bool, ExecutionStatus)> {
         let record =
             self.inner
                 .executions
@@ -55,7 +64,7 @@ impl Host {
                 .ok_or_else(|| Error::ExecutionNotFound {
                     execution_id: execution_id.to_owned(),
                 })?;
-        Ok(match record.cancel(force, error) {
+        Ok(match record.cancel(force, reason) {
             CancelOutcome::AlreadyEnded(status) => (false, status),
             CancelOutcome::Cancelled => (true, ExecutionStatus::Cancelled),
             CancelOutcome::Requested => (true, record.status()),

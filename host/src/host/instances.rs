@@ -4,7 +4,7 @@
 
 use super::Host;
 use crate::error::{Error, Result};
-use crate::exec::{CancelOutcome, ExecutionError};
+use crate::exec::{CancelOutcome, CancelReason, ExecutionError};
 
 /// The error code of executions ended because their instance was
 /// destroyed on request.
@@ -53,7 +53,10 @@ impl Host {
             }
             on_it += 1;
             let error = ExecutionError::new(INSTANCE_DESTROYED, message.clone());
-            if !matches!(record.cancel(true, error), CancelOutcome::AlreadyEnded(_)) {
+            if !matches!(
+                record.cancel(true, CancelReason::Host(error)),
+                CancelOutcome::AlreadyEnded(_)
+            ) {
                 terminated += 1;
             }
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Host, Inner};
 use crate::error::{Error, Result};
-use crate::exec::{CancelOutcome, ExecutionError, ExecutionMode};
+use crate::exec::{CancelOutcome, CancelReason, ExecutionError, ExecutionMode};
 
 impl Host {
     /// Counts a call being served, or refuses it while the host stops.
@@ -61,7 +61,10 @@ impl Host {
             .filter(|r| r.mode() == ExecutionMode::Async)
             .filter(|r| {
                 !matches!(
-                    r.cancel(force, ExecutionError::new(code, message)),
+                    r.cancel(
+                        force,
+                        CancelReason::Host(ExecutionError::new(code, message))
+                    ),
                     CancelOutcome::AlreadyEnded(_)
                 )
             })

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use spear_plugin_sdk::Value;
+use spear_plugin_sdk::{PluginError, Value};
 
 use super::codec::{encode_call_into, CallEnd, LoadMode, ToHost, ToWorker};
 use super::process::{Fault, StopClock, Watch, WorkerProcess};
@@ -228,7 +228,7 @@ impl IsolatedInstance {
             }
             Fault::Stopped => Error::PluginFailed {
                 function,
-                code: "cancelled".to_owned(),
+                code: PluginError::CANCELLED.to_owned(),
                 message: "the call ignored its cancellation; its worker was killed".to_owned(),
                 retriable: false,
             },

@@ -4,24 +4,27 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 use spear_plugin_sdk::ffi::abi::{RResult, RSlice};
-use spear_plugin_sdk::ffi::{FfiCallContext, FfiInstance, FfiKv, FfiParam, PluginModRef};
+use spear_plugin_sdk::ffi::{
+    FfiCallContext, FfiCallOutcome, FfiError, FfiInstance, FfiKv, FfiParam, FfiValue, PluginModRef,
+};
 use spear_plugin_sdk::{PluginError, Value};
 
 use super::call::{kv_pairs, kv_slice, sink_for, unix_nanos, CallRequest};
-use super::library::{CallFn, FunctionHandle, Plugin};
+use super::library::{CallEntry, FunctionHandle, Plugin};
 use crate::error::{Error, Result};
 
 /// A plugin instance: state created by the plugin, owned by the host.
 ///
 /// `call` takes `&mut self`, so one call at a time runs on an instance;
 /// concurrency comes from having several. An instance whose call panicked is
-/// [poisoned](PluginInstance::is_poisoned) and must be dropped, not reused.
+/// [poisoned](PluginInstance::is_poisoned) and must be dropped, not reused;
+/// one whose function returned an error (whatever its code) is not.
 pub struct PluginInstance {
     plugin: Arc<Plugin>,
     /// The plugin's entry points, copied here: a call reads them from the
     /// instance it already has in hand.
     module: PluginModRef,
-    call: CallFn,
+    call: CallEntry,
     raw: FfiInstance,
     poisoned: bool,
 }
@@ -82,7 +85,9 @@ impl PluginInstance {
     /// # Errors
     ///
     /// [`Error::PluginFailed`] for an error the function returned, and
-    /// [`Error::PluginPanicked`] for a panic (which poisons the instance).
+    /// [`Error::PluginPanicked`] for a panic (which poisons the instance),
+    /// told apart by the outcome's type (ABI 1.3; see [`legacy_outcome`]
+    /// for older plugins).
     pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
         // Built in place: these run on every call, and moving inline
         // buffers around costs more than the call itself.
@@ -108,37 +113,47 @@ impl PluginInstance {
             cancelled: request.cancelled,
             sink: sink_for(&sink),
         };
-        // SAFETY: `self.raw` was created by this plugin's `new_instance` and
-        // is dropped only in `Drop`; `&mut self` makes this the only call on
-        // it; `ctx` and everything it borrows (including `sink`, which the
-        // sink's data pointer refers to) outlive the call.
-        let outcome = unsafe { (self.call)(self.raw, function.index, &ctx) };
+        let outcome = match self.call {
+            // SAFETY: `self.raw` was created by this plugin's `new_instance`
+            // and is dropped only in `Drop`; `&mut self` makes this the only
+            // call on it; `ctx` and everything it borrows (including `sink`,
+            // which the sink's data pointer refers to) outlive the call.
+            CallEntry::Outcome(call) => unsafe { call(self.raw, function.index, &ctx) },
+            CallEntry::Legacy(call) => {
+                // SAFETY: as for `call_outcome` above (the same contract).
+                let result = unsafe { call(self.raw, function.index, &ctx) };
+                legacy_outcome(result)
+            }
+        };
         match outcome {
-            RResult::ROk(value) => Ok(value.into()),
-            RResult::RErr(e) => Err(self.failure(function, e.into())),
+            FfiCallOutcome::Returned(value) => Ok(value.into()),
+            FfiCallOutcome::Failed(e) => Err(self.failed(function, e.into())),
+            FfiCallOutcome::Panicked(message) => {
+                self.poisoned = true;
+                Err(Error::PluginPanicked {
+                    function: self.function_name(function),
+                    message: message.into_string(),
+                })
+            }
         }
     }
 
-    fn failure(&mut self, function: FunctionHandle, e: PluginError) -> Error {
-        let name = self
-            .plugin
+    /// The error for a function that returned `e`: never a panic, whatever
+    /// its code, so the instance stays usable.
+    fn failed(&self, function: FunctionHandle, e: PluginError) -> Error {
+        Error::PluginFailed {
+            function: self.function_name(function),
+            code: e.code,
+            message: e.message,
+            retriable: e.retriable,
+        }
+    }
+
+    fn function_name(&self, function: FunctionHandle) -> String {
+        self.plugin
             .functions()
             .get(function.index as usize)
-            .map_or_else(|| format!("#{}", function.index), |f| f.name.clone());
-        if e.code == PluginError::PANIC {
-            self.poisoned = true;
-            Error::PluginPanicked {
-                function: name,
-                message: e.message,
-            }
-        } else {
-            Error::PluginFailed {
-                function: name,
-                code: e.code,
-                message: e.message,
-                retriable: e.retriable,
-            }
-        }
+            .map_or_else(|| format!("#{}", function.index), |f| f.name.clone())
     }
 
     /// Whether a call panicked on this instance; it must not be reused.
@@ -149,6 +164,21 @@ impl PluginInstance {
     /// The plugin this instance belongs to.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+}
+
+/// The outcome of a call through the `call` of a plugin before ABI 1.3,
+/// which returns a caught panic as an error with code `panic`: for such a
+/// plugin alone that code is taken for a panic (a function of it that
+/// returns code `panic` on purpose poisons its instance). A plugin of ABI
+/// 1.3 on is called through `call_outcome` and never judged by its code.
+fn legacy_outcome(result: RResult<FfiValue, FfiError>) -> FfiCallOutcome {
+    match result {
+        RResult::ROk(value) => FfiCallOutcome::Returned(value),
+        RResult::RErr(e) if e.code.as_str() == PluginError::PANIC => {
+            FfiCallOutcome::Panicked(e.message)
+        }
+        RResult::RErr(e) => FfiCallOutcome::Failed(e),
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use spear_plugin_sdk::ffi::abi::{RResult, RawLibrary};
 use spear_plugin_sdk::ffi::{
-    FfiCallContext, FfiError, FfiFunctionKind, FfiInstance, FfiValue, PluginModRef,
+    FfiCallContext, FfiCallOutcome, FfiError, FfiFunctionHints, FfiFunctionKind, FfiInstance,
+    FfiValue, PluginModRef,
 };
 
 use super::elf;
@@ -38,8 +39,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A plugin's `call` (ABI 1.0 on): a panic comes back as code `panic`.
 pub(super) type CallFn =
     unsafe extern "C" fn(FfiInstance, u32, &FfiCallContext<'_>) -> RResult<FfiValue, FfiError>;
+
+/// A plugin's `call_outcome` (ABI 1.3 on): a panic is its own variant.
+pub(super) type CallOutcomeFn =
+    unsafe extern "C" fn(FfiInstance, u32, &FfiCallContext<'_>) -> FfiCallOutcome;
+
+/// The entry point calls go through, chosen once at load: the newest the
+/// plugin has. A call then costs one branch on which it is, predicted the
+/// same way on every call to the plugin.
+#[derive(Clone, Copy)]
+pub(super) enum CallEntry {
+    /// ABI 1.3's `call_outcome`: whether the function panicked is in the
+    /// outcome's type, whatever code an error carries.
+    Outcome(CallOutcomeFn),
+    /// The `call` of a plugin before ABI 1.3, which has nothing but the
+    /// error code to say it panicked: only for such a plugin is an error
+    /// with code `panic` taken for a panic.
+    Legacy(CallFn),
+}
+
+impl CallEntry {
+    /// The newest entry point `module` provides.
+    fn of(module: PluginModRef) -> CallEntry {
+        match module.call_outcome() {
+            Some(call) => CallEntry::Outcome(call),
+            // A plugin that predates ABI 1.3.
+            None => CallEntry::Legacy(module.call()),
+        }
+    }
+}
 
 /// Whether a function returns one value or a stream of chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,7 +144,7 @@ pub struct Plugin {
     /// The loaded code; `None` for a plugin a worker process loaded and
     /// described, whose code never runs in this process.
     module: Option<PluginModRef>,
-    pub(super) call: Option<CallFn>,
+    pub(super) call: Option<CallEntry>,
     /// For a plugin described by a worker: the verified bytes, kept open
     /// so that every worker started for it loads exactly these.
     held: Option<std::fs::File>,
@@ -132,6 +163,10 @@ pub(super) type AllocStatsFn = extern "C" fn() -> spear_plugin_sdk::ffi::FfiAllo
 
 /// What a plugin exports as `spear_plugin_panic_probe`.
 type PanicProbeFn = extern "C" fn() -> RResult<(), FfiError>;
+
+/// What a plugin exports as `spear_plugin_panic_outcome_probe` (SDKs of
+/// ABI 1.3 on).
+type PanicOutcomeProbeFn = extern "C" fn() -> FfiCallOutcome;
 
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -270,36 +305,7 @@ impl Plugin {
         let name = module.name().as_str().to_owned();
         // The library is open already: this only takes another reference.
         let symbols = RawLibrary::load_at(&file.loader_path()).ok();
-        let table = module.functions();
-        let hints = match module.function_hints() {
-            Some(hints) if hints.len() != table.len() => {
-                return Err(Error::RootModuleFailed {
-                    path: file.path().to_owned(),
-                    details: format!(
-                        "its function_hints table has {} entries for {} functions",
-                        hints.len(),
-                        table.len()
-                    ),
-                })
-            }
-            Some(hints) => hints.as_slice(),
-            // A plugin that predates ABI 1.1: no hints.
-            None => &[],
-        };
-        let functions: Vec<FunctionInfo> = table
-            .iter()
-            .enumerate()
-            .map(|(i, d)| FunctionInfo {
-                name: d.name.as_str().to_owned(),
-                kind: match d.kind {
-                    FfiFunctionKind::Unary => FunctionKind::Unary,
-                    FfiFunctionKind::Stream => FunctionKind::Stream,
-                },
-                description: d.description.as_str().to_owned(),
-                signature: d.signature.as_str().to_owned(),
-                blocking: hints.get(i).is_some_and(|h| h.blocking),
-            })
-            .collect();
+        let functions = function_infos(file, module)?;
         if functions.is_empty() {
             return Err(Error::NoFunctions {
                 path: file.path().to_owned(),
@@ -337,7 +343,7 @@ impl Plugin {
             functions,
             by_name,
             default_function,
-            call: Some(module.call()),
+            call: Some(CallEntry::of(module)),
             held: None,
             alloc_stats: symbols
                 .as_ref()
@@ -365,16 +371,33 @@ impl Plugin {
     }
 
     /// Panics inside the plugin's panic barrier (the SDK's probe) and says
-    /// what came back: `Ok` is the barrier's `panic` error, as it should
+    /// what came back: `Ok` is the caught panic's message, as it should
     /// be. `None` when the plugin exports no probe (hand-written, or built
     /// before the SDK had one). A library built with `panic = "abort"`
     /// aborts the process here: call it only where that is the verdict
     /// (`spearlet plugin check`'s child process).
+    ///
+    /// The typed probe (ABI 1.3 on) says it panicked by its outcome's
+    /// variant; only a plugin that predates it is judged by the code of
+    /// the error its older probe returns.
     pub fn probe_panic_barrier(&self) -> Option<std::result::Result<String, String>> {
-        let probe: PanicProbeFn = optional_symbol(
-            self.symbols.as_ref()?,
-            spear_plugin_sdk::ffi::PANIC_PROBE_SYMBOL,
-        )?;
+        let symbols = self.symbols.as_ref()?;
+        let typed: Option<PanicOutcomeProbeFn> =
+            optional_symbol(symbols, spear_plugin_sdk::ffi::PANIC_OUTCOME_PROBE_SYMBOL);
+        if let Some(probe) = typed {
+            return Some(match probe() {
+                FfiCallOutcome::Panicked(message) => Ok(message.into_string()),
+                FfiCallOutcome::Failed(e) => Err(format!(
+                    "the probe returned an error (`{}`: {}) instead of its panic",
+                    e.code, e.message
+                )),
+                FfiCallOutcome::Returned(_) => {
+                    Err("the probe returned without its panic".to_owned())
+                }
+            });
+        }
+        let probe: PanicProbeFn =
+            optional_symbol(symbols, spear_plugin_sdk::ffi::PANIC_PROBE_SYMBOL)?;
         Some(match probe() {
             RResult::RErr(e) => {
                 let e = spear_plugin_sdk::PluginError::from(e);
@@ -595,6 +618,42 @@ pub struct PluginDescription {
     pub default_function: Option<usize>,
 }
 
+/// The plugin's function table, with each function's hints (none for a
+/// plugin that predates ABI 1.1); a hints table of another length is
+/// refused.
+fn function_infos(file: &VerifiedFile, module: PluginModRef) -> Result<Vec<FunctionInfo>> {
+    let table = module.functions();
+    let hints: &[FfiFunctionHints] = match module.function_hints() {
+        Some(hints) if hints.len() != table.len() => {
+            return Err(Error::RootModuleFailed {
+                path: file.path().to_owned(),
+                details: format!(
+                    "its function_hints table has {} entries for {} functions",
+                    hints.len(),
+                    table.len()
+                ),
+            })
+        }
+        Some(hints) => hints.as_slice(),
+        // A plugin that predates ABI 1.1: no hints.
+        None => &[],
+    };
+    Ok(table
+        .iter()
+        .enumerate()
+        .map(|(i, d)| FunctionInfo {
+            name: d.name.as_str().to_owned(),
+            kind: match d.kind {
+                FfiFunctionKind::Unary => FunctionKind::Unary,
+                FfiFunctionKind::Stream => FunctionKind::Stream,
+            },
+            description: d.description.as_str().to_owned(),
+            signature: d.signature.as_str().to_owned(),
+            blocking: hints.get(i).is_some_and(|h| h.blocking),
+        })
+        .collect())
+}
+
 /// The table's handles by name; a name twice is refused.
 fn index_by_name(
     plugin: &str,
@@ -677,8 +736,8 @@ fn optional_symbol<F: Copy>(library: &RawLibrary, symbol: &str) -> Option<F> {
     let name = format!("{symbol}\0");
     // SAFETY: the SDK exports these symbols (under these names, only from
     // `export_plugin!`) with exactly the function types the callers read
-    // them as (`AllocStatsFn`, `PanicProbeFn`); the library stays loaded
-    // for the life of the process.
+    // them as (`AllocStatsFn`, `PanicProbeFn`, `PanicOutcomeProbeFn`); the
+    // library stays loaded for the life of the process.
     let symbol = unsafe { library.get::<F>(name.as_bytes()) }.ok()?;
     Some(*symbol)
 }
@@ -698,8 +757,8 @@ mod tests {
             name: "echo".into(),
             version: "0.1.0".into(),
             sdk_version: "0.1.0".into(),
-            abi_version: "1.2.0".into(),
-            root_fields: 9,
+            abi_version: "1.3.0".into(),
+            root_fields: 10,
             functions: ["echo", "upper"]
                 .iter()
                 .map(|name| FunctionInfo {

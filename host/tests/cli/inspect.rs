@@ -16,7 +16,7 @@ fn inspect_describes_a_plugin() {
     assert!(stdout.contains(&format!("sha256:    {sha}\n")), "{stdout}");
     assert!(stdout.contains("plugin:    math 0.1.0\n"), "{stdout}");
     assert!(
-        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.2.0)\n"),
+        stdout.contains("sdk:       spear-plugin-sdk 0.1.0 (plugin ABI 1.3.0)\n"),
         "{stdout}"
     );
     assert!(stdout.contains("add(a: i64, b: i64) -> i64"), "{stdout}");

@@ -2,7 +2,10 @@
 //! [`export_plugin!`](crate::export_plugin) wires into a plugin's root module.
 //!
 //! Every entry point runs the author's code inside `catch_unwind`, so a panic
-//! becomes an [`FfiError`] with code `panic` instead of unwinding into the host.
+//! never unwinds into the host. `call_outcome` (ABI 1.3) hands it back as
+//! [`FfiCallOutcome::Panicked`], told apart from an error by its variant;
+//! the older entry points, which have only an error to return, make it an
+//! [`FfiError`] with code `panic`.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -12,7 +15,7 @@ use abi_stable::prefix_type::PrefixTypeTrait;
 use abi_stable::std_types::{RBoxError, RResult, RSlice, RStr};
 
 use super::root::{PluginMod, PluginModRef};
-use super::types::{FfiCallContext, FfiError, FfiInstance, FfiKv, FfiValue};
+use super::types::{FfiCallContext, FfiCallOutcome, FfiError, FfiInstance, FfiKv, FfiValue};
 use crate::registry::PluginDef;
 use crate::{Config, Context, Instance, PluginError};
 
@@ -52,6 +55,12 @@ fn build_module<P: PluginDef>() -> Result<PluginModRef, RBoxError> {
         function_hints: RSlice::from_slice(P::functions().hints),
         #[cfg(not(any(feature = "abi-1-1-fixture", feature = "abi-previous-fixture")))]
         default_function: default_function.into(),
+        #[cfg(not(any(
+            feature = "abi-1-2-fixture",
+            feature = "abi-1-1-fixture",
+            feature = "abi-previous-fixture"
+        )))]
+        call_outcome: call_outcome_fn_wrapper::<P>,
         #[cfg(feature = "abi-next-fixture")]
         next_fixture_field: 0,
     }
@@ -85,6 +94,9 @@ unsafe extern "C" fn drop_instance_fn_wrapper<P: PluginDef>(instance: FfiInstanc
     }));
 }
 
+/// The entry point of ABI 1.0 to 1.2, for hosts that predate
+/// `call_outcome`: a panic comes back as an error with code `panic`.
+///
 /// # Safety
 ///
 /// `instance` must be a live instance from this plugin's `new_instance`, used
@@ -94,29 +106,72 @@ unsafe extern "C" fn call_fn_wrapper<P: PluginDef>(
     function: u32,
     ctx: &FfiCallContext<'_>,
 ) -> RResult<FfiValue, FfiError> {
+    super::alloc::begin_call();
+    // SAFETY: this function's own contract, passed on unchanged.
+    guarded(|| unsafe { run_call::<P>(instance, function, ctx) })
+}
+
+/// The entry point of ABI 1.3: the outcome's variant says whether the
+/// function returned, failed or panicked.
+///
+/// # Safety
+///
+/// As [`call_fn_wrapper`].
+#[cfg_attr(
+    any(
+        feature = "abi-1-2-fixture",
+        feature = "abi-1-1-fixture",
+        feature = "abi-previous-fixture"
+    ),
+    allow(dead_code)
+)]
+unsafe extern "C" fn call_outcome_fn_wrapper<P: PluginDef>(
+    instance: FfiInstance,
+    function: u32,
+    ctx: &FfiCallContext<'_>,
+) -> FfiCallOutcome {
+    super::alloc::begin_call();
+    // SAFETY: this function's own contract, passed on unchanged.
+    match caught(|| unsafe { run_call::<P>(instance, function, ctx) }) {
+        Caught::Returned(value) => FfiCallOutcome::Returned(value),
+        Caught::Failed(err) => FfiCallOutcome::Failed(err.into()),
+        Caught::Panicked(message) => FfiCallOutcome::Panicked(message.into()),
+    }
+}
+
+/// One call of function number `function`, to be run behind the panic
+/// barrier.
+///
+/// # Safety
+///
+/// `instance` must be a live instance from this plugin's `new_instance`, used
+/// by no other call at the same time; `ctx` (its sink included) must stay
+/// valid until this returns.
+unsafe fn run_call<P: PluginDef>(
+    instance: FfiInstance,
+    function: u32,
+    ctx: &FfiCallContext<'_>,
+) -> Result<FfiValue, PluginError> {
     // SAFETY: the caller guarantees `instance` points to a live `P::Instance`
     // with no other reference to it for the duration of this call.
     let state: &mut P::Instance = unsafe { &mut *instance.0.cast::<P::Instance>() };
-    super::alloc::begin_call();
-    guarded(|| {
-        let handlers = P::functions().handlers;
-        let handler = handlers.get(function as usize).ok_or_else(|| {
-            PluginError::new(
-                "no_such_function",
-                format!(
-                    "plugin `{}` has no function number {function} (it has {})",
-                    P::NAME,
-                    handlers.len()
-                ),
-            )
-        })?;
-        // SAFETY: `ctx` is the host's context for this call, whose sink
-        // the host keeps valid until the call returns (the `call` contract
-        // on `PluginMod`); the context does not outlive the call.
-        let ctx = unsafe { Context::new(ctx) };
-        let value = handler(state as &mut dyn Any, &ctx)?;
-        Ok(FfiValue::from(value))
-    })
+    let handlers = P::functions().handlers;
+    let handler = handlers.get(function as usize).ok_or_else(|| {
+        PluginError::new(
+            "no_such_function",
+            format!(
+                "plugin `{}` has no function number {function} (it has {})",
+                P::NAME,
+                handlers.len()
+            ),
+        )
+    })?;
+    // SAFETY: `ctx` is the host's context for this call, whose sink the
+    // host keeps valid until the call returns (the `call` contract on
+    // `PluginMod`); the context does not outlive the call.
+    let ctx = unsafe { Context::new(ctx) };
+    let value = handler(state as &mut dyn Any, &ctx)?;
+    Ok(FfiValue::from(value))
 }
 
 /// The symbol under which a plugin exports its panic-barrier probe
@@ -134,10 +189,48 @@ pub extern "C" fn panic_probe() -> RResult<(), FfiError> {
     })
 }
 
-/// Runs `f`, turning a panic into a `panic` error.
+/// The symbol under which a plugin exports its typed panic-barrier probe
+/// (`extern "C" fn() -> FfiCallOutcome`, from `export_plugin!`; SDKs of
+/// ABI 1.3 on).
+pub const PANIC_OUTCOME_PROBE_SYMBOL: &str = "spear_plugin_panic_outcome_probe";
+
+/// As [`panic_probe`], through the barrier `call_outcome` uses: returns
+/// [`FfiCallOutcome::Panicked`], so a host tells the caught panic from an
+/// error by the variant, not by the code `panic`.
+pub extern "C" fn panic_outcome_probe() -> FfiCallOutcome {
+    match caught(|| -> Result<(), PluginError> {
+        panic!("spearlet panic-barrier probe: a panic the SDK must catch")
+    }) {
+        Caught::Returned(()) => FfiCallOutcome::Returned(FfiValue::Unit),
+        Caught::Failed(err) => FfiCallOutcome::Failed(err.into()),
+        Caught::Panicked(message) => FfiCallOutcome::Panicked(message.into()),
+    }
+}
+
+/// How a closure run behind the panic barrier ended.
+pub(crate) enum Caught<T> {
+    /// It returned a value.
+    Returned(T),
+    /// It returned an error.
+    Failed(PluginError),
+    /// It panicked; the panic's message.
+    Panicked(String),
+}
+
+/// The panic barrier itself: runs `f`, catching a panic.
 ///
 /// `AssertUnwindSafe` is sound here because the host discards an instance
 /// whose call panicked: state a panic left half-updated is never seen again.
+pub(crate) fn caught<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Caught<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(value)) => Caught::Returned(value),
+        Ok(Err(err)) => Caught::Failed(err),
+        Err(payload) => Caught::Panicked(panic_message(payload.as_ref())),
+    }
+}
+
+/// Runs `f`, turning a panic into a `panic` error: for the entry points
+/// whose result can only be an error (`new_instance`, ABI 1.0's `call`).
 fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, FfiError> {
     match barrier(f) {
         Ok(value) => RResult::ROk(value),
@@ -145,11 +238,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, FfiError
     }
 }
 
-/// The panic barrier itself, shared with `testing::MockCall` so that a
-/// panic in a unit test ends exactly as it would under a host.
+/// The panic barrier with a panic made a `panic` error, shared with
+/// `testing::MockCall` so that a panic in a unit test ends as it would
+/// under a host.
 pub(crate) fn barrier<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
-    catch_unwind(AssertUnwindSafe(f))
-        .unwrap_or_else(|payload| Err(PluginError::panic(panic_message(payload.as_ref()))))
+    match caught(f) {
+        Caught::Returned(value) => Ok(value),
+        Caught::Failed(err) => Err(err),
+        Caught::Panicked(message) => Err(PluginError::panic(message)),
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -159,5 +256,28 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "the plugin panicked with a non-string payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue #25: the barrier says "panicked" by its variant; an error a
+    /// function returns with code `panic` stays an error.
+    #[test]
+    fn a_panic_and_an_error_coded_panic_are_told_apart() {
+        let chosen = caught(|| -> Result<(), PluginError> { Err(PluginError::panic("chosen")) });
+        assert!(matches!(chosen, Caught::Failed(e) if e.code == PluginError::PANIC));
+        let real = caught(|| -> Result<(), PluginError> { panic!("real") });
+        assert!(matches!(real, Caught::Panicked(m) if m == "real"));
+    }
+
+    #[test]
+    fn the_typed_probe_reports_its_panic_by_variant() {
+        assert!(matches!(
+            panic_outcome_probe(),
+            FfiCallOutcome::Panicked(m) if m.as_str().contains("panic-barrier probe")
+        ));
     }
 }

@@ -15,7 +15,10 @@
 //! - values handed to the plugin are borrowed ([`FfiValueRef`]); values coming
 //!   back are owned ([`FfiValue`]) and freed through their own vtables, so each
 //!   side frees with the allocator that allocated;
-//! - nothing unwinds across: every entry point the SDK exports catches panics.
+//! - nothing unwinds across: every entry point the SDK exports catches panics;
+//!   since ABI 1.3 a call says whether it panicked by the variant of its
+//!   outcome ([`FfiCallOutcome`]), never by an error code a function could
+//!   also return.
 
 mod alloc;
 mod export;
@@ -25,15 +28,17 @@ pub(crate) mod testing;
 mod types;
 
 pub use alloc::{alloc_stats, CountingAllocator, FfiAllocStats, ALLOC_STATS_SYMBOL};
-pub use export::{lib_header, panic_probe, PANIC_PROBE_SYMBOL};
+pub use export::{
+    lib_header, panic_outcome_probe, panic_probe, PANIC_OUTCOME_PROBE_SYMBOL, PANIC_PROBE_SYMBOL,
+};
 pub use root::{
     init_root_module, provided_fields, AbiMinor, PluginMod, PluginModRef, ABI_MINORS, ABI_VERSION,
     ROOT_MODULE_SYMBOL,
 };
 pub(crate) use types::LiveCall;
 pub use types::{
-    FfiCallContext, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind, FfiInstance,
-    FfiKv, FfiLogLevel, FfiParam, FfiSink, FfiValue, FfiValueRef,
+    FfiCallContext, FfiCallOutcome, FfiError, FfiFunctionDesc, FfiFunctionHints, FfiFunctionKind,
+    FfiInstance, FfiKv, FfiLogLevel, FfiParam, FfiSink, FfiValue, FfiValueRef,
 };
 
 /// Our names for the `abi_stable` items a host needs to load a plugin.

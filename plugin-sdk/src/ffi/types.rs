@@ -91,6 +91,24 @@ pub struct FfiError {
     pub retriable: bool,
 }
 
+/// How one call ended, as the plugin's panic barrier saw it (ABI 1.3).
+///
+/// The variant, not an error code, says whether the function returned an
+/// error or panicked: a function may return any code it likes (`panic`
+/// included), and only a panic the barrier caught may make the host
+/// discard the instance. One enum, so a host tells the three apart with
+/// the one match it needs anyway.
+#[repr(u8)]
+#[derive(StableAbi, Debug, Clone, PartialEq)]
+pub enum FfiCallOutcome {
+    /// The function returned this value.
+    Returned(FfiValue),
+    /// The function returned this error.
+    Failed(FfiError),
+    /// The function panicked; the panic's message.
+    Panicked(RString),
+}
+
 /// Whether a function returns one value or emits a stream of chunks.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! Faulty: failures on purpose, to exercise the host's recovery paths.
 //!
-//! `panic` and `flaky` fail the call and leave the process alone. The
-//! others end the process that runs them — `segfault`, `abort`, `exit`,
-//! `overflow` — or push its memory up (`hog`): they are for the process
-//! tier (`spearlet.isolation=process`), where that process is a worker.
-//! Called in-process, the four that end their process end the host.
+//! `panic`, `fake_panic` and `flaky` fail the call and leave the process
+//! alone (a panic also costs its instance; an error, whatever its code,
+//! does not). Others end the process that runs them — `segfault`,
+//! `abort`, `exit`, `overflow` — or push its memory up (`hog`): they are
+//! for the process tier (`spearlet.isolation=process`), where that
+//! process is a worker. Called in-process, the four that end their
+//! process end the host.
 
 use spear_plugin_sdk::prelude::*;
 
@@ -21,6 +23,17 @@ impl Instance for Failures {
 #[function]
 fn panic() -> i64 {
     panic!("faulty plugin panicked on purpose")
+}
+
+/// Returns an error whose code is `panic`, without panicking: the host
+/// must report it as the function's own failure (code `panic`) and keep
+/// the instance, for only a panic its barrier caught poisons one.
+#[function]
+fn fake_panic() -> Result<i64, PluginError> {
+    Err(PluginError::new(
+        PluginError::PANIC,
+        "an error that only calls itself a panic",
+    ))
 }
 
 /// Fails with a retriable error for the first `fail_times` calls on an

@@ -98,8 +98,9 @@ impl Artifact {
 }
 
 /// A plugin with the first SDK minor version's root module (ABI 1.0: no
-/// `function_hints`, no `default_function`): `add(a, b)`, marked default in
-/// its source, and `slow_echo(text)` marked blocking.
+/// `function_hints`, no `default_function`, no `call_outcome`): `add(a,
+/// b)`, marked default in its source, `slow_echo(text)` marked blocking,
+/// and `says_panic()`, which returns an error with code `panic`.
 pub fn abi_previous_plugin() -> &'static Path {
     Path::new(env!("SPEARLET_ARTIFACT_ABI_PREVIOUS_PLUGIN"))
 }
@@ -109,6 +110,14 @@ pub fn abi_previous_plugin() -> &'static Path {
 /// marked default in its source, and `slow_echo(text)` marked blocking.
 pub fn abi_1_1_plugin() -> &'static Path {
     Path::new(env!("SPEARLET_ARTIFACT_ABI_1_1_PLUGIN"))
+}
+
+/// The same plugin as [`abi_previous_plugin`], built with the root module
+/// of ABI 1.2 (`function_hints`, `default_function`, no `call_outcome`):
+/// `add` is its default, and `says_panic` returns an error with code
+/// `panic`, which a host can only take for a panic from such a plugin.
+pub fn abi_1_2_plugin() -> &'static Path {
+    Path::new(env!("SPEARLET_ARTIFACT_ABI_1_2_PLUGIN"))
 }
 
 /// A host binary built against the next SDK (one more root-module field).

@@ -152,14 +152,16 @@ fn a_plugin_built_today_loads_into_a_host_expecting_one_more_field() {
     assert_eq!(
         lines,
         [
-            "host_abi=1.3.0",
+            "host_abi=1.4.0",
             "load=ok",
             "plugin=echo",
-            "plugin_abi=1.2.0",
+            "plugin_abi=1.3.0",
             "function_hints=present 3",
             "default_function=present echo",
+            "call_outcome=present",
             "next_fixture_field=absent",
             "upper=Str(\"ABI\")",
+            "upper_outcome=Returned(Str(\"ABI\"))",
         ]
     );
 }
@@ -239,16 +241,63 @@ fn a_plugin_built_with_abi_1_1_loads_with_its_hints_and_no_default() {
     );
 }
 
-/// A plugin of today (ABI 1.2) provides every field this host knows.
+/// A plugin built the way the SDK before ABI 1.3 built them loads and
+/// runs: its layout is checked against ABI 1.2's, its hints and default
+/// are read, and `call_outcome`, which it predates, reads as absent. Its
+/// calls go through `call`, whose only way to say "panicked" is the code
+/// `panic`: for such a plugin alone an error with that code is taken for a
+/// panic, and its instance is discarded (the documented limit).
 #[test]
-fn a_plugin_built_today_has_every_field_of_abi_1_2() {
+fn a_plugin_built_with_abi_1_2_is_judged_by_the_code_it_returns() {
+    use spearlet_test_artifacts::abi_1_2_plugin;
+    let plugin = Plugin::load_verified(abi_1_2_plugin(), None)
+        .unwrap_or_else(|e| panic!("a 1.2 plugin must load: {e}"));
+    assert_eq!(plugin.abi_version(), "1.2.0");
+    assert_eq!(plugin.root_fields(), 9);
+    let default = plugin.default_function().expect("ABI 1.2 marks a default");
+    assert_eq!(plugin.function_name(default).as_ref(), "add");
+    let mut instance = crate::helpers::instance(&plugin);
+    assert_eq!(
+        crate::helpers::call(
+            &mut instance,
+            "add",
+            &[("a", Value::I64(40)), ("b", Value::I64(2))]
+        )
+        .unwrap(),
+        Value::I64(42)
+    );
+    match crate::helpers::call(&mut instance, "says_panic", &[]) {
+        Err(Error::PluginPanicked { message, .. }) => {
+            assert_eq!(message, "not really a panic")
+        }
+        other => panic!("a pre-1.3 plugin's `panic` code reads as a panic: {other:?}"),
+    }
+    assert!(instance.is_poisoned());
+}
+
+/// The same fallback for a plugin of ABI 1.0.
+#[test]
+fn a_plugin_built_with_abi_1_0_is_judged_by_the_code_it_returns() {
+    use spearlet_test_artifacts::abi_previous_plugin;
+    let plugin = Plugin::load_verified(abi_previous_plugin(), None).unwrap();
+    let mut instance = crate::helpers::instance(&plugin);
+    assert!(matches!(
+        crate::helpers::call(&mut instance, "says_panic", &[]),
+        Err(Error::PluginPanicked { .. })
+    ));
+    assert!(instance.is_poisoned());
+}
+
+/// A plugin of today (ABI 1.3) provides every field this host knows.
+#[test]
+fn a_plugin_built_today_has_every_field_of_abi_1_3() {
     let echo = Plugin::load_verified(Artifact::Echo.path(), None).unwrap();
-    assert_eq!(echo.abi_version(), "1.2.0");
+    assert_eq!(echo.abi_version(), "1.3.0");
     let newest = spear_plugin_sdk::ffi::ABI_MINORS
         .last()
         .expect("at least one minor");
-    assert_eq!(newest.version, "1.2");
-    assert!(newest.added.contains("default_function"));
+    assert_eq!(newest.version, "1.3");
+    assert!(newest.added.contains("call_outcome"));
     assert_eq!(echo.root_fields(), newest.fields);
     assert!(echo.default_function().is_some());
 }

@@ -169,3 +169,31 @@ fn a_worker_over_its_memory_cap_is_replaced() {
         "{error:?}"
     );
 }
+
+/// Issue #25, across the process tier: the worker's loader tells a
+/// function's own `panic`-coded error from a panic by type, the channel
+/// carries which it was, and only the panic costs the worker.
+#[test]
+fn an_error_with_code_panic_keeps_its_worker_and_a_panic_does_not() {
+    let workers = Workers::new(None, 0);
+    let plugin = described(&workers, Artifact::Faulty);
+    let gate = Arc::new(CrashGate::default());
+    let mut worker = instance(&workers, &plugin, &gate);
+    let pid = worker.pid();
+    for _ in 0..2 {
+        match call(&mut worker, &plugin, "fake_panic", &[]) {
+            Err(Error::PluginFailed { code, message, .. }) => {
+                assert_eq!(code, "panic");
+                assert_eq!(message, "an error that only calls itself a panic");
+            }
+            other => panic!("expected PluginFailed, got {other:?}"),
+        }
+        assert!(!worker.is_poisoned(), "an error never poisons");
+        assert_eq!(worker.pid(), pid);
+    }
+    assert!(matches!(
+        call(&mut worker, &plugin, "panic", &[]),
+        Err(Error::PluginPanicked { .. })
+    ));
+    assert!(worker.is_poisoned(), "a panic does");
+}

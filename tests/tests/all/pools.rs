@@ -73,6 +73,31 @@ async fn a_panic_is_a_failed_result_and_the_server_keeps_serving() {
     server.stop().await;
 }
 
+/// Issue #25: a function's own error with code `panic` fails the
+/// execution with that code, and its instance goes back to the pool.
+#[tokio::test]
+async fn an_error_with_code_panic_fails_the_execution_and_keeps_the_instance() {
+    let server = TestServer::start().await;
+    let resp = server
+        .invoke(new_task("faulty", Artifact::Faulty, "fake_panic"))
+        .await
+        .unwrap();
+    assert!(!resp.success);
+    let result = resp.result.unwrap();
+    assert_eq!(result.status, pb::ExecutionStatus::Failed as i32);
+    assert_eq!(result.error_code, "panic");
+    let created = server.pool(&resp.task_id).created;
+    let again = server
+        .invoke(existing(&resp.task_id, "fake_panic"))
+        .await
+        .unwrap();
+    assert_eq!(again.result.unwrap().error_code, "panic");
+    let pool = server.pool(&resp.task_id);
+    assert_eq!(pool.discarded, 0, "no instance thrown away");
+    assert_eq!(pool.created, created, "the same instance served again");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn pools_prewarm_their_minimum_and_reap_idle_instances_above_it() {
     let server = TestServer::start_with(|c| c.pool.idle_timeout = std::time::Duration::ZERO).await;

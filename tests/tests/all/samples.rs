@@ -22,8 +22,17 @@ fn every_sample_loads_with_its_function_table() {
             Artifact::Faulty,
             "faulty",
             &[
-                "abort", "chatter", "exit", "flaky", "hog", "overflow", "panic", "scribble",
-                "segfault", "shrink",
+                "abort",
+                "chatter",
+                "exit",
+                "fake_panic",
+                "flaky",
+                "hog",
+                "overflow",
+                "panic",
+                "scribble",
+                "segfault",
+                "shrink",
             ],
         ),
     ];
@@ -317,6 +326,38 @@ fn a_panic_is_an_error_and_the_next_call_on_a_fresh_instance_works() {
         ok.unwrap(),
         Value::String("succeeded after 0 failures".into())
     );
+}
+
+/// Issue #25: an error a function returns with code `panic` is its own
+/// failure, told from a panic by the outcome's type, not by the code: it
+/// is reported with that code and the instance stays in service.
+#[test]
+fn an_error_with_code_panic_is_a_failure_and_keeps_its_instance() {
+    let faulty = load(Artifact::Faulty);
+    let mut instance = instance(&faulty);
+    for _ in 0..2 {
+        match call(&mut instance, "fake_panic", &[]) {
+            Err(Error::PluginFailed {
+                function,
+                code,
+                message,
+                retriable,
+            }) => {
+                assert_eq!(function, "fake_panic");
+                assert_eq!(code, "panic");
+                assert_eq!(message, "an error that only calls itself a panic");
+                assert!(!retriable);
+            }
+            other => panic!("expected PluginFailed, got {other:?}"),
+        }
+        assert!(!instance.is_poisoned(), "an error never poisons");
+    }
+    // A real panic still does.
+    assert!(matches!(
+        call(&mut instance, "panic", &[]),
+        Err(Error::PluginPanicked { .. })
+    ));
+    assert!(instance.is_poisoned());
 }
 
 #[test]

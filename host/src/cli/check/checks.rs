@@ -284,9 +284,10 @@ fn missing_parameters(plugin: &Arc<Plugin>) -> Outcome {
     }
 }
 
-/// A panic inside the plugin must come back as an error. In a library
-/// built with `panic = "abort"` the probe kills this process instead: the
-/// parent reports that as this check's failure.
+/// A panic inside the plugin must come back as a caught panic (said by the
+/// probe's outcome type; by the code `panic` for a plugin before ABI 1.3).
+/// In a library built with `panic = "abort"` the probe kills this process
+/// instead: the parent reports that as this check's failure.
 fn panic_barrier(plugin: &Arc<Plugin>) -> Outcome {
     const CHECK: &str = "panic barrier";
     match plugin.probe_panic_barrier() {
@@ -299,7 +300,7 @@ fn panic_barrier(plugin: &Arc<Plugin>) -> Outcome {
         Some(Ok(message)) => Outcome::judged(
             CHECK,
             true,
-            format!("a panic inside the plugin came back as a `panic` error (\"{message}\")"),
+            format!("a panic inside the plugin was caught and reported as one (\"{message}\")"),
         ),
         Some(Err(problem)) => Outcome::judged(CHECK, false, problem),
     }
@@ -421,7 +422,26 @@ mod tests {
             "{detail}"
         );
 
+        let (passed, detail) = abi_verdict("1.2.0", 9);
+        assert!(passed, "{detail}");
+        assert!(
+            detail.contains("1.3: predates it (call_outcome"),
+            "{detail}"
+        );
+
+        // Claims 1.3 without call_outcome: refused.
+        let (passed, detail) = abi_verdict("1.3.0", 9);
+        assert!(!passed);
+        assert!(
+            detail.contains("1.3: declared, but the root module lacks what it added: call_outcome"),
+            "{detail}"
+        );
+
         let (passed, detail) = abi_verdict("1.3.0", 10);
+        assert!(passed, "{detail}");
+        assert!(detail.contains("1.3: its fields present"), "{detail}");
+
+        let (passed, detail) = abi_verdict("1.4.0", 11);
         assert!(passed, "{detail}");
         assert!(detail.contains("newer than this host"), "{detail}");
     }
