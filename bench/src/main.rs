@@ -230,9 +230,9 @@ pub(crate) fn host_config(data_dir: &std::path::Path, root: &std::path::Path) ->
             roots: vec![root.to_owned()],
             ..spearlet::config::ArtifactConfig::default()
         },
-        exec: spearlet::config::ExecConfig {
+        tiers: spearlet::config::TiersConfig {
             worker_program: std::env::current_exe().ok(),
-            ..spearlet::config::ExecConfig::default()
+            ..spearlet::config::TiersConfig::default()
         },
         ..spearlet::Config::default()
     }

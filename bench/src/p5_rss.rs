@@ -40,7 +40,7 @@ pub async fn child(quick: bool) -> anyhow::Result<()> {
     ))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let serving = host.clone();
-    tokio::spawn(spearlet::server::serve(
+    tokio::spawn(spearlet::api::serve(
         serving,
         listener,
         std::future::pending(),

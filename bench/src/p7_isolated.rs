@@ -61,7 +61,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P7> 
         .expect("plugins live in a directory");
     let mut config = crate::host_config(data_dir, root);
     // This benchmark binary serves as the worker program (see `main`).
-    config.exec.worker_program = Some(std::env::current_exe()?);
+    config.tiers.worker_program = Some(std::env::current_exe()?);
     let host = spearlet::Host::new(config)?;
     let isolated = host
         .invoke(new_task("p7-isolated", Artifact::Echo, "process", "nop"))

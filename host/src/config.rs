@@ -35,8 +35,10 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Execution records and limits.
     pub executions: ExecutionConfig,
-    /// Where plugin code runs: the inline tier.
-    pub exec: ExecConfig,
+    /// Where plugin code runs: the inline tier and the worker processes
+    /// (`[tiers]`; `[exec]`, its earlier name, is read too).
+    #[serde(alias = "exec")]
+    pub tiers: TiersConfig,
     /// Bounds on what one request may carry.
     pub limits: LimitsConfig,
     /// Who may call.
@@ -121,7 +123,7 @@ impl Default for Config {
             artifacts: ArtifactConfig::default(),
             pool: PoolConfig::default(),
             executions: ExecutionConfig::default(),
-            exec: ExecConfig::default(),
+            tiers: TiersConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
@@ -279,7 +281,8 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Where plugin code runs. SYNC calls of a function whose last
+/// Where plugin code runs (`[tiers]`, formerly `[exec]`): the inline tier
+/// and the worker processes of the process tier. SYNC calls of a function whose last
 /// `inline_warm_up` runs each took at most `inline_budget` run on the
 /// calling thread, with no thread hand-off. Slower runs send the function
 /// back off the async workers (doubling the warm-up it needs to return)
@@ -289,7 +292,7 @@ impl Default for LimitsConfig {
 /// short function.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ExecConfig {
+pub struct TiersConfig {
     /// The longest run that counts as short. `0` turns the inline tier off.
     /// Default: 100 µs.
     #[serde(with = "humantime_serde")]
@@ -320,9 +323,9 @@ pub struct ExecConfig {
     pub load_timeout: Duration,
 }
 
-impl Default for ExecConfig {
+impl Default for TiersConfig {
     fn default() -> Self {
-        ExecConfig {
+        TiersConfig {
             inline_budget: Duration::from_micros(100),
             inline_warm_up: 32,
             isolation: crate::isolate::Isolation::InProcess,
@@ -334,9 +337,9 @@ impl Default for ExecConfig {
     }
 }
 
-impl ExecConfig {
+impl TiersConfig {
     /// The inline tier's policy.
-    pub fn tier_policy(&self) -> crate::tier::TierPolicy {
+    pub(crate) fn tier_policy(&self) -> crate::tier::TierPolicy {
         crate::tier::TierPolicy {
             budget: self.inline_budget,
             warm_up: self.inline_warm_up.max(1),
@@ -570,6 +573,23 @@ mod tests {
             let err = config.normalized().unwrap_err();
             assert!(err.contains(want), "{toml_text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_file_with_the_old_exec_section_still_loads() {
+        let old: Config = toml::from_str(
+            "[exec]\ninline_budget = \"250us\"\nisolation = \"process\"\nwarm_workers = 3\n",
+        )
+        .unwrap();
+        let new: Config = toml::from_str(
+            "[tiers]\ninline_budget = \"250us\"\nisolation = \"process\"\nwarm_workers = 3\n",
+        )
+        .unwrap();
+        assert_eq!(old, new);
+        assert_eq!(old.tiers.inline_budget, Duration::from_micros(250));
+        assert_eq!(old.tiers.isolation, crate::isolate::Isolation::Process);
+        assert_eq!(old.tiers.warm_workers, 3);
+        old.normalized().unwrap();
     }
 
     #[test]

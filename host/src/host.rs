@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::exec::{CancelOutcome, CancelReason, ExecutionError, ExecutionStore};
 use crate::loader::Plugin;
 use crate::pool::QuarantineLimits;
-use crate::registry::{Task, TaskRegistry};
+use crate::task::{Task, TaskRegistry};
 use crate::tier::{Bound, PluginProfile, TierPolicy};
 
 mod calls;
@@ -77,8 +77,8 @@ struct Inner {
 /// How deleting a task went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deleted {
-    /// Its standing in the cluster (see [`Host::withdraw_deleted`]).
-    pub membership: crate::registry::Membership,
+    /// Its standing in the cluster: local, registered by this node, or a replica.
+    pub membership: crate::task::Membership,
     /// Executions that were running (and were asked to stop) or queued
     /// (and were cancelled).
     pub cancelled_running: usize,
@@ -121,7 +121,7 @@ impl Host {
             .into_iter()
             .map(|t| (t.id.clone(), t))
             .collect();
-        let policy = config.exec.tier_policy();
+        let policy = config.tiers.tier_policy();
         Ok(Host {
             inner: Arc::new(Inner {
                 artifacts,
@@ -154,11 +154,13 @@ impl Host {
     }
 
     /// Its artifact store.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn artifacts(&self) -> &ArtifactStore {
         &self.inner.artifacts
     }
 
     /// Its tasks.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn tasks(&self) -> &TaskRegistry {
         &self.inner.tasks
     }
@@ -247,6 +249,7 @@ impl Host {
     }
 
     /// The task with this id.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn task(&self, task_id: &str) -> Option<Arc<Task>> {
         self.tasks().get(task_id)
     }

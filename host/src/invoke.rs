@@ -2,7 +2,7 @@
 //! request says so: flows 2 and 3 of `docs/invocation-flow.md`), function,
 //! parameters, mode and metadata. `host/resolve.rs` resolves the target.
 
-pub mod metadata;
+pub(crate) mod metadata;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::exec::{ExecutionMode, ExecutionSnapshot};
-use crate::isolate::{Isolation, ISOLATION_KEY};
+use crate::isolate::Isolation;
+pub use crate::isolate::ISOLATION_KEY;
 use crate::Value;
 
 /// Which task an invocation is for.

@@ -1,11 +1,18 @@
-//! The gRPC adapter: `spearlet.FunctionService` over [`Host`]. It converts,
-//! validates and maps errors; it holds no business logic.
+//! The gRPC layer over [`Host`]: `spearlet.FunctionService`
+//! ([`FunctionApi`]), the admin service ([`AdminApi`]) and SPEAR's node API
+//! ([`NodeApi`]) convert, validate and map errors, holding no business
+//! logic; [`serve`] (and [`serve_node`], [`serve_with_tokens`]) serves them
+//! all on one listener, with the node's HTTP port beside them when
+//! configured.
 
 mod admin;
 mod convert;
+#[doc(hidden)] // The integration tests speak SSF through its codec; not part of the embedding API.
+pub mod http;
 mod limits;
-pub mod node;
+mod node;
 mod reply;
+mod server;
 mod status;
 mod stream;
 mod value;
@@ -20,8 +27,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+pub use crate::auth::Tokens;
 pub use admin::AdminApi;
 pub use node::NodeApi;
+pub use server::{http_address, serve, serve_node, serve_with_tokens};
 pub use status::{code, retry_delay, ERROR_KIND_KEY};
 
 use crate::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};

@@ -10,7 +10,7 @@ use crate::artifact::ArtifactSpec;
 use crate::exec::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
 use crate::invoke::IsolationSetting;
 use crate::isolate::Isolation;
-use crate::registry::{Membership, Task};
+use crate::task::{Membership, Task};
 use crate::tier::Tier;
 
 fn artifact_spec(spec: &ArtifactSpec) -> pb::ArtifactSpec {

@@ -161,12 +161,12 @@ impl ArtifactStore {
             resolved: Mutex::default(),
             workers: Arc::new(
                 Workers::new(
-                    config.exec.worker_program.as_deref(),
-                    config.exec.warm_workers,
+                    config.tiers.worker_program.as_deref(),
+                    config.tiers.warm_workers,
                 )
-                .with_load_timeout(config.exec.load_timeout),
+                .with_load_timeout(config.tiers.load_timeout),
             ),
-            first_load_in_worker: config.exec.first_load_in_worker,
+            first_load_in_worker: config.tiers.first_load_in_worker,
         })
     }
 

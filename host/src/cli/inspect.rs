@@ -177,8 +177,8 @@ impl Downloads {
             .filter_map(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
             .collect();
         // This is the child process each file is loaded in already.
-        config.exec.first_load_in_worker = false;
-        config.exec.warm_workers = 0;
+        config.tiers.first_load_in_worker = false;
+        config.tiers.warm_workers = 0;
         Ok(Downloads {
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()

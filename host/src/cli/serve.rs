@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use spearlet::auth::Tokens;
+use spearlet::api::Tokens;
 use spearlet::{Config, Host};
 
 #[derive(Debug, Args)]
@@ -58,7 +58,7 @@ pub struct ServeArgs {
     /// Where the plugin code of tasks whose creation does not say
     /// (`spearlet.isolation`) runs: `in-process`, or `process` (worker
     /// processes: a crash costs a worker, not the server)
-    /// [config: exec.isolation; default in-process].
+    /// [config: tiers.isolation; default in-process].
     #[arg(long, value_name = "TIER", value_parser = super::isolation_parser())]
     isolation: Option<spearlet::isolate::Isolation>,
 
@@ -76,12 +76,13 @@ pub struct ServeArgs {
 
 /// Top-level configuration keys; other `SPEARLET_*` variables (such as the
 /// client's `SPEARLET_ENDPOINT`) are not configuration.
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "data_dir",
     "server",
     "artifacts",
     "pool",
     "executions",
+    "tiers",
     "exec",
     "limits",
     "auth",
@@ -91,6 +92,32 @@ const SECTIONS: [&str; 12] = [
     "metrics",
 ];
 
+/// A configuration file read with its sections' earlier names taken as
+/// today's: `[exec]` is `[tiers]`. (The defaults the file is merged over
+/// already name `tiers`, so serde's alias alone would see both.)
+struct OldNames<P>(P);
+
+impl<P: figment::Provider> figment::Provider for OldNames<P> {
+    fn metadata(&self) -> figment::Metadata {
+        self.0.metadata()
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let mut data = self.0.data()?;
+        for dict in data.values_mut() {
+            if let Some(old) = dict.remove("exec") {
+                if dict.contains_key("tiers") {
+                    return Err("[exec] is the earlier name of [tiers]: set one of them".into());
+                }
+                dict.insert("tiers".to_owned(), old);
+            }
+        }
+        Ok(data)
+    }
+}
+
 pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut figment = Figment::from(Serialized::defaults(Config::default()));
     if let Some(file) = &args.config {
@@ -99,12 +126,22 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
             "config file {} does not exist",
             file.display()
         );
-        figment = figment.merge(Toml::file(file));
+        figment = figment.merge(OldNames(Toml::file(file)));
     }
-    figment = figment.merge(Env::prefixed("SPEARLET_").split("__").filter(|key| {
-        let key = key.as_str().to_ascii_lowercase();
-        SECTIONS.iter().any(|s| key.starts_with(s))
-    }));
+    figment = figment.merge(
+        Env::prefixed("SPEARLET_")
+            .split("__")
+            .filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                SECTIONS.iter().any(|s| key.starts_with(s))
+            })
+            .map(|key| match key.as_str().split_once('.') {
+                Some((section, rest)) if section.eq_ignore_ascii_case("exec") => {
+                    format!("tiers.{rest}").into()
+                }
+                _ => key.as_str().to_owned().into(),
+            }),
+    );
     let mut config: Config = figment.extract().context("invalid configuration")?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
@@ -135,7 +172,7 @@ pub fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
         config.sms.advertise = Some(addr.clone());
     }
     if let Some(tier) = args.isolation {
-        config.exec.isolation = tier;
+        config.tiers.isolation = tier;
     }
     config.normalized().map_err(anyhow::Error::msg)
 }
@@ -192,7 +229,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     banner.print(&host, tokens.as_ref());
     let metrics = serve_metrics(&host).await?;
     let http = bind_http_port(&host, &listener).await?;
-    spearlet::server::serve_node(host, listener, http, tokens, drain_on_stop()).await?;
+    spearlet::api::serve_node(host, listener, http, tokens, drain_on_stop()).await?;
     if let Some(metrics) = metrics {
         metrics.abort();
     }
@@ -223,10 +260,10 @@ impl Banner<'_> {
         for root in self.roots {
             eprintln!("  artifact root:  {}", root.display());
         }
-        if host.config().exec.isolation != spearlet::isolate::Isolation::InProcess {
+        if host.config().tiers.isolation != spearlet::isolate::Isolation::InProcess {
             eprintln!(
                 "  isolation:      {} (tasks whose creation does not say)",
-                host.config().exec.isolation
+                host.config().tiers.isolation
             );
         }
         if let (Some(tokens), Some(file)) = (tokens, &host.config().auth.tokens_file) {
@@ -276,7 +313,7 @@ async fn bind_http_port(
     host: &Host,
     grpc: &tokio::net::TcpListener,
 ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    let Some(at) = spearlet::server::http_address(host.config(), grpc)? else {
+    let Some(at) = spearlet::api::http_address(host.config(), grpc)? else {
         return Ok(None);
     };
     let http = tokio::net::TcpListener::bind(at)
@@ -301,7 +338,7 @@ async fn drain_on_stop() {
     });
 }
 
-/// Reads the tokens file again on every SIGHUP ([`spearlet::auth::Tokens::reload`],
+/// Reads the tokens file again on every SIGHUP ([`spearlet::api::Tokens::reload`],
 /// which logs the outcome): a file that cannot be read, or holds no token,
 /// leaves the tokens in force. Connections stay open throughout.
 fn reload_on_hangup(tokens: Tokens) -> anyhow::Result<tokio::task::JoinHandle<()>> {

@@ -111,14 +111,14 @@ impl Config {
                 n(ex.max_total_result_bytes),
             ),
             (
-                "exec.warm_workers",
-                n(self.exec.warm_workers),
+                "tiers.warm_workers",
+                n(self.tiers.warm_workers),
                 0,
                 n(MAX_WARM_WORKERS),
             ),
             (
-                "exec.inline_warm_up",
-                u64::from(self.exec.inline_warm_up),
+                "tiers.inline_warm_up",
+                u64::from(self.tiers.inline_warm_up),
                 1,
                 1 << 20,
             ),

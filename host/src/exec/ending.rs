@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::records::ExecutionRecord;
 use super::{ExecutionError, ExecutionStatus};
 use crate::pool::Quarantine;
-use crate::registry::Task;
+use crate::task::Task;
 
 /// Ends its execution's record on drop unless disarmed.
 #[derive(Debug)]

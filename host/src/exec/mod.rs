@@ -58,7 +58,7 @@ use crate::backoff::full_jitter;
 use crate::error::Error;
 use crate::loader::{CallRequest, FunctionHandle};
 use crate::pool::{Lease, Quarantine, Wait};
-use crate::registry::Task;
+use crate::task::Task;
 use crate::tier::{Bound, Code, Profile, Seat, TierPolicy};
 use crate::Value;
 use sink::RecordSink;

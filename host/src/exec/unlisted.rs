@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::execution::{wall_clock, ExecutionMode, ExecutionStatus};
 use crate::loader::{CallRequest, CallSink, FunctionHandle};
 use crate::pool::Lease;
-use crate::registry::Task;
+use crate::task::Task;
 use crate::tier::{Bound, Seat, TierPolicy};
 use crate::trace::{TraceId, Traceparent};
 use crate::{LogLevel, Value};

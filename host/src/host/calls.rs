@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exec::{self, Ending, ExecutionMode, ExecutionRecord, Job, UnlistedCall};
 use crate::invoke::{InvokeOutcome, InvokeRequest, TaskOrigin};
 use crate::loader::{FunctionHandle, FunctionKind};
-use crate::registry::Task;
+use crate::task::Task;
 use crate::tier::{Bound, Code, Seat};
 use crate::Value;
 

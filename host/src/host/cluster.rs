@@ -10,16 +10,18 @@ use super::Host;
 use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::loader::Plugin;
-use crate::registry::{CreationKey, Membership, Task};
 use crate::sms::{Executable, LinkStatus, NodeAgent, Sms, TaskRegistration};
+use crate::task::{CreationKey, Membership, Task};
 
 impl Host {
     /// The SMS client, when the host is part of a cluster (`sms.grpc`).
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn sms(&self) -> Option<&Arc<Sms>> {
         self.inner.sms.as_ref()
     }
 
     /// The link to the SMS now, when there is one.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn sms_status(&self) -> Option<LinkStatus> {
         self.sms().map(|sms| sms.status())
     }
@@ -28,7 +30,7 @@ impl Host {
     /// `listening` unless `sms.advertise` says otherwise (its HTTP port,
     /// the stream plane, at `http`), and keeps it registered with
     /// heartbeats until [`NodeAgent::leave`]. `None` outside a cluster.
-    pub fn join_cluster(
+    pub(crate) fn join_cluster(
         &self,
         listening: SocketAddr,
         http: Option<SocketAddr>,
@@ -195,7 +197,7 @@ impl Host {
 
     /// Tells the SMS a task deleted here is gone, when this node registered
     /// it; says what happened there, for the reply.
-    pub async fn withdraw_deleted(&self, membership: &Membership) -> Option<String> {
+    pub(crate) async fn withdraw_deleted(&self, membership: &Membership) -> Option<String> {
         match membership {
             Membership::Local => None,
             Membership::Registered { sms_id } => {

@@ -54,7 +54,7 @@ impl Host {
         // A task this call would create loads where it would run.
         let isolation = crate::invoke::IsolationSetting::from_metadata(
             &request.metadata,
-            self.config().exec.isolation,
+            self.config().tiers.isolation,
         )?
         .isolation;
         let (task_id, plugin) = match &request.target {
@@ -92,7 +92,7 @@ impl Host {
             Some(task) => task.function(&request.function)?,
             // A task this call would create: registered with the request's
             // metadata.
-            None => crate::registry::resolve_function(
+            None => crate::task::resolve_function(
                 &plugin,
                 &request.metadata,
                 task_id.as_deref().unwrap_or(match &request.target {

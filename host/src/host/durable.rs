@@ -16,11 +16,11 @@ use crate::error::{Error, Result};
 use crate::exec::{
     ExecutionError, ExecutionMode, ExecutionRecord, ExecutionStatus, ExecutionStore, Fingerprint,
 };
-use crate::registry::{CreationKey, NewTask, Task};
 use crate::state::{
     ArtifactRecord, FolderReport, HexDigest, MembershipRecord, Persistence, Retention, StateDb,
     StoredExecution, StoredTask, StoredVersion, TaskRecord, VersionRecord,
 };
+use crate::task::{CreationKey, NewTask, Task};
 
 /// The code an ASYNC execution ends with when a restart cut it short.
 pub const HOST_RESTARTED: &str = "host_restarted";
@@ -146,9 +146,9 @@ impl Host {
         artifact: &ArtifactSpec,
         plugin: &crate::loader::Plugin,
         metadata: &std::collections::BTreeMap<String, String>,
-        membership: &crate::registry::Membership,
+        membership: &crate::task::Membership,
         created_at: u64,
-        switch: Option<&crate::registry::Switch>,
+        switch: Option<&crate::task::Switch>,
     ) -> Result<()> {
         let Some(membership) = MembershipRecord::of(membership) else {
             return Ok(());
@@ -228,6 +228,7 @@ impl Host {
     }
 
     /// Tasks recorded by an earlier run and not loaded yet.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn dormant_tasks(&self) -> Vec<StoredTask> {
         self.dormant().values().cloned().collect()
     }
@@ -297,7 +298,7 @@ impl Host {
         id: &str,
         previous: &StoredVersion,
         isolation: crate::isolate::Isolation,
-    ) -> crate::registry::Switch {
+    ) -> crate::task::Switch {
         let at = UNIX_EPOCH + Duration::from_millis(previous.switched_at);
         let artifact = ArtifactSpec::from(previous.artifact.clone());
         let loaded = async {
@@ -312,7 +313,7 @@ impl Host {
                     self.artifacts().load_as(&pinned, isolation).await?
                 }
             };
-            Ok::<_, Error>(crate::registry::PreviousVersion {
+            Ok::<_, Error>(crate::task::PreviousVersion {
                 pin: Arc::new(self.artifacts().cache().pin(&digest)),
                 artifact: artifact.clone(),
                 plugin,
@@ -325,7 +326,7 @@ impl Host {
                 None
             }
         };
-        crate::registry::Switch { at, previous }
+        crate::task::Switch { at, previous }
     }
 
     /// Wakes every dormant task (`tasks.preload`), logging the ones that
@@ -388,7 +389,7 @@ impl Host {
     }
 
     /// The ASYNC executions not ended yet.
-    pub fn unfinished_async(&self) -> Vec<Arc<ExecutionRecord>> {
+    pub(crate) fn unfinished_async(&self) -> Vec<Arc<ExecutionRecord>> {
         self.inner
             .executions
             .unfinished(None)
@@ -399,6 +400,7 @@ impl Host {
 
     /// Whether what the host records (tasks, ASYNC executions) reaches its
     /// database, or waits in the journal while folding it fails.
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn persistence(&self) -> Persistence {
         self.inner.state.health()
     }
@@ -410,6 +412,7 @@ impl Host {
 
     /// The state folder's report, changed as it folds, fails and recovers:
     /// what to wait on for a change of [`Host::persistence`].
+    #[doc(hidden)] // For the binary and tests: its type is not part of the embedding API.
     pub fn persistence_changes(&self) -> tokio::sync::watch::Receiver<FolderReport> {
         self.inner.state.subscribe()
     }
@@ -417,7 +420,7 @@ impl Host {
     /// Records how `records` ended, for those that have: a graceful stop
     /// calls it for executions ended from outside their task (abandoned at
     /// the end of the grace), whose task may never get to record it.
-    pub async fn record_endings(&self, records: &[Arc<ExecutionRecord>]) {
+    pub(crate) async fn record_endings(&self, records: &[Arc<ExecutionRecord>]) {
         for record in records {
             self.record_ended(record).await;
         }

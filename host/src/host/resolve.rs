@@ -13,8 +13,8 @@ use crate::invoke::{metadata, InvokeRequest, IsolationSetting, Target, TaskOrigi
 use crate::isolate::Isolation;
 use crate::loader::Plugin;
 use crate::pool::{InstancePool, Isolated, PoolContext, PoolLimits};
-use crate::registry::{CreationKey, Membership, NewTask, SourceFile, Task};
 use crate::sms::PendingRegistration;
+use crate::task::{CreationKey, Membership, NewTask, SourceFile, Task};
 use crate::tier::PluginProfile;
 
 impl Host {
@@ -451,9 +451,9 @@ impl Host {
     }
 
     /// The isolation setting a new task's invocation `metadata` asks for,
-    /// the server's default tier (`exec.isolation`) when it names none.
+    /// the server's default tier (`tiers.isolation`) when it names none.
     fn isolation_setting(&self, metadata: &BTreeMap<String, String>) -> Result<IsolationSetting> {
-        IsolationSetting::from_metadata(metadata, self.config().exec.isolation)
+        IsolationSetting::from_metadata(metadata, self.config().tiers.isolation)
     }
 
     fn pool_limits(&self, metadata: &BTreeMap<String, String>) -> Result<PoolLimits> {
@@ -497,7 +497,7 @@ mod tests {
     /// request naming the path alone is refused, never served the old code.
     #[test]
     fn a_task_pinned_to_bytes_its_file_no_longer_holds_is_stale_for_the_file() {
-        use crate::config::{ArtifactConfig, Config, ExecConfig};
+        use crate::config::{ArtifactConfig, Config, TiersConfig};
         use crate::digest::Sha256Digest;
         use spearlet_test_artifacts::Artifact;
 
@@ -517,10 +517,10 @@ mod tests {
                     roots: vec![root.path().to_owned()],
                     ..ArtifactConfig::default()
                 },
-                exec: ExecConfig {
+                tiers: TiersConfig {
                     first_load_in_worker: false,
                     warm_workers: 0,
-                    ..ExecConfig::default()
+                    ..TiersConfig::default()
                 },
                 ..Config::default()
             })

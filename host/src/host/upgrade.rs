@@ -15,7 +15,7 @@ use super::Host;
 use crate::artifact::ArtifactSpec;
 use crate::error::{Error, Result};
 use crate::loader::{FunctionKind, Plugin};
-use crate::registry::{Membership, PreviousVersion, Switch, Task};
+use crate::task::{Membership, PreviousVersion, Switch, Task};
 
 /// How a switch went.
 #[derive(Debug, Clone, PartialEq, Eq)]

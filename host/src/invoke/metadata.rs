@@ -59,7 +59,7 @@ pub fn check(metadata: &BTreeMap<String, String>, config: &Config) -> Result<()>
         }
     }
     pool_limits(metadata, &config.pool)?;
-    IsolationSetting::from_metadata(metadata, config.exec.isolation)?;
+    IsolationSetting::from_metadata(metadata, config.tiers.isolation)?;
     Ok(())
 }
 

@@ -25,6 +25,9 @@ const PARENT_CHECK: Duration = Duration::from_secs(1);
 /// Runs the worker until the host goes away; an `Err` names a protocol
 /// breach (the host exits are silent).
 ///
+/// A program embedding spearlet can be its own worker program (`[tiers]
+/// worker_program`): it calls this when its first argument is `worker`.
+///
 /// # Errors
 ///
 /// When standard input is not a channel, or the host posts something out of turn.
@@ -47,7 +50,7 @@ pub fn serve() -> Result<(), String> {
         theirs => {
             return Err(format!(
                 "this worker program speaks channel protocol {ours}, its host {}: \
-                 they are different spearlet builds (rebuild, or point [exec] \
+                 they are different spearlet builds (rebuild, or point [tiers] \
                  worker_program at the host's own build)",
                 theirs.as_deref().unwrap_or("none")
             ))

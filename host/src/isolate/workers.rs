@@ -14,7 +14,7 @@ use crate::loader::{PluginDescription, VerifiedFile};
 
 /// How long loading a library (its ELF constructors, the layout checks) may
 /// take in a worker before the library is refused as hanging, unless
-/// configured otherwise (`[exec] load_timeout`).
+/// configured otherwise (`[tiers] load_timeout`).
 pub const LOAD_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Started workers waiting for a library, and how to start more.
@@ -242,7 +242,7 @@ pub fn worker_program(configured: Option<&Path>) -> std::result::Result<PathBuf,
         .ok_or_else(|| {
             format!(
                 "no spearlet executable to run worker processes (looked for {}); \
-                 set [exec] worker_program",
+                 set [tiers] worker_program",
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())

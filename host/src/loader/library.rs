@@ -438,7 +438,7 @@ impl Plugin {
     /// The function the plugin marks `#[function(default)]`, if it marks
     /// one (a plugin built before ABI 1.2 never does). Only a hint for
     /// resolving a task's default entry: see
-    /// [`Task::function`](crate::registry::Task::function).
+    /// [`Task::function`](crate::task::Task::function).
     pub fn default_function(&self) -> Option<FunctionHandle> {
         self.default_function
     }

@@ -12,7 +12,7 @@ use prometheus_client::metrics::MetricType;
 
 use super::{process, HostCollector, OTHER_TASKS};
 use crate::host::{Host, HostStats};
-use crate::registry::Task;
+use crate::task::Task;
 use crate::telemetry::{Latency, LatencySnapshot, ENDINGS, MODES};
 
 /// One unlabelled series: its family's name, help and value.

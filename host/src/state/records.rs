@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::ArtifactSpec;
-use crate::registry::Membership;
+use crate::task::Membership;
 use crate::Value;
 
 /// An artifact spec, as stored.
@@ -318,7 +318,7 @@ impl StoredTask {
 }
 
 /// A value, as stored. Bytes are written as base64 strings
-/// ([`compact_bytes`]).
+/// (`compact_bytes`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum StoredValue {

@@ -124,6 +124,7 @@ fn invoke_chooses_a_new_task_s_tier_and_the_listings_show_it() {
 
 #[test]
 fn the_configured_default_applies_to_tasks_that_do_not_say() {
+    // `[exec]`, the earlier name of `[tiers]`: an old file still loads.
     let served = Served::start("[exec]\nisolation = \"process\"\n");
     served.ok(&add_2_40("defaulted", path(Artifact::Math)));
     let listed = served.ok(&["tasks"]);
@@ -213,7 +214,7 @@ fn a_library_whose_constructor_hangs_is_refused_after_the_load_timeout() {
     let data = tempfile::tempdir().unwrap();
     let served = Served::start_with_env(
         data.path(),
-        "[exec]\nload_timeout = \"1s\"\n",
+        "[tiers]\nload_timeout = \"1s\"\n",
         &[("SPEARLET_FIXTURE_CONSTRUCTOR", "hang")],
     );
     let out = served.run(&[

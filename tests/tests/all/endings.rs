@@ -312,7 +312,7 @@ async fn a_stopping_server_refuses_new_calls_and_cancels_async_work_after_the_gr
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(spearlet::server::serve(host.clone(), listener, async {
+    let serving = tokio::spawn(spearlet::api::serve(host.clone(), listener, async {
         let _ = stopped.await;
     }));
     stop.send(()).unwrap();

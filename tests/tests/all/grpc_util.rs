@@ -61,14 +61,10 @@ impl TestServer {
                 let _ = rx.await;
             };
             match http {
-                Some(http) => {
-                    spearlet::server::serve_node(serving, listener, Some(http), None, stop)
-                        .await
-                        .unwrap()
-                }
-                None => spearlet::server::serve(serving, listener, stop)
+                Some(http) => spearlet::api::serve_node(serving, listener, Some(http), None, stop)
                     .await
                     .unwrap(),
+                None => spearlet::api::serve(serving, listener, stop).await.unwrap(),
             }
         });
         let client = FunctionServiceClient::connect(format!("http://{addr}"))

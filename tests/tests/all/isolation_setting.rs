@@ -39,7 +39,7 @@ fn create(name: &str, metadata: &[(&str, &str)]) -> pb::InvokeFunctionRequest {
 async fn serve_in(dir: &Path, default: Isolation) -> TestServer {
     TestServer::start_with(|c| {
         c.data_dir = dir.to_owned();
-        c.exec.isolation = default;
+        c.tiers.isolation = default;
     })
     .await
 }
@@ -168,7 +168,7 @@ async fn the_creating_call_chooses_the_tier_and_get_task_shows_it() {
 
 #[tokio::test]
 async fn without_the_key_the_server_default_applies() {
-    let server = TestServer::start_with(|c| c.exec.isolation = Isolation::Process).await;
+    let server = TestServer::start_with(|c| c.tiers.isolation = Isolation::Process).await;
     let defaulted = server.invoke(create("defaulted", &[])).await.unwrap();
     assert_eq!(
         tier_of(&server, &defaulted.task_id).await,

@@ -150,7 +150,7 @@ async fn with_a_client_ca_only_clients_with_its_certificates_get_in() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(spearlet::server::serve(host, listener, async {
+    let serving = tokio::spawn(spearlet::api::serve(host, listener, async {
         let _ = stopped.await;
     }));
 

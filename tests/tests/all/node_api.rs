@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use futures_util::{SinkExt, StreamExt};
-use spearlet::http::ssf::{self, Frame, MsgType};
+use spearlet::api::http::ssf::{self, Frame, MsgType};
 use spearlet_proto::node as node_pb;
 use spearlet_proto::node::execution_service_client::ExecutionServiceClient;
 use spearlet_proto::node::instance_service_client::InstanceServiceClient;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use spearlet::artifact::ArtifactSpec;
-use spearlet::config::ExecConfig;
+use spearlet::config::TiersConfig;
 use spearlet::exec::{ExecutionMode, ExecutionQuery, ExecutionStatus};
 use spearlet::invoke::{InvokeRequest, Target};
 use spearlet::tier::Tier;
@@ -19,10 +19,10 @@ use crate::grpc_util::*;
 fn host(budget: Duration, warm_up: u32) -> (Host, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
     let config = Config {
-        exec: ExecConfig {
+        tiers: TiersConfig {
             inline_budget: budget,
             inline_warm_up: warm_up,
-            ..ExecConfig::default()
+            ..TiersConfig::default()
         },
         ..crate::helpers::config_in(data.path())
     };
@@ -215,8 +215,8 @@ async fn a_promoted_function_that_ignores_its_deadline_stalls_nothing() {
     // them at the end.
     const SPIN_MS: i64 = 2_000;
     let server = TestServer::start_with(|c| {
-        c.exec.inline_budget = Duration::from_millis(50);
-        c.exec.inline_warm_up = 4;
+        c.tiers.inline_budget = Duration::from_millis(50);
+        c.tiers.inline_warm_up = 4;
     })
     .await;
     let created = server

@@ -211,10 +211,10 @@ async fn the_inline_tier_refuses_an_unknown_parameter_too() {
     let data = tempfile::tempdir().unwrap();
     // Promoted after two calls under a second each: whatever the load.
     let config = spearlet::Config {
-        exec: spearlet::config::ExecConfig {
+        tiers: spearlet::config::TiersConfig {
             inline_budget: std::time::Duration::from_secs(1),
             inline_warm_up: 2,
-            ..spearlet::config::ExecConfig::default()
+            ..spearlet::config::TiersConfig::default()
         },
         ..crate::helpers::config_in(data.path())
     };

@@ -32,7 +32,7 @@ const DEFAULT_PAGE: usize = 50;
 /// The most one `ListExecutions` page holds.
 const MAX_PAGE: usize = 1000;
 
-/// The three services, sharing one host and one [`Ledger`] (which the
+/// The three services, sharing one host and one `Ledger` (which the
 /// node's HTTP port reads too, for serving executions).
 #[derive(Debug, Clone)]
 pub struct NodeApi {

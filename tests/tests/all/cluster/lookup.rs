@@ -2,7 +2,7 @@
 //! lookup for many concurrent calls, registrations that cannot run here,
 //! and an SMS that cannot be asked.
 
-use spearlet::registry::Membership;
+use spearlet::task::Membership;
 use spearlet_proto::sms::{ExecutableType, Task, TaskExecutable, TaskStatus};
 use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;

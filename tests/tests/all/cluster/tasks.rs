@@ -2,7 +2,7 @@
 //! once, nothing left behind when a registration fails, and an upgrade
 //! that the cluster resolves the id to.
 
-use spearlet::registry::Membership;
+use spearlet::task::Membership;
 use spearlet_proto::sms::{ExecutableType, Task};
 use spearlet_proto::spearlet as pb;
 use spearlet_test_artifacts::Artifact;

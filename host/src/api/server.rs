@@ -283,8 +283,8 @@ fn spawn_http_plane(
         .local_addr()
         .map_err(Error::endpoint("the HTTP listener's address"))?;
     tracing::info!(%addr, "the node's HTTP port (stream plane, /health, /metrics) listens");
-    let router = crate::http::router(node_api.clone())?;
-    let plane = tokio::spawn(crate::http::serve(router, http, async move {
+    let router = super::http::router(node_api.clone())?;
+    let plane = tokio::spawn(super::http::serve(router, http, async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     }));
     Ok((addr, plane))
