@@ -28,7 +28,7 @@ mod upgrade;
 
 pub use dry_run::{DryRun, DRY_RUN_KEY};
 pub use durable::HOST_RESTARTED;
-pub use instances::{DestroyedInstance, INSTANCE_DESTROYED};
+pub use instances::DestroyedInstance;
 pub use stats::HostStats;
 pub use upgrade::Switched;
 
@@ -72,6 +72,9 @@ struct Inner {
     state: Arc<crate::state::StateDb>,
     /// Tasks recorded by an earlier run, not loaded yet, by id.
     dormant: Mutex<std::collections::BTreeMap<String, crate::state::StoredTask>>,
+    /// The instances destroyed on request lately, newest last (see
+    /// [`Host::instance_destroyed`]).
+    destroyed: Mutex<std::collections::VecDeque<Arc<str>>>,
 }
 
 /// How deleting a task went.
@@ -144,6 +147,7 @@ impl Host {
                 sms,
                 state: Arc::new(state),
                 dormant: Mutex::new(dormant),
+                destroyed: Mutex::default(),
             }),
         })
     }

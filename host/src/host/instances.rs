@@ -41,6 +41,9 @@ impl Host {
             .rmatch_indices('-')
             .find_map(|(at, _)| self.task(&instance_id[..at]))
             .ok_or_else(not_found)?;
+        // Remembered before its executions end, so that whoever reports
+        // their ending knows the instance went with them.
+        self.remember_destroyed(instance_id);
         let message = if reason.is_empty() {
             format!("instance {instance_id} destroyed on request")
         } else {
@@ -71,5 +74,61 @@ impl Host {
             terminated,
             was_idle: !leased,
         })
+    }
+
+    /// Whether `instance_id` was destroyed on request lately (the last
+    /// [`REMEMBERED_DESTROYED`]): an execution that ended CANCELLED on it
+    /// left no instance to go back to. Known by the host, not read from the
+    /// execution's error code, which a plugin could have chosen too.
+    pub(crate) fn instance_destroyed(&self, instance_id: &str) -> bool {
+        self.inner
+            .destroyed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|d| &**d == instance_id)
+    }
+
+    fn remember_destroyed(&self, instance_id: &str) {
+        let mut destroyed = self
+            .inner
+            .destroyed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if destroyed.len() == REMEMBERED_DESTROYED {
+            destroyed.pop_front();
+        }
+        destroyed.push_back(std::sync::Arc::from(instance_id));
+    }
+}
+
+/// How many destroyed instances the host remembers: instance ids are never
+/// reused, and an execution on one ends within moments of its destruction.
+const REMEMBERED_DESTROYED: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// The host knows which instances it destroyed, for as long as their
+    /// executions take to end, and forgets the oldest past its bound.
+    #[test]
+    fn destroyed_instances_are_remembered_within_a_bound() {
+        let data = tempfile::tempdir().unwrap();
+        let host = Host::new(Config {
+            data_dir: data.path().to_owned(),
+            ..Config::default()
+        })
+        .unwrap();
+        assert!(!host.instance_destroyed("t-1"));
+        host.remember_destroyed("t-1");
+        assert!(host.instance_destroyed("t-1"));
+        assert!(!host.instance_destroyed("t-2"), "only the one destroyed");
+        for n in 0..REMEMBERED_DESTROYED {
+            host.remember_destroyed(&format!("u-{n}"));
+        }
+        assert!(!host.instance_destroyed("t-1"), "the oldest is forgotten");
+        assert!(host.instance_destroyed(&format!("u-{}", REMEMBERED_DESTROYED - 1)));
     }
 }

@@ -283,10 +283,8 @@ fn record_end(host: &Host, entry: &Entry, e: &ExecutionSnapshot) {
         report::started(host, &subject);
     }
     // Its instance destroyed on request was reported gone then: not IDLE.
-    let instance_gone = e
-        .error
-        .as_ref()
-        .is_some_and(|error| error.code == crate::host::INSTANCE_DESTROYED);
+    let instance_gone =
+        e.status == ExecutionStatus::Cancelled && host.instance_destroyed(&instance);
     report::ended(
         host,
         &subject,
