@@ -61,7 +61,12 @@ pub(crate) fn run_unlisted(
     let id = ids::next(started);
     let name = task.plugin.function_name(function);
     let sink = LogBuffer {
-        labels: (call.trace.map(|(t, _)| t), &id, &task.id, name),
+        labels: CallLabels {
+            trace: call.trace.map(|(trace, _)| trace),
+            execution: &id,
+            task: &task.id,
+            function: name,
+        },
         lines: Mutex::default(),
     };
     let cancelled = AtomicBool::new(false);
@@ -203,8 +208,7 @@ impl Lines {
 
 /// The sink of an unlisted call: no stream, log lines held.
 struct LogBuffer<'a> {
-    /// The trace, the execution, the task and the function.
-    labels: (Option<TraceId>, &'a str, &'a str, &'a str),
+    labels: CallLabels<'a>,
     lines: Mutex<Lines>,
 }
 
@@ -214,14 +218,7 @@ impl CallSink for LogBuffer<'_> {
     }
 
     fn log(&self, level: LogLevel, line: &str) {
-        let (trace, execution, task, function) = self.labels;
-        let labels = CallLabels {
-            trace,
-            execution,
-            task,
-            function,
-        };
-        let line = labels.log_line(level, line);
+        let line = self.labels.log_line(level, line);
         let mut lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         if lines.kept.len() < MAX_LOG_LINES {
             lines.kept.push(line);
