@@ -118,7 +118,7 @@ fn memory_reads(plugin: &Plugin, n: u32, rounds: u32) -> Vec<f64> {
 /// Per round, ns of the per-execution metrics work, exactly as the host
 /// does it when an execution ends, over the loop alone.
 fn metrics_overheads(n: u32, rounds: u32) -> Vec<f64> {
-    let metrics = spearlet::telemetry::FunctionMetrics::default();
+    let metrics = spearlet::counters::FunctionMetrics::default();
     (0..rounds)
         .map(|round| {
             let took = std::time::Duration::from_nanos(700 + u64::from(round));

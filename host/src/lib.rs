@@ -44,6 +44,8 @@ pub mod loader;
 // integration tests, each as its comment says; hidden from the docs.
 #[doc(hidden)] // Used by the binary, bench and tests; not part of the embedding API.
 pub mod artifact;
+#[doc(hidden)] // Used by the bench; not part of the embedding API.
+pub mod counters;
 #[doc(hidden)] // Used by the tests and bench; not part of the embedding API.
 pub mod exec;
 #[doc(hidden)] // Used by the binary (its workers), bench and tests; not the embedding API.
@@ -60,8 +62,6 @@ pub mod sms;
 pub mod state;
 #[doc(hidden)] // Used by the tests; not part of the embedding API.
 pub mod task;
-#[doc(hidden)] // Used by the bench; not part of the embedding API.
-pub mod telemetry;
 #[doc(hidden)] // Used by the tests; not part of the embedding API.
 pub mod tier;
 #[doc(hidden)] // Used by the tests; not part of the embedding API.
@@ -71,7 +71,6 @@ mod auth;
 mod backoff;
 mod error;
 mod execution;
-mod histogram;
 mod host;
 
 pub use artifact::ArtifactSpec;

@@ -3,9 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use foldhash::fast::RandomState;
 
@@ -13,8 +12,10 @@ use tokio::sync::OnceCell;
 
 pub use crate::artifact::SourceFile;
 use crate::artifact::{ArtifactSpec, CachePin};
+pub use crate::counters::TaskActivity;
+use crate::counters::{FunctionMetrics, RunningGuard, TaskCounters};
 use crate::error::{Error, Result};
-use crate::execution::{wall_clock, ExecutionStatus};
+use crate::execution::ExecutionStatus;
 use crate::isolate::Isolation;
 use crate::loader::{FunctionHandle, Plugin};
 use crate::pool::InstancePool;
@@ -112,35 +113,9 @@ pub struct Task {
     /// The local file it was created from, as it was then: a later request
     /// naming the file after it changed is told so, not served stale code.
     pub source: Option<SourceFile>,
-    /// Unix nanoseconds of the last execution's end (or creation).
-    updated_at: AtomicU64,
-    /// The last execution's final status, as an index into
-    /// [`ExecutionStatus::ALL`] plus one; zero: none yet.
-    last_status: AtomicU8,
-    executions: AtomicU64,
-    /// Executions started, per function (index for index with the table).
-    calls: Box<[AtomicU64]>,
-    /// How executions ended, per function (index for index with the table).
-    metrics: Box<[crate::telemetry::FunctionMetrics]>,
-    running: AtomicUsize,
-    /// Set while a switch waits for this (old) version's calls to end; only
-    /// then does the last call to end pay for a wake-up.
-    draining: std::sync::atomic::AtomicBool,
-    drained: tokio::sync::Notify,
+    /// Its counters: executions started and ended, and running now.
+    pub counters: TaskCounters,
     _pin: Option<CachePin>,
-}
-
-/// A task's counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TaskActivity {
-    /// Last time an execution ended (or creation).
-    pub updated_at: SystemTime,
-    /// Executions started on it.
-    pub execution_count: u64,
-    /// Executions running now.
-    pub running: usize,
-    /// Status of the last execution to end.
-    pub last_status: Option<ExecutionStatus>,
 }
 
 /// Everything needed to build a [`Task`] (see [`TaskRegistry::get_or_create`]).
@@ -227,21 +202,9 @@ impl From<NewTask> for Task {
 impl Task {
     fn new(t: NewTask) -> Self {
         let now = SystemTime::now();
-        let calls = t
-            .plugin
-            .functions()
-            .iter()
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let metrics = t
-            .plugin
-            .functions()
-            .iter()
-            .map(|_| crate::telemetry::FunctionMetrics::default())
-            .collect();
+        let counters = TaskCounters::new(t.plugin.functions().len(), now);
         Task {
-            calls,
-            metrics,
+            counters,
             id: t.id,
             name: t.name,
             description: t.description,
@@ -256,12 +219,6 @@ impl Task {
             membership: t.membership,
             switch: t.switch,
             source: t.source,
-            updated_at: AtomicU64::new(unix_nanos(now)),
-            last_status: AtomicU8::new(0),
-            executions: AtomicU64::new(0),
-            running: AtomicUsize::new(0),
-            draining: std::sync::atomic::AtomicBool::new(false),
-            drained: tokio::sync::Notify::new(),
             _pin: t.pin,
         }
     }
@@ -285,15 +242,14 @@ impl Task {
     }
 
     /// Counts an execution starting; the guard counts it ending.
+    #[inline]
     pub(crate) fn begin_execution(&self, function: FunctionHandle) -> RunningGuard<'_> {
-        self.executions.fetch_add(1, Ordering::Relaxed);
-        self.calls[function.index()].fetch_add(1, Ordering::Relaxed);
-        self.running.fetch_add(1, Ordering::SeqCst);
-        RunningGuard { task: self }
+        self.counters.begin(function.index())
     }
 
     /// Records how an execution of `function` ended, how long after its
     /// acceptance, and when (a clock reading the caller has).
+    #[inline]
     pub(crate) fn record_outcome(
         &self,
         function: FunctionHandle,
@@ -302,29 +258,18 @@ impl Task {
         took: Duration,
         at: Instant,
     ) {
-        self.metrics[function.index()].record(mode, status, took);
-        self.updated_at
-            .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
-        let index = ExecutionStatus::ALL
-            .iter()
-            .position(|s| *s == status)
-            .expect("every status is in ALL");
-        self.last_status.store(
-            u8::try_from(index + 1).expect("six statuses"),
-            Ordering::Relaxed,
-        );
+        self.counters
+            .ended(function.index(), mode, status, took, at);
     }
 
     /// Executions of function number `index` started on this task.
     pub fn function_calls(&self, index: usize) -> u64 {
-        self.calls
-            .get(index)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
+        self.counters.function_calls(index)
     }
 
     /// How executions of function number `index` ended.
-    pub fn function_metrics(&self, index: usize) -> Option<&crate::telemetry::FunctionMetrics> {
-        self.metrics.get(index)
+    pub fn function_metrics(&self, index: usize) -> Option<&FunctionMetrics> {
+        self.counters.function_metrics(index)
     }
 
     /// The inline tier's profile of `function`.
@@ -341,56 +286,14 @@ impl Task {
     }
 
     /// Waits up to `within` for the executions running on this task to
-    /// end; returns how many still run. Woken by the last one to end, not
-    /// polled.
+    /// end; returns how many still run.
     pub(crate) async fn drain(&self, within: Duration) -> usize {
-        self.draining.store(true, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let ended = self.drained.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            let running = self.running.load(Ordering::SeqCst);
-            if running == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(deadline, ended).await.is_err() {
-                return self.running.load(Ordering::SeqCst);
-            }
-        }
+        self.counters.drain(within).await
     }
 
     /// The task's counters now.
     pub fn activity(&self) -> TaskActivity {
-        let last = usize::from(self.last_status.load(Ordering::Relaxed));
-        TaskActivity {
-            updated_at: UNIX_EPOCH + Duration::from_nanos(self.updated_at.load(Ordering::Relaxed)),
-            execution_count: self.executions.load(Ordering::Relaxed),
-            running: self.running.load(Ordering::Acquire),
-            last_status: last.checked_sub(1).map(|i| ExecutionStatus::ALL[i]),
-        }
-    }
-}
-
-fn unix_nanos(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-}
-
-/// Counts one running execution of a task until dropped.
-#[derive(Debug)]
-pub(crate) struct RunningGuard<'a> {
-    task: &'a Task,
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        // SeqCst with `draining`: either this sees the flag, or the drainer
-        // sees the count this leaves (see `Task::drain`).
-        let was = self.task.running.fetch_sub(1, Ordering::SeqCst);
-        if was == 1 && self.task.draining.load(Ordering::SeqCst) {
-            self.task.drained.notify_waiters();
-        }
+        self.counters.activity()
     }
 }
 

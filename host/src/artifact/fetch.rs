@@ -29,7 +29,7 @@ pub(super) struct Download<'a> {
     pub base_delay: Duration,
     pub timeout: Duration,
     pub progress: Option<Progress<'a>>,
-    pub counters: &'a super::telemetry::ArtifactTelemetry,
+    pub counters: &'a crate::counters::ArtifactTelemetry,
 }
 
 /// What a finished download produced.

@@ -26,7 +26,6 @@ mod loaded;
 mod location;
 mod source;
 mod spec;
-mod telemetry;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -36,12 +35,12 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 pub use crate::config::AllowedHosts;
+pub use crate::counters::{ArtifactCounts, ArtifactTelemetry};
 pub use cache::{ArtifactCache, CachePin, CacheStats};
 pub use fetch::Progress;
 pub use loaded::LoadedStats;
 pub use source::SourceFile;
 pub use spec::{ArtifactSpec, ACCEPTED_TYPES};
-pub use telemetry::{ArtifactCounts, ArtifactTelemetry};
 
 use crate::config::{ArtifactConfig, Config};
 use crate::digest::Sha256Digest;

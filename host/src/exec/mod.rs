@@ -23,7 +23,6 @@
 //!   promoted calls that find the cap reached.
 
 mod budget;
-mod counts;
 mod ending;
 mod fingerprint;
 mod ids;
@@ -38,9 +37,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
+pub use crate::counters::CountsSnapshot;
 pub use crate::execution::{wall_clock, ExecutionError, ExecutionMode, ExecutionStatus};
 pub use budget::{DroppedOutput, ResultBudget, ResultLimit};
-pub use counts::CountsSnapshot;
 pub(crate) use ending::Ending;
 pub use fingerprint::Fingerprint;
 pub use ids::ExecutionId;

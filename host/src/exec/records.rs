@@ -12,11 +12,20 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::counts::StatusCounts;
 use super::ids::ExecutionId;
 use super::{wall_clock, ExecutionError, ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::counters::StatusCounts;
 
 use crate::Value;
+
+/// What a record changes as it changes: the counts by status of its
+/// store's shard, and the result budget its output is charged to — one
+/// pointer per record reaches both.
+#[derive(Debug, Default)]
+pub(super) struct RecordCounts {
+    pub(super) status: StatusCounts,
+    pub(super) results: Arc<super::budget::ResultBudget>,
+}
 
 /// One execution, shared by whoever runs it and whoever asks about it.
 ///
@@ -49,7 +58,7 @@ pub struct ExecutionRecord {
     ended: Notify,
     /// Whether anyone ever waited on `ended` (notifying costs a lock).
     watched: AtomicBool,
-    counts: Arc<StatusCounts>,
+    counts: Arc<RecordCounts>,
     /// What a reuse of its id must match to be taken for a retry.
     pub(super) fingerprint: super::fingerprint::Fingerprint,
     /// The W3C trace it belongs to, when its request carried or started one.
@@ -156,7 +165,7 @@ impl ExecutionRecord {
         function: Arc<str>,
         mode: ExecutionMode,
         created: Instant,
-        counts: Arc<StatusCounts>,
+        counts: Arc<RecordCounts>,
         fingerprint: super::fingerprint::Fingerprint,
     ) -> Self {
         ExecutionRecord {
@@ -187,7 +196,7 @@ impl ExecutionRecord {
     }
 
     pub(super) fn counts(&self) -> &StatusCounts {
-        &self.counts
+        &self.counts.status
     }
 
     pub(super) fn hash(&self) -> u64 {
@@ -314,6 +323,7 @@ impl ExecutionRecord {
         }
         if state.status == ExecutionStatus::Pending {
             self.counts
+                .status
                 .moved(ExecutionStatus::Pending, ExecutionStatus::Running);
         }
         self.set_status(&mut state, ExecutionStatus::Running);
@@ -362,8 +372,8 @@ impl ExecutionRecord {
         let ran = state
             .started
             .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
-        self.counts.moved(state.status, status);
-        self.counts.ended(status, ran);
+        self.counts.status.moved(state.status, status);
+        self.counts.status.ended(status, ran);
         self.set_status(&mut state, status);
         state.output = output;
         state.error = error;

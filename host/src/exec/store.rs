@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
-use super::counts::{CountsSnapshot, StatusCounts};
 use super::fingerprint::Fingerprint;
 use super::ids;
 use super::records::ExecutionRecord;
+use super::records::RecordCounts;
 use super::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
+use crate::counters::{CountsSnapshot, StatusCounts};
 use crate::error::{Error, Result};
 
 /// Filters for listing executions.
@@ -53,7 +54,7 @@ pub struct ExecutionStore {
     shards: Box<[Mutex<Shard>]>,
     /// Per shard, so that executions on different shards never share a
     /// counter's cache line.
-    counts: Box<[Arc<StatusCounts>]>,
+    counts: Box<[Arc<RecordCounts>]>,
     hasher: RandomState,
     seq: AtomicU64,
     per_shard: usize,
@@ -133,7 +134,12 @@ impl ExecutionStore {
     pub fn with_results(mut self, budget: super::ResultBudget) -> Self {
         let budget = Arc::new(budget);
         self.counts = (0..self.shards.len())
-            .map(|_| Arc::new(StatusCounts::with_results(Arc::clone(&budget))))
+            .map(|_| {
+                Arc::new(RecordCounts {
+                    status: StatusCounts::default(),
+                    results: Arc::clone(&budget),
+                })
+            })
             .collect();
         self
     }
@@ -255,17 +261,17 @@ impl ExecutionStore {
         );
         record.returned_only = returned_only;
         let record = Arc::new(record);
-        counts.enter(ExecutionStatus::Pending);
+        counts.status.enter(ExecutionStatus::Pending);
         shard
             .by_id
             .insert_unique(hash, Arc::clone(&record), |r| r.hash());
         shard.by_age.push_back(Arc::clone(&record));
-        self.evict(&mut shard, counts, now);
+        self.evict(&mut shard, &counts.status, now);
         (record, true)
     }
 
     /// The counts this thread's unlisted calls count in.
-    pub(super) fn thread_counts(&self) -> &Arc<StatusCounts> {
+    pub(super) fn thread_counts(&self) -> &Arc<RecordCounts> {
         &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()]
     }
 
@@ -280,7 +286,7 @@ impl ExecutionStore {
         created: Instant,
     ) -> Arc<ExecutionRecord> {
         let counts = self.thread_counts();
-        counts.enter(ExecutionStatus::Pending);
+        counts.status.enter(ExecutionStatus::Pending);
         let mut record = ExecutionRecord::new(
             id,
             0,
@@ -317,7 +323,7 @@ impl ExecutionStore {
         }
         let index = self.shard_of(record.hash());
         let mut shard = lock(&self.shards[index]);
-        remove(&mut shard, &self.counts[index], record);
+        remove(&mut shard, &self.counts[index].status, record);
         drop(shard);
         record.snapshot_taking_output()
     }
@@ -336,12 +342,12 @@ impl ExecutionStore {
         }
         record.place(hash, self.seq.fetch_add(1, Ordering::Relaxed));
         let counts = &self.counts[index];
-        counts.enter(status);
+        counts.status.enter(status);
         shard
             .by_id
             .insert_unique(hash, Arc::clone(record), |r| r.hash());
         shard.by_age.push_back(Arc::clone(record));
-        self.evict(&mut shard, counts, Instant::now());
+        self.evict(&mut shard, &counts.status, Instant::now());
     }
 
     /// The record with this id.
@@ -352,7 +358,7 @@ impl ExecutionStore {
         let record = shard.find(hash, id)?;
         if record.created.elapsed() >= self.ttl && record.status().is_final() {
             let record = Arc::clone(record);
-            remove(&mut shard, &self.counts[index], &record);
+            remove(&mut shard, &self.counts[index].status, &record);
             return None;
         }
         Some(Arc::clone(record))
@@ -420,7 +426,7 @@ impl ExecutionStore {
                 .collect();
             removed += victims.len();
             for r in victims {
-                remove(&mut shard, counts, &r);
+                remove(&mut shard, &counts.status, &r);
             }
             shard.by_age.retain(|r| !r.removed.load(Ordering::Relaxed));
         }
@@ -452,16 +458,7 @@ impl ExecutionStore {
     pub fn counts(&self) -> CountsSnapshot {
         let mut sum = CountsSnapshot::default();
         for c in self.counts.iter() {
-            let c = c.snapshot();
-            for (total, held) in sum.held.iter_mut().zip(c.held) {
-                *total += held;
-            }
-            for (total, finished) in sum.finished.iter_mut().zip(c.finished) {
-                *total += finished;
-            }
-            sum.ended += c.ended;
-            sum.completed += c.completed;
-            sum.run_time += c.run_time;
+            sum += c.status.snapshot();
         }
         sum
     }

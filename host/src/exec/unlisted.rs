@@ -56,7 +56,7 @@ pub(crate) fn run_unlisted(
 ) -> ExecutionSnapshot {
     let (task, function) = (call.task, call.function);
     let counts = store.thread_counts();
-    counts.enter(ExecutionStatus::Running);
+    counts.status.enter(ExecutionStatus::Running);
     let _running = task.begin_execution(function);
     let id = ids::next(started);
     let name = task.plugin.function_name(function);
@@ -95,7 +95,7 @@ pub(crate) fn run_unlisted(
         .log(task.plugin.name(), name);
     let instance = Arc::clone(lease.instance_id());
     lease.end_at(ended);
-    counts.leave(ExecutionStatus::Running);
+    counts.status.leave(ExecutionStatus::Running);
     let logs = sink
         .lines
         .into_inner()
@@ -110,7 +110,7 @@ pub(crate) fn run_unlisted(
     };
     let snapshot = match result {
         Ok(output) if ran.logs.kept.is_empty() => {
-            counts.ended(ExecutionStatus::Completed, took);
+            counts.status.ended(ExecutionStatus::Completed, took);
             profile.record_duration(took);
             completed(call, ran, output, took)
         }

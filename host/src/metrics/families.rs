@@ -11,9 +11,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet}
 use prometheus_client::metrics::MetricType;
 
 use super::{process, HostCollector, OTHER_TASKS};
+use crate::counters::{Latency, LatencySnapshot, ENDINGS, MODES};
 use crate::host::{Host, HostStats};
 use crate::task::Task;
-use crate::telemetry::{Latency, LatencySnapshot, ENDINGS, MODES};
 
 /// One unlabelled series: its family's name, help and value.
 type Scalar = (&'static str, &'static str, Value);

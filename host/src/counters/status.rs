@@ -1,18 +1,15 @@
-//! Counts over the records of a store, kept as records change, so that
-//! statistics never walk the records.
+//! Counts over the execution records of a store, kept as records change,
+//! so that statistics never walk the records.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::ExecutionStatus;
+use crate::execution::ExecutionStatus;
 
 /// Counts over the records of one store, kept as records change so that
 /// statistics never walk the records.
 #[derive(Debug, Default)]
 pub struct StatusCounts {
-    /// The result bytes the store's records may keep (shared by its
-    /// shards): reached through the counts every record holds already.
-    pub(super) results: std::sync::Arc<super::budget::ResultBudget>,
     held: [AtomicUsize; 6],
     ended: AtomicU64,
     /// Executions ended since start, by final status (index:
@@ -49,28 +46,20 @@ impl CountsSnapshot {
 }
 
 impl StatusCounts {
-    /// Counts whose records keep results within `results`.
-    pub(super) fn with_results(results: std::sync::Arc<super::budget::ResultBudget>) -> Self {
-        StatusCounts {
-            results,
-            ..StatusCounts::default()
-        }
-    }
-
-    pub(super) fn enter(&self, status: ExecutionStatus) {
+    pub(crate) fn enter(&self, status: ExecutionStatus) {
         self.held[status.index()].fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn leave(&self, status: ExecutionStatus) {
+    pub(crate) fn leave(&self, status: ExecutionStatus) {
         self.held[status.index()].fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(super) fn moved(&self, from: ExecutionStatus, to: ExecutionStatus) {
+    pub(crate) fn moved(&self, from: ExecutionStatus, to: ExecutionStatus) {
         self.leave(from);
         self.enter(to);
     }
 
-    pub(super) fn ended(&self, status: ExecutionStatus, ran: Duration) {
+    pub(crate) fn ended(&self, status: ExecutionStatus, ran: Duration) {
         self.ended.fetch_add(1, Ordering::Relaxed);
         self.finished[status.index()].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
@@ -94,5 +83,19 @@ impl StatusCounts {
             finished,
             run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
         }
+    }
+}
+
+impl std::ops::AddAssign for CountsSnapshot {
+    fn add_assign(&mut self, other: CountsSnapshot) {
+        for (total, held) in self.held.iter_mut().zip(other.held) {
+            *total += held;
+        }
+        for (total, finished) in self.finished.iter_mut().zip(other.finished) {
+            *total += finished;
+        }
+        self.ended += other.ended;
+        self.completed += other.completed;
+        self.run_time += other.run_time;
     }
 }

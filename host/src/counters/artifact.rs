@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::histogram::{Latency, LatencySnapshot};
+use super::histogram::{Latency, LatencySnapshot};
 
 /// The counters (shared by the store's clones).
 #[derive(Debug, Default)]
@@ -35,11 +35,11 @@ pub struct ArtifactCounts {
 }
 
 impl ArtifactTelemetry {
-    pub(super) fn loaded(&self, took: Duration) {
+    pub(crate) fn loaded(&self, took: Duration) {
         self.loads.observe(took);
     }
 
-    pub(super) fn refused(&self, kind: &'static str) {
+    pub(crate) fn refused(&self, kind: &'static str) {
         *self
             .refused
             .lock()
@@ -48,15 +48,15 @@ impl ArtifactTelemetry {
             .or_default() += 1;
     }
 
-    pub(super) fn attempt(&self) {
+    pub(crate) fn attempt(&self) {
         self.download_attempts.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn attempt_failed(&self) {
+    pub(crate) fn attempt_failed(&self) {
         self.download_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(super) fn received(&self, bytes: u64) {
+    pub(crate) fn received(&self, bytes: u64) {
         self.download_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 

@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::histogram::{Latency, Memory};
 use crate::execution::{ExecutionMode, ExecutionStatus};
-pub use crate::histogram::{Latency, LatencySnapshot, Memory, LATENCY_BOUNDS_NS, MEMORY_BOUNDS};
 
 /// Execution modes, in counter order.
 pub const MODES: [ExecutionMode; 3] = [
