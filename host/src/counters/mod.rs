@@ -25,6 +25,6 @@ mod task;
 pub use artifact::{ArtifactCounts, ArtifactTelemetry};
 pub use function::{FunctionMetrics, ENDINGS, MODES};
 pub use histogram::{Latency, LatencySnapshot, Memory, LATENCY_BOUNDS_NS, MEMORY_BOUNDS};
-pub use status::{CountsSnapshot, StatusCounts};
+pub use status::{CountsSnapshot, StatusCounts, ThreadCounts};
 pub(crate) use task::RunningGuard;
 pub use task::{TaskActivity, TaskCounters};

@@ -99,3 +99,65 @@ impl std::ops::AddAssign for CountsSnapshot {
         self.run_time += other.run_time;
     }
 }
+
+/// Counts of the executions that never get a record (a completed SYNC
+/// call whose caller chose no id, `exec/unlisted.rs`), one block per
+/// thread: only its own thread writes a block, so a count is a plain load
+/// and store, not a locked read-modify-write — five of those were a tenth
+/// of such a call. Readers add the blocks up.
+#[derive(Debug, Default)]
+pub struct ThreadCounts {
+    running: AtomicUsize,
+    completed: AtomicU64,
+    run_nanos: AtomicU64,
+}
+
+impl ThreadCounts {
+    /// One more running. Only the block's own thread may call this.
+    #[inline]
+    pub(crate) fn enter_running(&self) {
+        bump_usize(&self.running, 1);
+    }
+
+    /// One fewer running. Only the block's own thread may call this.
+    #[inline]
+    pub(crate) fn leave_running(&self) {
+        let now = self.running.load(Ordering::Relaxed);
+        self.running.store(now.wrapping_sub(1), Ordering::Relaxed);
+    }
+
+    /// One completed after `ran`. Only the block's own thread may call this.
+    #[inline]
+    pub(crate) fn completed(&self, ran: Duration) {
+        bump(&self.completed, 1);
+        bump(
+            &self.run_nanos,
+            u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// Adds this block to `into`.
+    pub(crate) fn add_to(&self, into: &mut CountsSnapshot) {
+        let completed = self.completed.load(Ordering::Relaxed);
+        let running = ExecutionStatus::Running.index();
+        into.held[running] = into.held[running].wrapping_add(self.running.load(Ordering::Relaxed));
+        into.finished[ExecutionStatus::Completed.index()] += completed;
+        into.completed += completed;
+        into.ended += completed;
+        into.run_time += Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed));
+    }
+}
+
+/// Adds to a counter only its own thread writes.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    let now = counter.load(Ordering::Relaxed);
+    counter.store(now.wrapping_add(by), Ordering::Relaxed);
+}
+
+/// As [`bump`], for a count of things.
+#[inline]
+fn bump_usize(counter: &AtomicUsize, by: usize) {
+    let now = counter.load(Ordering::Relaxed);
+    counter.store(now.wrapping_add(by), Ordering::Relaxed);
+}

@@ -20,8 +20,8 @@ pub struct TaskCounters {
     /// The last execution's final status, as an index into
     /// [`ExecutionStatus::ALL`] plus one; zero: none yet.
     last_status: AtomicU8,
-    executions: AtomicU64,
-    /// Executions started, per function (index for index with the table).
+    /// Executions started, per function (index for index with the table);
+    /// their sum is the task's count, so a call adds to one counter, not two.
     calls: Box<[AtomicU64]>,
     /// How executions ended, per function (index for index with the table).
     metrics: Box<[FunctionMetrics]>,
@@ -51,7 +51,6 @@ impl TaskCounters {
         TaskCounters {
             updated_at: AtomicU64::new(unix_nanos(now)),
             last_status: AtomicU8::new(0),
-            executions: AtomicU64::new(0),
             calls: (0..functions).map(|_| AtomicU64::new(0)).collect(),
             metrics: (0..functions).map(|_| FunctionMetrics::default()).collect(),
             running: AtomicUsize::new(0),
@@ -64,7 +63,6 @@ impl TaskCounters {
     /// guard counts it ending.
     #[inline]
     pub(crate) fn begin(&self, function: usize) -> RunningGuard<'_> {
-        self.executions.fetch_add(1, Ordering::Relaxed);
         self.calls[function].fetch_add(1, Ordering::Relaxed);
         self.running.fetch_add(1, Ordering::SeqCst);
         RunningGuard { counters: self }
@@ -123,7 +121,7 @@ impl TaskCounters {
         let last = usize::from(self.last_status.load(Ordering::Relaxed));
         TaskActivity {
             updated_at: UNIX_EPOCH + Duration::from_nanos(self.updated_at.load(Ordering::Relaxed)),
-            execution_count: self.executions.load(Ordering::Relaxed),
+            execution_count: self.calls.iter().map(|c| c.load(Ordering::Relaxed)).sum(),
             running: self.running.load(Ordering::Acquire),
             last_status: last.checked_sub(1).map(|i| ExecutionStatus::ALL[i]),
         }

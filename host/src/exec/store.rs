@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 use hashbrown::HashTable;
+use thread_local::ThreadLocal;
 
 use super::fingerprint::Fingerprint;
 use super::ids;
-use super::records::ExecutionRecord;
-use super::records::RecordCounts;
+use super::records::{ExecutionRecord, RecordCounts};
 use super::{ExecutionMode, ExecutionSnapshot, ExecutionStatus};
-use crate::counters::{CountsSnapshot, StatusCounts};
+use crate::counters::{CountsSnapshot, StatusCounts, ThreadCounts};
 use crate::error::{Error, Result};
 
 /// Filters for listing executions.
@@ -55,6 +55,9 @@ pub struct ExecutionStore {
     /// Per shard, so that executions on different shards never share a
     /// counter's cache line.
     counts: Box<[Arc<RecordCounts>]>,
+    /// The counts of the calls that never get a record, per thread
+    /// (`unlisted.rs`).
+    unlisted: ThreadLocal<ThreadCounts>,
     hasher: RandomState,
     seq: AtomicU64,
     per_shard: usize,
@@ -108,6 +111,7 @@ impl ExecutionStore {
         ExecutionStore {
             shards: (0..shards).map(|_| Mutex::default()).collect(),
             counts: (0..shards).map(|_| Arc::default()).collect(),
+            unlisted: ThreadLocal::new(),
             hasher: RandomState::default(),
             seq: AtomicU64::new(0),
             per_shard: max_records.div_ceil(shards),
@@ -270,8 +274,15 @@ impl ExecutionStore {
         (record, true)
     }
 
-    /// The counts this thread's unlisted calls count in.
-    pub(super) fn thread_counts(&self) -> &Arc<RecordCounts> {
+    /// The counts this thread's unlisted calls count in while they have
+    /// no record.
+    #[inline]
+    pub(super) fn thread_counts(&self) -> &ThreadCounts {
+        self.unlisted.get_or_default()
+    }
+
+    /// The shard counts this thread's unlisted records count in.
+    fn thread_record_counts(&self) -> &Arc<RecordCounts> {
         &self.counts[COUNTS_SLOT.with(|slot| *slot) % self.counts.len()]
     }
 
@@ -285,7 +296,7 @@ impl ExecutionStore {
         function: &Arc<str>,
         created: Instant,
     ) -> Arc<ExecutionRecord> {
-        let counts = self.thread_counts();
+        let counts = self.thread_record_counts();
         counts.status.enter(ExecutionStatus::Pending);
         let mut record = ExecutionRecord::new(
             id,
@@ -459,6 +470,9 @@ impl ExecutionStore {
         let mut sum = CountsSnapshot::default();
         for c in self.counts.iter() {
             sum += c.status.snapshot();
+        }
+        for c in self.unlisted.iter() {
+            c.add_to(&mut sum);
         }
         sum
     }

@@ -56,7 +56,7 @@ pub(crate) fn run_unlisted(
 ) -> ExecutionSnapshot {
     let (task, function) = (call.task, call.function);
     let counts = store.thread_counts();
-    counts.status.enter(ExecutionStatus::Running);
+    counts.enter_running();
     let _running = task.begin_execution(function);
     let id = ids::next(started);
     let name = task.plugin.function_name(function);
@@ -95,7 +95,7 @@ pub(crate) fn run_unlisted(
         .log(task.plugin.name(), name);
     let instance = Arc::clone(lease.instance_id());
     lease.end_at(ended);
-    counts.status.leave(ExecutionStatus::Running);
+    counts.leave_running();
     let logs = sink
         .lines
         .into_inner()
@@ -110,7 +110,7 @@ pub(crate) fn run_unlisted(
     };
     let snapshot = match result {
         Ok(output) if ran.logs.kept.is_empty() => {
-            counts.status.ended(ExecutionStatus::Completed, took);
+            counts.completed(took);
             profile.record_duration(took);
             completed(call, ran, output, took)
         }

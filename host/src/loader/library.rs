@@ -5,6 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
+use foldhash::fast::RandomState;
+
 use spear_plugin_sdk::ffi::abi::{RResult, RawLibrary};
 use spear_plugin_sdk::ffi::{
     FfiCallContext, FfiCallOutcome, FfiError, FfiFunctionHints, FfiFunctionKind, FfiInstance,
@@ -137,7 +139,9 @@ pub struct Plugin {
     /// The parameter names each function takes, read from its signature
     /// at load: a call's names are checked against these, not reparsed.
     accepts: Box<[Accepts]>,
-    by_name: HashMap<String, FunctionHandle>,
+    /// Looked up on every call: hashed with foldhash, not SipHash (the
+    /// names are the plugin's own, not an attacker's keys to collide).
+    by_name: HashMap<String, FunctionHandle, RandomState>,
     /// The function the plugin marks `#[function(default)]` (ABI 1.2).
     default_function: Option<FunctionHandle>,
     needed: Vec<String>,
@@ -658,8 +662,8 @@ fn function_infos(file: &VerifiedFile, module: PluginModRef) -> Result<Vec<Funct
 fn index_by_name(
     plugin: &str,
     functions: &[FunctionInfo],
-) -> Result<HashMap<String, FunctionHandle>> {
-    let mut by_name = HashMap::with_capacity(functions.len());
+) -> Result<HashMap<String, FunctionHandle, RandomState>> {
+    let mut by_name = HashMap::with_capacity_and_hasher(functions.len(), RandomState::default());
     for (index, f) in functions.iter().enumerate() {
         let handle = FunctionHandle {
             index: u32::try_from(index).expect("function tables are far smaller than u32::MAX"),
