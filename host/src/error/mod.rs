@@ -5,8 +5,11 @@
 //! the cluster, task versions and state, requests). [`Error::kind`] (in
 //! `kind.rs`) gives each a stable snake_case name for logs, the CLI and the
 //! gRPC error details; the gRPC status code of each is chosen in
-//! `api/status.rs`, the one place errors meet the wire.
+//! `api/status.rs`, the one place errors meet the wire. The crate's
+//! shorthand constructors (`Error::io`, the `map_err` adapters) are in
+//! `constructors.rs`.
 
+mod constructors;
 mod kind;
 mod parse_digest;
 mod sms_call;
@@ -722,59 +725,6 @@ pub enum Error {
         #[source]
         source: Arc<io::Error>,
     },
-}
-
-impl Error {
-    /// For `map_err`: a failure of the endpoint `what`.
-    pub(crate) fn endpoint<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
-        move |e| Error::Endpoint {
-            what,
-            reason: e.to_string(),
-        }
-    }
-
-    /// For `map_err`: a background task or thread doing `what` that did
-    /// not finish.
-    pub(crate) fn background<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Error {
-        move |e| Error::Background {
-            what,
-            reason: e.to_string(),
-        }
-    }
-
-    /// A refusal a worker reported by kind name: the kind is kept when it
-    /// is one of the loader's, else it is `worker`.
-    pub(crate) fn refused_by_worker(kind: &str, message: String) -> Self {
-        const LOADER_KINDS: &[&str] = &[
-            "not_shared_library",
-            "no_root_module",
-            "incompatible_sdk",
-            "layout_mismatch",
-            "layout_unchecked",
-            "root_module_failed",
-            "no_functions",
-            "duplicate_function",
-            "unverified_dependency",
-            "checksum_mismatch",
-            "artifact_format",
-            "not_regular_file",
-            "artifact_too_large",
-            "io",
-        ];
-        let kind = LOADER_KINDS
-            .iter()
-            .copied()
-            .find(|k| *k == kind)
-            .unwrap_or("worker");
-        Error::RefusedByWorker { kind, message }
-    }
-
-    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source: Arc::new(source),
-        }
-    }
 }
 
 /// Shorthand for results in this crate.
