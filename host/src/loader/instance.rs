@@ -86,8 +86,8 @@ impl PluginInstance {
     ///
     /// [`Error::PluginFailed`] for an error the function returned, and
     /// [`Error::PluginPanicked`] for a panic (which poisons the instance),
-    /// told apart by the outcome's type (ABI 1.3; see [`legacy_outcome`]
-    /// for older plugins).
+    /// told apart by the outcome's type (ABI 1.3; older plugins are judged
+    /// by the code `panic`).
     pub fn call(&mut self, function: FunctionHandle, request: &CallRequest<'_>) -> Result<Value> {
         // Built in place: these run on every call, and moving inline
         // buffers around costs more than the call itself.
