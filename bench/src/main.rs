@@ -10,6 +10,7 @@
 mod alloc_count;
 mod p1_grpc;
 mod p2_inproc;
+mod p2_units;
 mod p3_load;
 mod p4_sha;
 mod p5_rss;

@@ -36,6 +36,8 @@ pub struct P2 {
     /// no protobuf decoding or encoding): p50 ns, and allocations per call.
     pub handler_p50_ns: f64,
     pub handler_allocs: f64,
+    /// What the operations a call is made of cost here, alone.
+    pub units: crate::p2_units::Units,
 }
 
 fn local_nop() -> Value {
@@ -54,6 +56,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
     let invoke_p50s_ns = invoke_p50s(&host, &task_id, quick).await?;
     let allocs_per_invoke = echo_allocations(&host, &task_id).await?;
     let (handler_p50_ns, handler_allocs) = handler(&host, &task_id, quick).await?;
+    let units = crate::p2_units::measure(quick);
     let start = Instant::now();
     let scrapes = 100;
     for _ in 0..scrapes {
@@ -71,6 +74,7 @@ pub async fn run(quick: bool, data_dir: &std::path::Path) -> anyhow::Result<P2> 
         allocs_per_invoke,
         handler_p50_ns,
         handler_allocs,
+        units,
     })
 }
 

@@ -8,7 +8,7 @@ use tokio::runtime::Runtime;
 use crate::p6_peers;
 use crate::report::{at_least, at_most, Report, Row};
 use crate::stats::summary;
-use crate::{p1_grpc, p2_inproc, p3_load, p4_sha, p5_rss, p7_isolated};
+use crate::{p1_grpc, p2_inproc, p2_units, p3_load, p4_sha, p5_rss, p7_isolated};
 
 /// P1: gRPC through `spearlet serve` against a bare tonic server.
 pub fn p1(runtime: &Runtime, quick: bool, data: &Path, report: &mut Report) -> anyhow::Result<()> {
@@ -128,7 +128,27 @@ pub fn p2(runtime: &Runtime, quick: bool, data: &Path, report: &mut Report) -> a
         "P2 ns per call: plugin table {:.2}, local fn pointer {:.2}; rendering /metrics for one task: {:.1} µs",
         p2.table_call_ns, p2.local_call_ns, p2.scrape_us
     ));
+    unit_costs(&p2.units, report);
     Ok(())
+}
+
+/// P2's unit costs: a note, and one extra key each.
+fn unit_costs(u: &p2_units::Units, report: &mut Report) {
+    report.notes.push(format!(
+        "P2 unit costs, ns: clock read {:.1}, atomic read-modify-write {:.1}, owned counter add {:.1}, \
+         mutex lock+unlock {:.1}, Arc clone+drop {:.1}, 384-byte move {:.1} (BENCHMARKS.md prices the call with these)",
+        u.clock_ns, u.atomic_rmw_ns, u.owned_add_ns, u.mutex_pair_ns, u.arc_pair_ns, u.move_384_ns
+    ));
+    for (key, value) in [
+        ("p2_unit_clock_ns", u.clock_ns),
+        ("p2_unit_atomic_rmw_ns", u.atomic_rmw_ns),
+        ("p2_unit_owned_add_ns", u.owned_add_ns),
+        ("p2_unit_mutex_pair_ns", u.mutex_pair_ns),
+        ("p2_unit_arc_pair_ns", u.arc_pair_ns),
+        ("p2_unit_move_384_ns", u.move_384_ns),
+    ] {
+        report.extra.insert(key, serde_json::json!(value));
+    }
 }
 
 /// P3: task creation and loading.

@@ -97,7 +97,9 @@ impl Lease {
 
     /// The instance's id (`<task id>-<n>`).
     pub fn instance_id(&self) -> &Arc<str> {
-        self.id.as_ref().expect("a lease holds its id until dropped")
+        self.id
+            .as_ref()
+            .expect("a lease holds its id until dropped")
     }
 
     /// A handle to give this lease's capacity back early.
