@@ -1,5 +1,8 @@
+use super::decoding::u16_at;
+use super::encoding::part_lengths;
 use super::*;
 use proptest::prelude::*;
+use serde_json::Value as Json;
 
 fn reason(result: crate::Result<impl std::fmt::Debug>) -> String {
     match result {

@@ -1,11 +1,21 @@
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::ws::{close_code, CloseFrame, Message};
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
 use serde_json::Value as Json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
+use tokio::time::timeout;
 
-use super::*;
+use super::bounds::OVERLOADED;
+use super::calls::{CallResult, Calls};
+use super::transport::Transport;
+use super::{Budget, Limits, Session};
+use crate::api::http::ssf::{self, Frame, MsgType, RequestMeta};
 use crate::api::node::payload::OCTETS;
 
 /// An upper bound on every wait: a test that reaches it has failed.
