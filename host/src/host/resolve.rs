@@ -112,7 +112,7 @@ impl Host {
     /// not what the task runs — another checksum, another location, or its
     /// local file changed since the task was created. Never serve stale code
     /// silently: that is refused ([`Error::StaleArtifact`]) unless the
-    /// request asks for an upgrade ([`UPGRADE_KEY`]), which switches the
+    /// request asks for an upgrade ([`crate::invoke::UPGRADE_KEY`]), which switches the
     /// task blue/green (see `Host::upgrade_task`) before the call runs.
     async fn fresh_or_upgraded(
         &self,

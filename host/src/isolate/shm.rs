@@ -58,7 +58,7 @@ pub(super) enum Word {
     ToWorker = 1,
     /// Messages posted to the host so far (the host waits on it).
     ToHost = 2,
-    /// The worker's [`super::wake::State`].
+    /// The worker's waking state (awake or parked; see `wake.rs`).
     WorkerState = 3,
     /// The CPU the worker last ran on.
     WorkerCpu = 4,
