@@ -140,6 +140,19 @@ static ANCHOR_UNIX_MILLIS: LazyLock<u128> = LazyLock::new(|| {
         .map_or(0, |d| d.as_millis())
 });
 
+/// Nanoseconds since the Unix epoch at a monotonic instant: one
+/// subtraction, where going through [`wall_clock`] and back costs three.
+pub(crate) fn unix_nanos(t: Instant) -> u64 {
+    static ANCHOR_UNIX_NANOS: LazyLock<u128> = LazyLock::new(|| {
+        ANCHOR
+            .1
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    });
+    let since = t.saturating_duration_since(ANCHOR.0).as_nanos();
+    u64::try_from(*ANCHOR_UNIX_NANOS + since).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds since the Unix epoch at a monotonic instant.
 pub(crate) fn unix_millis(t: Instant) -> u64 {
     let since = t.saturating_duration_since(ANCHOR.0).as_millis();

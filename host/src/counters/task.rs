@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 use super::function::FunctionMetrics;
-use crate::execution::{wall_clock, ExecutionMode, ExecutionStatus};
+use crate::execution::{ExecutionMode, ExecutionStatus};
 
 /// A task's counters, one set per function of its table where they are
 /// per function.
@@ -49,7 +49,7 @@ impl TaskCounters {
     /// Counters for a task of `functions` functions, created at `now`.
     pub(crate) fn new(functions: usize, now: SystemTime) -> Self {
         TaskCounters {
-            updated_at: AtomicU64::new(unix_nanos(now)),
+            updated_at: AtomicU64::new(system_unix_nanos(now)),
             last_status: AtomicU8::new(0),
             calls: (0..functions).map(|_| AtomicU64::new(0)).collect(),
             metrics: (0..functions).map(|_| FunctionMetrics::default()).collect(),
@@ -80,7 +80,7 @@ impl TaskCounters {
     ) {
         self.metrics[function].record(mode, status, took);
         self.updated_at
-            .store(unix_nanos(wall_clock(at)), Ordering::Relaxed);
+            .store(crate::execution::unix_nanos(at), Ordering::Relaxed);
         self.last_status
             .store(status.index() as u8 + 1, Ordering::Relaxed);
     }
@@ -128,7 +128,7 @@ impl TaskCounters {
     }
 }
 
-fn unix_nanos(t: SystemTime) -> u64 {
+fn system_unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
