@@ -112,7 +112,7 @@ impl FunctionApi {
         req.tracestate = tracestate;
         let execution_id = req
             .execution_id
-            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string())
+            .get_or_insert_with(|| crate::exec::new_id().to_string())
             .clone();
         let (chunk_tx, chunk_rx) = mpsc::channel::<Value>(STREAM_BUFFER);
         let (out_tx, out_rx) = mpsc::channel(STREAM_BUFFER);

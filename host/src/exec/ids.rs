@@ -113,17 +113,41 @@ impl From<ExecutionId> for String {
 }
 
 /// A new id, timestamped `now` (a clock reading the caller already has).
+///
+/// The UUIDv7 layout is written by hand rather than through `uuid`'s
+/// builder and formatter: one is made on every call, and the general
+/// versions cost about as much as the rest of the id's bookkeeping.
 pub fn next(now: Instant) -> ExecutionId {
     let millis = unix_millis(now);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let random = mix(*SEED ^ n).to_le_bytes();
-    // 12 bits of counter (rand_a) keep ids made in one millisecond ordered.
-    let mut rand = [0u8; 10];
-    rand[..2].copy_from_slice(&u16::try_from(n & 0x0FFF).expect("12 bits").to_be_bytes());
-    rand[2..].copy_from_slice(&random);
-    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &rand).into_uuid();
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    ExecutionId::from(&*uuid.hyphenated().encode_lower(&mut buf))
+    let mut bytes = [0u8; 16];
+    // unix_ts_ms: 48 bits.
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    // ver (7) and rand_a: 12 bits of counter keep ids made in one
+    // millisecond ordered.
+    let rand_a = u16::try_from(n & 0x0FFF).expect("12 bits");
+    bytes[6..8].copy_from_slice(&(0x7000 | rand_a).to_be_bytes());
+    // var (0b10) and rand_b: 62 random bits.
+    bytes[8..].copy_from_slice(&mix(*SEED ^ n).to_le_bytes());
+    bytes[8] = (bytes[8] & 0x3F) | 0x80;
+    ExecutionId(Repr::Inline(hyphenated(&bytes)))
+}
+
+/// `bytes` as lowercase hyphenated UUID text (8-4-4-4-12).
+fn hyphenated(bytes: &[u8; 16]) -> ArrayString<INLINE> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0F)];
+        at += 2;
+    }
+    let text = std::str::from_utf8(&text).expect("hex digits and hyphens are ASCII");
+    ArrayString::from(text).expect("36 bytes fit inline")
 }
 
 #[cfg(test)]
@@ -142,6 +166,25 @@ mod tests {
             let parsed = uuid::Uuid::parse_str(id).unwrap();
             assert!(matches!(id.0, super::Repr::Inline(_)), "{id}");
             assert_eq!(parsed.get_version_num(), 7, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(parsed.hyphenated().to_string(), id.as_str(), "lowercase");
         }
+    }
+
+    #[test]
+    fn an_id_carries_its_millisecond() {
+        let now = std::time::Instant::now();
+        let (a, b) = (super::next(now), super::next(now));
+        let (a, b) = (
+            uuid::Uuid::parse_str(&a).unwrap(),
+            uuid::Uuid::parse_str(&b).unwrap(),
+        );
+        let millis = |u: uuid::Uuid| {
+            let (secs, nanos) = u.get_timestamp().unwrap().to_unix();
+            secs * 1000 + u64::from(nanos) / 1_000_000
+        };
+        assert_eq!(millis(a), crate::execution::unix_millis(now));
+        assert_eq!(millis(a), millis(b));
+        assert_ne!(a, b);
     }
 }
