@@ -61,6 +61,12 @@ struct Args {
     #[arg(long, value_name = "SECONDS")]
     profile_invoke: Option<u64>,
 
+    /// Run NEW_TASK invocations of a digest the host has loaded and served
+    /// (P3's "same digest") for this many seconds and nothing else, for a
+    /// profiler (each thousand tasks are deleted before the next).
+    #[arg(long, value_name = "SECONDS")]
+    profile_new_task: Option<u64>,
+
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
     p5_child: bool,
@@ -106,6 +112,9 @@ fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     if let Some(seconds) = args.profile_invoke {
         return runtime.block_on(p2_inproc::profile(seconds, &data.path().join("profile")));
+    }
+    if let Some(seconds) = args.profile_new_task {
+        return runtime.block_on(p3_load::profile(seconds, &data.path().join("profile")));
     }
     if let Some(calls) = args.soak {
         return run_soak(&runtime, calls, data.path());

@@ -153,3 +153,37 @@ fn bare_load(path: &Path) -> anyhow::Result<()> {
     std::mem::forget(library);
     Ok(())
 }
+
+/// NEW_TASK invocations of a loaded, served digest under new names, for
+/// `seconds`, for a profiler (`--profile-new-task`).
+pub async fn profile(seconds: u64, data_dir: &Path) -> anyhow::Result<()> {
+    let files = tempfile::tempdir()?;
+    let host = Host::new(crate::host_config(data_dir, files.path()))?;
+    let file = variant(files.path(), "profile")?;
+    let digest = Sha256Digest::of(&std::fs::read(&file)?);
+    for _ in 0..40 {
+        let mut call = new_task("profile", &file, Some(digest));
+        call.force_new_instance = true;
+        host.invoke(call).await?;
+    }
+    let until = Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut created = 0u64;
+    while Instant::now() < until {
+        let mut ids = Vec::with_capacity(1000);
+        for _ in 0..1000 {
+            let outcome = host
+                .invoke(new_task(&format!("p-{created}"), &file, Some(digest)))
+                .await?;
+            ids.push(outcome.task_id);
+            created += 1;
+        }
+        for id in ids {
+            host.delete_task(&id, true, true)?;
+        }
+    }
+    eprintln!(
+        "{created} tasks in {seconds} s: {:.1} µs each",
+        seconds as f64 * 1e6 / created as f64
+    );
+    Ok(())
+}
