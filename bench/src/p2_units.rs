@@ -18,7 +18,7 @@ pub struct Units {
     /// read-modify-write on x86).
     pub atomic_rmw_ns: f64,
     /// A plain load and store of an atomic (what a counter only its own
-    /// thread writes costs).
+    /// thread writes costs), as throughput: consecutive ones overlap.
     pub owned_add_ns: f64,
     /// An uncontended `Mutex` lock and unlock.
     pub mutex_pair_ns: f64,
@@ -29,18 +29,26 @@ pub struct Units {
     pub move_384_ns: f64,
 }
 
-/// ns per iteration of `op`, median over `rounds` rounds of `n`.
+/// ns per iteration of `op` over an empty loop's, median over `rounds`
+/// rounds of `n`: each round times the empty loop right before `op`'s, so
+/// both come from the same moment of a noisy machine. Never below zero.
 fn per_op(n: u32, rounds: u32, mut op: impl FnMut()) -> f64 {
     let samples: Vec<f64> = (0..rounds)
         .map(|_| {
-            let start = Instant::now();
-            for _ in 0..n {
-                op();
-            }
-            start.elapsed().as_nanos() as f64 / f64::from(n)
+            let empty = time(n, || black_box(()));
+            (time(n, &mut op) - empty).max(0.0)
         })
         .collect();
     summary(&samples).median
+}
+
+/// ns per iteration of `n` runs of `op`.
+fn time(n: u32, mut op: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        op();
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
 }
 
 pub fn measure(quick: bool) -> Units {
@@ -49,14 +57,11 @@ pub fn measure(quick: bool) -> Units {
     } else {
         (5_000_000, 11)
     };
-    let empty = per_op(n, rounds, || {
-        black_box(());
-    });
     let counter = AtomicU64::new(0);
     let lock = Mutex::new(0u64);
     let shared = Arc::new(0u64);
-    let mut block = [0u8; 384];
-    let units = Units {
+    let block = [0xA5u8; 384];
+    Units {
         clock_ns: per_op(n, rounds, || {
             black_box(Instant::now());
         }),
@@ -74,16 +79,7 @@ pub fn measure(quick: bool) -> Units {
             black_box(Arc::clone(black_box(&shared)));
         }),
         move_384_ns: per_op(n, rounds, || {
-            block[0] = block[0].wrapping_add(1);
-            block = black_box(block);
+            black_box(black_box(block));
         }),
-    };
-    Units {
-        clock_ns: units.clock_ns - empty,
-        atomic_rmw_ns: units.atomic_rmw_ns - empty,
-        owned_add_ns: units.owned_add_ns - empty,
-        mutex_pair_ns: units.mutex_pair_ns - empty,
-        arc_pair_ns: units.arc_pair_ns - empty,
-        move_384_ns: units.move_384_ns - empty,
     }
 }

@@ -114,7 +114,7 @@ pub struct Task {
     /// naming the file after it changed is told so, not served stale code.
     pub source: Option<SourceFile>,
     /// Its counters: executions started and ended, and running now.
-    pub counters: TaskCounters,
+    pub(crate) counters: TaskCounters,
     _pin: Option<CachePin>,
 }
 

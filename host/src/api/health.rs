@@ -69,7 +69,7 @@ impl FunctionApi {
         };
         let task_stats = req.include_task_stats.then(|| {
             let mut tasks = self.host.tasks().all();
-            tasks.sort_by_key(|t| std::cmp::Reverse(t.activity().execution_count));
+            tasks.sort_by_cached_key(|t| std::cmp::Reverse(t.activity().execution_count));
             let mut by_plugin = std::collections::BTreeMap::new();
             for t in &tasks {
                 *by_plugin.entry(t.plugin.name().to_owned()).or_insert(0) += 1;

@@ -1,7 +1,8 @@
 //! Every counter the host keeps, in one place: plain atomics written where
 //! things happen, read only when someone asks (the stats RPCs, `/metrics`,
-//! task reports). Recording never takes a lock, allocates or looks up a
-//! label, so the hot path can afford it.
+//! task reports). What a call records never takes a lock, allocates or
+//! looks up a label, so the hot path can afford it (only rare events, an
+//! artifact refused by kind or a drain's last wake-up, take a lock).
 //!
 //! - [`StatusCounts`]: execution records held by status, and executions
 //!   ended by final status, per shard of the execution store;

@@ -56,7 +56,7 @@ pub(crate) fn run_unlisted(
 ) -> ExecutionSnapshot {
     let (task, function) = (call.task, call.function);
     let counts = store.thread_counts();
-    counts.enter_running();
+    let running_here = counts.running();
     let _running = task.begin_execution(function);
     let id = ids::next(started);
     let name = task.plugin.function_name(function);
@@ -95,7 +95,7 @@ pub(crate) fn run_unlisted(
         .log(task.plugin.name(), name);
     let instance = Arc::clone(lease.instance_id());
     lease.end_at(ended);
-    counts.leave_running();
+    drop(running_here);
     let logs = sink
         .lines
         .into_inner()
