@@ -357,12 +357,7 @@ fn functions(code: &str) -> Vec<(String, usize)> {
         if name_end == 0 {
             continue;
         }
-        // The body opens at the first `{` before any `;` (a declaration in a
-        // trait or an `extern` block has none).
-        let Some(open) = rest
-            .find(['{', ';'])
-            .filter(|&i| rest.as_bytes()[i] == b'{')
-        else {
+        let Some(open) = body_start(rest) else {
             continue;
         };
         let mut depth = 0usize;
@@ -385,6 +380,24 @@ fn functions(code: &str) -> Vec<(String, usize)> {
         out.push((rest[..name_end].to_owned(), lines));
     }
     out
+}
+
+/// Where a function's body opens in `rest` (its signature on): the first
+/// `{` outside brackets, unless a `;` outside brackets comes first (a
+/// declaration in a trait or an `extern` block has no body). Brackets
+/// count, because a return type such as `[T; 16]` holds a `;`.
+fn body_start(rest: &str) -> Option<usize> {
+    let mut nesting = 0usize;
+    for (i, b) in rest.bytes().enumerate() {
+        match b {
+            b'(' | b'[' => nesting += 1,
+            b')' | b']' => nesting = nesting.saturating_sub(1),
+            b'{' if nesting == 0 => return Some(i),
+            b';' if nesting == 0 => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 #[test]
@@ -417,4 +430,6 @@ fn the_reader_sees_code_not_comments_or_strings() {
     let grouped = paths_after("use crate::{x::y, z, w::{q, r}};", "crate::");
     assert_eq!(grouped, ["x", "z", "w"]);
     assert_eq!(functions(&code), [("f".to_owned(), 1)]);
+    let array = "fn g() -> [u8; 2] {\n    [0; 2]\n}\ntrait T { fn h(&self); }\n";
+    assert_eq!(functions(array), [("g".to_owned(), 3)]);
 }

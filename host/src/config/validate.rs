@@ -23,6 +23,9 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 /// heartbeat is older, so `sms.heartbeat_interval` must be shorter.
 pub const SPEAR_HEARTBEAT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
 
+/// A numeric setting and its bounds: `(key, value, low, high)`.
+type Range = (&'static str, u64, u64, u64);
+
 impl Config {
     /// Checks every numeric setting against the range it can work in, so
     /// that no later allocation or semaphore is sized by an unchecked
@@ -32,7 +35,8 @@ impl Config {
     ///
     /// A message naming the key, its value and the limit.
     pub fn validate(&self) -> Result<(), String> {
-        for (key, value, low, high) in self.ranges() {
+        for (key, value, low, high) in self.store_ranges().into_iter().chain(self.service_ranges())
+        {
             if value < low || value > high {
                 return Err(format!("{key} = {value} is out of range: {low} to {high}"));
             }
@@ -56,11 +60,12 @@ impl Config {
         Ok(())
     }
 
-    /// Every numeric setting with its range, `(key, value, low, high)`, in
-    /// the order they are checked (a bound may be another setting).
-    fn ranges(&self) -> [(&'static str, u64, u64, u64); 16] {
+    /// The pools' and the execution store's numeric settings with their
+    /// ranges, `(key, value, low, high)`, in the order they are checked (a
+    /// bound may be another setting).
+    fn store_ranges(&self) -> [Range; 8] {
         let n = |v: usize| v as u64;
-        let (pool, ex, limits) = (&self.pool, &self.executions, &self.limits);
+        let (pool, ex) = (&self.pool, &self.executions);
         [
             (
                 "pool.max_instances",
@@ -110,6 +115,14 @@ impl Config {
                 0,
                 n(ex.max_total_result_bytes),
             ),
+        ]
+    }
+
+    /// The other numeric settings with their ranges, as [`Self::store_ranges`].
+    fn service_ranges(&self) -> [Range; 8] {
+        let n = |v: usize| v as u64;
+        let limits = &self.limits;
+        [
             (
                 "tiers.warm_workers",
                 n(self.tiers.warm_workers),
