@@ -34,6 +34,7 @@ mod elf;
 mod instance;
 mod library;
 mod root_module;
+mod table;
 mod verified;
 
 pub use call::{CallRequest, CallSink, NullSink};
