@@ -131,18 +131,10 @@ impl ExecutionError {
 static ANCHOR: LazyLock<(Instant, SystemTime)> =
     LazyLock::new(|| (Instant::now(), SystemTime::now()));
 
-/// The anchor's wall-clock reading in milliseconds since the Unix epoch,
-/// worked out once: every execution id needs it.
-static ANCHOR_UNIX_MILLIS: LazyLock<u128> = LazyLock::new(|| {
-    ANCHOR
-        .1
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
-});
-
 /// Nanoseconds since the Unix epoch at a monotonic instant: one
 /// subtraction, where going through [`wall_clock`] and back costs three.
 pub(crate) fn unix_nanos(t: Instant) -> u64 {
+    // The anchor's reading, worked out once: every call needs it.
     static ANCHOR_UNIX_NANOS: LazyLock<u128> = LazyLock::new(|| {
         ANCHOR
             .1
@@ -155,8 +147,7 @@ pub(crate) fn unix_nanos(t: Instant) -> u64 {
 
 /// Milliseconds since the Unix epoch at a monotonic instant.
 pub(crate) fn unix_millis(t: Instant) -> u64 {
-    let since = t.saturating_duration_since(ANCHOR.0).as_millis();
-    u64::try_from(*ANCHOR_UNIX_MILLIS + since).unwrap_or(u64::MAX)
+    unix_nanos(t) / 1_000_000
 }
 
 /// The wall-clock time of a monotonic instant.

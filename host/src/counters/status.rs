@@ -11,7 +11,6 @@ use crate::execution::ExecutionStatus;
 #[derive(Debug, Default)]
 pub struct StatusCounts {
     held: [AtomicUsize; 6],
-    ended: AtomicU64,
     /// Executions ended since start, by final status (index:
     /// [`ExecutionStatus::ALL`]): records need not be held to be counted.
     finished: [AtomicU64; 6],
@@ -60,7 +59,6 @@ impl StatusCounts {
     }
 
     pub(crate) fn ended(&self, status: ExecutionStatus, ran: Duration) {
-        self.ended.fetch_add(1, Ordering::Relaxed);
         self.finished[status.index()].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(ran.as_nanos()).unwrap_or(u64::MAX);
         self.run_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -78,7 +76,7 @@ impl StatusCounts {
         }
         CountsSnapshot {
             held,
-            ended: self.ended.load(Ordering::Relaxed),
+            ended: finished.iter().sum(),
             completed: finished[ExecutionStatus::Completed.index()],
             finished,
             run_time: Duration::from_nanos(self.run_nanos.load(Ordering::Relaxed)),
