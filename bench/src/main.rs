@@ -67,6 +67,12 @@ struct Args {
     #[arg(long, value_name = "SECONDS")]
     profile_new_task: Option<u64>,
 
+    /// Run the in-process `InvokeFunction` handler of 64-byte echoes (P2's
+    /// "gRPC handler") for this many seconds and nothing else, for a
+    /// profiler.
+    #[arg(long, value_name = "SECONDS")]
+    profile_handler: Option<u64>,
+
     /// Internal: run the P5 memory measurement in this (fresh) process.
     #[arg(long, hide = true)]
     p5_child: bool,
@@ -112,6 +118,12 @@ fn main() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     if let Some(seconds) = args.profile_invoke {
         return runtime.block_on(p2_inproc::profile(seconds, &data.path().join("profile")));
+    }
+    if let Some(seconds) = args.profile_handler {
+        return runtime.block_on(p2_inproc::profile_handler(
+            seconds,
+            &data.path().join("profile"),
+        ));
     }
     if let Some(seconds) = args.profile_new_task {
         return runtime.block_on(p3_load::profile(seconds, &data.path().join("profile")));

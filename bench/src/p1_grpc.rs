@@ -45,6 +45,12 @@ pub struct P1 {
     pub throughput_ratios: Vec<f64>,
     /// The server's inline tier at the end: promotions, demotions, inline calls.
     pub tier: (u64, u64, u64),
+    /// Per round at 32 in flight: the server process's CPU time (user and
+    /// system) per request served, µs. Less noisy than requests per second
+    /// on a shared VM: a slow spell stretches both servers' wall time, not
+    /// the work each request costs.
+    pub spearlet_cpu_us: Vec<f64>,
+    pub bare_cpu_us: Vec<f64>,
 }
 
 /// The bare echo server of the comparison, run by this binary in a child
@@ -154,6 +160,13 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The server process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -220,7 +233,7 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
         payload,
     };
     let latencies = Latencies::measure(&a, &b, quick).await?;
-    let rates = Rates::measure(&a, &b, quick).await?;
+    let rates = Rates::measure((&a, spearlet.pid()), (&b, bare.pid()), quick).await?;
     let tier = inline_tier(&a).await?;
     drop((spearlet, bare));
     Ok(P1 {
@@ -242,6 +255,8 @@ pub async fn run(quick: bool, data_dir: &Path) -> anyhow::Result<P1> {
             .map(|(a, b)| a / b)
             .collect(),
         tier,
+        spearlet_cpu_us: rates.a_cpu_us,
+        bare_cpu_us: rates.b_cpu_us,
     })
 }
 
@@ -353,12 +368,20 @@ struct Rates {
     b1: Vec<f64>,
     a32: Vec<f64>,
     b32: Vec<f64>,
+    /// Per window at 32 in flight, server CPU µs per request.
+    a_cpu_us: Vec<f64>,
+    b_cpu_us: Vec<f64>,
 }
 
 impl Rates {
     /// Requests per second of `a` and `b` alternately, with 1 and with 32
-    /// in flight, over a few windows.
-    async fn measure(a: &SpearletTarget, b: &BareTarget, quick: bool) -> anyhow::Result<Self> {
+    /// in flight, over a few windows; at 32 in flight, also what each
+    /// request cost its server's process in CPU time.
+    async fn measure(
+        (a, a_pid): (&SpearletTarget, u32),
+        (b, b_pid): (&BareTarget, u32),
+        quick: bool,
+    ) -> anyhow::Result<Self> {
         let window = if quick {
             Duration::from_millis(700)
         } else {
@@ -367,9 +390,13 @@ impl Rates {
         let mut rates = Rates::default();
         for _ in 0..if quick { 2 } else { 4 } {
             for in_flight in [1, 32] {
-                let ta = throughput(a, in_flight, window).await?;
-                let tb = throughput(b, in_flight, window).await?;
+                let (ta, cpu_a) = throughput(a, a_pid, in_flight, window).await?;
+                let (tb, cpu_b) = throughput(b, b_pid, in_flight, window).await?;
                 rates.push(in_flight, ta, tb);
+                if in_flight == 32 {
+                    rates.a_cpu_us.extend(cpu_a);
+                    rates.b_cpu_us.extend(cpu_b);
+                }
             }
         }
         Ok(rates)
@@ -413,12 +440,16 @@ async fn latencies(target: &mut impl Target, n: usize, out: &mut Vec<f64>) -> an
     Ok(())
 }
 
-/// Requests per second with `in_flight` concurrent callers on one channel.
+/// Requests per second with `in_flight` concurrent callers on one channel,
+/// and the CPU time the server process `pid` spent per request meanwhile
+/// (µs; `None` where `/proc` cannot tell).
 async fn throughput<T: Target>(
     target: &T,
+    pid: u32,
     in_flight: usize,
     window: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Option<f64>)> {
+    let cpu_before = cpu_time(pid);
     let end = Instant::now() + window;
     let start = Instant::now();
     let workers: Vec<_> = (0..in_flight)
@@ -438,5 +469,23 @@ async fn throughput<T: Target>(
     for w in workers {
         total += w.await??;
     }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let cpu = cpu_time(pid)
+        .zip(cpu_before)
+        .filter(|_| total > 0)
+        .map(|(after, before)| micros(after.saturating_sub(before)) / total as f64);
+    Ok((rate, cpu))
+}
+
+/// The user and system CPU time process `pid` has used so far, from
+/// `/proc/PID/stat` (fields 14 and 15, in the kernel's USER_HZ ticks,
+/// 100 a second on Linux).
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }

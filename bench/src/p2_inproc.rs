@@ -179,25 +179,9 @@ async fn invoke_p50s(
 /// request and the reply to encode (conversion, trace context, the
 /// invocation, building the reply).
 async fn handler(host: &spearlet::Host, task_id: &str, quick: bool) -> anyhow::Result<(f64, f64)> {
-    use prost::Message;
-    use spearlet_proto::spearlet as pb;
     use spearlet_proto::spearlet::function_service_server::FunctionService;
     let api = spearlet::api::FunctionApi::new(host.clone());
-    let request = pb::InvokeFunctionRequest {
-        invocation_type: pb::InvocationType::ExistingTask.into(),
-        task_id: task_id.to_owned(),
-        function_name: "echo".into(),
-        parameters: vec![pb::FunctionParameter {
-            name: "input".into(),
-            value: Some(prost_types::Any {
-                type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
-                value: vec![0xA5u8; 64].encode_to_vec(),
-            }),
-            ..Default::default()
-        }],
-        execution_mode: pb::ExecutionMode::Sync.into(),
-        ..Default::default()
-    };
+    let request = echo_message(task_id);
     for _ in 0..1_000 {
         black_box(
             api.invoke_function(tonic::Request::new(request.clone()))
@@ -224,6 +208,53 @@ async fn handler(host: &spearlet::Host, task_id: &str, quick: bool) -> anyhow::R
     crate::alloc_count::counting(false);
     let allocs = (crate::alloc_count::allocations() - before) as f64 / 10_000.0;
     Ok((crate::stats::percentile(&latencies, 50.0), allocs))
+}
+
+/// The `InvokeFunction` message of a 64-byte echo on the existing task,
+/// as P1's client sends it.
+fn echo_message(task_id: &str) -> spearlet_proto::spearlet::InvokeFunctionRequest {
+    use prost::Message;
+    use spearlet_proto::spearlet as pb;
+    pb::InvokeFunctionRequest {
+        invocation_type: pb::InvocationType::ExistingTask.into(),
+        task_id: task_id.to_owned(),
+        function_name: "echo".into(),
+        parameters: vec![pb::FunctionParameter {
+            name: "input".into(),
+            value: Some(prost_types::Any {
+                type_url: "type.googleapis.com/google.protobuf.BytesValue".into(),
+                value: vec![0xA5u8; 64].encode_to_vec(),
+            }),
+            ..Default::default()
+        }],
+        execution_mode: pb::ExecutionMode::Sync.into(),
+        ..Default::default()
+    }
+}
+
+/// The handler P2 times, on 64-byte echoes for `seconds`, for a profiler
+/// to look at (`--profile-handler`).
+pub async fn profile_handler(seconds: u64, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use spearlet_proto::spearlet::function_service_server::FunctionService;
+    let (host, task_id) = crate::echo_task(data_dir, "profile").await?;
+    let api = spearlet::api::FunctionApi::new(host.clone());
+    let request = echo_message(&task_id);
+    let until = Instant::now() + std::time::Duration::from_secs(seconds);
+    let mut calls = 0u64;
+    while Instant::now() < until {
+        for _ in 0..10_000 {
+            black_box(
+                api.invoke_function(tonic::Request::new(request.clone()))
+                    .await?,
+            );
+        }
+        calls += 10_000;
+    }
+    eprintln!(
+        "{calls} calls in {seconds} s: {:.0} ns each, request clone included",
+        seconds as f64 * 1e9 / calls as f64
+    );
+    Ok(())
 }
 
 /// A 64-byte echo on the existing task, the request P6 and P1 send.

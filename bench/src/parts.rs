@@ -46,6 +46,27 @@ pub fn p1(runtime: &Runtime, quick: bool, data: &Path, report: &mut Report) -> a
         ">= 0.95",
         at_least(0.95),
     ));
+    if !p1.spearlet_cpu_us.is_empty() && p1.spearlet_cpu_us.len() == p1.bare_cpu_us.len() {
+        let ratios: Vec<f64> = p1
+            .spearlet_cpu_us
+            .iter()
+            .zip(&p1.bare_cpu_us)
+            .map(|(a, b)| a / b)
+            .collect();
+        report.rows.push(Row::new(
+            ("P1", "p1_server_cpu_ratio"),
+            "server CPU per request / bare",
+            summary(&ratios),
+            "x",
+            "(info)",
+            |_| true,
+        ));
+        report.notes.push(format!(
+            "P1 server CPU per request at 32 in flight, µs: spearlet {:.1}, bare {:.1}",
+            summary(&p1.spearlet_cpu_us).median,
+            summary(&p1.bare_cpu_us).median
+        ));
+    }
     let flaps = (p1.tier.0 + p1.tier.1) as f64;
     report.rows.push(Row::new(
         ("P1", "p1_inline_flaps"),

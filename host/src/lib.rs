@@ -71,6 +71,7 @@ mod auth;
 mod backoff;
 mod error;
 mod execution;
+mod hex;
 mod host;
 
 pub use artifact::ArtifactSpec;

@@ -20,9 +20,18 @@ pub struct TraceContext {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TraceId(pub u128);
 
+impl TraceId {
+    /// The id as its 32 hex digits, kept inline.
+    pub fn to_hex(self) -> arrayvec::ArrayString<32> {
+        let mut text = [0u8; 32];
+        crate::hex::encode_into(&self.0.to_be_bytes(), &mut text);
+        arrayvec::ArrayString::from_byte_string(&text).expect("hex digits are ASCII")
+    }
+}
+
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(&self.to_hex())
     }
 }
 
@@ -72,16 +81,11 @@ impl TraceContext {
     /// The `traceparent` of a child span `span` of this trace, kept inline:
     /// every traced call hands one to its plugin.
     pub fn child(&self, span: u64) -> Traceparent {
-        use std::fmt::Write as _;
-        let mut out = Traceparent::new();
-        write!(
-            out,
-            "00-{}-{span:016x}-{:02x}",
-            self.trace_id,
-            u8::from(self.sampled)
-        )
-        .expect("a traceparent is 55 bytes");
-        out
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        crate::hex::encode_into(&self.trace_id.0.to_be_bytes(), &mut text[3..35]);
+        crate::hex::encode_into(&span.to_be_bytes(), &mut text[36..52]);
+        text[54] = b'0' + u8::from(self.sampled);
+        Traceparent::from_byte_string(&text).expect("hex digits and hyphens are ASCII")
     }
 }
 

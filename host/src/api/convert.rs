@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderName;
 use spearlet_proto::spearlet as pb;
 
 use super::value::from_any;
@@ -206,16 +207,22 @@ pub(super) fn page_limit(limit: i32) -> usize {
 /// The gRPC deadline from the `grpc-timeout` header (`<digits><unit>`).
 /// The W3C trace a request belongs to: its `traceparent` (and
 /// `tracestate`) metadata when valid, else a new trace.
+/// The headers every call looks up, by names made once: looked up by
+/// text, each name would be parsed and checked on every call.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
 pub(super) fn trace_context(
     metadata: &tonic::metadata::MetadataMap,
 ) -> (crate::trace::TraceContext, Option<String>) {
-    let text = |key: &str| metadata.get(key).and_then(|v| v.to_str().ok());
-    match text("traceparent").and_then(crate::trace::TraceContext::parse) {
+    let text = |key: &HeaderName| metadata.as_ref().get(key).and_then(|v| v.to_str().ok());
+    match text(&TRACEPARENT).and_then(crate::trace::TraceContext::parse) {
         // tracestate means nothing without the traceparent it goes with,
         // and is bounded by the spec (32 members, 512 characters).
         Some(trace) => (
             trace,
-            text("tracestate")
+            text(&TRACESTATE)
                 .filter(|s| s.len() <= 512)
                 .map(str::to_owned),
         ),
@@ -224,7 +231,7 @@ pub(super) fn trace_context(
 }
 
 pub(super) fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let raw = metadata.as_ref().get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let (digits, unit) = raw.split_at(raw.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {

@@ -21,6 +21,7 @@ mod stream;
 mod tasks;
 mod value;
 
+use std::future::Future;
 use std::pin::Pin;
 
 use futures_util::Stream;
@@ -60,11 +61,25 @@ type StreamResult = Pin<Box<dyn Stream<Item = Result<pb::StreamExecutionResult, 
 /// `health`.
 #[tonic::async_trait]
 impl FunctionService for FunctionApi {
-    async fn invoke_function(
-        &self,
+    // Written out rather than `async fn`: `async_trait` would wrap the
+    // handler's future in one more that holds the request a second time,
+    // and the box every call's future is moved into would be that much
+    // larger (see `FunctionApi::invoke`).
+    fn invoke_function<'life0, 'async_trait>(
+        &'life0 self,
         request: Request<pb::InvokeFunctionRequest>,
-    ) -> Result<Response<pb::InvokeFunctionResponse>, Status> {
-        self.invoke(request).await
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<Response<pb::InvokeFunctionResponse>, Status>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.invoke(request))
     }
 
     async fn get_execution_status(

@@ -80,17 +80,19 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         .map(|err| (err.code.clone(), err.message.clone()))
         .unwrap_or_default();
     // The instance is the reply's own `instance_id` field.
-    let mut metrics = std::collections::HashMap::with_capacity(3);
-    metrics.insert("attempts".to_owned(), e.attempts.to_string());
+    // Numbers through `itoa` and the trace id through `TraceId::to_hex`:
+    // every reply carries these, and `to_string` goes through `core::fmt`.
+    let mut metrics = std::collections::HashMap::with_capacity(4);
+    metrics.insert("attempts".to_owned(), decimal(e.attempts));
     if let Some(trace) = e.trace_id {
-        metrics.insert("trace_id".to_owned(), trace.to_string());
+        metrics.insert("trace_id".to_owned(), trace.to_hex().as_str().to_owned());
     }
     if let Some((allocated, _)) = e.memory {
-        metrics.insert("memory_allocated_bytes".to_owned(), allocated.to_string());
+        metrics.insert("memory_allocated_bytes".to_owned(), decimal(allocated));
     }
     metrics.insert(
         "execution_time_us".to_owned(),
-        e.execution_time.as_micros().to_string(),
+        decimal(e.execution_time.as_micros()),
     );
     if let Some(dropped) = e.output_dropped {
         metrics.insert("output_dropped".to_owned(), dropped.to_string());
@@ -109,6 +111,10 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
         started_at: e.started_at.map(timestamp),
         completed_at: e.completed_at.map(timestamp),
     }
+}
+
+fn decimal(n: impl itoa::Integer) -> String {
+    itoa::Buffer::new().format(n).to_owned()
 }
 
 pub(super) fn execution_info(e: &ExecutionSnapshot) -> pb::ExecutionInfo {

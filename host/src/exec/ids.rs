@@ -135,17 +135,12 @@ pub fn next(now: Instant) -> ExecutionId {
 
 /// `bytes` as lowercase hyphenated UUID text (8-4-4-4-12).
 fn hyphenated(bytes: &[u8; 16]) -> ArrayString<INLINE> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [b'-'; 36];
-    let mut at = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        text[at] = HEX[usize::from(byte >> 4)];
-        text[at + 1] = HEX[usize::from(byte & 0x0F)];
-        at += 2;
-    }
+    crate::hex::encode_into(&bytes[..4], &mut text[..8]);
+    crate::hex::encode_into(&bytes[4..6], &mut text[9..13]);
+    crate::hex::encode_into(&bytes[6..8], &mut text[14..18]);
+    crate::hex::encode_into(&bytes[8..10], &mut text[19..23]);
+    crate::hex::encode_into(&bytes[10..], &mut text[24..]);
     let text = std::str::from_utf8(&text).expect("hex digits and hyphens are ASCII");
     ArrayString::from(text).expect("36 bytes fit inline")
 }

@@ -3,6 +3,7 @@
 //! accept for later), each step named after what it does.
 //! `docs/invocation-flow.md` has the flow these steps follow.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -51,15 +52,28 @@ impl Host {
     /// artifact pipeline's); [`Error::FunctionNotFound`];
     /// [`Error::UnknownParameter`]; [`Error::PoolExhausted`]; [`Error::QuarantineFull`];
     /// [`Error::TooManyPending`].
-    pub async fn invoke(&self, mut request: InvokeRequest) -> Result<InvokeOutcome> {
-        if request.mode == ExecutionMode::Stream {
-            return Err(Error::UseStreamFunction);
-        }
-        let _serving = self.serving()?;
-        self.check_metadata(&request)?;
-        match self.invoke_in_place(&mut request) {
-            Some(done) => done,
-            None => Box::pin(self.start(request, None)).await,
+    ///
+    /// The future is an `async` block rather than an `async fn`: one
+    /// holds its arguments twice (as passed, and moved into the body), and
+    /// a caller moves the future at least once per call.
+    #[allow(clippy::manual_async_fn)] // On purpose: see the paragraph above.
+    pub fn invoke(
+        &self,
+        mut request: InvokeRequest,
+    ) -> impl Future<Output = Result<InvokeOutcome>> + Send + '_ {
+        async move {
+            if request.mode == ExecutionMode::Stream {
+                return Err(Error::UseStreamFunction);
+            }
+            let _serving = self.serving()?;
+            self.check_metadata(&request)?;
+            // Not a `match` on the in-place result: a scrutinee lives to
+            // the end of the match, so its outcome would take room in this
+            // future across the general path's await.
+            if let Some(done) = self.invoke_in_place(&mut request) {
+                return done;
+            }
+            Box::pin(self.start(request, None)).await
         }
     }
 
