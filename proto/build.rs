@@ -10,14 +10,23 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 
-fn compile(files: &[&str], out: &Path, descriptor: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn compile(
+    files: &[&str],
+    out: &Path,
+    descriptor: &str,
+    btree_maps: &[&str],
+) -> Result<(), Box<dyn std::error::Error>> {
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join(descriptor), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
+    let mut builder = tonic_prost_build::configure();
+    for path in btree_maps {
+        builder = builder.btree_map(path);
+    }
+    builder
         .build_server(true)
         .build_client(true)
         .out_dir(out)
@@ -37,6 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &out,
         "descriptor.bin",
+        // Built for every reply, with a handful of entries: a B-tree
+        // needs no hasher (a HashMap's is SipHash, seeded per map).
+        &[".spearlet.ExecutionResult.metrics"],
     )?;
     compile(
         &[
@@ -45,6 +57,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ],
         &out.join("node"),
         "descriptor.bin",
+        &[],
     )?;
     Ok(())
 }

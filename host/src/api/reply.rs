@@ -82,7 +82,7 @@ fn result_of(e: &ExecutionSnapshot, output: Option<crate::Value>) -> pb::Executi
     // The instance is the reply's own `instance_id` field.
     // Numbers through `itoa` and the trace id through `TraceId::to_hex`:
     // every reply carries these, and `to_string` goes through `core::fmt`.
-    let mut metrics = std::collections::HashMap::with_capacity(4);
+    let mut metrics = std::collections::BTreeMap::new();
     metrics.insert("attempts".to_owned(), decimal(e.attempts));
     if let Some(trace) = e.trace_id {
         metrics.insert("trace_id".to_owned(), trace.to_hex().as_str().to_owned());
@@ -350,7 +350,7 @@ pub(super) fn sms_link(
 pub(super) fn dry_run(dry: &crate::host::DryRun) -> pb::InvokeFunctionResponse {
     let task = dry.task_id.as_deref().unwrap_or_default().to_owned();
     let digest = dry.plugin.digest().to_hex();
-    let mut metrics = std::collections::HashMap::from([
+    let mut metrics = std::collections::BTreeMap::from([
         ("dry_run".to_owned(), "true".to_owned()),
         ("task_id".to_owned(), task.clone()),
         ("plugin".to_owned(), dry.plugin.name().to_owned()),
