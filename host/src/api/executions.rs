@@ -15,11 +15,8 @@ impl FunctionApi {
         request: Request<pb::GetExecutionStatusRequest>,
     ) -> Result<Response<pb::GetExecutionStatusResponse>, Status> {
         let req = request.into_inner();
-        limits::check_id(
-            "execution_id",
-            &req.execution_id,
-            &self.host.config().limits,
-        )?;
+        let limits = &self.host.config().limits;
+        limits::check_id("execution_id", &req.execution_id, limits)?;
         let reply = match self.host.execution(&req.execution_id) {
             Ok(e) => pb::GetExecutionStatusResponse {
                 found: true,
@@ -47,11 +44,8 @@ impl FunctionApi {
         request: Request<pb::CancelExecutionRequest>,
     ) -> Result<Response<pb::CancelExecutionResponse>, Status> {
         let req = request.into_inner();
-        limits::check_id(
-            "execution_id",
-            &req.execution_id,
-            &self.host.config().limits,
-        )?;
+        let limits = &self.host.config().limits;
+        limits::check_id("execution_id", &req.execution_id, limits)?;
         let (success, status) = self.host.cancel(&req.execution_id, req.force)?;
         let message = if success {
             match status {

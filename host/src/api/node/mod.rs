@@ -217,11 +217,8 @@ impl ExecutionService for NodeApi {
         request: Request<pb::GetExecutionRequest>,
     ) -> Result<Response<pb::Execution>, Status> {
         let req = request.into_inner();
-        limits::check_id(
-            "execution_id",
-            &req.execution_id,
-            &self.host.config().limits,
-        )?;
+        let limits = &self.host.config().limits;
+        limits::check_id("execution_id", &req.execution_id, limits)?;
         self.view(&req.execution_id, req.include_output)
             .map(Response::new)
             .ok_or_else(|| {
