@@ -26,11 +26,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::error::{Error, Result};
-use crate::isolate::{CrashGate, IsolatedInstance, Workers};
-use crate::loader::{Plugin, PluginInstance};
-use crate::tier::{Code, PluginProfile, TierPolicy};
+use crate::isolate::{CrashGate, Workers};
+use crate::loader::Plugin;
+use crate::tier::{PluginProfile, TierPolicy};
+mod create;
 mod instance;
 mod lease;
+mod upkeep;
 
 pub use instance::Instance;
 pub use lease::{Lease, Quarantine};
@@ -388,179 +390,6 @@ impl InstancePool {
 
     fn lease(&self, instance: Instance, id: Arc<str>, permit: OwnedSemaphorePermit) -> Lease {
         Lease::new(instance, id, Arc::clone(&self.shared), permit)
-    }
-
-    async fn create(&self) -> Result<(Instance, Arc<str>)> {
-        let shared = &self.shared;
-        if let Some(isolated) = shared.context.isolated.clone() {
-            return self.create_isolated(isolated).await;
-        }
-        let profile = &shared.context.profile.constructor;
-        let policy = shared.context.policy;
-        let seat = if policy.enabled() && profile.is_inline() {
-            shared.context.profile.seat(Code::Constructor)
-        } else {
-            None
-        };
-        let instance = if let Some(seat) = seat {
-            let start = Instant::now();
-            seat.begin(start);
-            let instance = PluginInstance::new(&shared.plugin, &shared.config);
-            seat.end(profile, start.elapsed(), &policy)
-                .log(shared.plugin.name(), "constructor");
-            instance?
-        } else {
-            let plugin = Arc::clone(&shared.plugin);
-            let config = shared.config.clone();
-            let (instance, took) = tokio::task::spawn_blocking(move || {
-                let start = Instant::now();
-                let instance = PluginInstance::new(&plugin, &config);
-                (instance, start.elapsed())
-            })
-            .await
-            .map_err(Error::background("instance creation"))?;
-            profile
-                .off_worker_run(took, &policy)
-                .log(shared.plugin.name(), "constructor");
-            instance?
-        };
-        Ok(self.count_new(Instance::Here(instance)))
-    }
-
-    /// A worker process for a process-tier task: a warm one (or one started
-    /// now) loads the plugin and makes the instance. Off the async workers:
-    /// starting a process and loading a library block.
-    async fn create_isolated(&self, isolated: Isolated) -> Result<(Instance, Arc<str>)> {
-        let shared = &self.shared;
-        let (task_id, plugin, config) = (
-            Arc::clone(&shared.task_id),
-            Arc::clone(&shared.plugin),
-            shared.config.clone(),
-        );
-        let worker = tokio::task::spawn_blocking(move || {
-            IsolatedInstance::create(
-                &isolated.workers,
-                &task_id,
-                &plugin,
-                &config,
-                isolated.memory_max,
-                &isolated.gate,
-            )
-        })
-        .await
-        .map_err(Error::background("starting a worker"))??;
-        Ok(self.count_new(Instance::Worker(Box::new(worker))))
-    }
-
-    fn count_new(&self, instance: Instance) -> (Instance, Arc<str>) {
-        let shared = &self.shared;
-        shared.state().live += 1;
-        shared.created.fetch_add(1, Ordering::Relaxed);
-        let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        (instance, Arc::from(format!("{}-{n}", shared.task_id)))
-    }
-
-    /// Destroys instances idle since before `now - idle_for`, keeping the
-    /// minimum; returns how many went.
-    pub fn reap_idle(&self, idle_for: Duration) -> usize {
-        let expired: Vec<Idle> = {
-            let mut state = self.shared.state();
-            let removable = state.live.saturating_sub(self.shared.limits.min);
-            let mut taken = Vec::new();
-            let mut i = 0;
-            while i < state.idle.len() && taken.len() < removable {
-                if state.idle[i].since.elapsed() >= idle_for {
-                    taken.push(state.idle.remove(i));
-                } else {
-                    i += 1;
-                }
-            }
-            taken
-        };
-        let n = expired.len();
-        for e in expired {
-            self.shared.destroy(e.instance);
-        }
-        n
-    }
-
-    /// Destroys the instance `id`: now if it is idle; if `leased` (a call
-    /// holds it), when that call returns instead of going back to the pool.
-    /// Returns whether an instance was found (idle) or doomed (leased).
-    pub fn destroy_instance(&self, id: &str, leased: bool) -> bool {
-        let idle = {
-            let mut state = self.shared.state();
-            match state.idle.iter().position(|i| &*i.id == id) {
-                Some(at) => Some(state.idle.remove(at)),
-                None => {
-                    if leased && !state.doomed.iter().any(|d| &**d == id) {
-                        state.doomed.push(Arc::from(id));
-                    }
-                    None
-                }
-            }
-        };
-        match idle {
-            Some(idle) => {
-                self.shared.destroy(idle.instance);
-                true
-            }
-            None => leased,
-        }
-    }
-
-    /// Stops lending: callers waiting for a slot get [`Error::TaskDeleted`],
-    /// idle instances are destroyed now, leased ones when their calls return.
-    pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.permits.close();
-        self.shared.returned.notify_waiters();
-        let idle = std::mem::take(&mut self.shared.state().idle);
-        for i in idle {
-            self.shared.destroy(i.instance);
-        }
-    }
-
-    /// Whether [`InstancePool::close`] was called.
-    pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
-    }
-
-    /// Counts describing the pool now.
-    pub fn stats(&self) -> PoolStats {
-        let state = self.shared.state();
-        // Idle instances hold permits too.
-        let held = self
-            .shared
-            .limits
-            .max
-            .saturating_sub(self.shared.permits.available_permits())
-            .saturating_sub(state.idle.len());
-        PoolStats {
-            idle: state.idle.len(),
-            live: state.live,
-            busy: if self.is_closed() {
-                state.live - state.idle.len()
-            } else {
-                held + state.quarantined
-            },
-            created: self.shared.created.load(Ordering::Relaxed),
-            discarded: self.shared.discarded.load(Ordering::Relaxed),
-            quarantined: state.quarantined,
-            limits: self.shared.limits,
-            worker_crashes: self
-                .shared
-                .context
-                .isolated
-                .as_ref()
-                .map_or(0, |i| i.gate.crashes()),
-            crash_looping: self
-                .shared
-                .context
-                .isolated
-                .as_ref()
-                .is_some_and(|i| i.gate.is_looping()),
-        }
     }
 }
 
