@@ -239,22 +239,14 @@ pub async fn profile_handler(seconds: u64, data_dir: &std::path::Path) -> anyhow
     let (host, task_id) = crate::echo_task(data_dir, "profile").await?;
     let api = spearlet::api::FunctionApi::new(host.clone());
     let request = echo_message(&task_id);
-    let until = Instant::now() + std::time::Duration::from_secs(seconds);
-    let mut calls = 0u64;
-    while Instant::now() < until {
-        for _ in 0..10_000 {
-            black_box(
-                api.invoke_function(tonic::Request::new(request.clone()))
-                    .await?,
-            );
-        }
-        calls += 10_000;
-    }
-    eprintln!(
-        "{calls} calls in {seconds} s: {:.0} ns each, request clone included",
-        seconds as f64 * 1e9 / calls as f64
-    );
-    Ok(())
+    for_seconds(seconds, || async {
+        black_box(
+            api.invoke_function(tonic::Request::new(request.clone()))
+                .await?,
+        );
+        Ok(())
+    })
+    .await
 }
 
 /// A 64-byte echo on the existing task, the request P6 and P1 send.
@@ -285,11 +277,25 @@ async fn echo_allocations(host: &spearlet::Host, task_id: &str) -> anyhow::Resul
 pub async fn profile(seconds: u64, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let (host, task_id) = crate::echo_task(data_dir, "profile").await?;
     let call = echo_call(&task_id);
+    for_seconds(seconds, || async {
+        black_box(host.invoke(call.clone()).await?);
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `call` over and over for `seconds`, for a profiler, and says how
+/// long each took (the request's clone included).
+async fn for_seconds<F, Fut>(seconds: u64, mut call: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let until = Instant::now() + std::time::Duration::from_secs(seconds);
     let mut calls = 0u64;
     while Instant::now() < until {
         for _ in 0..10_000 {
-            black_box(host.invoke(call.clone()).await?);
+            call().await?;
         }
         calls += 10_000;
     }
